@@ -1,0 +1,100 @@
+"""Request overhead: HeadlessClient vs a plain httpx.AsyncClient against the same Pods.
+
+Both clients send to the same 3 Pods of a LocalCluster (the plain client rotates over the Pods'
+URLs itself, so both spread load alike); rounds alternate plain / headless so machine noise hits
+both equally, and the ratio of medians is the figure (target ≥ 0.95). Runs on asyncio and trio,
+sequentially (concurrency 1) and with concurrent workers.
+
+    python benchmarks/overhead.py [--rounds 7] [--requests 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+import httpx
+from _common import print_table, write_results
+
+from headlesslb import HeadlessClient
+from headlesslb.testing import LocalCluster
+
+Send = Callable[[], Awaitable[httpx.Response]]
+
+
+async def _rate(send: Send, requests: int, concurrency: int) -> float:
+    """Requests per second for ``requests`` sends split over ``concurrency`` workers."""
+    per_worker = requests // concurrency
+
+    async def worker() -> None:
+        for _ in range(per_worker):
+            response = await send()
+            assert response.status_code == 200
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(concurrency):
+            tg.start_soon(worker)
+    return per_worker * concurrency / (time.perf_counter() - start)
+
+
+async def _compare(
+    cluster: LocalCluster, rounds: int, requests: int, concurrency: int
+) -> dict[str, float]:
+    urls = itertools.cycle([cluster.url(p.name, "/bench") for p in cluster.pods("web")])
+    limits = httpx.Limits(
+        max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
+    )
+    async with (
+        httpx.AsyncClient(limits=limits) as plain,
+        HeadlessClient(
+            "web-hl", port="http", nameservers=[cluster.nameserver], namespace=cluster.namespace
+        ) as headless,
+    ):
+
+        async def send_plain() -> httpx.Response:
+            return await plain.get(next(urls))
+
+        async def send_headless() -> httpx.Response:
+            return await headless.get("/bench")
+
+        await _rate(send_plain, 200, concurrency)  # warm up connections on both
+        await _rate(send_headless, 200, concurrency)
+        plain_rates, headless_rates = [], []
+        for _ in range(rounds):
+            plain_rates.append(await _rate(send_plain, requests, concurrency))
+            headless_rates.append(await _rate(send_headless, requests, concurrency))
+    plain_rps = statistics.median(plain_rates)
+    headless_rps = statistics.median(headless_rates)
+    return {
+        "plain_rps": round(plain_rps, 1),
+        "headless_rps": round(headless_rps, 1),
+        "ratio": round(headless_rps / plain_rps, 3),
+        "ratio_of_best": round(max(headless_rates) / max(plain_rates), 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=1500)
+    args = parser.parse_args()
+    rows = []
+    with LocalCluster() as cluster:
+        cluster.add_statefulset("web", replicas=3, headless="web-hl", lb="web-lb")
+        for backend in ("asyncio", "trio"):
+            for concurrency in (1, 16):
+                result = anyio.run(
+                    _compare, cluster, args.rounds, args.requests, concurrency, backend=backend
+                )
+                rows.append({"backend": backend, "concurrency": concurrency, **result})
+    print_table(rows, title="HeadlessClient vs plain httpx.AsyncClient (3 Pods, req/s, median)")
+    write_results("overhead", rows, target={"ratio": ">= 0.95"}, params=vars(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The endpoint model: one Pod address, as discovery sees it and as users inspect it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Endpoint", "EndpointStatus", "Resolution"]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One Pod address. Identity is ``(ip, port)``; hostname and ordinal are what SRV told us."""
+
+    ip: str
+    port: int
+    hostname: str | None = None
+    """The Pod's hostname (``web-3``) when a SRV target named it, else ``None``."""
+    ordinal: int | None = None
+    """The StatefulSet ordinal (``3`` for ``web-3``) when the hostname carries one."""
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """The identity the pool keys stats by: stats survive refreshes that keep it."""
+        return (self.ip, self.port)
+
+    @property
+    def authority(self) -> str:
+        """``ip:port`` as it goes in a URL (IPv6 in brackets)."""
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        name = f"{self.hostname} " if self.hostname else ""
+        return f"{name}{self.authority}"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The result of one discovery round: the endpoints and how long DNS said they stay valid."""
+
+    endpoints: tuple[Endpoint, ...]
+    ttl: float
+    """Seconds, the smallest TTL of the records used (0 when DNS gave no records)."""
+    names: dict[str, str] = field(default_factory=dict, compare=False)
+    """Which names were asked, for diagnostics (record type → absolute name)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStatus:
+    """A point-in-time view of one endpoint for users (``client.endpoints()``)."""
+
+    ip: str
+    port: int
+    hostname: str | None
+    ordinal: int | None
+    healthy: bool
+    """False while ejected by outlier detection or failing active health checks."""
+    draining: bool
+    """True once DNS dropped the endpoint: no new requests, in-flight ones complete."""
+    in_flight: int
+    requests: int
+    failures: int
+    ewma_latency: float | None
+    """Peak-sensitive moving average of latency in seconds, ``None`` before the first response."""
+    ejected_until: float | None
+    """Monotonic time the ejection ends, ``None`` if not ejected."""

@@ -1,0 +1,62 @@
+"""Errors raised by headlesslb.
+
+Everything we raise derives from :class:`HeadlessLBError`. Errors that come out of the httpx
+transport on the request path also derive from :class:`httpx.TransportError`, so code that already
+catches ``httpx.TransportError`` / ``httpx.HTTPError`` keeps working when it adopts headlesslb.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+__all__ = [
+    "ConfigurationError",
+    "DiscoveryError",
+    "HeadlessLBError",
+    "InvalidServiceName",
+    "NoEndpointsAvailable",
+    "NotStarted",
+    "OrdinalNotFound",
+    "RetryBudgetExhausted",
+]
+
+
+class HeadlessLBError(Exception):
+    """Base class of every error headlesslb raises itself."""
+
+
+class ConfigurationError(HeadlessLBError, ValueError):
+    """An argument is malformed: a port, a nameserver address, a policy value, ..."""
+
+
+class InvalidServiceName(ConfigurationError):
+    """A Service name is not a valid DNS-1123 name, or cannot be expanded to an FQDN."""
+
+
+class DiscoveryError(HeadlessLBError, httpx.TransportError):
+    """DNS could not be asked: timeout, SERVFAIL, REFUSED or no reachable nameserver.
+
+    NXDOMAIN and empty answers are not errors: they mean "no endpoints". On the request path it is
+    raised only when nothing was ever discovered and no fallback is configured.
+    """
+
+
+class NotStarted(HeadlessLBError, RuntimeError):
+    """A client or transport was used outside ``async with`` (or after it was closed)."""
+
+
+class NoEndpointsAvailable(HeadlessLBError, httpx.TransportError):
+    """Discovery yielded no usable endpoint and no fallback Service is configured."""
+
+
+class OrdinalNotFound(HeadlessLBError, httpx.TransportError):
+    """A request pinned to a StatefulSet ordinal found no Pod with that ordinal."""
+
+    def __init__(self, message: str, *, ordinal: int, available: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.ordinal = ordinal
+        self.available = available
+
+
+class RetryBudgetExhausted(HeadlessLBError, httpx.TransportError):
+    """A retry was needed but the retry budget is empty; the last attempt's error is chained."""

@@ -1,0 +1,276 @@
+"""Service names: parse, validate, expand once to an absolute FQDN; Pod hostname → ordinal.
+
+Pure code apart from the two small loaders at the bottom (resolv.conf, the Pod's namespace), which
+read a file or the environment once at start. A short name is expanded here exactly once, so every
+later DNS query is for an absolute name: no ``ndots:5`` search-list storm on each refresh.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigurationError, InvalidServiceName
+
+__all__ = [
+    "DEFAULT_CLUSTER_DOMAIN",
+    "ResolvConf",
+    "ServiceName",
+    "detect_namespace",
+    "expand_service_name",
+    "load_resolv_conf",
+    "parse_nameserver",
+    "parse_port",
+    "split_ordinal",
+]
+
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_SERVICE_LABEL = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")  # DNS-1035: starts with a letter
+_PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+_ORDINAL = re.compile(r"^(?P<set>[a-z0-9]([a-z0-9-]*[a-z0-9])?)-(?P<ordinal>0|[1-9][0-9]*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceName:
+    """A Service name expanded to an absolute FQDN, as every DNS query uses it."""
+
+    fqdn: str
+    """Absolute name with the trailing dot, e.g. ``web-hl.default.svc.cluster.local.``."""
+    service: str
+    """The first label: the Service's own name (``web-hl``)."""
+    namespace: str | None
+    """The namespace when the name is a cluster Service name, else ``None``."""
+
+    def srv_name(self, port_name: str, protocol: str = "tcp") -> str:
+        """The SRV name of a named port: ``_http._tcp.<fqdn>``."""
+        return f"_{port_name}._{protocol}.{self.fqdn}"
+
+    def pod_fqdn(self, hostname: str) -> str:
+        """The per-Pod name a StatefulSet Pod gets: ``web-0.<fqdn>``."""
+        return f"{hostname}.{self.fqdn}"
+
+    @property
+    def host(self) -> str:
+        """The FQDN without the trailing dot: what goes in Host headers and TLS SNI."""
+        return self.fqdn.rstrip(".")
+
+    def __str__(self) -> str:
+        return self.host
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvConf:
+    """The parts of resolv.conf that matter here."""
+
+    nameservers: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> ResolvConf:
+        """Parse resolv.conf text; unknown lines are ignored as the C library ignores them."""
+        nameservers: list[str] = []
+        search: tuple[str, ...] = ()
+        options: dict[str, str] = {}
+        for raw in text.splitlines():
+            line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+            if not line:
+                continue
+            keyword, *args = line.split()
+            if keyword == "nameserver" and args:
+                nameservers.append(args[0])
+            elif keyword in ("search", "domain") and args:
+                search = tuple(a.rstrip(".").lower() for a in args)  # the last one wins
+            elif keyword == "options":
+                for opt in args:
+                    name, _, value = opt.partition(":")
+                    options[name] = value
+        return cls(tuple(nameservers), search, options)
+
+    @property
+    def namespace(self) -> str | None:
+        """The namespace a Pod's first search domain names (``<ns>.svc.<domain>``)."""
+        if self.search:
+            labels = self.search[0].split(".")
+            if len(labels) >= 3 and labels[1] == "svc":
+                return labels[0]
+        return None
+
+    @property
+    def cluster_domain(self) -> str | None:
+        """The cluster domain read off a ``svc.<domain>`` search entry."""
+        for entry in self.search:
+            labels = entry.split(".")
+            if "svc" in labels[:2] and labels.index("svc") + 1 < len(labels):
+                return ".".join(labels[labels.index("svc") + 1 :])
+        return None
+
+
+def _check_labels(name: str, original: str) -> list[str]:
+    if not name:
+        raise InvalidServiceName(f"empty Service name {original!r}")
+    if len(name) > 253:
+        raise InvalidServiceName(f"Service name {original!r} is longer than 253 characters")
+    labels = name.split(".")
+    for label in labels:
+        if not label:
+            raise InvalidServiceName(f"Service name {original!r} has an empty label")
+        if len(label) > 63:
+            raise InvalidServiceName(
+                f"label {label!r} of {original!r} is longer than 63 characters"
+            )
+        if not _LABEL.match(label):
+            raise InvalidServiceName(
+                f"label {label!r} of {original!r} is not a DNS-1123 label: use a-z, 0-9 and '-',"
+                " starting and ending with a letter or digit"
+            )
+    if not _SERVICE_LABEL.match(labels[0]):
+        raise InvalidServiceName(
+            f"Service name {labels[0]!r} must start with a letter (DNS-1035 label)"
+        )
+    return labels
+
+
+def expand_service_name(
+    name: str,
+    *,
+    namespace: str | None = None,
+    cluster_domain: str | None = None,
+) -> ServiceName:
+    """Expand ``web-hl``, ``web-hl.ns``, ``web-hl.ns.svc`` or an FQDN to an absolute name.
+
+    ``namespace`` is needed only for a bare ``web-hl``; ``cluster_domain`` defaults to
+    ``cluster.local``. Any other name with three or more labels (``api.example.com``) is taken
+    as already complete. Raises :class:`InvalidServiceName` saying what is wrong.
+    """
+    if not isinstance(name, str):
+        raise InvalidServiceName(f"Service name must be a str, not {type(name).__name__}")
+    original = name
+    name = name.strip().lower()
+    absolute = name.endswith(".")
+    labels = _check_labels(name.rstrip(".") if absolute else name, original)
+    domain = (cluster_domain or DEFAULT_CLUSTER_DOMAIN).strip(".").lower()
+    _check_labels(domain, cluster_domain or domain)
+    if namespace is not None:
+        _check_labels(namespace, namespace)
+        if "." in namespace:
+            raise InvalidServiceName(f"namespace {namespace!r} must be a single DNS label")
+
+    if absolute:
+        fqdn_labels = labels
+    elif len(labels) == 1:
+        if namespace is None:
+            raise InvalidServiceName(
+                f"cannot tell the namespace of {original!r}: pass namespace=, set POD_NAMESPACE,"
+                " or use a qualified name such as 'web-hl.default'"
+            )
+        fqdn_labels = [labels[0], namespace, "svc", *domain.split(".")]
+    elif len(labels) == 2:
+        fqdn_labels = [*labels, "svc", *domain.split(".")]
+    elif len(labels) == 3 and labels[2] == "svc":
+        fqdn_labels = [*labels, *domain.split(".")]
+    else:
+        fqdn_labels = labels
+    ns = fqdn_labels[1] if len(fqdn_labels) >= 3 and fqdn_labels[2] == "svc" else None
+    fqdn = ".".join(fqdn_labels) + "."
+    if len(fqdn) > 254:
+        raise InvalidServiceName(f"expanded name {fqdn!r} is longer than 253 characters")
+    return ServiceName(fqdn=fqdn, service=fqdn_labels[0], namespace=ns)
+
+
+def parse_port(port: int | str | None) -> int | str | None:
+    """Validate a port: an int 1-65535, a named port (IANA service name, for SRV), or None."""
+    if port is None:
+        return None
+    if isinstance(port, bool):
+        raise ConfigurationError(f"port must be an int or a port name, not {port!r}")
+    if isinstance(port, int):
+        if not 1 <= port <= 65535:
+            raise ConfigurationError(f"port {port} is out of range 1-65535")
+        return port
+    if isinstance(port, str):
+        if port.isdigit():
+            return parse_port(int(port))
+        if _PORT_NAME.match(port) and re.search("[a-z]", port) and "--" not in port:
+            return port
+        raise ConfigurationError(
+            f"port name {port!r} is not a valid IANA service name"
+            " (1-15 of a-z, 0-9 and '-', with at least one letter)"
+        )
+    raise ConfigurationError(f"port must be an int or a port name, not {type(port).__name__}")
+
+
+def parse_nameserver(spec: str) -> tuple[str, int]:
+    """Parse ``"ip"``, ``"ip:port"`` or ``"[v6]:port"`` into ``(ip, port)``; port defaults to 53."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigurationError(f"nameserver must be 'ip' or 'ip:port', got {spec!r}")
+    text = spec.strip()
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigurationError(f"nameserver {spec!r}: expected '[ipv6]:port'")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigurationError(
+            f"nameserver {spec!r}: {host!r} is not an IP address (nameservers are given by address)"
+        ) from None
+    port = 53
+    if port_text:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ConfigurationError(f"nameserver {spec!r}: port {port_text!r} is not 1-65535")
+        port = int(port_text)
+    return (str(address), port)
+
+
+def split_ordinal(hostname: str) -> tuple[str, int] | None:
+    """``web-3`` → ``("web", 3)``; ``None`` if the hostname carries no StatefulSet ordinal."""
+    match = _ORDINAL.match(hostname)
+    if match is None:
+        return None
+    return match["set"], int(match["ordinal"])
+
+
+def load_resolv_conf(path: str | os.PathLike[str] = "/etc/resolv.conf") -> ResolvConf:
+    """Read resolv.conf; a missing file reads as empty (no search list, no nameservers)."""
+    try:
+        return ResolvConf.parse(Path(path).read_text())
+    except FileNotFoundError:
+        return ResolvConf()
+
+
+def detect_namespace(
+    resolv: ResolvConf,
+    env: Mapping[str, str] | None = None,
+    service_account_file: str | os.PathLike[str] = SERVICE_ACCOUNT_NAMESPACE,
+) -> str | None:
+    """The Pod's namespace: ``POD_NAMESPACE``, the service-account file, else resolv.conf."""
+    env = os.environ if env is None else env
+    if env.get("POD_NAMESPACE", "").strip():
+        return env["POD_NAMESPACE"].strip()
+    try:
+        text = Path(service_account_file).read_text().strip()
+    except OSError:
+        text = ""
+    return text or resolv.namespace
+
+
+def nameservers_from(specs: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    """Parse a list of nameserver specs; an empty list is an error, not 'use the system'."""
+    if isinstance(specs, str):
+        specs = [specs]
+    parsed = tuple(parse_nameserver(s) for s in specs)
+    if not parsed:
+        raise ConfigurationError("nameservers is empty: pass None to use resolv.conf")
+    return parsed

@@ -1,0 +1,70 @@
+"""Balancing policies: which endpoint a request goes to.
+
+- :class:`RoundRobin` — in turn, from a random start (the default);
+- :class:`LeastRequest` — power of two choices on in-flight requests;
+- :class:`PeakEwma` — power of two choices on latency × load (best with uneven Pods);
+- :class:`ConsistentHash` — sharding by a request key (Maglev over endpoints, jump over ordinals);
+- :class:`Ordinal` — pinning to a StatefulSet ordinal.
+
+Each is a :class:`~headlesslb.pickers.base.PickerFactory`: it builds a cheap, read-only
+:class:`~headlesslb.pickers.base.Picker` per pool snapshot.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from ..clock import Clock, monotonic
+from ..errors import ConfigurationError
+from .base import NO_CONTEXT, HashKey, PickContext, Picker, PickerFactory
+from .hashing import ConsistentHash
+from .hashtables import key_hash
+from .ordinal import Ordinal
+from .p2c import LeastRequest, PeakEwma
+from .round_robin import RoundRobin
+
+__all__ = [
+    "NO_CONTEXT",
+    "PICKERS",
+    "ConsistentHash",
+    "HashKey",
+    "LeastRequest",
+    "Ordinal",
+    "PeakEwma",
+    "PickContext",
+    "Picker",
+    "PickerFactory",
+    "RoundRobin",
+    "key_hash",
+    "make_picker",
+]
+
+PICKERS: dict[str, Callable[[random.Random | None, Clock], PickerFactory]] = {
+    "round_robin": lambda rng, clock: RoundRobin(rng),
+    "least_request": lambda rng, clock: LeastRequest(rng),
+    "peak_ewma": lambda rng, clock: PeakEwma(rng, clock),
+}
+"""The balancing policies a client accepts by name."""
+
+
+def make_picker(
+    spec: str | PickerFactory, *, rng: random.Random | None = None, clock: Clock = monotonic
+) -> PickerFactory:
+    """A fresh factory for a policy name, or ``spec`` itself if it already is a factory.
+
+    ``rng`` and ``clock`` are handed to the named policies (seeded tests, injected time).
+    Raises :class:`~headlesslb.errors.ConfigurationError` naming the valid names otherwise.
+    """
+    if isinstance(spec, str):
+        make = PICKERS.get(spec)
+        if make is None:
+            valid = ", ".join(repr(name) for name in PICKERS)
+            raise ConfigurationError(f"unknown picker {spec!r}; valid names: {valid}")
+        return make(rng, clock)
+    if isinstance(spec, PickerFactory):
+        return spec
+    raise ConfigurationError(
+        f"picker must be one of {', '.join(map(repr, PICKERS))} or a PickerFactory "
+        f"(an object with a name and build(snapshot)), not {type(spec).__name__}"
+    )

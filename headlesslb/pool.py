@@ -1,0 +1,287 @@
+"""The endpoint pool: membership from discovery, per-endpoint stats, outlier ejection, panic.
+
+Pure and deterministic: the clock and the random source are injected, nothing here does I/O. The
+transport reports each attempt's outcome through :class:`Attempt`; discovery replaces membership
+through :meth:`Pool.update`; time-based changes (an ejection ending) happen in :meth:`Pool.tick`,
+which the snapshot accessor runs when the earliest deadline has passed.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .clock import Clock, monotonic
+from .endpoint import Endpoint, EndpointStatus, Resolution
+from .errors import ConfigurationError
+from .snapshot import EMPTY_SNAPSHOT, EndpointState, Snapshot
+
+__all__ = ["Attempt", "Outcome", "OutlierPolicy", "Pool"]
+
+
+class Outcome(enum.Enum):
+    """How one attempt on one endpoint ended, as far as balancing cares."""
+
+    SUCCESS = "success"
+    """A response came back (any status that does not indicate a sick endpoint)."""
+    GATEWAY_ERROR = "gateway_error"
+    """The endpoint answered 502, 503 or 504."""
+    CONNECT_FAILURE = "connect_failure"
+    """Connecting failed or timed out: the request never left."""
+    REFUSED = "refused"
+    """The connection was refused: nothing listens there any more (a Pod that died)."""
+    RESET = "reset"
+    """The connection broke before a complete response."""
+    TIMEOUT = "timeout"
+    """The endpoint did not answer within the per-try timeout."""
+    CANCELLED = "cancelled"
+    """The caller gave up; says nothing about the endpoint."""
+
+
+_FAILURES = frozenset(
+    {
+        Outcome.GATEWAY_ERROR,
+        Outcome.CONNECT_FAILURE,
+        Outcome.REFUSED,
+        Outcome.RESET,
+        Outcome.TIMEOUT,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierPolicy:
+    """Passive outlier detection, after Envoy's consecutive-gateway-failure detector."""
+
+    consecutive_failures: int = 5
+    """Failures in a row (gateway errors, connect failures, resets, timeouts) that eject."""
+    base_ejection: float = 10.0
+    """Seconds of the first ejection; the n-th in a row lasts ``n × base_ejection``."""
+    max_ejection: float = 300.0
+    """Cap on one ejection's length, seconds."""
+    max_ejection_percent: float = 50.0
+    """Never eject more than this share of members at once (at least one may always go)."""
+    panic_threshold: float = 50.0
+    """Below this share of eligible members, balance over all members."""
+    jitter: float = 0.1
+    """± fraction added to each ejection so ejected endpoints don't return in lockstep."""
+    eject_on_refused: bool = True
+    """A refused connection ejects at once: the Pod is gone, DNS just has not caught up."""
+    latency_decay: float = 10.0
+    """Time constant (seconds) of the latency EWMA that peak-EWMA balancing reads."""
+
+    def __post_init__(self) -> None:
+        if self.consecutive_failures < 1:
+            raise ConfigurationError("consecutive_failures must be >= 1")
+        if not 0 < self.base_ejection <= self.max_ejection:
+            raise ConfigurationError("need 0 < base_ejection <= max_ejection")
+        if not 0 <= self.max_ejection_percent <= 100 or not 0 <= self.panic_threshold <= 100:
+            raise ConfigurationError("percentages must be within 0-100")
+        if not 0 <= self.jitter < 1 or self.latency_decay <= 0:
+            raise ConfigurationError("need 0 <= jitter < 1 and latency_decay > 0")
+
+
+def outcome_for_status(status: int) -> Outcome:
+    """Map an HTTP status to an outcome: 502/503/504 mean the endpoint is unwell."""
+    return Outcome.GATEWAY_ERROR if status in (502, 503, 504) else Outcome.SUCCESS
+
+
+class Attempt:
+    """One request on one endpoint, in flight until :meth:`done` is called exactly once."""
+
+    __slots__ = ("_done", "_pool", "started", "state")
+
+    def __init__(self, pool: Pool, state: EndpointState, started: float) -> None:
+        self._pool = pool
+        self.state = state
+        self.started = started
+        self._done = False
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The endpoint this attempt went to."""
+        return self.state.endpoint
+
+    def done(self, outcome: Outcome) -> None:
+        """Report how the attempt ended; a second call is a bug and raises RuntimeError."""
+        if self._done:
+            raise RuntimeError(f"attempt on {self.state.endpoint} reported twice")
+        self._done = True
+        self._pool._finish(self, outcome)
+
+
+class Pool:
+    """Membership and per-endpoint state, with an immutable :class:`Snapshot` for pickers."""
+
+    def __init__(
+        self,
+        outlier: OutlierPolicy | None = None,
+        *,
+        clock: Clock = monotonic,
+        rng: random.Random | None = None,
+        on_refused: Callable[[], None] | None = None,
+    ) -> None:
+        self.outlier = outlier or OutlierPolicy()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._on_refused = on_refused
+        self._states: dict[tuple[str, int], EndpointState] = {}
+        self._snapshot = EMPTY_SNAPSHOT
+        self._next_deadline = math.inf
+        self._resolved = False
+
+    # -- reading -----------------------------------------------------------------------------
+    @property
+    def snapshot(self) -> Snapshot:
+        """The current snapshot, after applying any ejection that has run out."""
+        if self._clock() >= self._next_deadline:
+            self.tick()
+        return self._snapshot
+
+    @property
+    def resolved(self) -> bool:
+        """Whether discovery has delivered at least once (even an empty answer)."""
+        return self._resolved
+
+    @property
+    def next_deadline(self) -> float:
+        """When :meth:`tick` next has work (an ejection ending); ``inf`` if never."""
+        return self._next_deadline
+
+    def statuses(self) -> list[EndpointStatus]:
+        """Status of every member, sorted by (ip, port)."""
+        return [s.status() for s in self.snapshot.members]
+
+    # -- discovery ---------------------------------------------------------------------------
+    def update(self, resolution: Resolution) -> Snapshot:
+        """Replace membership with what discovery found; stats of kept endpoints survive."""
+        self._resolved = True
+        fresh: dict[tuple[str, int], EndpointState] = {}
+        old_endpoints = {s.endpoint for s in self._states.values()}
+        for ep in resolution.endpoints:
+            state = self._states.get(ep.key)
+            if state is None:
+                state = EndpointState(ep)
+            else:
+                state.endpoint = ep  # hostname/ordinal may have appeared (SRV answered later)
+            state.draining = False
+            fresh[ep.key] = state
+        # Hostnames count too: ordinal tables change when a Pod's name does.
+        membership_changed = {s.endpoint for s in fresh.values()} != old_endpoints
+        for key, state in self._states.items():
+            if key not in fresh:
+                state.draining = True  # in-flight attempts still finish through their Attempt
+        self._states = fresh
+        if not membership_changed and self._snapshot.version:
+            return self._snapshot  # the usual refresh: same Pods, nothing to rebuild
+        return self._rebuild(membership_changed=membership_changed)
+
+    # -- requests ----------------------------------------------------------------------------
+    def begin(self, state: EndpointState) -> Attempt:
+        """Count a new attempt on ``state``; the caller must call ``done`` on the result."""
+        state.in_flight += 1
+        state.requests += 1
+        return Attempt(self, state, self._clock())
+
+    def _finish(self, attempt: Attempt, outcome: Outcome) -> None:
+        state = attempt.state
+        state.in_flight -= 1
+        if outcome is Outcome.CANCELLED:
+            return
+        now = self._clock()
+        self._observe_latency(state, now - attempt.started, now)
+        if outcome in _FAILURES:
+            state.failures += 1
+            state.consecutive_failures += 1
+            if outcome is Outcome.REFUSED:
+                if self._on_refused is not None:
+                    self._on_refused()
+                if self.outlier.eject_on_refused:
+                    self._maybe_eject(state, now)
+                    return
+            if state.consecutive_failures >= self.outlier.consecutive_failures:
+                self._maybe_eject(state, now)
+        else:
+            state.consecutive_failures = 0
+
+    def _observe_latency(self, state: EndpointState, latency: float, now: float) -> None:
+        # Peak-sensitive EWMA (Finagle/Linkerd): jump straight to a worse latency, decay toward a
+        # better one with a weight that depends on the time since the last observation.
+        if state.ewma is None or latency > state.ewma:
+            state.ewma = latency
+        else:
+            weight = math.exp(-(now - state.ewma_stamp) / self.outlier.latency_decay)
+            state.ewma = state.ewma * weight + latency * (1.0 - weight)
+        state.ewma_stamp = now
+
+    # -- outlier detection -------------------------------------------------------------------
+    def eject(self, key: tuple[str, int]) -> bool:
+        """Eject a member now (health checks, tests); returns whether the cap allowed it."""
+        state = self._states.get(key)
+        return state is not None and self._maybe_eject(state, self._clock())
+
+    def set_health(self, key: tuple[str, int], ok: bool) -> None:
+        """Record an active health check verdict for a member."""
+        state = self._states.get(key)
+        if state is not None and state.health_ok != ok:
+            state.health_ok = ok
+            self._rebuild(membership_changed=False)
+
+    def _maybe_eject(self, state: EndpointState, now: float) -> bool:
+        if state.ejected_until is not None or state.draining:
+            return False
+        policy = self.outlier
+        ejected = sum(1 for s in self._states.values() if s.ejected_until is not None)
+        allowed = max(1, math.floor(len(self._states) * policy.max_ejection_percent / 100))
+        if ejected >= allowed:
+            return False
+        if state.last_ejected_at is not None and now - state.last_ejected_at > policy.max_ejection:
+            state.times_ejected = 0  # well-behaved for a long while: start the back-off over
+        state.times_ejected += 1
+        duration = min(policy.base_ejection * state.times_ejected, policy.max_ejection)
+        duration *= 1.0 + self._rng.uniform(-policy.jitter, policy.jitter)
+        state.ejected_until = now + duration
+        state.last_ejected_at = now
+        state.consecutive_failures = 0
+        self._rebuild(membership_changed=False)
+        return True
+
+    def tick(self) -> None:
+        """Return endpoints whose ejection has run out; called by :attr:`snapshot` when due."""
+        now = self._clock()
+        changed = False
+        for state in self._states.values():
+            if state.ejected_until is not None and state.ejected_until <= now:
+                state.ejected_until = None
+                changed = True
+        if changed:
+            self._rebuild(membership_changed=False)
+        else:
+            self._next_deadline = self._earliest_deadline()
+
+    def _earliest_deadline(self) -> float:
+        return min(
+            (s.ejected_until for s in self._states.values() if s.ejected_until is not None),
+            default=math.inf,
+        )
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def _rebuild(self, *, membership_changed: bool) -> Snapshot:
+        old = self._snapshot
+        members = tuple(sorted(self._states.values(), key=lambda s: s.key))
+        eligible = tuple(s for s in members if s.available)
+        panic = bool(members) and len(eligible) * 100 < len(members) * self.outlier.panic_threshold
+        by_ordinal = {s.endpoint.ordinal: s for s in members if s.endpoint.ordinal is not None}
+        self._snapshot = Snapshot(
+            version=old.version + 1,
+            membership_version=old.membership_version + (1 if membership_changed else 0),
+            members=members,
+            eligible=members if panic else eligible,
+            panic=panic,
+            by_ordinal=by_ordinal,
+        )
+        self._next_deadline = self._earliest_deadline()
+        return self._snapshot

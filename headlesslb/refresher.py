@@ -1,0 +1,144 @@
+"""The background refresh loop: keeps the pool in step with DNS.
+
+Runs in the owner's task group (``await tg.start(refresher.run)``). It never raises out of the
+loop: a failed round keeps the last good endpoints (stale beats empty) and is retried with
+back-off, and an unexpected error is logged with its traceback and retried the same way, because an
+exception escaping here would cancel the user's code inside ``async with``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Protocol
+
+import anyio
+import anyio.abc
+
+from .clock import Clock, monotonic
+from .endpoint import Resolution
+from .errors import DiscoveryError
+from .pool import Pool
+from .schedule import RefreshPolicy
+from .snapshot import Snapshot
+
+__all__ = ["Discovery", "Refresher"]
+
+log = logging.getLogger("headlesslb.refresher")
+
+
+class Discovery(Protocol):
+    """Anything that can produce a :class:`Resolution` (DnsDiscovery, or a test double)."""
+
+    async def resolve(self) -> Resolution:
+        """One discovery round."""
+        ...
+
+
+class Refresher:
+    """Periodic, TTL-aware, single-flight discovery feeding a :class:`Pool`."""
+
+    def __init__(
+        self,
+        discovery: Discovery,
+        pool: Pool,
+        policy: RefreshPolicy | None = None,
+        *,
+        clock: Clock = monotonic,
+        rng: random.Random | None = None,
+        prepare: Callable[[Snapshot], None] | None = None,
+    ) -> None:
+        self.discovery = discovery
+        self.pool = pool
+        self.policy = policy or RefreshPolicy()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._prepare = prepare
+        self._ready = anyio.Event()
+        self._wake = anyio.Event()
+        self._inflight: anyio.Event | None = None
+        self._last_early = -float("inf")
+        self.last_error: BaseException | None = None
+        """The error of the latest failed round; ``None`` after a successful one."""
+        self.rounds = 0
+        """Completed rounds, successful or not (diagnostics and tests)."""
+
+    @property
+    def ready(self) -> bool:
+        """Whether the first round has completed (successfully or not)."""
+        return self._ready.is_set()
+
+    async def wait_ready(self) -> None:
+        """Wait for the first round, at most ``policy.first_resolution_timeout`` seconds."""
+        with anyio.move_on_after(self.policy.first_resolution_timeout):
+            await self._ready.wait()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The loop. Reports started at once; the first round runs right away."""
+        task_status.started()
+        failures = 0
+        while True:
+            ok, ttl = await self.refresh()
+            if ok:
+                failures = 0
+                delay = self.policy.next_delay(ttl, self._rng)
+            else:
+                failures += 1
+                delay = self.policy.error_delay(failures, self._rng)
+            with anyio.move_on_after(delay):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+
+    def request_refresh(self) -> None:
+        """Ask for an early round (a Pod refused a connection); rate-limited, never blocks."""
+        now = self._clock()
+        if now - self._last_early >= self.policy.early_min_interval:
+            self._last_early = now
+            self._wake.set()
+
+    async def refresh(self) -> tuple[bool, float]:
+        """Run one round now, or join the one in flight. Returns (succeeded, ttl)."""
+        if self._inflight is not None:
+            await self._inflight.wait()
+            return self.last_error is None, 0.0
+        done = self._inflight = anyio.Event()
+        try:
+            return await self._round()
+        finally:
+            self._inflight = None
+            self.rounds += 1
+            self._ready.set()
+            done.set()
+
+    async def _round(self) -> tuple[bool, float]:
+        try:
+            resolution = await self.discovery.resolve()
+        except Exception as exc:
+            self._note_failure(exc)
+            return False, 0.0
+        try:
+            before = self.pool.snapshot.membership_version
+            snapshot = self.pool.update(resolution)
+            if self._prepare is not None and snapshot.membership_version != before:
+                # Picker tables can take milliseconds to build: keep that off the event loop.
+                await anyio.to_thread.run_sync(self._prepare, snapshot)
+        except Exception as exc:  # a bug, but the loop must survive it
+            log.exception("applying a discovery result failed; keeping the previous endpoints")
+            self._note_failure(exc)
+            return False, 0.0
+        self.last_error = None
+        return True, resolution.ttl
+
+    def _note_failure(self, exc: Exception) -> None:
+        if isinstance(exc, DiscoveryError):
+            log.warning(
+                "discovery failed (%s); keeping %d known endpoints",
+                exc,
+                len(self.pool.snapshot.members),
+            )
+        else:
+            log.error("discovery failed unexpectedly; keeping the known endpoints", exc_info=exc)
+        self.last_error = exc

@@ -1,0 +1,126 @@
+"""What is safe to retry, and how much retrying is allowed (pure: clock injected).
+
+:class:`RetryPolicy` says which failures are retried and how; :class:`RetryBudget` caps retries at a
+share of requests (Finagle-style) so a sick Service is not hit by a retry storm. The transport
+drives both and uses tenacity for the attempt loop.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .clock import Clock, monotonic
+from .errors import ConfigurationError
+
+__all__ = ["IDEMPOTENT_METHODS", "Failure", "RetryBudget", "RetryPolicy"]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+"""RFC 9110 §9.2.2: repeating these has the same effect as sending them once."""
+
+
+class Failure(enum.Enum):
+    """The phase a failed attempt failed in; decides whether any method may be retried."""
+
+    NOT_SENT = "not_sent"
+    """Connecting failed or timed out: the request provably never reached the server."""
+    MAYBE_PROCESSED = "maybe_processed"
+    """The request may have reached the server (read error, reset, timeout after sending)."""
+    RETRYABLE_STATUS = "retryable_status"
+    """The server answered with a status in :attr:`RetryPolicy.retry_statuses`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retries on another Pod: how many, how fast, and for which failures."""
+
+    max_attempts: int = 3
+    """Attempts in all, the first included (1 disables retries)."""
+    per_try_timeout: float | None = None
+    """Seconds one attempt may take until response headers; ``None``: only httpx's timeouts."""
+    deadline: float | None = None
+    """Seconds the whole request may take across attempts; ``None``: no overall cap."""
+    retry_statuses: frozenset[int] = frozenset({502, 503, 504})
+    backoff_base: float = 0.02
+    """Backoff before retry n is uniform in [0, min(backoff_max, base × 2^n)] (full jitter)."""
+    backoff_max: float = 0.25
+    budget_ratio: float = 0.2
+    """Retries allowed as a share of requests (0.2: one retry per five requests)."""
+    budget_min_per_second: float = 10.0
+    """Retries always allowed per second, so a quiet client can still retry."""
+    idempotent_methods: frozenset[str] = field(default=IDEMPOTENT_METHODS)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigurationError("max_attempts must be >= 1")
+        for name in ("per_try_timeout", "deadline"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigurationError(f"{name} must be > 0 or None")
+        if self.backoff_base < 0 or self.backoff_max < self.backoff_base:
+            raise ConfigurationError("need 0 <= backoff_base <= backoff_max")
+        if self.budget_ratio < 0 or self.budget_min_per_second < 0:
+            raise ConfigurationError("retry budget values must be >= 0")
+
+    def may_retry(self, failure: Failure, method: str, idempotent: bool | None) -> bool:
+        """Whether a failure of this kind may be retried for this request."""
+        if failure is Failure.NOT_SENT:
+            return True
+        if idempotent is None:
+            idempotent = method in self.idempotent_methods
+        return idempotent
+
+    def budget(self, clock: Clock = monotonic) -> RetryBudget:
+        """A fresh budget with this policy's numbers."""
+        return RetryBudget(self.budget_ratio, self.budget_min_per_second, clock=clock)
+
+
+class RetryBudget:
+    """Token bucket for retries: each request deposits ``ratio``; each retry withdraws one.
+
+    A second bucket refills at ``min_per_second`` (capped at one second's worth), so retries never
+    drop to zero for a low-traffic client. The request bucket is capped too, so a long healthy
+    period cannot bank enough credit for a storm later.
+    """
+
+    def __init__(
+        self,
+        ratio: float = 0.2,
+        min_per_second: float = 10.0,
+        *,
+        clock: Clock = monotonic,
+        max_banked: float = 100.0,
+    ) -> None:
+        self.ratio = ratio
+        self.min_per_second = min_per_second
+        self._clock = clock
+        self._cap = max(max_banked * ratio, 1.0) if ratio else 0.0
+        self._tokens = 0.0
+        self._floor_tokens = min_per_second
+        self._floor_stamp = clock()
+
+    def deposit(self) -> None:
+        """Record one request (not a retry)."""
+        tokens = self._tokens + self.ratio
+        self._tokens = tokens if tokens < self._cap else self._cap
+
+    def try_withdraw(self) -> bool:
+        """Take one retry from the budget; False when it is empty."""
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        now = self._clock()
+        self._floor_tokens = min(
+            self.min_per_second,
+            self._floor_tokens + (now - self._floor_stamp) * self.min_per_second,
+        )
+        self._floor_stamp = now
+        if self._floor_tokens >= 1.0:
+            self._floor_tokens -= 1.0
+            return True
+        return False
+
+    @property
+    def balance(self) -> float:
+        """Retries available right now from requests (the per-second floor not counted)."""
+        return self._tokens

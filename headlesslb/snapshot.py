@@ -1,0 +1,112 @@
+"""Immutable views of the pool that pickers are built from.
+
+A :class:`Snapshot` never changes once made: membership and health changes build a new one (off the
+request path), and pickers built from it only read it. The per-endpoint counters an
+:class:`EndpointState` carries (in-flight, latency) are live on purpose: load-aware pickers read
+them at pick time, and they must not force a rebuild on every request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from .endpoint import Endpoint, EndpointStatus
+
+__all__ = ["EndpointState", "Snapshot"]
+
+
+class EndpointState:
+    """One endpoint and its live statistics; owned and mutated by the pool only."""
+
+    __slots__ = (
+        "consecutive_failures",
+        "draining",
+        "ejected_until",
+        "endpoint",
+        "ewma",
+        "ewma_stamp",
+        "failures",
+        "health_ok",
+        "in_flight",
+        "key",
+        "last_ejected_at",
+        "requests",
+        "times_ejected",
+    )
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.key = endpoint.key
+        self.in_flight = 0
+        self.requests = 0
+        self.failures = 0
+        self.consecutive_failures = 0
+        self.times_ejected = 0
+        self.ejected_until: float | None = None
+        self.last_ejected_at: float | None = None
+        self.ewma: float | None = None
+        """Peak-sensitive EWMA of latency (seconds); ``None`` until the first response."""
+        self.ewma_stamp = 0.0
+        self.health_ok = True
+        """Verdict of active health checks (True when they are off)."""
+        self.draining = False
+
+    @property
+    def available(self) -> bool:
+        """Eligible for new requests: not ejected, not failing health checks, not draining."""
+        return self.ejected_until is None and self.health_ok and not self.draining
+
+    def status(self) -> EndpointStatus:
+        """A frozen view for users."""
+        ep = self.endpoint
+        return EndpointStatus(
+            ip=ep.ip,
+            port=ep.port,
+            hostname=ep.hostname,
+            ordinal=ep.ordinal,
+            healthy=self.ejected_until is None and self.health_ok,
+            draining=self.draining,
+            in_flight=self.in_flight,
+            requests=self.requests,
+            failures=self.failures,
+            ewma_latency=self.ewma,
+            ejected_until=self.ejected_until,
+        )
+
+    def __repr__(self) -> str:
+        return f"EndpointState({self.endpoint}, in_flight={self.in_flight})"
+
+
+_EMPTY: Mapping[int, EndpointState] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Snapshot:
+    """One immutable moment of the pool: who is a member, who may take new requests."""
+
+    version: int
+    """Increases on every change; pickers are cached per version."""
+    membership_version: int
+    """Increases only when the set of members changes (not on health changes): hash tables that
+    depend on membership alone are rebuilt only when this moves."""
+    members: tuple[EndpointState, ...]
+    """Every endpoint DNS currently lists, sorted by (ip, port)."""
+    eligible: tuple[EndpointState, ...]
+    """Members that may take new requests; every member while in panic."""
+    panic: bool = False
+    """True when too few members are healthy and the pool balances over all of them."""
+    by_ordinal: Mapping[int, EndpointState] = field(default_factory=lambda: _EMPTY)
+
+    @property
+    def empty(self) -> bool:
+        """No member at all: discovery found nothing."""
+        return not self.members
+
+    def is_eligible(self, state: EndpointState) -> bool:
+        """Whether this member may take a new request in this snapshot."""
+        return self.panic or state.available
+
+
+EMPTY_SNAPSHOT = Snapshot(version=0, membership_version=0, members=(), eligible=())

@@ -1,0 +1,450 @@
+"""LocalCluster: the synchronous control API, in the caller's process.
+
+Only the standard library is imported here; dnspython and uvicorn are loaded by the cluster
+process alone, which keeps ``import headlesslb.testing`` cheap.
+"""
+
+from __future__ import annotations
+
+import enum
+import multiprocessing
+import threading
+import time
+import weakref
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from types import TracebackType
+from typing import Any, Final, cast
+
+from ._model import (
+    ClusterError,
+    DnsMode,
+    DnsQueryCount,
+    Options,
+    PodInfo,
+    ServiceInfo,
+    zone_name,
+)
+
+
+class _Auto(enum.Enum):
+    AUTO = "auto"
+
+
+AUTO: Final = _Auto.AUTO
+"""Default for Service names: ``<workload>-hl`` (headless) and ``<workload>-lb`` (LB)."""
+
+_CALL_TIMEOUT = 60.0
+_CLOSE_TIMEOUT = 5.0
+
+
+def child_main(conn: Connection, options: Options) -> None:
+    """Entry point of the cluster process (imports the heavy modules there, not here)."""
+    from ._child import run
+
+    run(conn, options)
+
+
+def _stop_process(proc: BaseProcess, conn: Connection, timeout: float) -> None:
+    """Ask the child to stop, then insist. Safe to call more than once."""
+    try:
+        if not conn.closed:
+            try:
+                conn.send(("close", (), {}))
+                if conn.poll(timeout):
+                    conn.recv()
+            except (OSError, EOFError, ValueError):
+                pass
+            conn.close()
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout)
+    except ValueError:
+        pass  # already closed and released
+
+
+class LocalCluster:
+    """A small, real Kubernetes-like cluster on loopback: DNS, HTTP Pods and LB Services.
+
+    It runs in its own process (multiprocessing "spawn") on its own asyncio loop; every method
+    here is a synchronous request to that process. Addresses: a random block 127.B.C.0/24 with
+    the DNS server on 127.B.C.53 (UDP and TCP, same ephemeral port), LB Services on
+    127.B.C.100+, and Pods on 127.B.C+1.1 … 127.B.C+6.254, each Pod on its own IP. Every Pod and
+    LB Service listens on the cluster's port (``cluster.port``) unless a workload picks another.
+
+    Workload and Service names are unique across the whole cluster, whatever their namespace.
+    Scripts that start a cluster need the usual ``if __name__ == "__main__":`` guard ("spawn"
+    re-imports the main module in the child).
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "default",
+        domain: str = "cluster.local",
+        ttl: int = 5,
+        startup_timeout: float = 20.0,
+    ) -> None:
+        if ttl < 0:
+            raise ValueError("ttl must be >= 0")
+        self._options = Options(namespace=namespace, domain=domain, ttl=ttl)
+        self._origin = zone_name(domain)
+        self._lock = threading.Lock()
+        self._closed = False
+        ctx = multiprocessing.get_context("spawn")
+        parent_conn, child_conn = ctx.Pipe()
+        proc = ctx.Process(
+            target=child_main,
+            args=(child_conn, self._options),
+            name="headlesslb-local-cluster",
+            daemon=True,
+        )
+        proc.start()
+        # Our copy of the child's end must go, or we would never see EOF when the child dies.
+        child_conn.close()
+        self._conn: Connection = parent_conn
+        self._proc: BaseProcess = proc
+        self._finalizer = weakref.finalize(self, _stop_process, proc, parent_conn, _CLOSE_TIMEOUT)
+        try:
+            ready = self._wait_ready(startup_timeout)
+        except BaseException:
+            self.close()
+            raise
+        ip, port = ready["dns"]
+        self._dns_address: tuple[str, int] = (ip, port)
+        self._port: int = ready["port"]
+
+    def _wait_ready(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while not self._conn.poll(0.05):
+            if not self._proc.is_alive():
+                raise ClusterError(f"cluster process exited with code {self._proc.exitcode}")
+            if time.monotonic() > deadline:
+                raise ClusterError(f"cluster process not ready after {timeout} s")
+        try:
+            kind, payload = self._conn.recv()
+        except EOFError:
+            raise ClusterError("cluster process died during start-up") from None
+        if kind != "ready":
+            raise ClusterError(f"cluster failed to start: {payload}")
+        return cast(dict[str, Any], payload)
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _call(self, op: str, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            if self._closed:
+                raise ClusterError("cluster is closed")
+            try:
+                self._conn.send((op, args, kwargs))
+                deadline = time.monotonic() + _CALL_TIMEOUT
+                while not self._conn.poll(0.2):
+                    if not self._proc.is_alive():
+                        raise ClusterError(
+                            f"cluster process died (exit code {self._proc.exitcode})"
+                        )
+                    if time.monotonic() > deadline:
+                        raise ClusterError(f"cluster did not answer {op!r} in {_CALL_TIMEOUT} s")
+                kind, payload = self._conn.recv()
+            except (EOFError, OSError) as exc:
+                raise ClusterError(f"lost the cluster process: {exc!r}") from exc
+        if kind == "err":
+            raise ClusterError(payload)
+        return payload
+
+    def close(self) -> None:
+        """Stop every server and the cluster process. Calling it again does nothing."""
+        with self._lock:
+            self._closed = True
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        """True after ``close()``."""
+        return self._closed
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"dns={self.nameserver}"
+        return f"<LocalCluster {self._origin} {state}>"
+
+    # --- addresses -------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """The cluster process id."""
+        return self._proc.pid
+
+    @property
+    def process(self) -> BaseProcess:
+        """The cluster process (tests use it to check it is gone after close)."""
+        return self._proc
+
+    @property
+    def dns_address(self) -> tuple[str, int]:
+        """(ip, port) of the DNS server, UDP and TCP."""
+        return self._dns_address
+
+    @property
+    def nameserver(self) -> str:
+        """``"ip:port"`` of the DNS server, as a client's ``nameservers=[...]`` entry."""
+        ip, port = self._dns_address
+        return f"{ip}:{port}"
+
+    @property
+    def port(self) -> int:
+        """The port every Pod and LB Service listens on (unless a workload chose another)."""
+        return self._port
+
+    @property
+    def namespace(self) -> str:
+        """The default namespace."""
+        return self._options.namespace
+
+    @property
+    def domain(self) -> str:
+        """The cluster domain, absolute (``"cluster.local."``)."""
+        return self._origin
+
+    @property
+    def ttl(self) -> int:
+        """TTL of every cluster record."""
+        return self._options.ttl
+
+    # --- workloads -------------------------------------------------------------------------
+
+    def add_statefulset(
+        self,
+        name: str,
+        replicas: int = 3,
+        *,
+        headless: str | _Auto | None = AUTO,
+        lb: str | _Auto | None = AUTO,
+        port: int | None = None,
+        port_name: str = "http",
+        namespace: str | None = None,
+        publish_not_ready: bool = True,
+        tls: tuple[str, str] | None = None,
+        serve: bool = True,
+    ) -> list[PodInfo]:
+        """Create a StatefulSet: Pods ``<name>-0`` … with stable hostnames and ordinals.
+
+        ``headless``/``lb`` name its headless and ClusterIP/LB Services (default
+        ``<name>-hl`` / ``<name>-lb``; None for none). ``tls=(certfile, keyfile)`` serves
+        HTTPS. ``serve=False`` makes DNS-only Pods. ``publish_not_ready`` (default True, as
+        StatefulSet peers usually need) keeps not-ready Pods in the headless Service's DNS.
+        Returns the Pods, all listening.
+        """
+        return cast(
+            list[PodInfo],
+            self._call(
+                "add_statefulset",
+                name,
+                replicas,
+                f"{name}-hl" if headless is AUTO else headless,
+                f"{name}-lb" if lb is AUTO else lb,
+                port,
+                port_name,
+                namespace,
+                publish_not_ready,
+                _tls(tls),
+                serve,
+            ),
+        )
+
+    def add_deployment(
+        self,
+        name: str,
+        replicas: int = 3,
+        *,
+        headless: str | _Auto | None = AUTO,
+        lb: str | _Auto | None = AUTO,
+        port: int | None = None,
+        port_name: str = "http",
+        namespace: str | None = None,
+        publish_not_ready: bool = False,
+        tls: tuple[str, str] | None = None,
+        serve: bool = True,
+    ) -> list[PodInfo]:
+        """Create a Deployment: Pods ``<name>-<random5>`` with no hostname.
+
+        Their SRV targets and per-Pod names are ``<ip-with-dashes>.<svc>.<ns>.svc.<domain>``.
+        Other arguments as for ``add_statefulset`` (``publish_not_ready`` defaults to False).
+        """
+        return cast(
+            list[PodInfo],
+            self._call(
+                "add_deployment",
+                name,
+                replicas,
+                f"{name}-hl" if headless is AUTO else headless,
+                f"{name}-lb" if lb is AUTO else lb,
+                port,
+                port_name,
+                namespace,
+                publish_not_ready,
+                _tls(tls),
+                serve,
+            ),
+        )
+
+    def scale(self, workload: str, replicas: int) -> list[PodInfo]:
+        """Set the replica count. A StatefulSet adds/removes the highest ordinals; a Deployment
+        removes not-ready or dead Pods first, then the newest. Returns the Pods."""
+        return cast(list[PodInfo], self._call("scale", workload, replicas))
+
+    def delete_workload(self, workload: str) -> None:
+        """Remove a workload, its Pods and its Services."""
+        self._call("delete_workload", workload)
+
+    def pods(self, workload: str | None = None) -> list[PodInfo]:
+        """The Pods of one workload (StatefulSet: by ordinal), or of the whole cluster."""
+        return cast(list[PodInfo], self._call("pods", workload))
+
+    def pod(self, name: str) -> PodInfo:
+        """One Pod by name."""
+        return cast(PodInfo, self._call("pod", name))
+
+    def url(self, pod: str, path: str = "") -> str:
+        """``http(s)://ip:port`` of one Pod, plus ``path``."""
+        info = self.pod(pod)
+        return f"{info.scheme}://{info.ip}:{info.port}{path}"
+
+    # --- services --------------------------------------------------------------------------
+
+    def services(self) -> list[ServiceInfo]:
+        """Every Service definition (``exists`` False for deleted ones)."""
+        return cast(list[ServiceInfo], self._call("services"))
+
+    def service(self, name: str) -> ServiceInfo:
+        """One Service by name."""
+        return cast(ServiceInfo, self._call("service", name))
+
+    def service_url(self, lb: str, path: str = "") -> str:
+        """``http(s)://lbip:port`` of a ClusterIP/LB Service, plus ``path``."""
+        info = self.service(lb)
+        if info.ip is None:
+            raise ClusterError(f"service {lb!r} is headless: it has no address")
+        return f"{info.scheme}://{info.ip}:{info.port}{path}"
+
+    def fqdn(self, service: str) -> str:
+        """Absolute DNS name of a Service: ``web-hl.default.svc.cluster.local.``."""
+        return self.service(service).fqdn
+
+    def srv_name(self, service: str, port_name: str | None = None) -> str:
+        """The SRV name of a Service's port: ``_http._tcp.web-hl.default.svc.cluster.local.``."""
+        info = self.service(service)
+        return f"_{port_name or info.port_name}._tcp.{info.fqdn}"
+
+    def pod_fqdn(self, pod: str) -> str:
+        """A Pod's own name under its headless Service (``web-0.web-hl…`` or
+        ``127-70-3-5.app-hl…``)."""
+        return cast(str, self._call("pod_fqdn", pod))
+
+    def delete_service(self, name: str) -> None:
+        """Delete a Service: its names become NXDOMAIN (an LB stops listening); Pods keep
+        running. The definition is kept for ``create_service``."""
+        self._call("delete_service", name)
+
+    def create_service(self, name: str) -> None:
+        """Recreate a deleted Service with its old definition (an LB keeps its address)."""
+        self._call("create_service", name)
+
+    # --- faults ----------------------------------------------------------------------------
+
+    def kill(self, pod: str) -> None:
+        """The Pod's server is gone: listener closed, connections reset, connects refused.
+        Its DNS records stay (Kubernetes has not noticed yet)."""
+        self._call("kill", pod)
+
+    def restart(self, pod: str) -> None:
+        """Serve again on the same ip:port (after ``kill``); on a live Pod, drops its
+        connections and starts afresh."""
+        self._call("restart", pod)
+
+    def slow(self, pod: str, seconds: float) -> None:
+        """Add ``seconds`` of latency to every response (0 clears)."""
+        self._call("slow", pod, seconds)
+
+    def fail(self, pod: str, status: int | None = 503) -> None:
+        """Answer every request, ``/healthz`` included, with ``status`` (None clears)."""
+        self._call("fail", pod, status)
+
+    def reset(self, pod: str, enabled: bool = True) -> None:
+        """Send the headers and half the body of every response, then reset the connection."""
+        self._call("reset", pod, enabled)
+
+    def set_ready(self, pod: str, ready: bool) -> None:
+        """Mark a Pod (not) ready: a not-ready Pod leaves DNS (unless its Service publishes
+        not-ready addresses) and the LB, while its server keeps running."""
+        self._call("set_ready", pod, ready)
+
+    # --- DNS -------------------------------------------------------------------------------
+
+    def stop_dns(self) -> None:
+        """Close the DNS sockets: UDP queries then time out, TCP connects are refused."""
+        self._call("stop_dns")
+
+    def start_dns(self) -> None:
+        """Listen again on the same ip:port."""
+        self._call("start_dns")
+
+    def dns_set_mode(self, mode: DnsMode) -> None:
+        """``"normal"``, or break DNS: ``"servfail"``, ``"refuse"`` or ``"drop"`` (no reply)."""
+        self._call("dns_set_mode", mode)
+
+    def add_record(
+        self, name: str, rdtype: str, values: list[str] | str, ttl: int | None = None
+    ) -> None:
+        """Add raw records inside the cluster domain, e.g. ``("x.default.svc.cluster.local.",
+        "AAAA", ["::1"])``. Names are taken as absolute."""
+        vals = [values] if isinstance(values, str) else list(values)
+        self._call("add_record", name, rdtype, vals, ttl)
+
+    def remove_record(self, name: str, rdtype: str | None = None) -> None:
+        """Remove raw records added with ``add_record`` (all types when ``rdtype`` is None)."""
+        self._call("remove_record", name, rdtype)
+
+    def dns_query_count(self) -> DnsQueryCount:
+        """Queries received since start or the last reset, in total and per (qname, qtype)."""
+        return cast(DnsQueryCount, self._call("dns_query_count"))
+
+    def reset_dns_query_count(self) -> None:
+        """Zero the DNS query counters."""
+        self._call("reset_dns_query_count")
+
+    # --- stats -----------------------------------------------------------------------------
+
+    def requests_served(self, pod: str) -> int:
+        """Requests the Pod received (``/healthz`` not included) since start or reset."""
+        return cast(int, self._call("requests_served", pod))
+
+    def stats(self) -> dict[str, Any]:
+        """``{"pods": {pod: requests}, "health": {pod: /healthz requests},
+        "lb": {pod: LB connections}, "dns": {"total": n, "by_query": {(qname, qtype): n}}}``."""
+        return cast(dict[str, Any], self._call("stats"))
+
+    def reset_stats(self) -> None:
+        """Zero every counter (Pods, LB and DNS)."""
+        self._call("reset_stats")
+
+
+def _tls(tls: tuple[str, str] | None) -> tuple[str, str] | None:
+    if tls is None:
+        return None
+    certfile, keyfile = tls
+    return (str(certfile), str(keyfile))

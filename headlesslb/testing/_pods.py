@@ -1,0 +1,231 @@
+"""HTTP Pods: one uvicorn server (h11) per Pod IP, all on the child's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from ._model import ClusterError, PodInfo, tcp_socket
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# uvicorn's own dictConfig would be re-run for every Pod; configure its loggers once instead.
+logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+@dataclass
+class Pod:
+    """The child's live record of one Pod."""
+
+    name: str
+    workload: str
+    namespace: str
+    ip: str
+    port: int
+    hostname: str | None
+    ordinal: int | None
+    serve: bool
+    tls: tuple[str, str] | None = None
+    ready: bool = True
+    alive: bool = True
+    slow: float = 0.0
+    fail_status: int | None = None
+    reset: bool = False
+    served: int = 0
+    health_served: int = 0
+    lb_connections: int = 0
+    server: PodServer | None = field(default=None, repr=False)
+
+    def info(self) -> PodInfo:
+        """A picklable snapshot for the parent."""
+        return PodInfo(
+            name=self.name,
+            ip=self.ip,
+            port=self.port,
+            hostname=self.hostname,
+            ordinal=self.ordinal,
+            alive=self.alive,
+            ready=self.ready,
+            workload=self.workload,
+            namespace=self.namespace,
+            serving=self.serve,
+            scheme="https" if self.tls else "http",
+        )
+
+
+class PodServer:
+    """A uvicorn server bound to the Pod's own ip:port that can be killed and restarted."""
+
+    def __init__(self, pod: Pod) -> None:
+        self.pod = pod
+        self._server: Any = None
+        self._killed = asyncio.Event()
+
+    @property
+    def running(self) -> bool:
+        """True while the listening socket is open."""
+        return self._server is not None
+
+    async def start(self) -> None:
+        """Bind the Pod's ip:port and accept connections."""
+        if self._server is not None:
+            return
+        sock = tcp_socket()
+        try:
+            # Restarting on the same ip:port must not trip over TIME_WAIT from the last run.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.pod.ip, self.pod.port))
+        except OSError as exc:
+            sock.close()
+            raise ClusterError(
+                f"pod {self.pod.name}: cannot bind {self.pod.ip}:{self.pod.port}: {exc}"
+            ) from exc
+        sock.setblocking(False)
+        certfile, keyfile = self.pod.tls or (None, None)
+        config = uvicorn.Config(
+            self._app,
+            http="h11",
+            ws="none",
+            interface="asgi3",
+            lifespan="off",
+            log_level="warning",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
+        )
+        config.load()
+        server = uvicorn.Server(config)
+        # Server.serve() would install signal handlers and poll every 0.1 s; startup() alone
+        # gives a listening server we stop ourselves.
+        server.lifespan = config.lifespan_class(config)
+        self._killed = asyncio.Event()
+        await server.startup(sockets=[sock])
+        self._server = server
+
+    def kill(self) -> None:
+        """Close the listening socket and abort every open connection (RST, no goodbye)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._killed.set()
+        for listener in server.servers:
+            listener.close()
+        for connection in list(server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
+
+    async def _sleep(self, seconds: float) -> None:
+        # A killed Pod must not answer later: wake up early and let the (aborted) send no-op.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._killed.wait(), seconds)
+
+    def _transport_for(self, client: Any) -> asyncio.Transport | None:
+        if self._server is None:
+            return None
+        for connection in self._server.server_state.connections:
+            if getattr(connection, "client", None) == client:
+                transport: asyncio.Transport = connection.transport
+                return transport
+        return None
+
+    async def _app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        pod = self.pod
+        body_len = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body_len += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        path: str = scope["path"]
+        health = path == "/healthz"
+        if health:
+            pod.health_served += 1
+        else:
+            pod.served += 1
+        if pod.slow > 0:
+            await self._sleep(pod.slow)
+        headers = dict(scope["headers"])
+        status = pod.fail_status or 200
+        if health:
+            body = b"ok" if status < 400 else b"failing"
+            content_type = b"text/plain"
+        else:
+            body = json.dumps(
+                {
+                    "pod": pod.name,
+                    "method": scope["method"],
+                    "path": path,
+                    "host": headers.get(b"host", b"").decode("latin-1"),
+                    "body_len": body_len,
+                    "status": status,
+                }
+            ).encode()
+            content_type = b"application/json"
+        if pod.reset:
+            await self._reset_mid_response(scope, receive, send, body)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-pod", pod.name.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _reset_mid_response(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes
+    ) -> None:
+        # Promise more bytes than we send, then RST: the client has the headers and half a
+        # body, exactly what a Pod crashing mid-response looks like.
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body) + 1024).encode()),
+                    (b"x-pod", self.pod.name.encode()),
+                ],
+            }
+        )
+        await send(
+            {"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True}
+        )
+        transport = self._transport_for(scope.get("client"))
+        if transport is None:
+            return
+        transport.abort()
+        # Returning before uvicorn sees the disconnect would make it log "ASGI callable
+        # returned without completing response"; wait for connection_lost first.
+        try:
+            async with asyncio.timeout(1.0):
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+        except TimeoutError:
+            pass

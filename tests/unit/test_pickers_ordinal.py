@@ -1,0 +1,94 @@
+"""Ordinal pinning and the picker factory registry (pure)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from headlesslb.balancer import Balancer
+from headlesslb.clock import ManualClock
+from headlesslb.endpoint import Endpoint, Resolution
+from headlesslb.errors import ConfigurationError, OrdinalNotFound
+from headlesslb.pickers import (
+    ConsistentHash,
+    LeastRequest,
+    Ordinal,
+    PeakEwma,
+    PickerFactory,
+    RoundRobin,
+    make_picker,
+)
+from headlesslb.pickers.base import PickContext
+from headlesslb.pool import OutlierPolicy, Pool
+
+
+def statefulset(ordinals: list[int], clock: ManualClock | None = None) -> Pool:
+    pool = Pool(OutlierPolicy(jitter=0), clock=clock or ManualClock(), rng=random.Random(0))
+    pool.update(Resolution(
+        tuple(Endpoint(f"10.0.0.{o + 1}", 80, f"web-{o}", o) for o in ordinals), ttl=5
+    ))
+    return pool
+
+
+def test_picks_the_member_with_that_ordinal() -> None:
+    pool = statefulset([0, 1, 2, 5])
+    picker = Ordinal().build(pool.snapshot)
+    for o in (0, 1, 2, 5):
+        state = picker.pick(PickContext(ordinal=o))
+        assert state is not None and state.endpoint.ordinal == o
+
+
+def test_missing_ordinal_names_the_available_ones() -> None:
+    picker = Ordinal().build(statefulset([0, 2, 1]).snapshot)
+    with pytest.raises(OrdinalNotFound, match=r"ordinal 7.*0, 1, 2") as info:
+        picker.pick(PickContext(ordinal=7))
+    assert info.value.ordinal == 7
+    assert info.value.available == (0, 1, 2)
+    deployment = Pool(clock=ManualClock())
+    deployment.update(Resolution((Endpoint("10.0.0.1", 80),), ttl=5))
+    with pytest.raises(OrdinalNotFound, match="none") as info:
+        Ordinal().build(deployment.snapshot).pick(PickContext(ordinal=0))
+    assert info.value.available == ()
+
+
+def test_ejected_pinned_member_is_still_returned() -> None:
+    clock = ManualClock()
+    pool = statefulset([0, 1, 2, 3], clock)
+    target = pool.snapshot.by_ordinal[1]
+    assert pool.eject(target.key)
+    assert target not in pool.snapshot.eligible
+    balancer = Balancer(pool, RoundRobin(random.Random(0)), ordinal=Ordinal())
+    assert balancer.pick(PickContext(ordinal=1)) is target  # never silently elsewhere
+    # ... unless this request already tried it: then there is no other choice.
+    assert balancer.pick(PickContext(ordinal=1, exclude=frozenset({target.key}))) is None
+
+
+def test_ordinal_follows_membership() -> None:
+    pool = statefulset([0, 1])
+    balancer = Balancer(pool, RoundRobin(random.Random(0)), ordinal=Ordinal())
+    with pytest.raises(OrdinalNotFound):
+        balancer.pick(PickContext(ordinal=2))
+    grown = (*(s.endpoint for s in pool.snapshot.members), Endpoint("10.0.0.3", 80, "web-2", 2))
+    pool.update(Resolution(grown, ttl=5))
+    state = balancer.pick(PickContext(ordinal=2))
+    assert state is not None and state.endpoint.hostname == "web-2"
+
+
+def test_make_picker_by_name() -> None:
+    assert isinstance(make_picker("round_robin"), RoundRobin)
+    assert isinstance(make_picker("least_request"), LeastRequest)
+    assert isinstance(make_picker("peak_ewma"), PeakEwma)
+    assert make_picker("round_robin") is not make_picker("round_robin")  # fresh state each
+    mine = LeastRequest(random.Random(1))
+    assert make_picker(mine) is mine
+    for factory in (RoundRobin(), LeastRequest(), PeakEwma(), ConsistentHash(), Ordinal()):
+        assert isinstance(factory, PickerFactory)
+        assert factory.name
+
+
+def test_make_picker_errors() -> None:
+    with pytest.raises(ConfigurationError, match="'round_robin', 'least_request', 'peak_ewma'"):
+        make_picker("random")
+    with pytest.raises(ConfigurationError, match="PickerFactory"):
+        make_picker(42)  # type: ignore[arg-type]

@@ -44,6 +44,7 @@ from .names import (
     load_resolv_conf,
     nameservers_from,
     parse_port,
+    split_ordinal,
 )
 from .pickers import ConsistentHash, Ordinal, make_picker
 from .pickers.base import NO_CONTEXT, HashKey, PickContext, PickerFactory
@@ -51,6 +52,7 @@ from .pool import Attempt, Outcome, OutlierPolicy, Pool, outcome_for_status
 from .refresher import Refresher
 from .retry import Failure, RetryBudget, RetryPolicy
 from .schedule import RefreshPolicy
+from .snapshot import EndpointState, Snapshot
 
 __all__ = ["HeadlessTransport", "RequestOptions"]
 
@@ -356,6 +358,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
             ),
         )
+        self._pinned_cache: dict[int, tuple[EndpointState, float]] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closed = False
 
@@ -535,13 +538,16 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         tried: set[tuple[str, int]],
         report: _Report,
     ) -> httpx.Response:
-        state = self.balancer.pick(PickContext(ctx.key, ctx.ordinal, tried) if tried else ctx)
-        if state is None:
-            if tried and (ctx.ordinal is not None or self.fallback is None):
+        state: EndpointState | None
+        if ctx.ordinal is not None:
+            state = await self._pinned(ctx.ordinal)  # retries go to the same Pod, never elsewhere
+        else:
+            state = self.balancer.pick(PickContext(ctx.key, None, tried) if tried else ctx)
+            if state is None and tried and self.fallback is None:
                 # Every Pod was tried: go round again rather than give up while retries remain.
                 state = self.balancer.pick(ctx)
             if state is None:
-                return await self._send_to_fallback(request, ctx, report)
+                return await self._send_to_fallback(request, report)
         tried.add(state.key)
         endpoint = state.endpoint
         attempt = self.pool.begin(state)
@@ -589,18 +595,45 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         response.extensions[EXTENSION] = report.as_dict(endpoint)
         return response
 
-    async def _send_to_fallback(
-        self, request: httpx.Request, ctx: PickContext, report: _Report
-    ) -> httpx.Response:
+    async def _pinned(self, ordinal: int) -> EndpointState:
+        """The Pod with this ordinal: from the pool, else by its own DNS name; never another."""
+        try:
+            state = self.balancer.pick(PickContext(ordinal=ordinal))
+        except OrdinalNotFound as not_found:
+            # SRV gave no hostnames (a numeric port, or an answer too big to carry them): ask for
+            # the Pod's own name, <statefulset>-<n>.<service>, as a StatefulSet client would.
+            state = await self._pod_by_name(ordinal, not_found)
+        if state is None:  # only an excluded Pod gives None, and nothing is excluded here
+            raise AssertionError("the ordinal picker returned no Pod")
+        return state
+
+    async def _pod_by_name(self, ordinal: int, not_found: OrdinalNotFound) -> EndpointState:
+        now = self._clock()
+        cached = self._pinned_cache.get(ordinal)
+        if cached is not None and cached[1] > now:
+            return cached[0]
         snapshot = self.pool.snapshot
-        if ctx.ordinal is not None:
-            available = tuple(sorted(snapshot.by_ordinal))
-            raise OrdinalNotFound(
-                f"no Pod with ordinal {ctx.ordinal} in {self.service.host}"
-                f" (ordinals present: {list(available) or 'none'})",
-                ordinal=ctx.ordinal,
-                available=available,
+        statefulset = self.discovery.statefulset or _statefulset_of(snapshot)
+        port = self.port if isinstance(self.port, int) else _common_port(snapshot)
+        if statefulset is None or port is None:
+            not_found.add_note(
+                "headlesslb: pass statefulset=<name> to look Pods up by their own DNS names"
             )
+            raise not_found
+        name = self.service.pod_fqdn(f"{statefulset}-{ordinal}")
+        resolution = await self.discovery.resolve_name(name, port)
+        if not resolution.endpoints:
+            raise not_found
+        found = resolution.endpoints[0]
+        endpoint = Endpoint(found.ip, found.port, f"{statefulset}-{ordinal}", ordinal)
+        member = next((m for m in snapshot.members if m.key == endpoint.key), None)
+        state = member or EndpointState(endpoint)
+        ttl = max(resolution.ttl, self.refresher.policy.min_interval)
+        self._pinned_cache[ordinal] = (state, now + ttl)
+        return state
+
+    async def _send_to_fallback(self, request: httpx.Request, report: _Report) -> httpx.Response:
+        snapshot = self.pool.snapshot
         if self.fallback is None:
             error = self.refresher.last_error
             if not snapshot.members and error is not None:
@@ -635,6 +668,20 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             "service": self.fallback.name,
         }
         return response
+
+
+def _statefulset_of(snapshot: Snapshot) -> str | None:
+    for member in snapshot.members:
+        hostname = member.endpoint.hostname
+        parsed = split_ordinal(hostname) if hostname else None
+        if parsed is not None and member.endpoint.ordinal is not None:
+            return parsed[0]
+    return None
+
+
+def _common_port(snapshot: Snapshot) -> int | None:
+    ports = {m.endpoint.port for m in snapshot.members}
+    return ports.pop() if len(ports) == 1 else None
 
 
 def _no_nameservers(resolv_conf: str) -> list[str]:

@@ -15,8 +15,8 @@ from .errors import (
     NoEndpointsAvailable,
     NotStarted,
     OrdinalNotFound,
-    RetryBudgetExhausted,
 )
+from .health import HealthCheck
 from .names import ServiceName, expand_service_name
 from .pool import OutlierPolicy
 from .retry import RetryBudget, RetryPolicy
@@ -33,6 +33,7 @@ __all__ = [
     "HeadlessClient",
     "HeadlessLBError",
     "HeadlessTransport",
+    "HealthCheck",
     "InvalidServiceName",
     "NoEndpointsAvailable",
     "NotStarted",
@@ -42,7 +43,6 @@ __all__ = [
     "RequestOptions",
     "Resolution",
     "RetryBudget",
-    "RetryBudgetExhausted",
     "RetryPolicy",
     "ServiceName",
     "__version__",

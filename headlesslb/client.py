@@ -15,6 +15,7 @@ from .clock import Clock, monotonic
 from .dns import IpFamily
 from .endpoint import EndpointStatus
 from .errors import NotStarted
+from .health import HealthCheck
 from .pickers.base import HashKey, PickerFactory
 from .pool import OutlierPolicy
 from .retry import RetryPolicy
@@ -22,6 +23,8 @@ from .schedule import RefreshPolicy
 from .transport import EXTENSION, HeadlessTransport, RequestOptions
 
 __all__ = ["HeadlessClient"]
+
+_READ_BODY = RequestOptions(read_body=True)
 
 
 class HeadlessClient:
@@ -55,6 +58,7 @@ class HeadlessClient:
         ip_family: IpFamily = "ipv4",
         refresh: RefreshPolicy | None = None,
         outlier: OutlierPolicy | None = None,
+        health: HealthCheck | None = None,
         retry: RetryPolicy | None = None,
         timeout: httpx.Timeout | float | None = 10.0,
         discovery_timeout: float = 3.0,
@@ -83,6 +87,7 @@ class HeadlessClient:
             ip_family=ip_family,
             refresh=refresh,
             outlier=outlier,
+            health=health,
             retry=retry,
             discovery_timeout=discovery_timeout,
             verify=verify,
@@ -146,15 +151,18 @@ class HeadlessClient:
         key: HashKey | None = None,
         ordinal: int | None = None,
         idempotent: bool | None = None,
+        read_body: bool = False,
         **kwargs: Any,
     ) -> httpx.Request:
         """An ``httpx.Request`` carrying the routing options (see :class:`RequestOptions`)."""
-        if key is not None or ordinal is not None or idempotent is not None:
-            extensions = dict(kwargs.pop("extensions", None) or {})
-            extensions[EXTENSION] = RequestOptions.from_extension(
-                {"key": key, "ordinal": ordinal, "idempotent": idempotent}
+        if key is None and ordinal is None and idempotent is None:
+            options = _READ_BODY if read_body else None  # the common case: nothing to validate
+        else:
+            options = RequestOptions.from_extension(
+                {"key": key, "ordinal": ordinal, "idempotent": idempotent, "read_body": read_body}
             )
-            kwargs["extensions"] = extensions
+        if options is not None:
+            kwargs["extensions"] = {**(kwargs.get("extensions") or {}), EXTENSION: options}
         return self.http.build_request(method, url, **kwargs)
 
     async def request(
@@ -173,8 +181,10 @@ class HeadlessClient:
         self._check_open()
         follow = kwargs.pop("follow_redirects", httpx.USE_CLIENT_DEFAULT)
         auth = kwargs.pop("auth", httpx.USE_CLIENT_DEFAULT)
+        # The whole body is read anyway: reading it inside the transport lets a connection lost
+        # mid-body be retried on another Pod like any other failure.
         request = self.build_request(
-            method, url, key=key, ordinal=ordinal, idempotent=idempotent, **kwargs
+            method, url, key=key, ordinal=ordinal, idempotent=idempotent, read_body=True, **kwargs
         )
         return await self.http.send(request, auth=auth, follow_redirects=follow)
 

@@ -17,7 +17,6 @@ __all__ = [
     "NoEndpointsAvailable",
     "NotStarted",
     "OrdinalNotFound",
-    "RetryBudgetExhausted",
 ]
 
 
@@ -56,7 +55,3 @@ class OrdinalNotFound(HeadlessLBError, httpx.TransportError):
         super().__init__(message)
         self.ordinal = ordinal
         self.available = available
-
-
-class RetryBudgetExhausted(HeadlessLBError, httpx.TransportError):
-    """A retry was needed but the retry budget is empty; the last attempt's error is chained."""

@@ -123,8 +123,10 @@ class Pool:
         clock: Clock = monotonic,
         rng: random.Random | None = None,
         on_refused: Callable[[], None] | None = None,
+        new_endpoints_healthy: bool = True,
     ) -> None:
         self.outlier = outlier or OutlierPolicy()
+        self._new_endpoints_healthy = new_endpoints_healthy
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_refused = on_refused
@@ -165,6 +167,7 @@ class Pool:
             state = self._states.get(ep.key)
             if state is None:
                 state = EndpointState(ep)
+                state.health_ok = self._new_endpoints_healthy
             else:
                 state.endpoint = ep  # hostname/ordinal may have appeared (SRV answered later)
             state.draining = False

@@ -48,6 +48,7 @@ class Refresher:
         clock: Clock = monotonic,
         rng: random.Random | None = None,
         prepare: Callable[[Snapshot], None] | None = None,
+        on_change: Callable[[Snapshot], None] | None = None,
     ) -> None:
         self.discovery = discovery
         self.pool = pool
@@ -55,6 +56,7 @@ class Refresher:
         self._clock = clock
         self._rng = rng or random.Random()
         self._prepare = prepare
+        self._on_change = on_change
         self._ready = anyio.Event()
         self._wake = anyio.Event()
         self._inflight: anyio.Event | None = None
@@ -122,9 +124,12 @@ class Refresher:
         try:
             before = self.pool.snapshot.membership_version
             snapshot = self.pool.update(resolution)
-            if self._prepare is not None and snapshot.membership_version != before:
-                # Picker tables can take milliseconds to build: keep that off the event loop.
-                await anyio.to_thread.run_sync(self._prepare, snapshot)
+            if snapshot.membership_version != before:
+                if self._prepare is not None:
+                    # Picker tables can take milliseconds to build: keep that off the event loop.
+                    await anyio.to_thread.run_sync(self._prepare, snapshot)
+                if self._on_change is not None:
+                    self._on_change(snapshot)
         except Exception as exc:  # a bug, but the loop must survive it
             log.exception("applying a discovery result failed; keeping the previous endpoints")
             self._note_failure(exc)

@@ -5,8 +5,9 @@ Pod's ``ip:port`` (keeping the original Host header, and SNI = the Service name 
 reports every attempt's outcome to the pool exactly once, when the response is closed. The caller's
 ``httpx.Request`` is never mutated, so ``response.url`` and redirects keep the Service name.
 
-Discovery runs in the transport's own task group, entered with the transport (``async with
-httpx.AsyncClient(transport=...)`` enters it), so nothing outlives the client.
+Discovery (and health checking, when asked for) runs in the transport's own task group, entered
+with the transport (``async with httpx.AsyncClient(transport=...)`` enters it), so nothing
+outlives the client.
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ from __future__ import annotations
 import logging
 import random
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
 import anyio
 import anyio.abc
-import httpcore
 import httpx
-from httpx._transports.default import AsyncResponseStream, map_httpcore_exceptions
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_random_exponential
 
 from .balancer import Balancer
@@ -37,6 +36,8 @@ from .errors import (
     NotStarted,
     OrdinalNotFound,
 )
+from .fallback import DEFAULT_PORTS, Fallback
+from .health import HealthCheck, HealthChecker
 from .names import (
     ServiceName,
     detect_namespace,
@@ -48,30 +49,37 @@ from .names import (
 )
 from .pickers import ConsistentHash, Ordinal, make_picker
 from .pickers.base import NO_CONTEXT, HashKey, PickContext, PickerFactory
-from .pool import Attempt, Outcome, OutlierPolicy, Pool, outcome_for_status
+from .pool import Outcome, OutlierPolicy, Pool, outcome_for_status
 from .refresher import Refresher
 from .retry import Failure, RetryBudget, RetryPolicy
 from .schedule import RefreshPolicy
+from .sender import AttemptStream, PodSender, classify
 from .snapshot import EndpointState, Snapshot
 
-__all__ = ["HeadlessTransport", "RequestOptions"]
+__all__ = ["EXTENSION", "HeadlessTransport", "RequestOptions"]
 
 log = logging.getLogger("headlesslb.transport")
 
 EXTENSION = "headlesslb"
-"""Request extension carrying :class:`RequestOptions` fields; response extension with the report."""
+"""Request extension carrying :class:`RequestOptions`; response extension with the report."""
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_OPTION_NAMES = frozenset({"key", "ordinal", "idempotent", "read_body"})
 
 
 @dataclass(frozen=True, slots=True)
 class RequestOptions:
-    """Per-request routing, passed as ``extensions={"headlesslb": {...}}`` or client kwargs."""
+    """Per-request options, passed as ``extensions={"headlesslb": {...}}`` or client kwargs."""
 
     key: HashKey | None = None
+    """Shard by this key: the same key goes to the same Pod while it is healthy."""
     ordinal: int | None = None
+    """Pin to the StatefulSet Pod with this ordinal; never another Pod, never the fallback."""
     idempotent: bool | None = None
+    """Allow retrying after the request may have reached a Pod (default: by method)."""
+    read_body: bool = False
+    """Read the body inside the transport, so a connection lost mid-body is retried like any
+    other failure. ``HeadlessClient`` sets it for every non-streaming request."""
 
     @classmethod
     def from_extension(cls, value: object) -> RequestOptions:
@@ -80,10 +88,13 @@ class RequestOptions:
             return value
         if not isinstance(value, Mapping):
             raise ConfigurationError(f"the {EXTENSION!r} request extension must be a mapping")
-        unknown = set(value) - {"key", "ordinal", "idempotent"}
+        unknown = set(value) - _OPTION_NAMES
         if unknown:
-            raise ConfigurationError(f"unknown {EXTENSION!r} options: {sorted(unknown)}")
-        key, ordinal, idempotent = value.get("key"), value.get("ordinal"), value.get("idempotent")
+            raise ConfigurationError(
+                f"unknown {EXTENSION!r} options {sorted(unknown)}; known: {sorted(_OPTION_NAMES)}"
+            )
+        key, ordinal = value.get("key"), value.get("ordinal")
+        idempotent, read_body = value.get("idempotent"), value.get("read_body", False)
         if key is not None and (isinstance(key, bool) or not isinstance(key, str | bytes | int)):
             raise ConfigurationError(f"key must be str, bytes or int, not {type(key).__name__}")
         if ordinal is not None and (
@@ -94,155 +105,62 @@ class RequestOptions:
             raise ConfigurationError("a request takes key= or ordinal=, not both")
         if idempotent is not None and not isinstance(idempotent, bool):
             raise ConfigurationError("idempotent must be a bool")
-        return cls(key, ordinal, idempotent)
+        if not isinstance(read_body, bool):
+            raise ConfigurationError("read_body must be a bool")
+        return cls(key, ordinal, idempotent, read_body)
 
 
-@dataclass(slots=True)
-class _Report:
-    """What ``response.extensions["headlesslb"]`` tells: where the request went and how."""
+_PLAIN = RequestOptions()
+_NOT_SENT_OUTCOMES = frozenset({Outcome.REFUSED.value, Outcome.CONNECT_FAILURE.value})
 
+
+@dataclass(slots=True, eq=False)
+class _Call:
+    """One request's journey: its routing, the Pods it tried, and the report users get."""
+
+    request: httpx.Request
+    ctx: PickContext
+    options: RequestOptions
+    tried: set[tuple[str, int]] = field(default_factory=set)
     attempts: list[dict[str, Any]] = field(default_factory=list)
-    fallback: bool = False
+    endpoint: Endpoint | None = None
+    """The Pod of the latest attempt."""
+    fallback: str | None = None
+    """``ip:port`` of the fallback Service, once it was used."""
+    fallback_service: str | None = None
+    budget_exhausted: bool = False
+    """A retry was called for but the retry budget was empty."""
 
-    def as_dict(self, endpoint: Endpoint | None) -> dict[str, Any]:
-        return {
-            "endpoint": endpoint.authority if endpoint else None,
+    @property
+    def never_sent(self) -> bool:
+        """Every attempt failed before the request could leave (connect-phase failures)."""
+        return all(a.get("outcome") in _NOT_SENT_OUTCOMES for a in self.attempts)
+
+    @property
+    def all_refused(self) -> bool:
+        """Every attempt found nothing listening (not a TLS or timeout failure)."""
+        return all(a.get("outcome") == Outcome.REFUSED.value for a in self.attempts)
+
+    def summary(self) -> str:
+        """One line for error notes: each attempt's endpoint and result."""
+        parts = [f"{a['endpoint']} → {a.get('status') or a.get('error')}" for a in self.attempts]
+        budget = "; retry budget exhausted" if self.budget_exhausted else ""
+        return f"{len(parts)} attempt(s): {', '.join(parts)}{budget}"
+
+    def report(self) -> dict[str, Any]:
+        """What ``response.extensions["headlesslb"]`` holds."""
+        endpoint = None if self.fallback else self.endpoint
+        report: dict[str, Any] = {
+            "endpoint": endpoint.authority if endpoint else self.fallback,
             "hostname": endpoint.hostname if endpoint else None,
             "ordinal": endpoint.ordinal if endpoint else None,
             "attempts": self.attempts,
-            "fallback": self.fallback,
+            "fallback": self.fallback is not None,
+            "retry_budget_exhausted": self.budget_exhausted,
         }
-
-
-class _AttemptStream(httpx.AsyncByteStream):
-    """Response body that reports its attempt's outcome exactly once, when the body ends."""
-
-    __slots__ = ("_attempt", "_inner", "_outcome")
-
-    def __init__(self, inner: httpx.AsyncByteStream, attempt: Attempt, outcome: Outcome) -> None:
-        self._inner = inner
-        self._attempt = attempt
-        self._outcome: Outcome | None = outcome
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._inner:
-                yield chunk
-        except httpx.TransportError:
-            self._report(Outcome.RESET)
-            raise
-        except BaseException:
-            self._report(Outcome.CANCELLED)
-            raise
-
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            self._report(self._outcome or Outcome.SUCCESS)
-
-    def _report(self, outcome: Outcome) -> None:
-        if self._outcome is not None:
-            self._outcome = None
-            self._attempt.done(outcome)
-
-
-class _PodSender(httpx.AsyncHTTPTransport):
-    """httpx's own transport, plus sending straight to a given address.
-
-    Building the httpcore request directly skips httpx's URL rebuild, which was most of a naive
-    rewriting transport's overhead (design §8).
-    """
-
-    async def send_to(
-        self,
-        request: httpx.Request,
-        host: str,
-        port: int,
-        *,
-        sni: str | None,
-        headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> httpx.Response:
-        extensions = request.extensions
-        if sni is not None:
-            extensions = {**extensions, "sni_hostname": sni}
-        url = request.url
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(scheme=url.raw_scheme, host=host, port=port, target=url.raw_path),
-            headers=headers if headers is not None else request.headers.raw,
-            content=request.stream,
-            extensions=extensions,
-        )
-        with map_httpcore_exceptions():
-            core_response = await self._pool.handle_async_request(core_request)
-        return httpx.Response(
-            status_code=core_response.status,
-            headers=core_response.headers,
-            stream=AsyncResponseStream(core_response.stream),  # type: ignore[arg-type]
-            extensions=core_response.extensions,
-        )
-
-
-class _Fallback:
-    """Where requests go when discovery yields nothing usable: a Service name or a URL."""
-
-    def __init__(
-        self,
-        spec: str,
-        *,
-        namespace: str | None,
-        cluster_domain: str | None,
-        port: int | str,
-        default_port: int,
-        nameservers: Sequence[tuple[str, int]],
-        ip_family: IpFamily,
-        discovery_timeout: float,
-        clock: Clock,
-    ) -> None:
-        self._clock = clock
-        self._discovery: DnsDiscovery | None = None
-        self._cached: tuple[Endpoint, float] | None = None
-        self._lock = anyio.Lock()
-        if "://" in spec:
-            url = httpx.URL(spec)
-            if url.scheme not in _DEFAULT_PORTS or not url.host:
-                raise ConfigurationError(f"fallback URL {spec!r} must be http(s)://host[:port]")
-            self.host = url.host
-            self.port = url.port or _DEFAULT_PORTS[url.scheme]
-            self.name = spec
-        else:
-            service = expand_service_name(spec, namespace=namespace, cluster_domain=cluster_domain)
-            self._discovery = DnsDiscovery(
-                service,
-                port=port,
-                nameservers=nameservers,
-                ip_family=ip_family,
-                timeout=discovery_timeout,
-            )
-            self.host = service.host
-            self.port = default_port if isinstance(port, str) else port
-            self.name = service.host
-        authority = self.host if self.port == default_port else f"{self.host}:{self.port}"
-        self.host_header = authority.encode("ascii")
-
-    async def address(self) -> tuple[str, int]:
-        """The address to connect to: the Service's ClusterIP (cached for its TTL) or the URL's."""
-        if self._discovery is None:
-            return self.host, self.port
-        cached = self._cached
-        if cached is None or cached[1] <= self._clock():
-            async with self._lock:  # one query, however many requests fall back at once
-                cached = self._cached
-                if cached is None or cached[1] <= self._clock():
-                    resolution = await self._discovery.resolve()
-                    if not resolution.endpoints:
-                        raise NoEndpointsAvailable(
-                            f"fallback Service {self.name} has no address in DNS"
-                        )
-                    ttl = max(resolution.ttl, 1.0)
-                    cached = self._cached = (resolution.endpoints[0], self._clock() + ttl)
-        return cached[0].ip, cached[0].port
+        if self.fallback:
+            report["service"] = self.fallback_service
+        return report
 
 
 class HeadlessTransport(httpx.AsyncBaseTransport):
@@ -275,6 +193,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         ip_family: IpFamily = "ipv4",
         refresh: RefreshPolicy | None = None,
         outlier: OutlierPolicy | None = None,
+        health: HealthCheck | None = None,
         retry: RetryPolicy | None = None,
         discovery_timeout: float = 3.0,
         verify: ssl.SSLContext | str | bool = True,
@@ -284,7 +203,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         clock: Clock = monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        if scheme not in _DEFAULT_PORTS:
+        if scheme not in DEFAULT_PORTS:
             raise ConfigurationError(f"scheme must be 'http' or 'https', not {scheme!r}")
         if writes_to is not None and (
             isinstance(writes_to, bool) or not isinstance(writes_to, int) or writes_to < 0
@@ -297,7 +216,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             service, namespace=namespace, cluster_domain=cluster_domain
         )
         self.scheme = scheme
-        default_port = _DEFAULT_PORTS[scheme]
+        default_port = DEFAULT_PORTS[scheme]
         parsed_port = parse_port(port)
         self.port: int | str = default_port if parsed_port is None else parsed_port
         servers = nameservers_from(
@@ -317,7 +236,14 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             timeout=discovery_timeout,
             statefulset=statefulset,
         )
-        self.pool = Pool(outlier, clock=clock, rng=self._rng, on_refused=self._on_refused)
+        self.pool = Pool(
+            outlier,
+            clock=clock,
+            rng=self._rng,
+            on_refused=self._on_refused,
+            new_endpoints_healthy=health is None or not health.start_unhealthy,
+        )
+        self.health = None if health is None else HealthChecker(health, self.pool, self._probe)
         self.balancer = Balancer(
             self.pool,
             make_picker(picker, rng=self._rng, clock=clock),
@@ -331,11 +257,12 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             clock=clock,
             rng=self._rng,
             prepare=self.balancer.prepare,
+            on_change=self._membership_changed,
         )
         self.fallback = (
             None
             if fallback is None
-            else _Fallback(
+            else Fallback(
                 fallback,
                 namespace=namespace,
                 cluster_domain=cluster_domain,
@@ -349,7 +276,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         )
         self._budget: RetryBudget = self.retry.budget(clock)
         self._sni = self.service.host if scheme == "https" else None
-        self._sender = _PodSender(
+        self._sender = PodSender(
             verify=verify,
             cert=cert,
             http2=http2,
@@ -371,6 +298,8 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         self._task_group = task_group
         await self._sender.__aenter__()
         await task_group.start(self.refresher.run)
+        if self.health is not None:
+            await task_group.start(self.health.run)
         return self
 
     async def __aexit__(
@@ -404,8 +333,31 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         """The Pods discovered now, with health and load."""
         return self.pool.statuses()
 
+    def _membership_changed(self, snapshot: Snapshot) -> None:
+        if self.health is not None:
+            self.health.wake()  # probe new Pods now, not an interval from now
+
     def _on_refused(self) -> None:
         self.refresher.request_refresh()
+
+    async def _probe(self, endpoint: Endpoint) -> bool:
+        check = self.health.check if self.health is not None else HealthCheck()
+        request = httpx.Request(
+            "GET",
+            f"{self.scheme}://{self.service.host}{check.path}",
+            headers={"user-agent": "headlesslb-health-check"},
+        )
+        try:
+            response = await self._sender.send_to(
+                request, endpoint.ip, endpoint.port, sni=self._sni
+            )
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.HTTPError:
+            return False
+        return response.status_code in check.healthy_statuses
 
     # -- requests --------------------------------------------------------------------------------
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -415,28 +367,28 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 "HeadlessTransport is not running: use it inside 'async with httpx.AsyncClient("
                 "transport=...)' or 'async with HeadlessClient(...)'"
             )
-        ctx, idempotent = self._context(request)
+        call = self._call(request)
         if not self.refresher.ready:
             await self.refresher.wait_ready()
         self._budget.deposit()
-        report = _Report()
-        tried: set[tuple[str, int]] = set()
         deadline = self.retry.deadline
         if deadline is None:
-            return await self._send(request, ctx, idempotent, tried, report)
-        try:
-            with anyio.fail_after(deadline):
-                return await self._send(request, ctx, idempotent, tried, report)
-        except TimeoutError:
-            raise httpx.TimeoutException(
-                f"request deadline of {deadline:g} s exceeded"
-                f" after {len(report.attempts)} attempts",
-                request=request,
-            ) from None
+            response = await self._send(call)
+        else:
+            try:
+                with anyio.fail_after(deadline):
+                    response = await self._send(call)
+            except TimeoutError:
+                raise httpx.TimeoutException(
+                    f"request deadline of {deadline:g} s exceeded ({call.summary()})",
+                    request=request,
+                ) from None
+        response.extensions[EXTENSION] = call.report()
+        return response
 
-    def _context(self, request: httpx.Request) -> tuple[PickContext, bool | None]:
+    def _call(self, request: httpx.Request) -> _Call:
         raw = request.extensions.get(EXTENSION)
-        options = RequestOptions() if raw is None else RequestOptions.from_extension(raw)
+        options = _PLAIN if raw is None else RequestOptions.from_extension(raw)
         ordinal = options.ordinal
         if (
             ordinal is None
@@ -446,51 +398,64 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         ):
             ordinal = self.writes_to
         if ordinal is None and options.key is None:
-            return NO_CONTEXT, options.idempotent
-        return PickContext(key=options.key, ordinal=ordinal), options.idempotent
+            return _Call(request, NO_CONTEXT, options)
+        return _Call(request, PickContext(key=options.key, ordinal=ordinal), options)
 
-    async def _send(
-        self,
-        request: httpx.Request,
-        ctx: PickContext,
-        idempotent: bool | None,
-        tried: set[tuple[str, int]],
-        report: _Report,
-    ) -> httpx.Response:
+    async def _send(self, call: _Call) -> httpx.Response:
+        try:
+            return await self._send_to_pods(call)
+        except httpx.TransportError as exc:
+            if call.attempts and call.ctx.ordinal is None and call.never_sent:
+                # No Pod took the connection, so the request never left: the fallback Service
+                # may serve it whatever the method, and without one the honest error is that no
+                # endpoint was available.
+                if self.fallback is not None:
+                    return await self._send_to_fallback(call)
+                if call.all_refused and not self._untried(call):
+                    raise NoEndpointsAvailable(
+                        f"no Pod of {self.service.host} accepted a connection"
+                        f" ({call.summary()}) and no fallback is configured",
+                        request=call.request,
+                    ) from exc
+            exc.add_note(f"headlesslb: {call.summary()}")
+            raise
+
+    def _untried(self, call: _Call) -> bool:
+        return self.balancer.pick(PickContext(exclude=frozenset(call.tried))) is not None
+
+    async def _send_to_pods(self, call: _Call) -> httpx.Response:
         # The first attempt runs outside tenacity: most requests succeed at once, and building a
         # retrying object per request would cost more than the pick itself.
         try:
-            response = await self._attempt(request, ctx, tried, report)
+            response = await self._attempt(call)
         except httpx.TransportError as exc:
-            if not self._should_retry(_failure_of_error(exc), request, idempotent):
+            if not self._should_retry(call, classify(exc)[0]):
                 raise
         else:
-            if response.status_code not in self.retry.retry_statuses or not self._should_retry(
-                Failure.RETRYABLE_STATUS, request, idempotent
-            ):
+            if not self._retry_response(call, response):
                 return response
             await response.aclose()
-        return await self._retry(request, ctx, idempotent, tried, report)
+        return await self._retry(call)
 
-    def _should_retry(
-        self, failure: Failure | None, request: httpx.Request, idempotent: bool | None
-    ) -> bool:
-        if failure is None or self.retry.max_attempts < 2:
-            return False
-        if not self.retry.may_retry(failure, request.method, idempotent):
-            return False
-        if not isinstance(request.stream, httpx.ByteStream):
-            return False  # a streamed body is gone once sent: it cannot be replayed
-        return self._budget.try_withdraw()
+    def _retry_response(self, call: _Call, response: httpx.Response) -> bool:
+        return response.status_code in self.retry.retry_statuses and self._should_retry(
+            call, Failure.RETRYABLE_STATUS
+        )
 
-    async def _retry(
-        self,
-        request: httpx.Request,
-        ctx: PickContext,
-        idempotent: bool | None,
-        tried: set[tuple[str, int]],
-        report: _Report,
-    ) -> httpx.Response:
+    def _should_retry(self, call: _Call, failure: Failure | None) -> bool:
+        request = call.request
+        if failure is None or len(call.attempts) >= self.retry.max_attempts:
+            return False
+        if not self.retry.may_retry(failure, request.method, call.options.idempotent):
+            return False
+        if failure is not Failure.NOT_SENT and not isinstance(request.stream, httpx.ByteStream):
+            return False  # a streamed body is gone once sent (a failed connect sent none of it)
+        if not self._budget.try_withdraw():
+            call.budget_exhausted = True
+            return False
+        return True
+
+    async def _retry(self, call: _Call) -> httpx.Response:
         policy = self.retry
 
         def retry_if(state: RetryCallState) -> bool:
@@ -498,14 +463,11 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             assert outcome is not None
             if outcome.failed:
                 exc = outcome.exception()
-                # Never match cancellation (BaseException): retrying would swallow it.
-                if not isinstance(exc, httpx.TransportError):
-                    return False
-                return self._should_retry(_failure_of_error(exc), request, idempotent)
-            response: httpx.Response = outcome.result()
-            return response.status_code in policy.retry_statuses and self._should_retry(
-                Failure.RETRYABLE_STATUS, request, idempotent
-            )
+                # Never match cancellation (a BaseException): retrying would swallow it.
+                return isinstance(exc, httpx.TransportError) and self._should_retry(
+                    call, classify(exc)[0]
+                )
+            return self._retry_response(call, outcome.result())
 
         async def close_response(state: RetryCallState) -> None:
             if state.outcome is not None and not state.outcome.failed:
@@ -520,7 +482,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
 
         await anyio.sleep(self._rng.uniform(0, policy.backoff_base))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.max_attempts - 1),
+            stop=stop_after_attempt(policy.max_attempts),  # _should_retry counts them too
             wait=wait_random_exponential(multiplier=policy.backoff_base, max=policy.backoff_max),
             retry=retry_if,
             sleep=anyio.sleep,
@@ -528,72 +490,65 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             retry_error_callback=last_outcome,
             reraise=True,
         )
-        response: httpx.Response = await retrying(self._attempt, request, ctx, tried, report)
+        response: httpx.Response = await retrying(self._attempt, call)
         return response
 
-    async def _attempt(
-        self,
-        request: httpx.Request,
-        ctx: PickContext,
-        tried: set[tuple[str, int]],
-        report: _Report,
-    ) -> httpx.Response:
+    async def _attempt(self, call: _Call) -> httpx.Response:
+        """One attempt on one Pod (or on the fallback, once no Pod is left to try)."""
+        ctx = call.ctx
         state: EndpointState | None
         if ctx.ordinal is not None:
             state = await self._pinned(ctx.ordinal)  # retries go to the same Pod, never elsewhere
         else:
-            state = self.balancer.pick(PickContext(ctx.key, None, tried) if tried else ctx)
-            if state is None and tried and self.fallback is None:
+            state = self.balancer.pick(
+                PickContext(ctx.key, None, call.tried) if call.tried else ctx
+            )
+            if state is None and call.tried and self.fallback is None:
                 # Every Pod was tried: go round again rather than give up while retries remain.
                 state = self.balancer.pick(ctx)
             if state is None:
-                return await self._send_to_fallback(request, report)
-        tried.add(state.key)
-        endpoint = state.endpoint
+                return await self._send_to_fallback(call)
+        call.tried.add(state.key)
+        endpoint = call.endpoint = state.endpoint
         attempt = self.pool.begin(state)
         try:
-            timeout = self.retry.per_try_timeout
-            if timeout is None:
-                response = await self._sender.send_to(
-                    request, endpoint.ip, endpoint.port, sni=self._sni
-                )
-            else:
-                try:
-                    with anyio.fail_after(timeout):
-                        response = await self._sender.send_to(
-                            request, endpoint.ip, endpoint.port, sni=self._sni
-                        )
-                except TimeoutError:
-                    raise httpx.ReadTimeout(
-                        f"{endpoint} gave no response within the per-try timeout of {timeout:g} s",
-                        request=request,
-                    ) from None
+            response = await self._send_timed(call.request, endpoint)
         except httpx.TransportError as exc:
-            outcome = _outcome_of_error(exc)
+            outcome = classify(exc)[1]
             attempt.done(outcome)
-            report.attempts.append(
-                {
-                    "endpoint": endpoint.authority,
-                    "hostname": endpoint.hostname,
-                    "error": type(exc).__name__,
-                    "outcome": outcome.value,
-                }
-            )
+            call.attempts.append(_attempt_record(endpoint, error=exc, outcome=outcome))
             raise
         except BaseException:
             attempt.done(Outcome.CANCELLED)
             raise
-        status = response.status_code
-        report.attempts.append(
-            {"endpoint": endpoint.authority, "hostname": endpoint.hostname, "status": status}
-        )
-        response.stream = _AttemptStream(
+        response.stream = AttemptStream(
             response.stream,  # type: ignore[arg-type]
             attempt,
-            outcome_for_status(status),
+            outcome_for_status(response.status_code),
         )
-        response.extensions[EXTENSION] = report.as_dict(endpoint)
+        if call.options.read_body:
+            try:
+                await response.aread()  # the stream reports a broken body to the pool itself
+            except httpx.TransportError as exc:
+                call.attempts.append(_attempt_record(endpoint, error=exc, outcome=classify(exc)[1]))
+                raise
+        call.attempts.append(_attempt_record(endpoint, status=response.status_code))
         return response
+
+    async def _send_timed(self, request: httpx.Request, endpoint: Endpoint) -> httpx.Response:
+        timeout = self.retry.per_try_timeout
+        if timeout is None:
+            return await self._sender.send_to(request, endpoint.ip, endpoint.port, sni=self._sni)
+        try:
+            with anyio.fail_after(timeout):
+                return await self._sender.send_to(
+                    request, endpoint.ip, endpoint.port, sni=self._sni
+                )
+        except TimeoutError:
+            raise httpx.ReadTimeout(
+                f"{endpoint} gave no response within the per-try timeout of {timeout:g} s",
+                request=request,
+            ) from None
 
     async def _pinned(self, ordinal: int) -> EndpointState:
         """The Pod with this ordinal: from the pool, else by its own DNS name; never another."""
@@ -632,9 +587,10 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         self._pinned_cache[ordinal] = (state, now + ttl)
         return state
 
-    async def _send_to_fallback(self, request: httpx.Request, report: _Report) -> httpx.Response:
-        snapshot = self.pool.snapshot
+    async def _send_to_fallback(self, call: _Call) -> httpx.Response:
+        request = call.request
         if self.fallback is None:
+            snapshot = self.pool.snapshot
             error = self.refresher.last_error
             if not snapshot.members and error is not None:
                 raise DiscoveryError(
@@ -645,8 +601,9 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 " and no fallback configured",
                 request=request,
             )
-        report.fallback = True
         host, port = await self.fallback.address()
+        address = f"{host}:{port}"
+        call.fallback, call.fallback_service = address, self.fallback.name
         headers = [
             (name, self.fallback.host_header if name.lower() == b"host" else value)
             for name, value in request.headers.raw
@@ -655,19 +612,33 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         try:
             response = await self._sender.send_to(request, host, port, sni=sni, headers=headers)
         except httpx.TransportError as exc:
-            report.attempts.append(
-                {"endpoint": f"{host}:{port}", "fallback": True, "error": type(exc).__name__}
-            )
+            call.attempts.append({"endpoint": address, "fallback": True, "error": _name(exc)})
             raise
-        report.attempts.append(
-            {"endpoint": f"{host}:{port}", "fallback": True, "status": response.status_code}
+        call.attempts.append(
+            {"endpoint": address, "fallback": True, "status": response.status_code}
         )
-        response.extensions[EXTENSION] = {
-            **report.as_dict(None),
-            "endpoint": f"{host}:{port}",
-            "service": self.fallback.name,
-        }
         return response
+
+
+def _name(exc: BaseException) -> str:
+    return type(exc).__name__
+
+
+def _attempt_record(
+    endpoint: Endpoint,
+    *,
+    status: int | None = None,
+    error: BaseException | None = None,
+    outcome: Outcome | None = None,
+) -> dict[str, Any]:
+    record: dict[str, Any] = {"endpoint": endpoint.authority, "hostname": endpoint.hostname}
+    if status is not None:
+        record["status"] = status
+    if error is not None:
+        record["error"] = _name(error)
+    if outcome is not None:
+        record["outcome"] = outcome.value
+    return record
 
 
 def _statefulset_of(snapshot: Snapshot) -> str | None:
@@ -688,39 +659,3 @@ def _no_nameservers(resolv_conf: str) -> list[str]:
     raise ConfigurationError(
         f"{resolv_conf} lists no nameserver: pass nameservers=['ip:port', ...]"
     )
-
-
-def _is_refused(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(8):  # the cause chain is short; bound it anyway
-        if seen is None:
-            return False
-        if isinstance(seen, ConnectionRefusedError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _failure_of_error(exc: httpx.TransportError) -> Failure | None:
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return Failure.NOT_SENT
-    if isinstance(
-        exc,
-        httpx.ReadError
-        | httpx.WriteError
-        | httpx.RemoteProtocolError
-        | httpx.ReadTimeout
-        | httpx.WriteTimeout,
-    ):
-        return Failure.MAYBE_PROCESSED
-    return None
-
-
-def _outcome_of_error(exc: httpx.TransportError) -> Outcome:
-    if isinstance(exc, httpx.ConnectError):
-        return Outcome.REFUSED if _is_refused(exc) else Outcome.CONNECT_FAILURE
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-        return Outcome.CONNECT_FAILURE
-    if isinstance(exc, httpx.TimeoutException):
-        return Outcome.TIMEOUT
-    return Outcome.RESET

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import inspect
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,12 +36,12 @@ async def served_by(
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], *, within: float, every: float = 0.05
+    check: Callable[[], Awaitable[bool] | bool], *, within: float, every: float = 0.05
 ) -> float:
     """Poll ``check`` until True; fail after ``within`` seconds. Returns the time taken."""
     start = anyio.current_time()
     with anyio.fail_after(within):
-        while not await check():
+        while not await _result(check()):
             await anyio.sleep(every)
     return anyio.current_time() - start
 
@@ -69,3 +70,7 @@ def established_connections(ips: set[str]) -> int:
 
 def _hex_ip(ip: str) -> str:
     return "".join(f"{int(part):02X}" for part in reversed(ip.split(".")))
+
+
+async def _result(value: Awaitable[bool] | bool) -> bool:
+    return await value if inspect.isawaitable(value) else bool(value)

@@ -38,8 +38,12 @@ KEYS = [f"key-{i}" for i in range(100_000)]
 
 def endpoints(ips: Sequence[int], *, ordinals: bool = False) -> tuple[Endpoint, ...]:
     return tuple(
-        Endpoint(f"10.0.{i // 250}.{i % 250 + 1}", 8080, f"web-{i}" if ordinals else None,
-                 i if ordinals else None)
+        Endpoint(
+            f"10.0.{i // 250}.{i % 250 + 1}",
+            8080,
+            f"web-{i}" if ordinals else None,
+            i if ordinals else None,
+        )
         for i in ips
     )
 
@@ -107,8 +111,13 @@ def test_key_hash_is_stable_across_processes() -> None:
     wire = [f"b:{k.hex()}" if isinstance(k, bytes) else k for k in keys]
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run(
-        [sys.executable, "-c", script], input=json.dumps(wire), env=env,
-        capture_output=True, text=True, check=True, timeout=60,
+        [sys.executable, "-c", script],
+        input=json.dumps(wire),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     there = json.loads(out.stdout)
     here = [key_hash(k) for k in keys] + list(endpoint_hashes("10.0.0.1:80"))

@@ -25,9 +25,9 @@ from headlesslb.pool import OutlierPolicy, Pool
 
 def statefulset(ordinals: list[int], clock: ManualClock | None = None) -> Pool:
     pool = Pool(OutlierPolicy(jitter=0), clock=clock or ManualClock(), rng=random.Random(0))
-    pool.update(Resolution(
-        tuple(Endpoint(f"10.0.0.{o + 1}", 80, f"web-{o}", o) for o in ordinals), ttl=5
-    ))
+    pool.update(
+        Resolution(tuple(Endpoint(f"10.0.0.{o + 1}", 80, f"web-{o}", o) for o in ordinals), ttl=5)
+    )
     return pool
 
 

@@ -86,7 +86,8 @@ def test_exclude(factory: type[LeastRequest] | type[PeakEwma]) -> None:
     keys = [s.key for s in pool.snapshot.members]
     picker = factory(rng=random.Random(0)).build(pool.snapshot)
     assert set(picks(picker, 200, PickContext(exclude=frozenset(keys[:2])))) == {
-        "10.0.0.3", "10.0.0.4"
+        "10.0.0.3",
+        "10.0.0.4",
     }
     assert set(picks(picker, 20, PickContext(exclude=frozenset(keys[:3])))) == {"10.0.0.4"}
     assert picker.pick(PickContext(exclude=frozenset(keys))) is None
@@ -185,8 +186,14 @@ def test_seeded_rng_is_deterministic() -> None:
     clock = ManualClock()
     pool = make_pool(10, clock)
     runs = [
-        [s.key for s in (LeastRequest(random.Random(9)).build(pool.snapshot).pick(NO_CONTEXT)
-                         for _ in range(50)) if s is not None]
+        [
+            s.key
+            for s in (
+                LeastRequest(random.Random(9)).build(pool.snapshot).pick(NO_CONTEXT)
+                for _ in range(50)
+            )
+            if s is not None
+        ]
         for _ in range(2)
     ]
     assert runs[0] == runs[1]

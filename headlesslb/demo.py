@@ -1,8 +1,10 @@
 """``headlesslb demo``: a narrated tour over an embedded local cluster (no Kubernetes needed).
 
 Starts a LocalCluster with StatefulSet ``web`` (headless ``web-hl`` + LB ``web-lb``), sends steady
-traffic through one HeadlessClient and prints, once a second, which Pod served how many requests,
-while the cluster scales and the headless Service disappears and comes back.
+traffic through one HeadlessClient (least-request balancing) and prints, once a second, which Pod
+served how many requests, how many were retried and which Pods are ejected, while the cluster
+scales, a Pod dies and comes back, a Pod turns slow, and the headless Service disappears and
+comes back.
 """
 
 from __future__ import annotations
@@ -17,23 +19,31 @@ import anyio
 import httpx
 
 from .client import HeadlessClient
+from .pool import OutlierPolicy
 
 __all__ = ["run_demo"]
 
 FALLBACK = "(fallback)"
 FAILED = "(failed)"
+RETRIED = "(retried)"
 
 
 class _Traffic:
-    """Steady GET load; counts who served what in the current one-second window."""
+    """Steady GET load from a few concurrent workers; counts who served what, per second."""
 
-    def __init__(self, client: HeadlessClient, rate: float) -> None:
+    def __init__(self, client: HeadlessClient, rate: float, workers: int = 4) -> None:
         self.client = client
-        self.interval = 1.0 / rate
+        self.workers = workers
+        self.interval = workers / rate
         self.window: collections.Counter[str] = collections.Counter()
         self.total: collections.Counter[str] = collections.Counter()
 
     async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.workers):
+                tg.start_soon(self._worker)
+
+    async def _worker(self) -> None:
         while True:
             await anyio.sleep(self.interval)
             try:
@@ -42,6 +52,9 @@ class _Traffic:
                 who = FALLBACK if info["fallback"] else str(response.json()["pod"])
                 if response.is_error:
                     who = FAILED
+                elif len(info["attempts"]) > 1:
+                    self.window[RETRIED] += 1
+                    self.total[RETRIED] += 1
             except httpx.HTTPError:
                 who = FAILED
             self.window[who] += 1
@@ -56,9 +69,10 @@ def _say(text: str) -> None:
     print(f"\n>>> {text}", flush=True)
 
 
-def _line(elapsed: float, window: collections.Counter[str]) -> str:
+def _line(elapsed: float, window: collections.Counter[str], ejected: list[str]) -> str:
     parts = [f"{name}={window[name]:>3}" for name in sorted(window)]
-    return f"  t={elapsed:5.1f}s  " + "  ".join(parts)
+    out = f"  t={elapsed:5.1f}s  " + "  ".join(parts)
+    return out + (f"   ejected: {', '.join(ejected)}" if ejected else "")
 
 
 async def _demo(fast: bool) -> int:
@@ -76,6 +90,9 @@ async def _demo(fast: bool) -> int:
             "web-hl",
             port="http",
             fallback="web-lb",
+            picker="least_request",
+            # Short ejections so the demo shows a Pod coming back within its minute.
+            outlier=OutlierPolicy(base_ejection=3.0),
             nameservers=[cluster.nameserver],
             namespace=cluster.namespace,
             cluster_domain=cluster.domain,
@@ -89,7 +106,8 @@ async def _demo(fast: bool) -> int:
                 while time.monotonic() < deadline:
                     await anyio.sleep(1.0)
                     window = traffic.take_window()
-                    print(_line(time.monotonic() - start, window), flush=True)
+                    ejected = [str(s.hostname) for s in client.endpoints() if not s.healthy]
+                    print(_line(time.monotonic() - start, window, ejected), flush=True)
                     if until is not None and until(window):
                         return
 
@@ -100,6 +118,23 @@ async def _demo(fast: bool) -> int:
                 cluster.scale("web", 5)
                 await watch(phase * 2, until=lambda w: w["web-3"] > 0 and w["web-4"] > 0)
                 await watch(2)
+                _say(
+                    "Killing web-1's server (DNS still lists it): requests that hit it are"
+                    " retried on another Pod, and web-1 is ejected. No request fails."
+                )
+                cluster.kill("web-1")
+                await watch(phase)
+                _say("Restarting web-1: when its ejection ends it gets traffic again.")
+                cluster.restart("web-1")
+                await watch(phase * 2, until=lambda w: w["web-1"] > 0)
+                await watch(1)
+                _say(
+                    "web-2 turns slow (+100 ms): least-request sees its requests pile up and"
+                    " sends it far fewer."
+                )
+                cluster.slow("web-2", 0.1)
+                await watch(phase)
+                cluster.slow("web-2", 0.0)
                 _say(
                     "Deleting the headless Service web-hl: DNS says NXDOMAIN, traffic moves to"
                     " the fallback LoadBalancer Service web-lb."

@@ -64,6 +64,11 @@ class Fallback:
         authority = self.host if self.port == default_port else f"{self.host}:{self.port}"
         self.host_header = authority.encode("ascii")
 
+    @property
+    def cached(self) -> tuple[str, int] | None:
+        """The address last resolved (a Service's ClusterIP), if any."""
+        return None if self._cached is None else self._cached[0].key
+
     async def address(self) -> tuple[str, int]:
         """The address to connect to: the Service's ClusterIP (cached for its TTL) or the URL's."""
         if self._discovery is None:

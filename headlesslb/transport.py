@@ -246,7 +246,9 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         self.health = None if health is None else HealthChecker(health, self.pool, self._probe)
         self.balancer = Balancer(
             self.pool,
-            make_picker(picker, rng=self._rng, clock=clock),
+            make_picker(
+                picker, rng=self._rng, clock=clock, latency_decay=self.pool.outlier.latency_decay
+            ),
             sharding=sharding or ConsistentHash(),
             ordinal=Ordinal(),
         )
@@ -276,15 +278,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         )
         self._budget: RetryBudget = self.retry.budget(clock)
         self._sni = self.service.host if scheme == "https" else None
-        self._sender = PodSender(
-            verify=verify,
-            cert=cert,
-            http2=http2,
-            limits=limits
-            or httpx.Limits(
-                max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
-            ),
-        )
+        self._sender = PodSender(verify=verify, cert=cert, http2=http2, limits=limits)
         self._pinned_cache: dict[int, tuple[EndpointState, float]] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closed = False
@@ -296,7 +290,6 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
-        await self._sender.__aenter__()
         await task_group.start(self.refresher.run)
         if self.health is not None:
             await task_group.start(self.health.run)
@@ -336,6 +329,12 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
     def _membership_changed(self, snapshot: Snapshot) -> None:
         if self.health is not None:
             self.health.wake()  # probe new Pods now, not an interval from now
+        if self._task_group is not None:
+            # Connections to Pods that left DNS close once their last request is done.
+            keep = {m.key for m in snapshot.members}
+            if self.fallback is not None and self.fallback.cached is not None:
+                keep.add(self.fallback.cached)
+            self._task_group.start_soon(self._sender.retain, keep)
 
     def _on_refused(self) -> None:
         self.refresher.request_refresh()

@@ -40,20 +40,26 @@ __all__ = [
     "make_picker",
 ]
 
-PICKERS: dict[str, Callable[[random.Random | None, Clock], PickerFactory]] = {
-    "round_robin": lambda rng, clock: RoundRobin(rng),
-    "least_request": lambda rng, clock: LeastRequest(rng),
-    "peak_ewma": lambda rng, clock: PeakEwma(rng, clock),
+PICKERS: dict[str, Callable[[random.Random | None, Clock, float], PickerFactory]] = {
+    "round_robin": lambda rng, clock, decay: RoundRobin(rng),
+    "least_request": lambda rng, clock, decay: LeastRequest(rng),
+    "peak_ewma": lambda rng, clock, decay: PeakEwma(rng, clock, decay),
 }
 """The balancing policies a client accepts by name."""
 
 
 def make_picker(
-    spec: str | PickerFactory, *, rng: random.Random | None = None, clock: Clock = monotonic
+    spec: str | PickerFactory,
+    *,
+    rng: random.Random | None = None,
+    clock: Clock = monotonic,
+    latency_decay: float = 10.0,
 ) -> PickerFactory:
     """A fresh factory for a policy name, or ``spec`` itself if it already is a factory.
 
-    ``rng`` and ``clock`` are handed to the named policies (seeded tests, injected time).
+    ``rng`` and ``clock`` are handed to the named policies (seeded tests, injected time);
+    ``latency_decay`` must be the pool's (``OutlierPolicy.latency_decay``) so peak-EWMA decays
+    latencies at pick time exactly as the pool averages them.
     Raises :class:`~headlesslb.errors.ConfigurationError` naming the valid names otherwise.
     """
     if isinstance(spec, str):
@@ -61,7 +67,7 @@ def make_picker(
         if make is None:
             valid = ", ".join(repr(name) for name in PICKERS)
             raise ConfigurationError(f"unknown picker {spec!r}; valid names: {valid}")
-        return make(rng, clock)
+        return make(rng, clock, latency_decay)
     if isinstance(spec, PickerFactory):
         return spec
     raise ConfigurationError(

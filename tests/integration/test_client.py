@@ -91,6 +91,17 @@ async def test_scale_in_stops_traffic_after_next_refresh(cluster: LocalCluster) 
         assert set(await served_by(client, 50)) == {"web-0", "web-1"}
 
 
+async def test_connections_to_pods_that_leave_dns_are_closed(cluster: LocalCluster) -> None:
+    ips = {p.ip for p in cluster.pods("web")}
+    async with make_client(cluster) as client:
+        await served_by(client, 6)
+        assert established_connections(ips) == 3
+        cluster.delete_service("web-hl")  # the Pods keep running; DNS no longer lists them
+        await client.transport.refresher.refresh()
+        # Keep-alive connections to departed Pods are closed, not left open until they expire.
+        await eventually(lambda: established_connections(ips) == 0, within=2)
+
+
 async def test_deployment_pods_have_no_hostnames() -> None:
     with LocalCluster(ttl=1) as cluster:
         cluster.add_deployment("app", replicas=3, headless="app-headless", lb="app-lb")

@@ -40,18 +40,21 @@ import anyio.to_thread
 import httpx
 from _common import print_table, write_results
 
-from headlesslb import HeadlessClient
+from headlesslb import HeadlessClient, HealthCheck
 from headlesslb.pool import OutlierPolicy
 from headlesslb.testing import LocalCluster
 
-SCENARIOS: dict[str, tuple[str, str, bool]] = {
-    # name: (method, picker, short ejection?)
-    "get": ("GET", "round_robin", False),
-    "post": ("POST", "round_robin", False),
-    "get_short_ejection": ("GET", "round_robin", True),
-    "get_peak_ewma": ("GET", "peak_ewma", False),
+SCENARIOS: dict[str, tuple[str, str, bool, bool]] = {
+    # name: (method, picker, short ejection?, active health checks?)
+    "get": ("GET", "round_robin", False, False),
+    "post": ("POST", "round_robin", False, False),
+    "get_short_ejection": ("GET", "round_robin", True, False),
+    "get_health_check": ("GET", "round_robin", False, True),
+    "get_peak_ewma": ("GET", "peak_ewma", False, False),
 }
-DEFAULT_SCENARIOS = "get,post,get_short_ejection"
+DEFAULT_SCENARIOS = "get,post,get_short_ejection,get_health_check"
+HEALTH = HealthCheck(interval=0.5, timeout=0.5)
+"""Probes for the get_health_check scenario: a passing probe ends an ejection early."""
 POLL = 0.05
 """Seconds between ``requests_served`` polls while waiting for a restarted Pod's traffic."""
 KEPT_FAILURES = 50
@@ -132,6 +135,7 @@ async def _scenario(
     method: str,
     picker: str,
     outlier: OutlierPolicy | None,
+    health: HealthCheck | None,
     args: argparse.Namespace,
 ) -> Run:
     run = Run()
@@ -146,6 +150,7 @@ async def _scenario(
         fallback="web-lb",
         picker=picker,
         outlier=outlier,
+        health=health,
         nameservers=[cluster.nameserver],
         namespace=cluster.namespace,
     ) as client:
@@ -342,6 +347,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s, all workers")
     parser.add_argument("--workers", type=int, default=10)
     parser.add_argument("--pods", type=int, default=5)
+    parser.add_argument(
+        "--pod-latency",
+        type=float,
+        default=0.02,
+        help="s each Pod takes per request, so some are in flight whenever a Pod is killed",
+    )
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured s at the start")
     parser.add_argument("--before", type=float, default=5.0, help="steady s before the churn")
     parser.add_argument("--down", type=float, default=2.0, help="s each Pod stays down")
@@ -372,17 +383,23 @@ def main() -> None:
     with LocalCluster(ttl=5) as cluster:
         cluster.add_statefulset("web", replicas=args.pods, headless="web-hl", lb="web-lb")
         pods = [p.name for p in cluster.pods("web")]
+        for pod in pods:
+            cluster.slow(pod, args.pod_latency)
         for name in names:
-            method, picker, short = SCENARIOS[name]
+            method, picker, short, checked = SCENARIOS[name]
             outlier = OutlierPolicy(base_ejection=args.short_ejection) if short else None
+            health = HEALTH if checked else None
             try:
-                run = anyio.run(_scenario, cluster, pods, method, picker, outlier, args)
+                run = anyio.run(_scenario, cluster, pods, method, picker, outlier, health, args)
             finally:
                 for info in cluster.pods("web"):  # leave every Pod up for the next scenario
                     if not info.alive:
                         cluster.restart(info.name)
             policy = outlier or OutlierPolicy()
-            rows.append(_row(name, method, picker, policy, args.down, run))
+            row = _row(name, method, picker, policy, args.down, run)
+            if health is not None:
+                row["ttt_expected_s"] = health.interval  # at most one probe interval
+            rows.append(row)
             details[name] = _details(run)
 
     print_table(
@@ -396,12 +413,13 @@ def main() -> None:
     print(
         "\nttt = from a Pod's restart until it served a request again (polling its counter"
         f" every {POLL:g} s). The first refused connect ejects the Pod (eject_on_refused) for"
-        " base_ejection (±10 % jitter); DNS never drops it (a kill keeps its records) and no"
-        " health check re-admits it early, so it gets traffic only when the ejection runs out:"
+        " base_ejection (±10 % jitter); DNS never drops it (a kill keeps its records), so without"
+        " health checks it gets traffic only when the ejection runs out:"
         f" ttt ≈ base_ejection − down = {default_ejection:g} − {args.down:g} s by default. An"
         " ejection that ends while the Pod is still down lets one request in, which is refused"
         " (and retried elsewhere) and ejects it again for n × base_ejection (the n-th in a row):"
-        " ttt_expected adds these up. The Pod was ready again ~0 s after its restart."
+        " ttt_expected adds these up. With health checks (get_health_check, probes every"
+        f" {HEALTH.interval:g} s) the first passing probe after the restart ends the ejection."
     )
     print(
         "POSTs are retried only when the request provably never left (connect refused): one in"

@@ -63,8 +63,9 @@ def make_pool(n: int) -> Pool:
     return pool
 
 
-def pick_cost_us(factory: PickerFactory, pool: Pool, contexts: Sequence[PickContext],
-                 repeat: int) -> float:
+def pick_cost_us(
+    factory: PickerFactory, pool: Pool, contexts: Sequence[PickContext], repeat: int
+) -> float:
     pick = factory.build(pool.snapshot).pick
     namespace = {"pick": pick, "contexts": contexts}
     timer = timeit.Timer("for c in contexts: pick(c)", globals=namespace)
@@ -134,12 +135,14 @@ def bench_builds() -> list[dict[str, object]]:
         states = make_pool(n).snapshot.members
         ids = [identity(s) for s in states]
         m = maglev_table_size(n)
-        rows.append({
-            "endpoints": n,
-            "table_size": m,
-            "build_ms": round(best_ms(lambda: MaglevTable(states, ids, m)), 1),  # noqa: B023
-            "textbook_ms": round(best_ms(lambda: textbook_maglev(ids, m)), 1),  # noqa: B023
-        })
+        rows.append(
+            {
+                "endpoints": n,
+                "table_size": m,
+                "build_ms": round(best_ms(lambda: MaglevTable(states, ids, m)), 1),  # noqa: B023
+                "textbook_ms": round(best_ms(lambda: textbook_maglev(ids, m)), 1),  # noqa: B023
+            }
+        )
     return rows
 
 
@@ -187,14 +190,19 @@ def bench_stalls(runs: int = 5, n: int = 1000) -> list[dict[str, object]]:
     for mode in ("none", "thread", "inline"):
         results = [asyncio.run(_max_gap(mode, n)) for _ in range(runs)]
         gaps = [r["max_gap_ms"] for r in results]
-        rows.append({
-            "rebuild": {"none": "no rebuild (baseline)", "thread": "worker thread",
-                        "inline": "inline on the loop"}[mode],
-            "endpoints": n,
-            "max_gap_ms_worst": round(max(gaps), 1),
-            "max_gap_ms_median": round(statistics.median(gaps), 1),
-            "rebuild_ms_median": round(statistics.median(r["rebuild_ms"] for r in results), 1),
-        })
+        rows.append(
+            {
+                "rebuild": {
+                    "none": "no rebuild (baseline)",
+                    "thread": "worker thread",
+                    "inline": "inline on the loop",
+                }[mode],
+                "endpoints": n,
+                "max_gap_ms_worst": round(max(gaps), 1),
+                "max_gap_ms_median": round(statistics.median(gaps), 1),
+                "rebuild_ms_median": round(statistics.median(r["rebuild_ms"] for r in results), 1),
+            }
+        )
     return rows
 
 
@@ -203,13 +211,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     picks = bench_picks(args.repeat)
-    print_table(picks, title="Pick cost, µs per pick (best of runs; targets: "
-                + ", ".join(f"{k} ≤ {v}" for k, v in TARGETS_US.items()) + ")")
+    print_table(
+        picks,
+        title="Pick cost, µs per pick (best of runs; targets: "
+        + ", ".join(f"{k} ≤ {v}" for k, v in TARGETS_US.items())
+        + ")",
+    )
     builds = bench_builds()
     print_table(builds, title="Maglev table build, ms (best of 3)")
     stalls = bench_stalls()
-    print_table(stalls, title=f"Event-loop stall during a 1,000-member rebuild (ticks every 1 ms, "
-                f"switch interval {sys.getswitchinterval() * 1e3:.0f} ms, 5 runs; target ≤ 20 ms)")
+    print_table(
+        stalls,
+        title=f"Event-loop stall during a 1,000-member rebuild (ticks every 1 ms, "
+        f"switch interval {sys.getswitchinterval() * 1e3:.0f} ms, 5 runs; target ≤ 20 ms)",
+    )
     write_results(
         "pickers",
         picks,

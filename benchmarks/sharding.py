@@ -48,6 +48,7 @@ def maglev(hashes: Sequence[int]) -> Assign:
         table = MaglevTable(ids, ids, maglev_table_size(n))
         entries, m = table.entries, table.size
         return [entries[h % m] for h in hashes]
+
     return assign
 
 
@@ -55,6 +56,7 @@ def jump(hashes: Sequence[int]) -> Assign:
     def assign(n: int) -> list[str]:
         ids = member_ids(n)  # ordinal i ↔ member i
         return [ids[jump_hash(h, n)] for h in hashes]
+
     return assign
 
 
@@ -63,6 +65,7 @@ def ketama(keys: Sequence[str]) -> Assign:
         ring = HashRing(nodes=member_ids(n), hash_fn="ketama")
         get = ring.get_node
         return [get(k) for k in keys]
+
     return assign
 
 
@@ -85,6 +88,7 @@ def rendezvous(hashes: Sequence[int]) -> Assign:
                     owner = idx
             out.append(ids[owner])
         return out
+
     assert mix64(1) == _splitmix_check(1)  # the inlined copy is SplitMix64
     return assign
 
@@ -131,8 +135,11 @@ def main() -> None:
         ("rendezvous (HRW)", rendezvous(hashes)),
     ]
     rows = [evaluate(name, assign, n) for n in (10, 100) for name, assign in schemes]
-    print_table(rows, title=f"Sharding {args.keys:,} keys: balance at N, movement N→N±1 "
-                "(/ideal: 1.0 is minimal; targets max/mean ≤ 1.05, /ideal ≤ 1.1)")
+    print_table(
+        rows,
+        title=f"Sharding {args.keys:,} keys: balance at N, movement N→N±1 "
+        "(/ideal: 1.0 is minimal; targets max/mean ≤ 1.05, /ideal ≤ 1.1)",
+    )
     write_results(
         "sharding",
         rows,

@@ -44,6 +44,9 @@ class HealthCheck:
     """New endpoints get no traffic until a first probe passes (for Services published with
     ``publishNotReadyAddresses``). Off by default: DNS-listed Pods are normally ready."""
     healthy_statuses: range = range(200, 400)
+    uneject_on_pass: bool = True
+    """A passing probe ends an outlier ejection early, as Envoy does by default: a Pod that was
+    refusing connections while it restarted gets traffic again within one interval."""
     concurrency: int = 32
     """Probes in flight at once: a 1,000-Pod Service is probed without 1,000 sockets at once."""
 
@@ -143,6 +146,8 @@ class HealthChecker:
             if verdict is not None:
                 log.info("%s is now %s", endpoint, "healthy" if verdict else "unhealthy")
                 self.pool.set_health(endpoint.key, verdict)
+            if passed and self.check.uneject_on_pass and self.pool.end_ejection(endpoint.key):
+                log.info("%s passed a health check: ejection ended early", endpoint)
 
         async with anyio.create_task_group() as tg:
             for member in members:

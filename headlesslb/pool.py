@@ -226,6 +226,15 @@ class Pool:
         state = self._states.get(key)
         return state is not None and self._maybe_eject(state, self._clock())
 
+    def end_ejection(self, key: tuple[str, int]) -> bool:
+        """End a member's ejection early (it passed an active health check); True if it was."""
+        state = self._states.get(key)
+        if state is None or state.ejected_until is None:
+            return False
+        state.ejected_until = None
+        self._rebuild(membership_changed=False)
+        return True
+
     def set_health(self, key: tuple[str, int], ok: bool) -> None:
         """Record an active health check verdict for a member."""
         state = self._states.get(key)

@@ -172,7 +172,9 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         async with httpx.AsyncClient(transport=transport, base_url="http://web-hl") as client:
             await client.get("/items/42", extensions={"headlesslb": {"key": "user-42"}})
 
-    The URL's host is only used for the Host header: every request goes to a Pod of the Service.
+    Requests whose URL names the Service (``web-hl``, ``web-hl.ns``, ``web-hl.ns.svc`` or the
+    FQDN) go to its Pods, with that name kept in the Host header; a URL for any other host (a
+    redirect elsewhere, say) is sent as plain httpx would send it.
     """
 
     def __init__(
@@ -280,6 +282,9 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         self._sni = self.service.host if scheme == "https" else None
         self._sender = PodSender(verify=verify, cert=cert, http2=http2, limits=limits)
         self._pinned_cache: dict[int, tuple[EndpointState, float]] = {}
+        self._hosts = _service_hosts(self.service)
+        self._passthrough_options: dict[str, Any] = {"verify": verify, "cert": cert, "http2": http2}
+        self._passthrough_transport: httpx.AsyncHTTPTransport | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closed = False
 
@@ -316,6 +321,13 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         finally:
             with anyio.CancelScope(shield=True):
                 await self._sender.aclose()
+                if self._passthrough_transport is not None:
+                    await self._passthrough_transport.aclose()
+
+    def _passthrough(self) -> httpx.AsyncHTTPTransport:
+        if self._passthrough_transport is None:
+            self._passthrough_transport = httpx.AsyncHTTPTransport(**self._passthrough_options)
+        return self._passthrough_transport
 
     @property
     def running(self) -> bool:
@@ -366,6 +378,9 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 "HeadlessTransport is not running: use it inside 'async with httpx.AsyncClient("
                 "transport=...)' or 'async with HeadlessClient(...)'"
             )
+        if request.url.raw_host.lower() not in self._hosts:
+            # Not this Service (say, a redirect to another site): send it as httpx would.
+            return await self._passthrough().handle_async_request(request)
         call = self._call(request)
         if not self.refresher.ready:
             await self.refresher.wait_ready()
@@ -638,6 +653,15 @@ def _attempt_record(
     if outcome is not None:
         record["outcome"] = outcome.value
     return record
+
+
+def _service_hosts(service: ServiceName) -> frozenset[bytes]:
+    """Every spelling of the Service's name a URL may use: web-hl, web-hl.ns, ..., the FQDN."""
+    labels = service.host.split(".")
+    names = {service.host}
+    if service.namespace is not None:
+        names.update(".".join(labels[:n]) for n in (1, 2, 3))
+    return frozenset(name.encode("ascii") for name in names)
 
 
 def _statefulset_of(snapshot: Snapshot) -> str | None:

@@ -284,3 +284,14 @@ async def test_bad_routing_options_are_rejected(cluster: LocalCluster) -> None:
             await client.get("/", key=1.5)  # type: ignore[arg-type]
         with pytest.raises(ConfigurationError, match="unknown"):
             await client.http.get("/", extensions={"headlesslb": {"shard": 1}})
+
+
+async def test_other_hosts_are_not_balanced(cluster: LocalCluster) -> None:
+    """A URL for another host (say, a redirect elsewhere) goes there, as plain httpx would."""
+    async with make_client(cluster) as client:
+        for name in ("web-hl", "web-hl.default", "web-hl.default.svc"):
+            response = await client.get(f"http://{name}/")
+            assert "headlesslb" in response.extensions  # all spellings of the Service balance
+        direct = await client.get(cluster.url("web-2", "/direct"))
+        assert direct.json()["pod"] == "web-2"
+        assert "headlesslb" not in direct.extensions

@@ -253,3 +253,15 @@ async def test_new_pods_wait_for_a_passing_probe(cluster: LocalCluster) -> None:
 
 def _healthy(client: Any, hostname: str) -> bool:
     return any(s.hostname == hostname and s.healthy for s in client.endpoints())
+
+
+async def test_passing_health_check_ends_an_ejection_early(cluster: LocalCluster) -> None:
+    check = HealthCheck(interval=0.1, timeout=0.5)
+    long_ejection = OutlierPolicy(base_ejection=60, max_ejection=60)
+    async with make_client(cluster, health=check, outlier=long_ejection) as client:
+        cluster.kill("web-1")
+        await served_by(client, 6)  # web-1 refuses and is ejected for a minute
+        assert not _healthy(client, "web-1")
+        cluster.restart("web-1")
+        await eventually(lambda: _healthy(client, "web-1"), within=3)
+        assert "web-1" in await served_by(client, 6)

@@ -161,3 +161,13 @@ def test_outcome_for_status() -> None:
 def test_policy_validation(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigurationError):
         OutlierPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_end_ejection_returns_a_member_early() -> None:
+    pool, _ = make_pool(3)
+    fail(pool, 0, Outcome.REFUSED)
+    key = pool.snapshot.members[0].key
+    assert not pool.snapshot.members[0].available
+    assert pool.end_ejection(key)
+    assert pool.snapshot.members[0] in pool.snapshot.eligible
+    assert not pool.end_ejection(key)  # nothing to end

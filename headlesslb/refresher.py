@@ -60,6 +60,8 @@ class Refresher:
         self._ready = anyio.Event()
         self._wake = anyio.Event()
         self._inflight: anyio.Event | None = None
+        self._started = 0
+        self._result: tuple[bool, float] = (False, 0.0)
         self._last_early = -float("inf")
         self.last_error: BaseException | None = None
         """The error of the latest failed round; ``None`` after a successful one."""
@@ -102,13 +104,23 @@ class Refresher:
             self._wake.set()
 
     async def refresh(self) -> tuple[bool, float]:
-        """Run one round now, or join the one in flight. Returns (succeeded, ttl)."""
-        if self._inflight is not None:
-            await self._inflight.wait()
-            return self.last_error is None, 0.0
+        """A round that started no earlier than this call. Returns (succeeded, ttl).
+
+        Callers that arrive while a round is in flight share one: the one in flight if it began
+        after they asked, else the next, which all of them share (single-flight: a burst of
+        callers costs at most two queries, and nobody gets an answer older than their call).
+        """
+        need = self._started + 1
+        while (inflight := self._inflight) is not None:
+            started_after_call = self._started >= need
+            await inflight.wait()
+            if started_after_call:
+                return self._result
+        self._started += 1
         done = self._inflight = anyio.Event()
         try:
-            return await self._round()
+            self._result = await self._round()
+            return self._result
         finally:
             self._inflight = None
             self.rounds += 1

@@ -265,3 +265,18 @@ async def test_passing_health_check_ends_an_ejection_early(cluster: LocalCluster
         cluster.restart("web-1")
         await eventually(lambda: _healthy(client, "web-1"), within=3)
         assert "web-1" in await served_by(client, 6)
+
+
+async def test_flapping_records_cause_no_errors() -> None:
+    with LocalCluster(ttl=1) as cluster:
+        pods = [p.name for p in cluster.add_deployment("app", replicas=3, headless="app-hl")]
+        flapper = pods[0]
+        async with make_client(cluster, "app-hl") as client:
+            for i in range(6):
+                ready = i % 2 == 1
+                cluster.set_ready(flapper, ready)  # in and out of DNS, server running throughout
+                ok, _ = await client.transport.refresher.refresh()
+                assert ok
+                served = await served_by(client, 12)  # asserts every response is a 200
+                assert (flapper in served) is ready
+                assert len(client.endpoints()) == (3 if ready else 2)

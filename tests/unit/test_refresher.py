@@ -64,10 +64,30 @@ async def test_single_flight_collapses_concurrent_refreshes() -> None:
         for _ in range(100):
             tg.start_soon(refresher.refresh)
         await discovery.called.wait()
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()  # every caller is now waiting
         discovery.gate.set()
-    assert discovery.calls == 1
+    # The first caller's round, then one more shared by the 99 that arrived while it ran.
+    assert discovery.calls == 2
     assert refresher.ready and len(refresher.pool.snapshot.members) == 1
+
+
+async def test_refresh_never_returns_an_answer_older_than_the_call() -> None:
+    discovery = Scripted(res("10.0.0.1"), res("10.0.0.1", "10.0.0.2"))
+    discovery.gate = anyio.Event()
+    refresher = Refresher(discovery, Pool(), FAST)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(refresher.refresh)  # a round already in flight (the old answer)
+        await discovery.called.wait()
+        results = []
+
+        async def late_caller() -> None:
+            results.append(await refresher.refresh())
+
+        tg.start_soon(late_caller)
+        await anyio.wait_all_tasks_blocked()
+        discovery.gate.set()
+    assert results == [(True, 0.01)]
+    assert len(refresher.pool.snapshot.members) == 2  # the late caller got the newer answer
 
 
 async def test_failure_keeps_last_good_set() -> None:
@@ -117,7 +137,7 @@ async def test_request_refresh_is_rate_limited() -> None:
         await until(lambda: refresher.rounds == 2)
         for _ in range(5):
             refresher.request_refresh()
-        await anyio.sleep(0.05)  # give a wrongly woken loop the chance to run; it must not
+        await anyio.wait_all_tasks_blocked()  # a wrongly woken loop would have run a round
         assert refresher.rounds == 2
         tg.cancel_scope.cancel()
 

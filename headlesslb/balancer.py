@@ -29,55 +29,59 @@ class Balancer:
     ) -> None:
         self.pool = pool
         self._factories = (picker, sharding, ordinal)
-        self._snapshot: Snapshot | None = None
-        self._pickers: list[Picker | None] = [None, None, None]
+        # The snapshot and its pickers live in one attribute, replaced whole, so a reader never
+        # sees pickers of one snapshot paired with another.
+        self._installed: tuple[Snapshot | None, list[Picker | None]] = (None, [None, None, None])
 
-    def prepare(self, snapshot: Snapshot | None = None) -> None:
-        """Build the pickers for ``snapshot`` (default: the pool's current one) now.
+    def prepare(self, snapshot: Snapshot) -> None:
+        """Do the slow part of switching to ``snapshot`` now: build hash tables and the like.
 
-        Also runs the factories' optional ``prepare(snapshot)`` — slow work such as a Maglev
-        table — for the factories in use, so call this from a worker thread after a membership
-        change. The request path only ever runs the cheap ``build``.
+        Runs the factories' optional ``prepare(snapshot)`` for the pickers in use (a client that
+        never sent a keyed request gets no table). Safe in a worker thread: it installs nothing,
+        the next pick on the event loop does, with the cheap ``build``.
         """
-        snapshot = snapshot or self.pool.snapshot
+        in_use = self._installed[1]
         for i, factory in enumerate(self._factories):
             warm = getattr(factory, "prepare", None)
-            # Lazy slots stay lazy: no table for a client that never sent a keyed request.
-            if callable(warm) and (i == 0 or self._pickers[i] is not None):
+            if callable(warm) and (i == 0 or in_use[i] is not None):
                 warm(snapshot)
-        self._install(snapshot)
 
-    def _install(self, snapshot: Snapshot) -> None:
-        if snapshot is self._snapshot:
-            return
+    def _install(self, snapshot: Snapshot) -> list[Picker | None]:
+        in_use = self._installed[1]
         pickers: list[Picker | None] = [None, None, None]
         for i, factory in enumerate(self._factories):
-            # Sharding and ordinal tables are built lazily: most clients never use them.
-            if factory is not None and (i == 0 or self._pickers[i] is not None):
+            # Sharding and ordinal pickers are built lazily: most clients never use them.
+            if factory is not None and (i == 0 or in_use[i] is not None):
                 pickers[i] = factory.build(snapshot)
-        self._pickers = pickers
-        self._snapshot = snapshot
+        self._installed = (snapshot, pickers)
+        return pickers
 
     def pick(self, ctx: PickContext = NO_CONTEXT) -> EndpointState | None:
         """An endpoint for one attempt, or ``None`` if no eligible endpoint is left."""
         snapshot = self.pool.snapshot
-        if snapshot is not self._snapshot:
-            self._install(snapshot)
+        installed, pickers = self._installed
+        if snapshot is not installed:
+            pickers = self._install(snapshot)
         if ctx.ordinal is not None:
-            return self._routed(2, "ordinal", ctx, snapshot)
+            return self._routed(pickers, 2, "ordinal", ctx, snapshot)
         if ctx.key is not None:
-            return self._routed(1, "sharding", ctx, snapshot)
-        picker = self._pickers[0]
+            return self._routed(pickers, 1, "sharding", ctx, snapshot)
+        picker = pickers[0]
         assert picker is not None
         return picker.pick(ctx)
 
     def _routed(
-        self, slot: int, what: str, ctx: PickContext, snapshot: Snapshot
+        self,
+        pickers: list[Picker | None],
+        slot: int,
+        what: str,
+        ctx: PickContext,
+        snapshot: Snapshot,
     ) -> EndpointState | None:
-        picker = self._pickers[slot]
+        picker = pickers[slot]
         if picker is None:
             factory = self._factories[slot]
             if factory is None:
                 raise ConfigurationError(f"this client has no {what} picker configured")
-            picker = self._pickers[slot] = factory.build(snapshot)
+            picker = pickers[slot] = factory.build(snapshot)
         return picker.pick(ctx)

@@ -8,9 +8,10 @@ import sys
 from collections.abc import Sequence
 
 import anyio
+import httpx
 
 from .dns import DnsDiscovery
-from .errors import HeadlessLBError
+from .errors import ConfigurationError, HeadlessLBError
 from .names import (
     detect_namespace,
     expand_service_name,
@@ -61,7 +62,7 @@ async def _resolve(args: argparse.Namespace) -> int:
     discovery = DnsDiscovery(
         service,
         port=80 if port is None else port,
-        nameservers=nameservers_from(args.nameserver or list(resolv.nameservers)),
+        nameservers=nameservers_from(args.nameserver or list(resolv.nameservers) or _none(args)),
         ip_family=args.ip_family,
         timeout=args.timeout,
     )
@@ -72,6 +73,10 @@ async def _resolve(args: argparse.Namespace) -> int:
     if rows:
         print(_table(rows, ("IP", "PORT", "HOSTNAME", "ORDINAL", "TTL")))
     return 0
+
+
+def _none(args: argparse.Namespace) -> list[str]:
+    raise ConfigurationError(f"{args.resolv_conf} lists no nameserver: pass --nameserver ip:port")
 
 
 async def _get(args: argparse.Namespace) -> int:
@@ -117,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo(fast=args.fast)
-    except HeadlessLBError as exc:
+    except (HeadlessLBError, httpx.HTTPError) as exc:
         print(f"headlesslb: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

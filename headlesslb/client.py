@@ -154,15 +154,26 @@ class HeadlessClient:
         read_body: bool = False,
         **kwargs: Any,
     ) -> httpx.Request:
-        """An ``httpx.Request`` carrying the routing options (see :class:`RequestOptions`)."""
-        if key is None and ordinal is None and idempotent is None:
+        """An ``httpx.Request`` carrying the routing options (see :class:`RequestOptions`).
+
+        Options may also come in ``extensions={"headlesslb": {...}}``; keyword arguments win.
+        """
+        extensions = kwargs.get("extensions") or {}
+        given = extensions.get(EXTENSION)
+        if given is None and key is None and ordinal is None and idempotent is None:
             options = _READ_BODY if read_body else None  # the common case: nothing to validate
         else:
+            base = RequestOptions.from_extension(given) if given is not None else RequestOptions()
             options = RequestOptions.from_extension(
-                {"key": key, "ordinal": ordinal, "idempotent": idempotent, "read_body": read_body}
+                {
+                    "key": base.key if key is None else key,
+                    "ordinal": base.ordinal if ordinal is None else ordinal,
+                    "idempotent": base.idempotent if idempotent is None else idempotent,
+                    "read_body": base.read_body or read_body,
+                }
             )
         if options is not None:
-            kwargs["extensions"] = {**(kwargs.get("extensions") or {}), EXTENSION: options}
+            kwargs["extensions"] = {**extensions, EXTENSION: options}
         return self.http.build_request(method, url, **kwargs)
 
     async def request(

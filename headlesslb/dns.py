@@ -111,8 +111,13 @@ class DnsDiscovery:
 
     async def resolve_name(self, name: str, port: int) -> Resolution:
         """Resolve one absolute name's addresses (e.g. a Pod's own name) on ``port``."""
-        with anyio.fail_after(self.timeout):
-            answers = await self._query_all([(name, t) for t in _RDTYPES[self.ip_family]])
+        try:
+            with anyio.fail_after(self.timeout):
+                answers = await self._query_all([(name, t) for t in _RDTYPES[self.ip_family]])
+        except TimeoutError:
+            raise DiscoveryError(
+                f"DNS did not answer for {name} within {self.timeout:g} s"
+            ) from None
         endpoints = [Endpoint(ip, port) for a in answers for ip in _addresses(a.rrset)]
         return Resolution(tuple(endpoints), _min_ttl(answers), {"name": name})
 

@@ -41,7 +41,8 @@ class DiscoveryError(HeadlessLBError, httpx.TransportError):
 
 
 class NotStarted(HeadlessLBError, RuntimeError):
-    """A client or transport was used outside ``async with`` (or after it was closed)."""
+    """A client or transport was used outside its ``async with``: not entered, already closed,
+    or closed from a task other than the one that entered it."""
 
 
 class NoEndpointsAvailable(HeadlessLBError, httpx.TransportError):

@@ -14,7 +14,7 @@ import httpx
 from .clock import Clock
 from .dns import DnsDiscovery, IpFamily
 from .endpoint import Endpoint
-from .errors import ConfigurationError, NoEndpointsAvailable
+from .errors import ConfigurationError, HeadlessLBError, NoEndpointsAvailable
 from .names import expand_service_name
 
 __all__ = ["DEFAULT_PORTS", "Fallback"]
@@ -41,6 +41,7 @@ class Fallback:
         self._clock = clock
         self._discovery: DnsDiscovery | None = None
         self._cached: tuple[Endpoint, float] | None = None
+        self._failed: tuple[HeadlessLBError, float] | None = None
         self._lock = anyio.Lock()
         if "://" in spec:
             url = httpx.URL(spec)
@@ -70,19 +71,34 @@ class Fallback:
         return None if self._cached is None else self._cached[0].key
 
     async def address(self) -> tuple[str, int]:
-        """The address to connect to: the Service's ClusterIP (cached for its TTL) or the URL's."""
+        """The address to connect to: the Service's ClusterIP (cached for its TTL) or the URL's.
+
+        One lookup at a time, shared by every request that falls back meanwhile; a failed
+        lookup is remembered for a second, so a burst of fallbacks with DNS down fails at once
+        instead of queueing one timeout after another.
+        """
         if self._discovery is None:
             return self.host, self.port
         cached = self._cached
         if cached is None or cached[1] <= self._clock():
-            async with self._lock:  # one query, however many requests fall back at once
+            async with self._lock:
                 cached = self._cached
                 if cached is None or cached[1] <= self._clock():
-                    resolution = await self._discovery.resolve()
-                    if not resolution.endpoints:
-                        raise NoEndpointsAvailable(
-                            f"fallback Service {self.name} has no address in DNS"
-                        )
-                    ttl = max(resolution.ttl, 1.0)
-                    cached = self._cached = (resolution.endpoints[0], self._clock() + ttl)
+                    cached = await self._lookup(self._discovery)
         return cached[0].ip, cached[0].port
+
+    async def _lookup(self, discovery: DnsDiscovery) -> tuple[Endpoint, float]:
+        failed = self._failed
+        if failed is not None and failed[1] > self._clock():
+            raise failed[0]
+        try:
+            resolution = await discovery.resolve()
+            if not resolution.endpoints:
+                raise NoEndpointsAvailable(f"fallback Service {self.name} has no address in DNS")
+        except HeadlessLBError as exc:
+            self._failed = (exc, self._clock() + 1.0)
+            raise
+        self._failed = None
+        ttl = max(resolution.ttl, 1.0)
+        self._cached = (resolution.endpoints[0], self._clock() + ttl)
+        return self._cached

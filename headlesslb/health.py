@@ -109,6 +109,7 @@ class HealthChecker:
         self.tracker = HealthTracker(check)
         self._probe = probe
         self._wake = anyio.Event()
+        self._running = False
         self.rounds = 0
 
     def wake(self) -> None:
@@ -119,17 +120,26 @@ class HealthChecker:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """The loop; like the refresher it logs and carries on rather than die."""
+        self._running = True
         task_status.started()
         limiter = anyio.CapacityLimiter(self.check.concurrency)
-        while True:
-            try:
-                await self._round(limiter)
-            except Exception:
-                log.exception("health-check round failed; retrying next interval")
-            self.rounds += 1
-            with anyio.move_on_after(self.check.interval):
-                await self._wake.wait()
-            self._wake = anyio.Event()
+        try:
+            while True:
+                try:
+                    await self._round(limiter)
+                except Exception:
+                    log.exception("health-check round failed; retrying next interval")
+                self.rounds += 1
+                with anyio.move_on_after(self.check.interval):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+        finally:
+            self._running = False
+
+    @property
+    def running(self) -> bool:
+        """Whether the probe loop is running."""
+        return self._running
 
     async def _round(self, limiter: anyio.CapacityLimiter) -> None:
         members = self.pool.snapshot.members

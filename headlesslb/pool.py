@@ -243,8 +243,8 @@ class Pool:
             self._rebuild(membership_changed=False)
 
     def _maybe_eject(self, state: EndpointState, now: float) -> bool:
-        if state.ejected_until is not None or state.draining:
-            return False
+        if state.ejected_until is not None or self._states.get(state.key) is not state:
+            return False  # already out, or not a member (draining, or a Pod found by name)
         policy = self.outlier
         ejected = sum(1 for s in self._states.values() if s.ejected_until is not None)
         allowed = max(1, math.floor(len(self._states) * policy.max_ejection_percent / 100))

@@ -61,6 +61,8 @@ class Refresher:
         self._wake = anyio.Event()
         self._inflight: anyio.Event | None = None
         self._started = 0
+        self._finished = 0
+        self._running = False
         self._result: tuple[bool, float] = (False, 0.0)
         self._last_early = -float("inf")
         self.last_error: BaseException | None = None
@@ -82,7 +84,19 @@ class Refresher:
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """The loop. Reports started at once; the first round runs right away."""
+        self._running = True
         task_status.started()
+        try:
+            await self._loop()
+        finally:
+            self._running = False
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop is running (it stops when its owner's task group closes)."""
+        return self._running
+
+    async def _loop(self) -> None:
         failures = 0
         while True:
             ok, ttl = await self.refresh()
@@ -112,19 +126,20 @@ class Refresher:
         """
         need = self._started + 1
         while (inflight := self._inflight) is not None:
-            started_after_call = self._started >= need
             await inflight.wait()
-            if started_after_call:
+            if self._finished >= need:  # a round that began after the call has completed
                 return self._result
         self._started += 1
+        number = self._started
         done = self._inflight = anyio.Event()
         try:
             self._result = await self._round()
+            self._finished = number
+            self._ready.set()
             return self._result
         finally:
             self._inflight = None
             self.rounds += 1
-            self._ready.set()
             done.set()
 
     async def _round(self) -> tuple[bool, float]:

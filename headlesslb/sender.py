@@ -67,11 +67,22 @@ class PodSender:
         *,
         sni: str | None,
         headers: list[tuple[bytes, bytes]] | None = None,
+        connect_timeout: float | None = None,
     ) -> httpx.Response:
-        """Send ``request`` to ``host:port``; ``sni`` is the name TLS verifies (https only)."""
+        """Send ``request`` to ``host:port``; ``sni`` is the name TLS verifies (https only);
+        ``connect_timeout`` caps the request's own connect timeout."""
         extensions = request.extensions
-        if sni is not None:
-            extensions = {**extensions, "sni_hostname": sni}
+        if sni is not None or connect_timeout is not None:
+            extensions = dict(extensions)
+            if sni is not None:
+                extensions["sni_hostname"] = sni
+            if connect_timeout is not None:
+                timeouts = dict(extensions.get("timeout") or {})
+                current = timeouts.get("connect")
+                timeouts["connect"] = (
+                    connect_timeout if current is None else min(current, connect_timeout)
+                )
+                extensions["timeout"] = timeouts
         url = request.url
         core_request = httpcore.Request(
             method=request.method,
@@ -94,15 +105,24 @@ class PodSender:
         """Addresses that have a connection pool now."""
         return set(self._pools)
 
-    async def retain(self, keep: set[tuple[str, int]]) -> None:
-        """Close the pools of addresses not in ``keep`` once they have no request in flight."""
+    async def retain(self, keep: set[tuple[str, int]]) -> bool:
+        """Close the pools of addresses not in ``keep`` that have no request in flight.
+
+        Returns whether some pool outside ``keep`` was busy and is still open.
+        """
+        busy = False
         for address, pool in list(self._pools.items()):
             # httpcore lists requests waiting for or using a connection in _requests (1.0.x);
             # a pool with any is in use even if it has no connection yet.
             waiting = getattr(pool, "_requests", ())
-            if address not in keep and not waiting and all(c.is_idle() for c in pool.connections):
-                del self._pools[address]
-                await pool.aclose()
+            if address in keep:
+                continue
+            if waiting or not all(c.is_idle() for c in pool.connections):
+                busy = True
+                continue
+            del self._pools[address]
+            await pool.aclose()
+        return busy
 
     async def aclose(self) -> None:
         """Close every connection."""

@@ -130,6 +130,8 @@ class _Call:
     fallback_service: str | None = None
     budget_exhausted: bool = False
     """A retry was called for but the retry budget was empty."""
+    discovery_error: str | None = None
+    """Why discovery had nothing, when the fallback served (a wrong port name, DNS down...)."""
 
     @property
     def never_sent(self) -> bool:
@@ -160,6 +162,7 @@ class _Call:
         }
         if self.fallback:
             report["service"] = self.fallback_service
+            report["discovery_error"] = self.discovery_error
         return report
 
 
@@ -281,11 +284,12 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         self._budget: RetryBudget = self.retry.budget(clock)
         self._sni = self.service.host if scheme == "https" else None
         self._sender = PodSender(verify=verify, cert=cert, http2=http2, limits=limits)
-        self._pinned_cache: dict[int, tuple[EndpointState, float]] = {}
-        self._hosts = _service_hosts(self.service)
+        self._pinned_cache: dict[int, tuple[EndpointState | None, float]] = {}
+        self._hosts = _service_hosts(self.service, namespace)
         self._passthrough_options: dict[str, Any] = {"verify": verify, "cert": cert, "http2": http2}
         self._passthrough_transport: httpx.AsyncHTTPTransport | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._owner: int | None = None
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -295,6 +299,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
+        self._owner = anyio.get_current_task().id
         await task_group.start(self.refresher.run)
         if self.health is not None:
             await task_group.start(self.health.run)
@@ -312,6 +317,13 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         """Stop discovery and close every connection; the transport cannot be used after this."""
         if self._closed:
             return
+        if self._task_group is not None and anyio.get_current_task().id != self._owner:
+            # The background tasks live in a task group of the entering task; closing it from
+            # another task would corrupt that task's cancel scopes (a crash on trio).
+            raise NotStarted(
+                "a HeadlessTransport must be closed by the task that entered it:"
+                " use 'async with' around its whole use"
+            )
         self._closed = True
         task_group, self._task_group = self._task_group, None
         try:
@@ -346,7 +358,18 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             keep = {m.key for m in snapshot.members}
             if self.fallback is not None and self.fallback.cached is not None:
                 keep.add(self.fallback.cached)
-            self._task_group.start_soon(self._sender.retain, keep)
+            self._task_group.start_soon(self._retain, keep)
+
+    async def _retain(self, keep: set[tuple[str, int]]) -> None:
+        # Pools still busy are looked at again a little later, for as long as keep-alive lasts.
+        for _ in range(30):
+            try:
+                if not await self._sender.retain(keep):
+                    return
+            except Exception:  # closing sockets must never take the user's task group down
+                log.exception("closing connections to departed Pods failed")
+                return
+            await anyio.sleep(1.0)
 
     def _on_refused(self) -> None:
         self.refresher.request_refresh()
@@ -389,14 +412,13 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         if deadline is None:
             response = await self._send(call)
         else:
-            try:
-                with anyio.fail_after(deadline):
-                    response = await self._send(call)
-            except TimeoutError:
+            with anyio.move_on_after(deadline) as scope:
+                response = await self._send(call)
+            if scope.cancelled_caught:
                 raise httpx.TimeoutException(
                     f"request deadline of {deadline:g} s exceeded ({call.summary()})",
                     request=request,
-                ) from None
+                )
         response.extensions[EXTENSION] = call.report()
         return response
 
@@ -543,8 +565,12 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         if call.options.read_body:
             try:
                 await response.aread()  # the stream reports a broken body to the pool itself
-            except httpx.TransportError as exc:
-                call.attempts.append(_attempt_record(endpoint, error=exc, outcome=classify(exc)[1]))
+            except BaseException as exc:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()  # httpx never gets this response: close it here
+                if isinstance(exc, httpx.TransportError):
+                    outcome = classify(exc)[1]
+                    call.attempts.append(_attempt_record(endpoint, error=exc, outcome=outcome))
                 raise
         call.attempts.append(_attempt_record(endpoint, status=response.status_code))
         return response
@@ -554,9 +580,12 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         if timeout is None:
             return await self._sender.send_to(request, endpoint.ip, endpoint.port, sni=self._sni)
         try:
-            with anyio.fail_after(timeout):
+            # httpcore's own connect timeout fires first when connecting eats the whole budget,
+            # so a Pod that silently drops SYNs gives ConnectTimeout (never sent: retryable for
+            # any method), not a read timeout.
+            with anyio.fail_after(timeout * 1.05):
                 return await self._sender.send_to(
-                    request, endpoint.ip, endpoint.port, sni=self._sni
+                    request, endpoint.ip, endpoint.port, sni=self._sni, connect_timeout=timeout
                 )
         except TimeoutError:
             raise httpx.ReadTimeout(
@@ -577,11 +606,15 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         return state
 
     async def _pod_by_name(self, ordinal: int, not_found: OrdinalNotFound) -> EndpointState:
+        snapshot = self.pool.snapshot
+        if snapshot.members and len(snapshot.by_ordinal) == len(snapshot.members):
+            raise not_found  # SRV named every Pod: this ordinal really is absent
         now = self._clock()
         cached = self._pinned_cache.get(ordinal)
         if cached is not None and cached[1] > now:
+            if cached[0] is None:
+                raise not_found
             return cached[0]
-        snapshot = self.pool.snapshot
         statefulset = self.discovery.statefulset or _statefulset_of(snapshot)
         port = self.port if isinstance(self.port, int) else _common_port(snapshot)
         if statefulset is None or port is None:
@@ -591,14 +624,15 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             raise not_found
         name = self.service.pod_fqdn(f"{statefulset}-{ordinal}")
         resolution = await self.discovery.resolve_name(name, port)
+        expires = now + max(resolution.ttl, self.refresher.policy.min_interval)
         if not resolution.endpoints:
+            self._pinned_cache[ordinal] = (None, expires)
             raise not_found
         found = resolution.endpoints[0]
         endpoint = Endpoint(found.ip, found.port, f"{statefulset}-{ordinal}", ordinal)
         member = next((m for m in snapshot.members if m.key == endpoint.key), None)
         state = member or EndpointState(endpoint)
-        ttl = max(resolution.ttl, self.refresher.policy.min_interval)
-        self._pinned_cache[ordinal] = (state, now + ttl)
+        self._pinned_cache[ordinal] = (state, expires)
         return state
 
     async def _send_to_fallback(self, call: _Call) -> httpx.Response:
@@ -618,6 +652,8 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         host, port = await self.fallback.address()
         address = f"{host}:{port}"
         call.fallback, call.fallback_service = address, self.fallback.name
+        error = self.refresher.last_error
+        call.discovery_error = None if error is None else f"{type(error).__name__}: {error}"
         headers = [
             (name, self.fallback.host_header if name.lower() == b"host" else value)
             for name, value in request.headers.raw
@@ -655,12 +691,17 @@ def _attempt_record(
     return record
 
 
-def _service_hosts(service: ServiceName) -> frozenset[bytes]:
-    """Every spelling of the Service's name a URL may use: web-hl, web-hl.ns, ..., the FQDN."""
+def _service_hosts(service: ServiceName, own_namespace: str | None) -> frozenset[bytes]:
+    """Every spelling of the Service's name a URL may use: web-hl, web-hl.ns, ..., the FQDN.
+
+    The bare ``web-hl`` counts only in the client's own namespace, where DNS would resolve it.
+    """
     labels = service.host.split(".")
     names = {service.host}
     if service.namespace is not None:
-        names.update(".".join(labels[:n]) for n in (1, 2, 3))
+        names.update(".".join(labels[:n]) for n in (2, 3))
+        if service.namespace == own_namespace:
+            names.add(labels[0])
     return frozenset(name.encode("ascii") for name in names)
 
 

@@ -95,6 +95,7 @@ class LocalCluster:
         self._origin = zone_name(domain)
         self._lock = threading.Lock()
         self._closed = False
+        self._broken: str | None = None
         ctx = multiprocessing.get_context("spawn")
         parent_conn, child_conn = ctx.Pipe()
         proc = ctx.Process(
@@ -139,6 +140,8 @@ class LocalCluster:
         with self._lock:
             if self._closed:
                 raise ClusterError("cluster is closed")
+            if self._broken is not None:
+                raise ClusterError(f"cluster is unusable: {self._broken}")
             try:
                 self._conn.send((op, args, kwargs))
                 deadline = time.monotonic() + _CALL_TIMEOUT
@@ -148,7 +151,10 @@ class LocalCluster:
                             f"cluster process died (exit code {self._proc.exitcode})"
                         )
                     if time.monotonic() > deadline:
-                        raise ClusterError(f"cluster did not answer {op!r} in {_CALL_TIMEOUT} s")
+                        # A late answer would be read as the reply to the next call: this
+                        # cluster can no longer be trusted, so stop it.
+                        self._broken = f"cluster did not answer {op!r} in {_CALL_TIMEOUT} s"
+                        raise ClusterError(self._broken)
                 kind, payload = self._conn.recv()
             except (EOFError, OSError) as exc:
                 raise ClusterError(f"lost the cluster process: {exc!r}") from exc

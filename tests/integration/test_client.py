@@ -16,6 +16,7 @@ from headlesslb import (
     ConfigurationError,
     DiscoveryError,
     HeadlessTransport,
+    HealthCheck,
     InvalidServiceName,
     NoEndpointsAvailable,
     NotStarted,
@@ -216,15 +217,16 @@ async def test_plain_httpx_client_with_the_transport(cluster: LocalCluster) -> N
 
 async def test_leaving_the_context_leaves_no_task_or_socket(cluster: LocalCluster) -> None:
     ips = {p.ip for p in cluster.pods("web")}
-    client = make_client(cluster)
+    client = make_client(cluster, health=HealthCheck(interval=0.1))
     async with client:
         await served_by(client, 9)
-        assert established_connections(ips) == 3  # one keep-alive connection per Pod
-        refresher_rounds = client.transport.refresher.rounds
+        assert established_connections(ips) >= 3  # keep-alive connections (and probes')
+        assert client.transport.refresher.running
+        assert client.transport.health is not None and client.transport.health.running
     assert established_connections(ips) == 0
     assert not client.transport.running
-    await anyio.sleep(1.5)  # longer than a refresh period: a leaked loop would have run again
-    assert client.transport.refresher.rounds == refresher_rounds
+    assert not client.transport.refresher.running
+    assert not client.transport.health.running
     with pytest.raises(NotStarted, match="was closed"):
         await client.get("/")
 
@@ -295,3 +297,33 @@ async def test_other_hosts_are_not_balanced(cluster: LocalCluster) -> None:
         direct = await client.get(cluster.url("web-2", "/direct"))
         assert direct.json()["pod"] == "web-2"
         assert "headlesslb" not in direct.extensions
+
+
+async def test_closing_from_another_task_is_refused(cluster: LocalCluster) -> None:
+    client = make_client(cluster)
+    await client.__aenter__()
+    errors: list[BaseException] = []
+
+    async def close_elsewhere() -> None:
+        try:
+            await client.transport.aclose()
+        except NotStarted as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(close_elsewhere)
+    assert errors and "task that entered it" in str(errors[0])
+    await client.aclose()  # the entering task closes it properly
+    assert not client.transport.running
+
+
+async def test_routing_options_in_extensions_are_kept(cluster: LocalCluster) -> None:
+    async with make_client(cluster) as client:
+        pods = {
+            (await client.get("/", extensions={"headlesslb": {"ordinal": 1}})).json()["pod"]
+            for _ in range(6)
+        }
+        assert pods == {"web-1"}
+        # Keyword arguments win over the extension.
+        response = await client.get("/", ordinal=2, extensions={"headlesslb": {"ordinal": 1}})
+        assert response.json()["pod"] == "web-2"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +13,7 @@ import httpx
 import pytest
 
 from headlesslb import (
+    DiscoveryError,
     HealthCheck,
     NoEndpointsAvailable,
     OutlierPolicy,
@@ -280,3 +283,58 @@ async def test_flapping_records_cause_no_errors() -> None:
                 served = await served_by(client, 12)  # asserts every response is a 200
                 assert (flapper in served) is ready
                 assert len(client.endpoints()) == (3 if ready else 2)
+
+
+async def test_pod_dropping_connections_is_retried_even_for_posts(cluster: LocalCluster) -> None:
+    """A Pod that silently drops SYNs (a dead node) costs a connect timeout, and since the POST
+    never left, it is retried on another Pod rather than failed as a read timeout."""
+    black_hole = socket.socket()
+    black_hole.bind(("127.0.0.77", cluster.port))
+    black_hole.listen(0)
+    fillers = [socket.socket() for _ in range(3)]
+    for filler in fillers:  # fill the accept queue: further SYNs are dropped
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.77", cluster.port))
+    cluster.add_record("web-hl.default.svc.cluster.local.", "A", "127.0.0.77")
+    try:
+        retry = RetryPolicy(per_try_timeout=0.3)
+        async with make_client(cluster, port=cluster.port, retry=retry) as client:
+            timed_out = 0
+            for _ in range(12):
+                response = await client.post("/", content=b"x")
+                assert response.status_code == 200
+                attempts = response.extensions["headlesslb"]["attempts"]
+                timed_out += attempts[0].get("error") == "ConnectTimeout"
+            assert timed_out >= 1
+    finally:
+        for sock in (black_hole, *fillers):
+            sock.close()
+
+
+async def test_fallback_lookups_with_dns_down_fail_together(cluster: LocalCluster) -> None:
+    """With DNS silent, a burst of requests falling back shares one failed lookup instead of
+    queueing one DNS timeout after another."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.78", 0))  # receives queries, never answers
+    nameserver = f"127.0.0.78:{silent.getsockname()[1]}"
+    try:
+        async with make_client(
+            cluster, nameservers=[nameserver], discovery_timeout=0.5, fallback="web-lb"
+        ) as client:
+            await client.transport.refresher.wait_ready()
+            errors: list[BaseException] = []
+
+            async def one() -> None:
+                try:
+                    await client.get("/")
+                except DiscoveryError as exc:
+                    errors.append(exc)
+
+            with anyio.fail_after(2.5):  # six lookups in a row would take 3 s
+                async with anyio.create_task_group() as tg:
+                    for _ in range(6):
+                        tg.start_soon(one)
+            assert len(errors) == 6
+    finally:
+        silent.close()

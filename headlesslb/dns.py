@@ -140,7 +140,8 @@ class DnsDiscovery:
         # (as CoreDNS does), and asking per Pod would be a query storm: past a few, one A/AAAA
         # query for the Service gives the addresses, without hostnames.
         addresses = _additional_addresses(srv.response, _RDTYPES[self.ip_family])
-        targets = {rd.target.to_text(): rd.port for rd in srv.rrset}
+        # DNS names compare case-insensitively: fold them once here.
+        targets = {rd.target.to_text().lower(): rd.port for rd in srv.rrset}
         missing = [t for t in targets if t not in addresses]
         answers = [srv]
         if len(missing) > _MAX_TARGET_LOOKUPS:
@@ -271,7 +272,7 @@ def _additional_addresses(
     if response is not None:
         for rrset in response.additional:
             if rrset.rdtype in rdtypes and rrset.rdclass == dns.rdataclass.IN:
-                found.setdefault(rrset.name.to_text(), []).extend(_addresses(rrset))
+                found.setdefault(rrset.name.to_text().lower(), []).extend(_addresses(rrset))
     return found
 
 

@@ -401,7 +401,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 "HeadlessTransport is not running: use it inside 'async with httpx.AsyncClient("
                 "transport=...)' or 'async with HeadlessClient(...)'"
             )
-        if request.url.raw_host.lower() not in self._hosts:
+        if request.url.raw_host not in self._hosts:  # httpx lower-cases hosts already
             # Not this Service (say, a redirect to another site): send it as httpx would.
             return await self._passthrough().handle_async_request(request)
         call = self._call(request)

@@ -15,6 +15,7 @@ from .clock import Clock, monotonic
 from .dns import IpFamily
 from .endpoint import EndpointStatus
 from .errors import NotStarted
+from .fallback import DEFAULT_PORTS, authority
 from .health import HealthCheck
 from .pickers.base import HashKey, PickerFactory
 from .pool import OutlierPolicy
@@ -97,10 +98,11 @@ class HeadlessClient:
             clock=clock,
             rng=rng,
         )
-        port_part = f":{self.transport.port}" if isinstance(self.transport.port, int) else ""
-        if self.transport.port == (443 if scheme == "https" else 80):
-            port_part = ""
-        self.base_url = httpx.URL(f"{scheme}://{self.transport.service.host}{port_part}")
+        default_port = DEFAULT_PORTS[scheme]
+        # A named port's number is known only per Pod (SRV): the URL then names the Service alone.
+        port = self.transport.port if isinstance(self.transport.port, int) else default_port
+        host = authority(self.transport.service.host, port, default_port)
+        self.base_url = httpx.URL(f"{scheme}://{host}")
         self.http = httpx.AsyncClient(
             transport=self.transport,
             base_url=self.base_url,

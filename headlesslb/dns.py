@@ -119,7 +119,7 @@ class DnsDiscovery:
                 f"DNS did not answer for {name} within {self.timeout:g} s"
             ) from None
         endpoints = [Endpoint(ip, port) for a in answers for ip in _addresses(a.rrset)]
-        return Resolution(tuple(endpoints), _min_ttl(answers), {"name": name})
+        return Resolution(tuple(endpoints), _min_ttl(answers))
 
     # -- the two shapes of a round ----------------------------------------------------------------
     async def _resolve_addresses(self, port: int) -> Resolution:
@@ -128,14 +128,14 @@ class DnsDiscovery:
             {Endpoint(ip, port) for a in answers for ip in _addresses(a.rrset)},
             key=lambda e: e.key,
         )
-        return Resolution(tuple(endpoints), _min_ttl(answers), {"A": self.service.fqdn})
+        return Resolution(tuple(endpoints), _min_ttl(answers))
 
     async def _resolve_srv(self, port_name: str) -> Resolution:
         srv_name = self.service.srv_name(port_name)
         (srv,) = await self._query_all([(srv_name, dns.rdatatype.SRV)])
         if srv.rrset is None:
             await self._explain_missing_port(port_name)
-            return Resolution((), _min_ttl([srv]), {"SRV": srv_name})
+            return Resolution((), _min_ttl([srv]))
         # Pods' addresses normally come in the additional section. A large answer drops them
         # (as CoreDNS does), and asking per Pod would be a query storm: past a few, one A/AAAA
         # query for the Service gives the addresses, without hostnames.
@@ -158,9 +158,7 @@ class DnsDiscovery:
                 hostname = _pod_hostname(target, ip, self.service)
                 endpoints.setdefault((ip, port), Endpoint(ip, port, hostname))
         with_ordinals = _assign_ordinals(endpoints.values(), self.statefulset)
-        return Resolution(
-            tuple(sorted(with_ordinals, key=lambda e: e.key)), _min_ttl(answers), {"SRV": srv_name}
-        )
+        return Resolution(tuple(sorted(with_ordinals, key=lambda e: e.key)), _min_ttl(answers))
 
     async def _addresses_with_srv_port(
         self,
@@ -189,7 +187,6 @@ class DnsDiscovery:
         return Resolution(
             tuple(sorted(endpoints, key=lambda e: e.key)),
             _min_ttl([*answers, *a_answers]),
-            {"SRV": srv_name, "A": self.service.fqdn},
         )
 
     async def _explain_missing_port(self, port_name: str) -> None:

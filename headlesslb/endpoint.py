@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["Endpoint", "EndpointStatus", "Resolution"]
 
@@ -41,8 +41,6 @@ class Resolution:
     endpoints: tuple[Endpoint, ...]
     ttl: float
     """Seconds, the smallest TTL of the records used (0 when DNS gave no records)."""
-    names: dict[str, str] = field(default_factory=dict, compare=False)
-    """Which names were asked, for diagnostics (record type → absolute name)."""
 
 
 @dataclass(frozen=True, slots=True)

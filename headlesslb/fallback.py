@@ -17,9 +17,14 @@ from .endpoint import Endpoint
 from .errors import ConfigurationError, HeadlessLBError, NoEndpointsAvailable
 from .names import expand_service_name
 
-__all__ = ["DEFAULT_PORTS", "Fallback"]
+__all__ = ["DEFAULT_PORTS", "Fallback", "authority"]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def authority(host: str, port: int, default_port: int) -> str:
+    """``host`` or ``host:port`` as a URL and Host header spell it (no default port)."""
+    return host if port == default_port else f"{host}:{port}"
 
 
 class Fallback:
@@ -62,8 +67,7 @@ class Fallback:
             self.host = service.host
             self.port = default_port if isinstance(port, str) else port
             self.name = service.host
-        authority = self.host if self.port == default_port else f"{self.host}:{self.port}"
-        self.host_header = authority.encode("ascii")
+        self.host_header = authority(self.host, self.port, default_port).encode("ascii")
 
     @property
     def cached(self) -> tuple[str, int] | None:

@@ -133,7 +133,6 @@ class Pool:
         self._states: dict[tuple[str, int], EndpointState] = {}
         self._snapshot = EMPTY_SNAPSHOT
         self._next_deadline = math.inf
-        self._resolved = False
 
     # -- reading -----------------------------------------------------------------------------
     @property
@@ -142,11 +141,6 @@ class Pool:
         if self._clock() >= self._next_deadline:
             self.tick()
         return self._snapshot
-
-    @property
-    def resolved(self) -> bool:
-        """Whether discovery has delivered at least once (even an empty answer)."""
-        return self._resolved
 
     @property
     def next_deadline(self) -> float:
@@ -160,7 +154,6 @@ class Pool:
     # -- discovery ---------------------------------------------------------------------------
     def update(self, resolution: Resolution) -> Snapshot:
         """Replace membership with what discovery found; stats of kept endpoints survive."""
-        self._resolved = True
         fresh: dict[tuple[str, int], EndpointState] = {}
         old_endpoints = {s.endpoint for s in self._states.values()}
         for ep in resolution.endpoints:

@@ -100,11 +100,6 @@ class PodSender:
             extensions=core_response.extensions,
         )
 
-    @property
-    def addresses(self) -> set[tuple[str, int]]:
-        """Addresses that have a connection pool now."""
-        return set(self._pools)
-
     async def retain(self, keep: set[tuple[str, int]]) -> bool:
         """Close the pools of addresses not in ``keep`` that have no request in flight.
 

@@ -99,14 +99,5 @@ class Snapshot:
     """True when too few members are healthy and the pool balances over all of them."""
     by_ordinal: Mapping[int, EndpointState] = field(default_factory=lambda: _EMPTY)
 
-    @property
-    def empty(self) -> bool:
-        """No member at all: discovery found nothing."""
-        return not self.members
-
-    def is_eligible(self, state: EndpointState) -> bool:
-        """Whether this member may take a new request in this snapshot."""
-        return self.panic or state.available
-
 
 EMPTY_SNAPSHOT = Snapshot(version=0, membership_version=0, members=(), eligible=())

@@ -8,9 +8,11 @@ Pod, eject bad Pods, and fall back to the Service's ClusterIP/LB twin when disco
 from .client import HeadlessClient
 from .endpoint import Endpoint, EndpointStatus, Resolution
 from .errors import (
+    ClientClosed,
     ConfigurationError,
     DiscoveryError,
     HeadlessLBError,
+    InvalidRequest,
     InvalidServiceName,
     NoEndpointsAvailable,
     NotStarted,
@@ -26,6 +28,7 @@ from .transport import HeadlessTransport, RequestOptions
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClientClosed",
     "ConfigurationError",
     "DiscoveryError",
     "Endpoint",
@@ -34,6 +37,7 @@ __all__ = [
     "HeadlessLBError",
     "HeadlessTransport",
     "HealthCheck",
+    "InvalidRequest",
     "InvalidServiceName",
     "NoEndpointsAvailable",
     "NotStarted",

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import httpx
 
+from . import validate
 from .clock import Clock, monotonic
 from .dns import IpFamily
 from .endpoint import EndpointStatus
@@ -72,6 +73,9 @@ class HeadlessClient:
         clock: Clock = monotonic,
         rng: random.Random | None = None,
     ) -> None:
+        validate.flag("follow_redirects", follow_redirects)
+        if not isinstance(timeout, httpx.Timeout):
+            validate.number("timeout", timeout, min=0, exclusive_min=True, allow_none=True)
         self.transport = HeadlessTransport(
             service,
             port=port,

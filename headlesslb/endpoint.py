@@ -41,6 +41,9 @@ class Resolution:
     endpoints: tuple[Endpoint, ...]
     ttl: float
     """Seconds, the smallest TTL of the records used (0 when DNS gave no records)."""
+    partial: bool = False
+    """Some of the round's queries failed (e.g. AAAA SERVFAIL in dual stack): ``endpoints`` are
+    what the others gave, and the refresher asks again sooner than the TTL."""
 
 
 @dataclass(frozen=True, slots=True)

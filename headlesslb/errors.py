@@ -10,9 +10,11 @@ from __future__ import annotations
 import httpx
 
 __all__ = [
+    "ClientClosed",
     "ConfigurationError",
     "DiscoveryError",
     "HeadlessLBError",
+    "InvalidRequest",
     "InvalidServiceName",
     "NoEndpointsAvailable",
     "NotStarted",
@@ -32,6 +34,18 @@ class InvalidServiceName(ConfigurationError):
     """A Service name is not a valid DNS-1123 name, or cannot be expanded to an FQDN."""
 
 
+class InvalidRequest(ConfigurationError, httpx.TransportError):
+    """A request refused before a byte leaves: its URL names the Service with another scheme or
+    port than the client's, or its routing options are malformed or cannot apply.
+
+    The client's configuration decides TLS and the port, never a URL (a typo, a config value or a
+    Pod's absolute redirect). Raised on the request path, so it is an ``httpx.TransportError``.
+    """
+
+    def __init__(self, message: str, *, request: httpx.Request | None = None) -> None:
+        httpx.TransportError.__init__(self, message, request=request)
+
+
 class DiscoveryError(HeadlessLBError, httpx.TransportError):
     """DNS could not be asked: timeout, SERVFAIL, REFUSED or no reachable nameserver.
 
@@ -43,6 +57,14 @@ class DiscoveryError(HeadlessLBError, httpx.TransportError):
 class NotStarted(HeadlessLBError, RuntimeError):
     """A client or transport was used outside its ``async with``: not entered, already closed,
     or closed from a task other than the one that entered it."""
+
+
+class ClientClosed(NotStarted, httpx.TransportError):
+    """The client or transport was closed while this request was in flight: it is not retried,
+    and no connection is opened after close."""
+
+    def __init__(self, message: str, *, request: httpx.Request | None = None) -> None:
+        httpx.TransportError.__init__(self, message, request=request)
 
 
 class NoEndpointsAvailable(HeadlessLBError, httpx.TransportError):

@@ -1,21 +1,25 @@
 """The fallback Service: where requests go when discovery yields nothing usable.
 
-Either a Service name (the ClusterIP/LB twin of the headless Service), expanded like the main name
-and resolved through the same nameservers, its address cached for the record's TTL; or a URL.
+Either a Service name (the ClusterIP/LB twin of the headless Service), expanded like the main name,
+resolved through the same nameservers and reached with the client's scheme; or a URL
+``http(s)://host[:port]``, whose scheme decides TLS for the fallback exactly as the client's
+scheme does for the Pods. The resolved address is cached under the client's refresh policy
+(:class:`~headlesslb.cache.LookupCache`) and forgotten when a connection to it is refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import anyio
 import httpx
 
+from .cache import LookupCache
 from .clock import Clock
 from .dns import DnsDiscovery, IpFamily
 from .endpoint import Endpoint
-from .errors import ConfigurationError, HeadlessLBError, NoEndpointsAvailable
+from .errors import ConfigurationError, NoEndpointsAvailable
 from .names import expand_service_name
+from .schedule import RefreshPolicy
 
 __all__ = ["DEFAULT_PORTS", "Fallback", "authority"]
 
@@ -34,26 +38,24 @@ class Fallback:
         self,
         spec: str,
         *,
+        scheme: str,
         namespace: str | None,
         cluster_domain: str | None,
         port: int | str,
-        default_port: int,
         nameservers: Sequence[tuple[str, int]],
         ip_family: IpFamily,
         discovery_timeout: float,
+        refresh: RefreshPolicy,
         clock: Clock,
     ) -> None:
-        self._clock = clock
+        if not isinstance(spec, str):
+            raise ConfigurationError(
+                f"fallback must be a Service name or an http(s) URL, not {type(spec).__name__}"
+            )
         self._discovery: DnsDiscovery | None = None
-        self._cached: tuple[Endpoint, float] | None = None
-        self._failed: tuple[HeadlessLBError, float] | None = None
-        self._lock = anyio.Lock()
+        self._cache: LookupCache[None, Endpoint] = LookupCache(refresh, clock, max_entries=1)
         if "://" in spec:
-            url = httpx.URL(spec)
-            if url.scheme not in DEFAULT_PORTS or not url.host:
-                raise ConfigurationError(f"fallback URL {spec!r} must be http(s)://host[:port]")
-            self.host = url.host
-            self.port = url.port or DEFAULT_PORTS[url.scheme]
+            self.scheme, self.host, self.port = _parse_url(spec)
             self.name = spec
         else:
             service = expand_service_name(spec, namespace=namespace, cluster_domain=cluster_domain)
@@ -64,45 +66,70 @@ class Fallback:
                 ip_family=ip_family,
                 timeout=discovery_timeout,
             )
+            self.scheme = scheme
             self.host = service.host
-            self.port = default_port if isinstance(port, str) else port
+            self.port = DEFAULT_PORTS[scheme] if isinstance(port, str) else port
             self.name = service.host
-        self.host_header = authority(self.host, self.port, default_port).encode("ascii")
+        self.raw_scheme = self.scheme.encode("ascii")
+        self.sni = self.host if self.scheme == "https" else None
+        """The name TLS verifies for the fallback (https only)."""
+        self.host_header = authority(self.host, self.port, DEFAULT_PORTS[self.scheme]).encode(
+            "ascii"
+        )
 
     @property
     def cached(self) -> tuple[str, int] | None:
         """The address last resolved (a Service's ClusterIP), if any."""
-        return None if self._cached is None else self._cached[0].key
+        endpoint = self._cache.peek(None)
+        return None if endpoint is None else endpoint.key
+
+    def invalidate(self) -> None:
+        """Forget the resolved address (a connection to it was refused)."""
+        self._cache.invalidate(None)
 
     async def address(self) -> tuple[str, int]:
-        """The address to connect to: the Service's ClusterIP (cached for its TTL) or the URL's.
+        """The address to connect to: the Service's ClusterIP (cached) or the URL's host.
 
         One lookup at a time, shared by every request that falls back meanwhile; a failed
         lookup is remembered for a second, so a burst of fallbacks with DNS down fails at once
         instead of queueing one timeout after another.
         """
-        if self._discovery is None:
+        discovery = self._discovery
+        if discovery is None:
             return self.host, self.port
-        cached = self._cached
-        if cached is None or cached[1] <= self._clock():
-            async with self._lock:
-                cached = self._cached
-                if cached is None or cached[1] <= self._clock():
-                    cached = await self._lookup(self._discovery)
-        return cached[0].ip, cached[0].port
 
-    async def _lookup(self, discovery: DnsDiscovery) -> tuple[Endpoint, float]:
-        failed = self._failed
-        if failed is not None and failed[1] > self._clock():
-            raise failed[0]
-        try:
+        async def lookup() -> tuple[Endpoint | None, float]:
             resolution = await discovery.resolve()
             if not resolution.endpoints:
                 raise NoEndpointsAvailable(f"fallback Service {self.name} has no address in DNS")
-        except HeadlessLBError as exc:
-            self._failed = (exc, self._clock() + 1.0)
-            raise
-        self._failed = None
-        ttl = max(resolution.ttl, 1.0)
-        self._cached = (resolution.endpoints[0], self._clock() + ttl)
-        return self._cached
+            return resolution.endpoints[0], resolution.ttl
+
+        endpoint = await self._cache.get(None, lookup)
+        assert endpoint is not None  # a lookup that finds nothing raises
+        return endpoint.ip, endpoint.port
+
+
+def _parse_url(spec: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a fallback URL; anything it would have to drop is refused."""
+    try:
+        url = httpx.URL(spec)
+    except httpx.InvalidURL as exc:
+        raise ConfigurationError(f"fallback URL {spec!r} is not a URL: {exc}") from None
+    if url.scheme not in DEFAULT_PORTS or not url.host:
+        raise ConfigurationError(f"fallback URL {spec!r} must be http(s)://host[:port]")
+    extra = [
+        what
+        for what, present in (
+            ("a user or password", bool(url.userinfo)),
+            ("a path", url.path not in ("", "/")),
+            ("a query", bool(url.query)),
+            ("a fragment", bool(url.fragment)),
+        )
+        if present
+    ]
+    if extra:
+        raise ConfigurationError(
+            f"fallback URL {spec!r} has {' and '.join(extra)}, which a fallback cannot use:"
+            " requests keep their own path; give http(s)://host[:port] only"
+        )
+    return url.scheme, url.host, url.port or DEFAULT_PORTS[url.scheme]

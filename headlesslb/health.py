@@ -14,17 +14,35 @@ from dataclasses import dataclass
 
 import anyio
 import anyio.abc
+import httpx
 
+from . import validate
 from .endpoint import Endpoint
-from .errors import ConfigurationError
 from .pool import Pool
 
-__all__ = ["HealthCheck", "HealthChecker", "HealthTracker"]
+__all__ = [
+    "PROBE_BODY_LIMIT",
+    "HealthCheck",
+    "HealthChecker",
+    "HealthTracker",
+    "Probe",
+    "ProbeSend",
+    "probe_once",
+    "probe_request",
+    "read_probe_response",
+]
 
 log = logging.getLogger("headlesslb.health")
 
 Probe = Callable[[Endpoint], Awaitable[bool]]
 """Sends one probe to an endpoint; True when it answered healthy in time."""
+
+ProbeSend = Callable[[Endpoint, httpx.Request], Awaitable[httpx.Response]]
+"""Sends a probe request to one endpoint and returns the response with its body not yet read
+(as ``httpx.AsyncClient.send(request, stream=True)`` or ``PodSender.send_to`` do)."""
+
+PROBE_BODY_LIMIT = 1024
+"""Bytes of a probe response's body looked at, at most (Envoy buffers 1 KiB of it too)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +61,8 @@ class HealthCheck:
     start_unhealthy: bool = False
     """New endpoints get no traffic until a first probe passes (for Services published with
     ``publishNotReadyAddresses``). Off by default: DNS-listed Pods are normally ready."""
-    healthy_statuses: range = range(200, 400)
+    healthy_statuses: range | frozenset[int] = range(200, 400)
+    """Statuses that pass: a range within 100-599, or a set of status codes."""
     uneject_on_pass: bool = True
     """A passing probe ends an outlier ejection early, as Envoy does by default: a Pod that was
     refusing connections while it restarted gets traffic again within one interval."""
@@ -51,12 +70,83 @@ class HealthCheck:
     """Probes in flight at once: a 1,000-Pod Service is probed without 1,000 sockets at once."""
 
     def __post_init__(self) -> None:
-        if not self.path.startswith("/"):
-            raise ConfigurationError(f"health check path must start with '/', not {self.path!r}")
-        if self.interval <= 0 or self.timeout <= 0:
-            raise ConfigurationError("health check interval and timeout must be > 0")
-        if self.healthy_threshold < 1 or self.unhealthy_threshold < 1 or self.concurrency < 1:
-            raise ConfigurationError("health check thresholds and concurrency must be >= 1")
+        name = "HealthCheck."
+        validate.request_path(name + "path", self.path)
+        validate.number(name + "interval", self.interval, min=0, exclusive_min=True)
+        validate.number(name + "timeout", self.timeout, min=0, exclusive_min=True)
+        validate.count(name + "healthy_threshold", self.healthy_threshold, min=1)
+        validate.count(name + "unhealthy_threshold", self.unhealthy_threshold, min=1)
+        validate.count(name + "concurrency", self.concurrency, min=1)
+        validate.flag(name + "start_unhealthy", self.start_unhealthy)
+        validate.flag(name + "uneject_on_pass", self.uneject_on_pass)
+        statuses = validate.status_codes(
+            name + "healthy_statuses", self.healthy_statuses, allow_empty=False
+        )
+        object.__setattr__(self, "healthy_statuses", statuses)  # a set becomes a frozenset
+
+
+def probe_request(
+    check: HealthCheck, endpoint: Endpoint, *, base_url: str | None = None
+) -> httpx.Request:
+    """The ``GET <check.path>`` request that probes ``endpoint``.
+
+    ``base_url`` (``"https://web-hl.default.svc.cluster.local"``) sets the scheme and the Host
+    header; by default the URL is ``http://<ip>:<port>``. Every httpx timeout of the request
+    (connect, read, write, pool) is ``check.timeout``.
+    """
+    base = base_url.rstrip("/") if base_url is not None else f"http://{endpoint.authority}"
+    timeout = check.timeout
+    return httpx.Request(
+        "GET",
+        base + check.path,
+        headers={"user-agent": "headlesslb-health-check"},
+        extensions={
+            "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        },
+    )
+
+
+async def read_probe_response(response: httpx.Response, check: HealthCheck) -> bool:
+    """Whether a probe's response passes (its status is in ``check.healthy_statuses``).
+
+    Reads the body raw (never decompressed) until it ends or :data:`PROBE_BODY_LIMIT` bytes have
+    arrived (the last network read may bring a little more: one httpcore read, 64 KiB at most),
+    so a connection can be reused after a small answer; then closes the response whatever
+    happened: an endless or huge body is cut off (the connection is dropped), never read to the
+    end or held in memory. A body that breaks off or stalls raises as httpx does (the caller
+    counts a failure); bound the wait with a timeout (:func:`probe_once` does).
+    """
+    try:
+        passed = response.status_code in check.healthy_statuses
+        if not response.is_stream_consumed and not response.is_closed:
+            seen = 0
+            async for chunk in response.aiter_raw():
+                seen += len(chunk)
+                if seen >= PROBE_BODY_LIMIT:
+                    break
+        return passed
+    finally:
+        await response.aclose()
+
+
+async def probe_once(
+    send: ProbeSend, endpoint: Endpoint, check: HealthCheck, *, base_url: str | None = None
+) -> bool:
+    """Send one probe to ``endpoint`` and judge it, within ``check.timeout`` in all.
+
+    ``send(endpoint, request)`` must return the response unread (streaming). False when the
+    status is not healthy, the exchange failed (any ``httpx.HTTPError``, an ``OSError`` such as
+    an ``ssl.SSLError``) or the whole probe, body included, took longer than ``check.timeout``:
+    a Pod that trickles bytes or streams an endless body cannot hold a probe past its timeout.
+    Other exceptions propagate (:class:`HealthChecker` counts them as failures too).
+    """
+    request = probe_request(check, endpoint, base_url=base_url)
+    try:
+        with anyio.fail_after(check.timeout):
+            response = await send(endpoint, request)
+            return await read_probe_response(response, check)
+    except (httpx.HTTPError, OSError, TimeoutError):  # TimeoutError: fail_after ran out
+        return False
 
 
 class HealthTracker:
@@ -111,6 +201,9 @@ class HealthChecker:
         self._wake = anyio.Event()
         self._running = False
         self.rounds = 0
+        self.probed = anyio.Event()
+        """Set once a round has probed at least one member: with ``start_unhealthy``, the first
+        requests wait for it rather than find every Pod not yet admitted."""
 
     def wake(self) -> None:
         """Probe now (new endpoints appeared); never blocks."""
@@ -149,8 +242,13 @@ class HealthChecker:
             async with limiter:
                 try:
                     with anyio.fail_after(self.check.timeout):
-                        passed = await self._probe(endpoint)
+                        passed = bool(await self._probe(endpoint))
                 except TimeoutError:
+                    passed = False
+                except Exception as exc:
+                    # Whatever broke (TLS, a protocol error, a bug in the probe), it is this
+                    # endpoint's failed probe: it must not end the round or cancel the others.
+                    log.debug("health probe of %s failed: %r", endpoint, exc, exc_info=True)
                     passed = False
             verdict = self.tracker.observe(endpoint.key, passed)
             if verdict is not None:
@@ -162,3 +260,5 @@ class HealthChecker:
         async with anyio.create_task_group() as tg:
             for member in members:
                 tg.start_soon(probe, member.endpoint)
+        if members:
+            self.probed.set()

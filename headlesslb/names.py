@@ -18,18 +18,29 @@ from .errors import ConfigurationError, InvalidServiceName
 
 __all__ = [
     "DEFAULT_CLUSTER_DOMAIN",
+    "ORDINAL_MAX",
+    "STATEFULSET_NAME_MAX",
     "ResolvConf",
     "ServiceName",
     "detect_namespace",
     "expand_service_name",
+    "is_dns_label",
     "load_resolv_conf",
+    "nameservers_from",
     "parse_nameserver",
     "parse_port",
     "split_ordinal",
+    "split_ordinal_text",
+    "validate_domain",
+    "validate_label",
+    "validate_statefulset",
 ]
 
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+ORDINAL_MAX = 2**31 - 1
+"""The highest StatefulSet ordinal: Kubernetes keeps ordinals (and ``spec.ordinals.start``) in an
+int32, so a hostname ``web-<n>`` with a larger n cannot be a StatefulSet Pod."""
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _SERVICE_LABEL = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")  # DNS-1035: starts with a letter
@@ -210,16 +221,26 @@ def parse_port(port: int | str | None) -> int | str | None:
 def parse_nameserver(spec: str) -> tuple[str, int]:
     """Parse ``"ip"``, ``"ip:port"`` or ``"[v6]:port"`` into ``(ip, port)``; port defaults to 53."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ConfigurationError(f"nameserver must be 'ip' or 'ip:port', got {spec!r}")
+        raise ConfigurationError(
+            f"nameserver must be a str 'ip', 'ip:port' or '[ipv6]:port', not {spec!r}"
+        )
     text = spec.strip()
-    host, port_text = text, ""
+    if any(char.isspace() for char in text):
+        raise ConfigurationError(f"nameserver {spec!r} has whitespace inside")
+    host, port_text, has_port = text, "", False
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
             raise ConfigurationError(f"nameserver {spec!r}: expected '[ipv6]:port'")
-        port_text = rest[1:]
+        port_text, has_port = rest[1:], bool(rest)
     elif text.count(":") == 1:
         host, port_text = text.split(":")
+        has_port = True
+    if "%" in host:
+        raise ConfigurationError(
+            f"nameserver {spec!r}: IPv6 zone ids ('%eth0') are not supported; use an address"
+            " that needs no interface, such as a global or unique-local one"
+        )
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -227,19 +248,41 @@ def parse_nameserver(spec: str) -> tuple[str, int]:
             f"nameserver {spec!r}: {host!r} is not an IP address (nameservers are given by address)"
         ) from None
     port = 53
-    if port_text:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    if has_port:
+        # ASCII digits only: str.isdigit() also says yes to '٥٣' and '¹'.
+        if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
             raise ConfigurationError(f"nameserver {spec!r}: port {port_text!r} is not 1-65535")
         port = int(port_text)
     return (str(address), port)
 
 
 def split_ordinal(hostname: str) -> tuple[str, int] | None:
-    """``web-3`` → ``("web", 3)``; ``None`` if the hostname carries no StatefulSet ordinal."""
-    match = _ORDINAL.match(hostname)
+    """``web-3`` → ``("web", 3)``; ``None`` if the hostname carries no StatefulSet ordinal.
+
+    An ordinal above :data:`ORDINAL_MAX` is no ordinal (``None``): no Pod can have it.
+    """
+    parts = split_ordinal_text(hostname)
+    if parts is None or len(parts[1]) > len(str(ORDINAL_MAX)):  # never int() a huge string
+        return None
+    ordinal = int(parts[1])
+    return (parts[0], ordinal) if ordinal <= ORDINAL_MAX else None
+
+
+def split_ordinal_text(hostname: str) -> tuple[str, str] | None:
+    """``web-3`` → ``("web", "3")``: the shape of a StatefulSet Pod's name, ordinal unchecked.
+
+    For telling a hostname that merely is not a Pod name from one that claims an ordinal no Pod
+    can have (``web-99999999999999999999``), which :func:`split_ordinal` reads as no ordinal.
+    """
+    match = _ORDINAL.fullmatch(hostname)
     if match is None:
         return None
-    return match["set"], int(match["ordinal"])
+    return match["set"], match["ordinal"]
+
+
+def is_dns_label(label: str) -> bool:
+    """Whether ``label`` is a DNS-1123 label (what a Pod hostname must be): a-z, 0-9, '-'."""
+    return bool(_LABEL.fullmatch(label))
 
 
 def load_resolv_conf(path: str | os.PathLike[str] = "/etc/resolv.conf") -> ResolvConf:
@@ -270,7 +313,64 @@ def nameservers_from(specs: Sequence[str]) -> tuple[tuple[str, int], ...]:
     """Parse a list of nameserver specs; an empty list is an error, not 'use the system'."""
     if isinstance(specs, str):
         specs = [specs]
-    parsed = tuple(parse_nameserver(s) for s in specs)
+    if isinstance(specs, bytes | bytearray) or not isinstance(specs, Sequence):
+        raise ConfigurationError(
+            "nameservers must be a list of 'ip', 'ip:port' or '[ipv6]:port' strings (in order"
+            f" of preference), not {type(specs).__name__}"
+        )
+    parsed = []
+    for index, spec in enumerate(specs):
+        try:
+            parsed.append(parse_nameserver(spec))
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"nameservers[{index}]: {exc}") from None
     if not parsed:
         raise ConfigurationError("nameservers is empty: pass None to use resolv.conf")
-    return parsed
+    return tuple(parsed)
+
+
+STATEFULSET_NAME_MAX = 52
+"""Longest StatefulSet name that leaves room in a 63-character Pod hostname for ``-<ordinal>``
+(Kubernetes itself keeps StatefulSet names this short for the same reason)."""
+
+
+def validate_label(name: str, value: object, *, max_length: int = 63) -> str:
+    """A DNS-1123 label (namespace, Pod hostname): 1-``max_length`` of a-z, 0-9 and '-',
+    starting and ending with a letter or digit. Returns it; raises ConfigurationError naming
+    the argument ``name`` otherwise."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a str (a DNS-1123 label), not {value!r}")
+    if not value or len(value) > max_length:
+        raise ConfigurationError(
+            f"{name} must be 1-{max_length} characters long, not {len(value)}: {value!r}"
+        )
+    if not _LABEL.fullmatch(value):
+        raise ConfigurationError(
+            f"{name} {value!r} is not a DNS-1123 label: use a-z, 0-9 and '-', starting and ending"
+            " with a letter or digit"
+        )
+    return value
+
+
+def validate_statefulset(name: str, value: object) -> str:
+    """A StatefulSet name whose Pods' hostnames ``<name>-<ordinal>`` are valid DNS labels: a
+    DNS-1123 label of at most :data:`STATEFULSET_NAME_MAX` (52) characters."""
+    return validate_label(name, value, max_length=STATEFULSET_NAME_MAX)
+
+
+def validate_domain(name: str, value: object) -> str:
+    """A cluster domain such as ``cluster.local`` (a trailing dot is allowed, any case): DNS-1123
+    labels, 253 characters at most. Returns it lower-cased, without the trailing dot."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a str such as 'cluster.local', not {value!r}")
+    domain = value.lower()
+    domain = domain[:-1] if domain.endswith(".") else domain
+    if not domain or len(domain) > 253:
+        raise ConfigurationError(f"{name} must be a DNS name of 1-253 characters, not {value!r}")
+    for label in domain.split("."):
+        if not label or len(label) > 63 or not _LABEL.fullmatch(label):
+            raise ConfigurationError(
+                f"{name} {value!r} has an invalid label {label!r}: each label must be 1-63 of"
+                " a-z, 0-9 and '-', starting and ending with a letter or digit"
+            )
+    return domain

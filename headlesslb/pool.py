@@ -14,9 +14,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import validate
 from .clock import Clock, monotonic
 from .endpoint import Endpoint, EndpointStatus, Resolution
-from .errors import ConfigurationError
 from .snapshot import EMPTY_SNAPSHOT, EndpointState, Snapshot
 
 __all__ = ["Attempt", "Outcome", "OutlierPolicy", "Pool"]
@@ -74,14 +74,18 @@ class OutlierPolicy:
     """Time constant (seconds) of the latency EWMA that peak-EWMA balancing reads."""
 
     def __post_init__(self) -> None:
-        if self.consecutive_failures < 1:
-            raise ConfigurationError("consecutive_failures must be >= 1")
-        if not 0 < self.base_ejection <= self.max_ejection:
-            raise ConfigurationError("need 0 < base_ejection <= max_ejection")
-        if not 0 <= self.max_ejection_percent <= 100 or not 0 <= self.panic_threshold <= 100:
-            raise ConfigurationError("percentages must be within 0-100")
-        if not 0 <= self.jitter < 1 or self.latency_decay <= 0:
-            raise ConfigurationError("need 0 <= jitter < 1 and latency_decay > 0")
+        name = "OutlierPolicy."
+        validate.count(name + "consecutive_failures", self.consecutive_failures, min=1)
+        base = validate.number(
+            name + "base_ejection", self.base_ejection, min=0, exclusive_min=True
+        )
+        cap = validate.number(name + "max_ejection", self.max_ejection, min=0, exclusive_min=True)
+        validate.ordered(name + "base_ejection", base, name + "max_ejection", cap)
+        validate.number(name + "max_ejection_percent", self.max_ejection_percent, min=0, max=100)
+        validate.number(name + "panic_threshold", self.panic_threshold, min=0, max=100)
+        validate.number(name + "jitter", self.jitter, min=0, max=1, exclusive_max=True)
+        validate.flag(name + "eject_on_refused", self.eject_on_refused)
+        validate.number(name + "latency_decay", self.latency_decay, min=0, exclusive_min=True)
 
 
 def outcome_for_status(status: int) -> Outcome:
@@ -147,6 +151,10 @@ class Pool:
         """When :meth:`tick` next has work (an ejection ending); ``inf`` if never."""
         return self._next_deadline
 
+    def member(self, key: tuple[str, int]) -> EndpointState | None:
+        """The member with this (ip, port), if DNS lists it now."""
+        return self._states.get(key)
+
     def statuses(self) -> list[EndpointStatus]:
         """Status of every member, sorted by (ip, port)."""
         return [s.status() for s in self.snapshot.members]
@@ -160,7 +168,7 @@ class Pool:
             state = self._states.get(ep.key)
             if state is None:
                 state = EndpointState(ep)
-                state.health_ok = self._new_endpoints_healthy
+                state.health_ok = state.admitted = self._new_endpoints_healthy
             else:
                 state.endpoint = ep  # hostname/ordinal may have appeared (SRV answered later)
             state.draining = False
@@ -233,6 +241,7 @@ class Pool:
         state = self._states.get(key)
         if state is not None and state.health_ok != ok:
             state.health_ok = ok
+            state.admitted = state.admitted or ok
             self._rebuild(membership_changed=False)
 
     def _maybe_eject(self, state: EndpointState, now: float) -> bool:
@@ -280,11 +289,13 @@ class Pool:
         eligible = tuple(s for s in members if s.available)
         panic = bool(members) and len(eligible) * 100 < len(members) * self.outlier.panic_threshold
         by_ordinal = {s.endpoint.ordinal: s for s in members if s.endpoint.ordinal is not None}
+        if panic:
+            eligible = tuple(s for s in members if s.admitted)
         self._snapshot = Snapshot(
             version=old.version + 1,
             membership_version=old.membership_version + (1 if membership_changed else 0),
             members=members,
-            eligible=members if panic else eligible,
+            eligible=eligible,
             panic=panic,
             by_ordinal=by_ordinal,
         )

@@ -1,16 +1,18 @@
 """The background refresh loop: keeps the pool in step with DNS.
 
-Runs in the owner's task group (``await tg.start(refresher.run)``). It never raises out of the
-loop: a failed round keeps the last good endpoints (stale beats empty) and is retried with
-back-off, and an unexpected error is logged with its traceback and retried the same way, because an
-exception escaping here would cancel the user's code inside ``async with``.
+Runs as one of the client's background tasks (:mod:`headlesslb.background`). It never raises out
+of the loop: a failed round keeps the last good endpoints (stale beats empty) and is retried with
+back-off, and an unexpected error is logged with its traceback and retried the same way:
+background work never dies silently. A partial round (some of its queries failed,
+:attr:`Resolution.partial`) is applied, and the next one comes on the error back-off, never later
+than the TTL would have it.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import anyio
@@ -48,7 +50,7 @@ class Refresher:
         clock: Clock = monotonic,
         rng: random.Random | None = None,
         prepare: Callable[[Snapshot], None] | None = None,
-        on_change: Callable[[Snapshot], None] | None = None,
+        on_change: Callable[[Snapshot], Awaitable[None]] | None = None,
     ) -> None:
         self.discovery = discovery
         self.pool = pool
@@ -63,7 +65,7 @@ class Refresher:
         self._started = 0
         self._finished = 0
         self._running = False
-        self._result: tuple[bool, float] = (False, 0.0)
+        self._result: tuple[bool, float, bool] = (False, 0.0, False)  # ok, ttl, partial
         self._last_early = -float("inf")
         self.last_error: BaseException | None = None
         """The error of the latest failed round; ``None`` after a successful one."""
@@ -99,10 +101,18 @@ class Refresher:
     async def _loop(self) -> None:
         failures = 0
         while True:
-            ok, ttl = await self.refresh()
-            if ok:
+            ok, ttl, partial = await self._refresh()
+            if ok and not partial:
                 failures = 0
                 delay = self.policy.next_delay(ttl, self._rng)
+            elif ok:
+                # Some queries failed (the rest was applied): ask again on the error back-off,
+                # but never later than the records' own schedule.
+                failures += 1
+                delay = min(
+                    self.policy.error_delay(failures, self._rng),
+                    self.policy.next_delay(ttl, self._rng),
+                )
             else:
                 failures += 1
                 delay = self.policy.error_delay(failures, self._rng)
@@ -124,6 +134,11 @@ class Refresher:
         after they asked, else the next, which all of them share (single-flight: a burst of
         callers costs at most two queries, and nobody gets an answer older than their call).
         """
+        ok, ttl, _ = await self._refresh()
+        return ok, ttl
+
+    async def _refresh(self) -> tuple[bool, float, bool]:
+        """:meth:`refresh`, also saying whether the round's answer was partial."""
         need = self._started + 1
         while (inflight := self._inflight) is not None:
             await inflight.wait()
@@ -142,12 +157,12 @@ class Refresher:
             self.rounds += 1
             done.set()
 
-    async def _round(self) -> tuple[bool, float]:
+    async def _round(self) -> tuple[bool, float, bool]:
         try:
             resolution = await self.discovery.resolve()
         except Exception as exc:
             self._note_failure(exc)
-            return False, 0.0
+            return False, 0.0, False
         try:
             before = self.pool.snapshot.membership_version
             snapshot = self.pool.update(resolution)
@@ -156,13 +171,13 @@ class Refresher:
                     # Picker tables can take milliseconds to build: keep that off the event loop.
                     await anyio.to_thread.run_sync(self._prepare, snapshot)
                 if self._on_change is not None:
-                    self._on_change(snapshot)
+                    await self._on_change(snapshot)
         except Exception as exc:  # a bug, but the loop must survive it
             log.exception("applying a discovery result failed; keeping the previous endpoints")
             self._note_failure(exc)
-            return False, 0.0
+            return False, 0.0, False
         self.last_error = None
-        return True, resolution.ttl
+        return True, resolution.ttl, resolution.partial
 
     def _note_failure(self, exc: Exception) -> None:
         if isinstance(exc, DiscoveryError):

@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass, field
 
 from .clock import Clock, monotonic
-from .errors import ConfigurationError
+from .validate import count, http_methods, number, ordered, status_codes
 
 __all__ = ["IDEMPOTENT_METHODS", "Failure", "RetryBudget", "RetryPolicy"]
 
@@ -51,16 +51,25 @@ class RetryPolicy:
     idempotent_methods: frozenset[str] = field(default=IDEMPOTENT_METHODS)
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ConfigurationError("max_attempts must be >= 1")
-        for name in ("per_try_timeout", "deadline"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigurationError(f"{name} must be > 0 or None")
-        if self.backoff_base < 0 or self.backoff_max < self.backoff_base:
-            raise ConfigurationError("need 0 <= backoff_base <= backoff_max")
-        if self.budget_ratio < 0 or self.budget_min_per_second < 0:
-            raise ConfigurationError("retry budget values must be >= 0")
+        name = "RetryPolicy."
+        count(name + "max_attempts", self.max_attempts, min=1)
+        for field_name in ("per_try_timeout", "deadline"):
+            number(
+                name + field_name,
+                getattr(self, field_name),
+                min=0,
+                exclusive_min=True,
+                allow_none=True,
+            )
+        statuses = status_codes(name + "retry_statuses", self.retry_statuses)
+        object.__setattr__(self, "retry_statuses", frozenset(statuses))
+        base = number(name + "backoff_base", self.backoff_base, min=0)
+        ceiling = number(name + "backoff_max", self.backoff_max, min=0)
+        ordered(name + "backoff_base", base, name + "backoff_max", ceiling)
+        number(name + "budget_ratio", self.budget_ratio, min=0)
+        number(name + "budget_min_per_second", self.budget_min_per_second, min=0)
+        methods = http_methods(name + "idempotent_methods", self.idempotent_methods)
+        object.__setattr__(self, "idempotent_methods", methods)
 
     def may_retry(self, failure: Failure, method: str, idempotent: bool | None) -> bool:
         """Whether a failure of this kind may be retried for this request."""
@@ -91,6 +100,9 @@ class RetryBudget:
         clock: Clock = monotonic,
         max_banked: float = 100.0,
     ) -> None:
+        number("RetryBudget.ratio", ratio, min=0)
+        number("RetryBudget.min_per_second", min_per_second, min=0)
+        number("RetryBudget.max_banked", max_banked, min=0)
         self.ratio = ratio
         self.min_per_second = min_per_second
         self._clock = clock

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .errors import ConfigurationError
+from .validate import number, ordered
 
 __all__ = ["RefreshPolicy"]
 
@@ -35,19 +35,35 @@ class RefreshPolicy:
     """How long a request waits for the very first discovery round before giving up on it."""
 
     def __post_init__(self) -> None:
-        if not 0 < self.min_interval <= self.max_interval:
-            raise ConfigurationError("need 0 < min_interval <= max_interval")
-        if not 0 <= self.jitter < 1:
-            raise ConfigurationError("need 0 <= jitter < 1")
-        if not 0 < self.error_backoff <= self.max_error_backoff:
-            raise ConfigurationError("need 0 < error_backoff <= max_error_backoff")
-        if self.early_min_interval < 0 or self.first_resolution_timeout <= 0:
-            raise ConfigurationError("need early_min_interval >= 0, first_resolution_timeout > 0")
+        name = "RefreshPolicy."
+        low = number(name + "min_interval", self.min_interval, min=0, exclusive_min=True)
+        high = number(name + "max_interval", self.max_interval, min=0, exclusive_min=True)
+        ordered(name + "min_interval", low, name + "max_interval", high)
+        number(name + "jitter", self.jitter, min=0, max=1, exclusive_max=True)
+        first = number(name + "error_backoff", self.error_backoff, min=0, exclusive_min=True)
+        cap = number(name + "max_error_backoff", self.max_error_backoff, min=0, exclusive_min=True)
+        ordered(name + "error_backoff", first, name + "max_error_backoff", cap)
+        number(name + "early_min_interval", self.early_min_interval, min=0)
+        number(
+            name + "first_resolution_timeout",
+            self.first_resolution_timeout,
+            min=0,
+            exclusive_min=True,
+        )
 
     def next_delay(self, ttl: float, rng: random.Random) -> float:
         """Seconds until the next refresh after a successful round with this TTL."""
         base = min(max(ttl, self.min_interval), self.max_interval)
         return base * (1.0 - rng.uniform(0.0, self.jitter))
+
+    def cache_ttl(self, ttl: float) -> float:
+        """How long an answer with this TTL is trusted: the TTL within the refresh bounds.
+
+        The lookups outside the refresh loop (a Pod by name, the fallback's address) keep their
+        answers, found or not, exactly as long as discovery would, whatever TTL or SOA minimum
+        the server sent.
+        """
+        return min(max(ttl, self.min_interval), self.max_interval)
 
     def error_delay(self, failures: int, rng: random.Random) -> float:
         """Seconds until the next try after ``failures`` failed rounds in a row (>= 1)."""

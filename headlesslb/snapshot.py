@@ -21,6 +21,7 @@ class EndpointState:
     """One endpoint and its live statistics; owned and mutated by the pool only."""
 
     __slots__ = (
+        "admitted",
         "consecutive_failures",
         "draining",
         "ejected_until",
@@ -51,6 +52,9 @@ class EndpointState:
         self.ewma_stamp = 0.0
         self.health_ok = True
         """Verdict of active health checks (True when they are off)."""
+        self.admitted = True
+        """Whether the endpoint may ever take traffic: False until a first health check passes
+        when checks start unhealthy (``HealthCheck(start_unhealthy=True)``), panic included."""
         self.draining = False
 
     @property
@@ -94,7 +98,8 @@ class Snapshot:
     members: tuple[EndpointState, ...]
     """Every endpoint DNS currently lists, sorted by (ip, port)."""
     eligible: tuple[EndpointState, ...]
-    """Members that may take new requests; every member while in panic."""
+    """Members that may take new requests; while in panic, every member ever admitted (a Pod
+    that never passed a health check that started it unhealthy gets no traffic, even then)."""
     panic: bool = False
     """True when too few members are healthy and the pool balances over all of them."""
     by_ordinal: Mapping[int, EndpointState] = field(default_factory=lambda: _EMPTY)

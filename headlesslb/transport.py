@@ -5,14 +5,18 @@ Pod's ``ip:port`` (keeping the original Host header, and SNI = the Service name 
 reports every attempt's outcome to the pool exactly once, when the response is closed. The caller's
 ``httpx.Request`` is never mutated, so ``response.url`` and redirects keep the Service name.
 
-Discovery (and health checking, when asked for) runs in the transport's own task group, entered
-with the transport (``async with httpx.AsyncClient(transport=...)`` enters it), so nothing
-outlives the client.
+The client's configuration decides the scheme (TLS or not) and the port: a URL that names the
+Service with another scheme or port is refused before a byte leaves (:class:`InvalidRequest`).
+
+Discovery (and health checking, when asked for) runs in the background from the transport's entry
+(``async with httpx.AsyncClient(transport=...)`` enters it) until it is closed, from any task
+(:mod:`headlesslb.background`); nothing outlives it, and nothing is sent after close.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import ssl
 from collections.abc import Mapping, Sequence
@@ -21,24 +25,29 @@ from types import TracebackType
 from typing import Any, Literal
 
 import anyio
-import anyio.abc
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_random_exponential
 
+from . import validate
+from .background import Background
 from .balancer import Balancer
+from .cache import LookupCache
 from .clock import Clock, monotonic
 from .dns import DnsDiscovery, IpFamily
 from .endpoint import Endpoint, EndpointStatus
 from .errors import (
+    ClientClosed,
     ConfigurationError,
     DiscoveryError,
+    InvalidRequest,
     NoEndpointsAvailable,
     NotStarted,
     OrdinalNotFound,
 )
 from .fallback import DEFAULT_PORTS, Fallback
-from .health import HealthCheck, HealthChecker
+from .health import HealthCheck, HealthChecker, probe_once
 from .names import (
+    ORDINAL_MAX,
     ServiceName,
     detect_namespace,
     expand_service_name,
@@ -46,6 +55,8 @@ from .names import (
     nameservers_from,
     parse_port,
     split_ordinal,
+    validate_label,
+    validate_statefulset,
 )
 from .pickers import ConsistentHash, Ordinal, make_picker
 from .pickers.base import NO_CONTEXT, HashKey, PickContext, PickerFactory
@@ -69,17 +80,49 @@ _OPTION_NAMES = frozenset({"key", "ordinal", "idempotent", "read_body"})
 
 @dataclass(frozen=True, slots=True)
 class RequestOptions:
-    """Per-request options, passed as ``extensions={"headlesslb": {...}}`` or client kwargs."""
+    """Per-request options, passed as ``extensions={"headlesslb": {...}}`` or client kwargs.
+
+    Validated on construction, whichever way they come: a malformed option raises
+    :class:`~headlesslb.errors.InvalidRequest` naming it, before anything is sent.
+    """
 
     key: HashKey | None = None
-    """Shard by this key: the same key goes to the same Pod while it is healthy."""
+    """Shard by this key: the same key goes to the same Pod while it is healthy. ``str`` (any
+    text UTF-8 can encode), ``bytes``, or ``int`` (up to 4,300 decimal digits, Python's limit on
+    int-to-text conversion: the key is hashed as its decimal text)."""
     ordinal: int | None = None
-    """Pin to the StatefulSet Pod with this ordinal; never another Pod, never the fallback."""
+    """Pin to the StatefulSet Pod with this ordinal (0 … 2**31 − 1, Kubernetes' int32); never
+    another Pod, never the fallback."""
     idempotent: bool | None = None
     """Allow retrying after the request may have reached a Pod (default: by method)."""
     read_body: bool = False
     """Read the body inside the transport, so a connection lost mid-body is retried like any
     other failure. ``HeadlessClient`` sets it for every non-streaming request."""
+
+    def __post_init__(self) -> None:
+        key, ordinal = self.key, self.ordinal
+        if key is not None:
+            _check_key(key)
+        if ordinal is not None and (
+            isinstance(ordinal, bool)
+            or not isinstance(ordinal, int)
+            or not 0 <= ordinal <= ORDINAL_MAX
+        ):
+            raise InvalidRequest(
+                f"ordinal must be an int from 0 to {ORDINAL_MAX} (a StatefulSet ordinal),"
+                f" not {ordinal!r}"
+            )
+        if key is not None and ordinal is not None:
+            raise InvalidRequest("a request takes key= or ordinal=, not both")
+        if self.idempotent is not None and not isinstance(self.idempotent, bool):
+            raise InvalidRequest(f"idempotent must be a bool or None, not {self.idempotent!r}")
+        if not isinstance(self.read_body, bool):
+            raise InvalidRequest(f"read_body must be a bool, not {self.read_body!r}")
+
+    @property
+    def routes(self) -> bool:
+        """Whether any option asks for something only the Service's Pods can honour."""
+        return self.key is not None or self.ordinal is not None or self.idempotent is not None
 
     @classmethod
     def from_extension(cls, value: object) -> RequestOptions:
@@ -87,31 +130,41 @@ class RequestOptions:
         if isinstance(value, RequestOptions):
             return value
         if not isinstance(value, Mapping):
-            raise ConfigurationError(f"the {EXTENSION!r} request extension must be a mapping")
+            raise InvalidRequest(
+                f"the {EXTENSION!r} request extension must be a mapping or RequestOptions,"
+                f" not {type(value).__name__}"
+            )
         unknown = set(value) - _OPTION_NAMES
         if unknown:
-            raise ConfigurationError(
-                f"unknown {EXTENSION!r} options {sorted(unknown)}; known: {sorted(_OPTION_NAMES)}"
+            raise InvalidRequest(
+                f"unknown {EXTENSION!r} options {sorted(map(str, unknown))};"
+                f" known: {sorted(_OPTION_NAMES)}"
             )
-        key, ordinal = value.get("key"), value.get("ordinal")
-        idempotent, read_body = value.get("idempotent"), value.get("read_body", False)
-        if key is not None and (isinstance(key, bool) or not isinstance(key, str | bytes | int)):
-            raise ConfigurationError(f"key must be str, bytes or int, not {type(key).__name__}")
-        if ordinal is not None and (
-            isinstance(ordinal, bool) or not isinstance(ordinal, int) or ordinal < 0
-        ):
-            raise ConfigurationError(f"ordinal must be an int >= 0, not {ordinal!r}")
-        if key is not None and ordinal is not None:
-            raise ConfigurationError("a request takes key= or ordinal=, not both")
-        if idempotent is not None and not isinstance(idempotent, bool):
-            raise ConfigurationError("idempotent must be a bool")
-        if not isinstance(read_body, bool):
-            raise ConfigurationError("read_body must be a bool")
-        return cls(key, ordinal, idempotent, read_body)
+        return cls(**value)
+
+
+def _check_key(key: object) -> None:
+    if isinstance(key, bool) or not isinstance(key, str | bytes | int):
+        raise InvalidRequest(f"key must be str, bytes or int, not {type(key).__name__}")
+    if isinstance(key, str):
+        try:
+            key.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidRequest(f"key {key!r} cannot be encoded as UTF-8: {exc.reason}") from None
+    elif isinstance(key, int):
+        try:
+            b"%d" % key
+        except ValueError:
+            raise InvalidRequest(
+                f"an int key of {key.bit_length()} bits is longer than the 4,300 decimal digits"
+                " it can be hashed as; pass it as bytes"
+            ) from None
 
 
 _PLAIN = RequestOptions()
 _NOT_SENT_OUTCOMES = frozenset({Outcome.REFUSED.value, Outcome.CONNECT_FAILURE.value})
+_PINNED_CACHE_SIZE = 1024
+"""Pods looked up by their own name (``ordinal=`` without SRV hostnames) kept at once."""
 
 
 @dataclass(slots=True, eq=False)
@@ -175,9 +228,12 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         async with httpx.AsyncClient(transport=transport, base_url="http://web-hl") as client:
             await client.get("/items/42", extensions={"headlesslb": {"key": "user-42"}})
 
-    Requests whose URL names the Service (``web-hl``, ``web-hl.ns``, ``web-hl.ns.svc`` or the
-    FQDN) go to its Pods, with that name kept in the Host header; a URL for any other host (a
-    redirect elsewhere, say) is sent as plain httpx would send it.
+    Requests whose URL names the Service (``web-hl``, ``web-hl.ns``, ``web-hl.ns.svc``, the FQDN,
+    with or without its trailing dot) go to its Pods, with that name kept in the Host header. Such
+    a URL must use the transport's ``scheme``, and give no port or the Service's own numeric port:
+    anything else raises :class:`~headlesslb.errors.InvalidRequest` before a byte is sent. A URL
+    for any other host (a redirect elsewhere, say) is sent as plain httpx would send it; routing
+    options on such a request raise ``InvalidRequest`` rather than vanish.
     """
 
     def __init__(
@@ -208,12 +264,40 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         clock: Clock = monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        if scheme not in DEFAULT_PORTS:
+        if not isinstance(scheme, str) or scheme not in DEFAULT_PORTS:
             raise ConfigurationError(f"scheme must be 'http' or 'https', not {scheme!r}")
-        if writes_to is not None and (
-            isinstance(writes_to, bool) or not isinstance(writes_to, int) or writes_to < 0
+        validate.count("writes_to", writes_to, max=ORDINAL_MAX, allow_none=True)
+        validate.number("discovery_timeout", discovery_timeout, min=0, exclusive_min=True)
+        for name, value, kind in (
+            ("refresh", refresh, RefreshPolicy),
+            ("outlier", outlier, OutlierPolicy),
+            ("health", health, HealthCheck),
+            ("retry", retry, RetryPolicy),
+            ("limits", limits, httpx.Limits),
+            ("rng", rng, random.Random),
         ):
-            raise ConfigurationError(f"writes_to must be an ordinal (int >= 0), not {writes_to!r}")
+            validate.instance(name, value, kind, allow_none=True)
+        if sharding is not None and not isinstance(sharding, PickerFactory):
+            raise ConfigurationError(
+                "sharding must be a PickerFactory such as ConsistentHash(), not"
+                f" {type(sharding).__name__}"
+            )
+        if not isinstance(resolv_conf, str | os.PathLike):
+            raise ConfigurationError(f"resolv_conf must be a path, not {resolv_conf!r}")
+        for name, text in (("namespace", namespace), ("cluster_domain", cluster_domain)):
+            if text is not None and not isinstance(text, str):
+                raise ConfigurationError(f"{name} must be a str or None, not {text!r}")
+        if namespace is not None:
+            validate_label("namespace", namespace)
+        if statefulset is not None:
+            validate_statefulset("statefulset", statefulset)
+        if not isinstance(verify, ssl.SSLContext | str | bool):
+            raise ConfigurationError(
+                f"verify must be an ssl.SSLContext, a CA bundle path or a bool, not {verify!r}"
+            )
+        validate.flag("http2", http2)
+        if not callable(clock):
+            raise ConfigurationError(f"clock must be a callable returning seconds, not {clock!r}")
         resolv = load_resolv_conf(resolv_conf)
         namespace = namespace or detect_namespace(resolv)
         cluster_domain = cluster_domain or resolv.cluster_domain
@@ -221,6 +305,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             service, namespace=namespace, cluster_domain=cluster_domain
         )
         self.scheme = scheme
+        self._raw_scheme = scheme.encode("ascii")
         default_port = DEFAULT_PORTS[scheme]
         parsed_port = parse_port(port)
         self.port: int | str = default_port if parsed_port is None else parsed_port
@@ -271,38 +356,40 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             if fallback is None
             else Fallback(
                 fallback,
+                scheme=scheme,
                 namespace=namespace,
                 cluster_domain=cluster_domain,
                 port=self.port,
-                default_port=default_port,
                 nameservers=servers,
                 ip_family=ip_family,
                 discovery_timeout=discovery_timeout,
+                refresh=self.refresher.policy,
                 clock=clock,
             )
         )
         self._budget: RetryBudget = self.retry.budget(clock)
         self._sni = self.service.host if scheme == "https" else None
+        self._base_url = f"{scheme}://{self.service.host}"
         self._sender = PodSender(verify=verify, cert=cert, http2=http2, limits=limits)
-        self._pinned_cache: dict[int, tuple[EndpointState | None, float]] = {}
+        self._pinned: LookupCache[int, Endpoint] = LookupCache(
+            self.refresher.policy, clock, max_entries=_PINNED_CACHE_SIZE
+        )
         self._hosts = _service_hosts(self.service, namespace)
+        # A URL may leave the port out (the Service's port); an explicit one must be the Service's.
+        self._url_port = self.port if isinstance(self.port, int) else None
         self._passthrough_options: dict[str, Any] = {"verify": verify, "cert": cert, "http2": http2}
         self._passthrough_transport: httpx.AsyncHTTPTransport | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
-        self._owner: int | None = None
-        self._closed = False
+        self._background = Background()
+        self._state: Literal["new", "open", "closed"] = "new"
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> HeadlessTransport:
-        if self._task_group is not None or self._closed:
+        if self._state != "new":
             raise NotStarted("a HeadlessTransport can be entered once; make a new one")
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        self._owner = anyio.get_current_task().id
-        await task_group.start(self.refresher.run)
+        self._state = "open"
+        self._background.spawn("discovery", self.refresher.run)
         if self.health is not None:
-            await task_group.start(self.health.run)
+            self._background.spawn("health checks", self.health.run)
         return self
 
     async def __aexit__(
@@ -314,27 +401,19 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop discovery and close every connection; the transport cannot be used after this."""
-        if self._closed:
+        """Stop discovery and close every connection; the transport cannot be used after this.
+
+        Safe from any task, not only the one that entered it. A request still in flight fails
+        with a transport error and is not retried: nothing is sent after close.
+        """
+        if self._state == "closed":
             return
-        if self._task_group is not None and anyio.get_current_task().id != self._owner:
-            # The background tasks live in a task group of the entering task; closing it from
-            # another task would corrupt that task's cancel scopes (a crash on trio).
-            raise NotStarted(
-                "a HeadlessTransport must be closed by the task that entered it:"
-                " use 'async with' around its whole use"
-            )
-        self._closed = True
-        task_group, self._task_group = self._task_group, None
-        try:
-            if task_group is not None:
-                task_group.cancel_scope.cancel()
-                await task_group.__aexit__(None, None, None)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._sender.aclose()
-                if self._passthrough_transport is not None:
-                    await self._passthrough_transport.aclose()
+        self._state = "closed"
+        with anyio.CancelScope(shield=True):
+            await self._background.aclose()
+            await self._sender.aclose()
+            if self._passthrough_transport is not None:
+                await self._passthrough_transport.aclose()
 
     def _passthrough(self) -> httpx.AsyncHTTPTransport:
         if self._passthrough_transport is None:
@@ -344,69 +423,56 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
     @property
     def running(self) -> bool:
         """Whether the transport was entered and not closed."""
-        return self._task_group is not None and not self._closed
+        return self._state == "open"
 
     def endpoints(self) -> list[EndpointStatus]:
         """The Pods discovered now, with health and load."""
         return self.pool.statuses()
 
-    def _membership_changed(self, snapshot: Snapshot) -> None:
+    async def _membership_changed(self, snapshot: Snapshot) -> None:
         if self.health is not None:
             self.health.wake()  # probe new Pods now, not an interval from now
-        if self._task_group is not None:
-            # Connections to Pods that left DNS close once their last request is done.
-            keep = {m.key for m in snapshot.members}
-            if self.fallback is not None and self.fallback.cached is not None:
-                keep.add(self.fallback.cached)
-            self._task_group.start_soon(self._retain, keep)
-
-    async def _retain(self, keep: set[tuple[str, int]]) -> None:
-        # Pools still busy are looked at again a little later, for as long as keep-alive lasts.
-        for _ in range(30):
-            try:
-                if not await self._sender.retain(keep):
-                    return
-            except Exception:  # closing sockets must never take the user's task group down
-                log.exception("closing connections to departed Pods failed")
-                return
-            await anyio.sleep(1.0)
+        # Connections to Pods that left DNS close once their last request is done.
+        keep = {m.key for m in snapshot.members}
+        if self.fallback is not None and self.fallback.cached is not None:
+            keep.add(self.fallback.cached)
+        await self._sender.retire(keep)
 
     def _on_refused(self) -> None:
         self.refresher.request_refresh()
 
     async def _probe(self, endpoint: Endpoint) -> bool:
-        check = self.health.check if self.health is not None else HealthCheck()
-        request = httpx.Request(
-            "GET",
-            f"{self.scheme}://{self.service.host}{check.path}",
-            headers={"user-agent": "headlesslb-health-check"},
+        assert self.health is not None
+        return await probe_once(
+            self._send_probe, endpoint, self.health.check, base_url=self._base_url
         )
-        try:
-            response = await self._sender.send_to(
-                request, endpoint.ip, endpoint.port, sni=self._sni
-            )
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-        except httpx.HTTPError:
-            return False
-        return response.status_code in check.healthy_statuses
+
+    async def _send_probe(self, endpoint: Endpoint, request: httpx.Request) -> httpx.Response:
+        return await self._sender.send_to(
+            request, endpoint.ip, endpoint.port, scheme=self._raw_scheme, sni=self._sni
+        )
 
     # -- requests --------------------------------------------------------------------------------
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` to a Pod (retrying on others, falling back if none is usable)."""
-        if self._task_group is None or self._closed:
+        if self._state != "open":
             raise NotStarted(
                 "HeadlessTransport is not running: use it inside 'async with httpx.AsyncClient("
                 "transport=...)' or 'async with HeadlessClient(...)'"
             )
         if request.url.raw_host not in self._hosts:  # httpx lower-cases hosts already
             # Not this Service (say, a redirect to another site): send it as httpx would.
+            raw = request.extensions.get(EXTENSION)
+            if raw is not None and RequestOptions.from_extension(raw).routes:
+                raise InvalidRequest(
+                    f"routing options apply to {self.service.host} only, not to"
+                    f" {request.url.host}: {raw!r}",
+                    request=request,
+                )
             return await self._passthrough().handle_async_request(request)
         call = self._call(request)
-        if not self.refresher.ready:
-            await self.refresher.wait_ready()
+        if not self._ready:
+            await self._wait_ready()
         self._budget.deposit()
         deadline = self.retry.deadline
         if deadline is None:
@@ -422,25 +488,59 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         response.extensions[EXTENSION] = call.report()
         return response
 
+    @property
+    def _ready(self) -> bool:
+        health = self.health
+        if health is not None and health.check.start_unhealthy and not health.probed.is_set():
+            return False
+        return self.refresher.ready
+
+    async def _wait_ready(self) -> None:
+        """The first requests wait for the first DNS answer and, when Pods start unhealthy, for
+        the first probes of them: at most ``RefreshPolicy.first_resolution_timeout`` in all."""
+        with anyio.move_on_after(self.refresher.policy.first_resolution_timeout):
+            await self.refresher.wait_ready()
+            health = self.health
+            if health is not None and health.check.start_unhealthy and self.pool.snapshot.members:
+                await health.probed.wait()
+
     def _call(self, request: httpx.Request) -> _Call:
+        url = request.url
+        if url.scheme != self.scheme:
+            raise InvalidRequest(
+                f"{url.scheme}://{url.host} names the Service, but this client talks to it over"
+                f" {self.scheme} (scheme={self.scheme!r}): the client's configuration decides TLS,"
+                " never the URL; nothing was sent",
+                request=request,
+            )
+        if url.port is not None and url.port != self._url_port:
+            expected = (
+                f"its port {self._url_port}"
+                if self._url_port is not None
+                else f"no port (the named port {self.port!r} comes from SRV per Pod)"
+            )
+            raise InvalidRequest(
+                f"{url.host}:{url.port} names the Service with another port: give {expected};"
+                " nothing was sent",
+                request=request,
+            )
         raw = request.extensions.get(EXTENSION)
         options = _PLAIN if raw is None else RequestOptions.from_extension(raw)
-        ordinal = options.ordinal
-        if (
-            ordinal is None
-            and options.key is None
-            and self.writes_to is not None
-            and request.method in _UNSAFE_METHODS
-        ):
-            ordinal = self.writes_to
-        if ordinal is None and options.key is None:
+        key, ordinal = options.key, options.ordinal
+        if ordinal is None and self.writes_to is not None and request.method in _UNSAFE_METHODS:
+            # writes_to wins over key= for writes: only that Pod takes writes (a leader).
+            key, ordinal = None, self.writes_to
+        if ordinal is None and key is None:
             return _Call(request, NO_CONTEXT, options)
-        return _Call(request, PickContext(key=options.key, ordinal=ordinal), options)
+        return _Call(request, PickContext(key=key, ordinal=ordinal), options)
 
     async def _send(self, call: _Call) -> httpx.Response:
         try:
             return await self._send_to_pods(call)
         except httpx.TransportError as exc:
+            if self._state == "closed":
+                exc.add_note("headlesslb: the client was closed while this request was in flight")
+                raise
             if call.attempts and call.ctx.ordinal is None and call.never_sent:
                 # No Pod took the connection, so the request never left: the fallback Service
                 # may serve it whatever the method, and without one the honest error is that no
@@ -482,6 +582,8 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         request = call.request
         if failure is None or len(call.attempts) >= self.retry.max_attempts:
             return False
+        if self._state == "closed":
+            return False  # nothing is sent after close
         if not self.retry.may_retry(failure, request.method, call.options.idempotent):
             return False
         if failure is not Failure.NOT_SENT and not isinstance(request.stream, httpx.ByteStream):
@@ -531,10 +633,15 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
 
     async def _attempt(self, call: _Call) -> httpx.Response:
         """One attempt on one Pod (or on the fallback, once no Pod is left to try)."""
+        if self._state == "closed":
+            raise ClientClosed(
+                "the client was closed while this request was in flight", request=call.request
+            )
         ctx = call.ctx
         state: EndpointState | None
         if ctx.ordinal is not None:
-            state = await self._pinned(ctx.ordinal)  # retries go to the same Pod, never elsewhere
+            # Retries go to the same Pod, never elsewhere.
+            state = await self._pinned_pod(ctx.ordinal)
         else:
             state = self.balancer.pick(
                 PickContext(ctx.key, None, call.tried) if call.tried else ctx
@@ -553,6 +660,8 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             outcome = classify(exc)[1]
             attempt.done(outcome)
             call.attempts.append(_attempt_record(endpoint, error=exc, outcome=outcome))
+            if outcome is Outcome.REFUSED and ctx.ordinal is not None:
+                self._pinned.invalidate(ctx.ordinal)  # the Pod found by name is gone
             raise
         except BaseException:
             attempt.done(Outcome.CANCELLED)
@@ -577,15 +686,23 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
 
     async def _send_timed(self, request: httpx.Request, endpoint: Endpoint) -> httpx.Response:
         timeout = self.retry.per_try_timeout
+        send = self._sender.send_to
         if timeout is None:
-            return await self._sender.send_to(request, endpoint.ip, endpoint.port, sni=self._sni)
+            return await send(
+                request, endpoint.ip, endpoint.port, scheme=self._raw_scheme, sni=self._sni
+            )
         try:
             # httpcore's own connect timeout fires first when connecting eats the whole budget,
             # so a Pod that silently drops SYNs gives ConnectTimeout (never sent: retryable for
             # any method), not a read timeout.
             with anyio.fail_after(timeout * 1.05):
-                return await self._sender.send_to(
-                    request, endpoint.ip, endpoint.port, sni=self._sni, connect_timeout=timeout
+                return await send(
+                    request,
+                    endpoint.ip,
+                    endpoint.port,
+                    scheme=self._raw_scheme,
+                    sni=self._sni,
+                    connect_timeout=timeout,
                 )
         except TimeoutError:
             raise httpx.ReadTimeout(
@@ -593,7 +710,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 request=request,
             ) from None
 
-    async def _pinned(self, ordinal: int) -> EndpointState:
+    async def _pinned_pod(self, ordinal: int) -> EndpointState:
         """The Pod with this ordinal: from the pool, else by its own DNS name; never another."""
         try:
             state = self.balancer.pick(PickContext(ordinal=ordinal))
@@ -603,18 +720,17 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             state = await self._pod_by_name(ordinal, not_found)
         if state is None:  # only an excluded Pod gives None, and nothing is excluded here
             raise AssertionError("the ordinal picker returned no Pod")
+        if not state.admitted:
+            raise NoEndpointsAvailable(
+                f"{state.endpoint} has not passed a health check yet (start_unhealthy=True):"
+                " a pinned request never goes to another Pod"
+            )
         return state
 
     async def _pod_by_name(self, ordinal: int, not_found: OrdinalNotFound) -> EndpointState:
         snapshot = self.pool.snapshot
         if snapshot.members and len(snapshot.by_ordinal) == len(snapshot.members):
             raise not_found  # SRV named every Pod: this ordinal really is absent
-        now = self._clock()
-        cached = self._pinned_cache.get(ordinal)
-        if cached is not None and cached[1] > now:
-            if cached[0] is None:
-                raise not_found
-            return cached[0]
         statefulset = self.discovery.statefulset or _statefulset_of(snapshot)
         port = self.port if isinstance(self.port, int) else _common_port(snapshot)
         if statefulset is None or port is None:
@@ -622,22 +738,25 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 "headlesslb: pass statefulset=<name> to look Pods up by their own DNS names"
             )
             raise not_found
-        name = self.service.pod_fqdn(f"{statefulset}-{ordinal}")
-        resolution = await self.discovery.resolve_name(name, port)
-        expires = now + max(resolution.ttl, self.refresher.policy.min_interval)
-        if not resolution.endpoints:
-            self._pinned_cache[ordinal] = (None, expires)
+        hostname = f"{statefulset}-{ordinal}"
+
+        async def lookup() -> tuple[Endpoint | None, float]:
+            resolution = await self.discovery.resolve_name(self.service.pod_fqdn(hostname), port)
+            if not resolution.endpoints:
+                return None, resolution.ttl
+            found = resolution.endpoints[0]
+            return Endpoint(found.ip, found.port, hostname, ordinal), resolution.ttl
+
+        endpoint = await self._pinned.get(ordinal, lookup)
+        if endpoint is None:
             raise not_found
-        found = resolution.endpoints[0]
-        endpoint = Endpoint(found.ip, found.port, f"{statefulset}-{ordinal}", ordinal)
-        member = next((m for m in snapshot.members if m.key == endpoint.key), None)
-        state = member or EndpointState(endpoint)
-        self._pinned_cache[ordinal] = (state, expires)
-        return state
+        # The Pod is normally a member already (an A record of the Service): share its stats.
+        return self.pool.member(endpoint.key) or EndpointState(endpoint)
 
     async def _send_to_fallback(self, call: _Call) -> httpx.Response:
         request = call.request
-        if self.fallback is None:
+        fallback = self.fallback
+        if fallback is None:
             snapshot = self.pool.snapshot
             error = self.refresher.last_error
             if not snapshot.members and error is not None:
@@ -649,19 +768,22 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 " and no fallback configured",
                 request=request,
             )
-        host, port = await self.fallback.address()
+        host, port = await fallback.address()
         address = f"{host}:{port}"
-        call.fallback, call.fallback_service = address, self.fallback.name
+        call.fallback, call.fallback_service = address, fallback.name
         error = self.refresher.last_error
         call.discovery_error = None if error is None else f"{type(error).__name__}: {error}"
         headers = [
-            (name, self.fallback.host_header if name.lower() == b"host" else value)
+            (name, fallback.host_header if name.lower() == b"host" else value)
             for name, value in request.headers.raw
         ]
-        sni = self.fallback.host if self.scheme == "https" else None
         try:
-            response = await self._sender.send_to(request, host, port, sni=sni, headers=headers)
+            response = await self._sender.send_to(
+                request, host, port, scheme=fallback.raw_scheme, sni=fallback.sni, headers=headers
+            )
         except httpx.TransportError as exc:
+            if classify(exc)[1] is Outcome.REFUSED:
+                fallback.invalidate()  # the address it had resolved is gone: look it up again
             call.attempts.append({"endpoint": address, "fallback": True, "error": _name(exc)})
             raise
         call.attempts.append(
@@ -692,12 +814,13 @@ def _attempt_record(
 
 
 def _service_hosts(service: ServiceName, own_namespace: str | None) -> frozenset[bytes]:
-    """Every spelling of the Service's name a URL may use: web-hl, web-hl.ns, ..., the FQDN.
+    """Every spelling of the Service's name a URL may use: web-hl, web-hl.ns, ..., the FQDN with
+    or without its trailing dot.
 
     The bare ``web-hl`` counts only in the client's own namespace, where DNS would resolve it.
     """
     labels = service.host.split(".")
-    names = {service.host}
+    names = {service.host, service.fqdn}
     if service.namespace is not None:
         names.update(".".join(labels[:n]) for n in (2, 3))
         if service.namespace == own_namespace:

@@ -9,10 +9,21 @@
     crosses a power of two, see :func:`~.hashtables.maglev_table_size`).
 
 ``over="ordinal"``
-    Jump consistent hash over StatefulSet ordinals: ``owner = by_ordinal[jump(key_hash(key), N)]``
-    with N = highest ordinal among the members + 1. Scaling N → N+1 moves exactly the keys that now
-    belong to ordinal N, and N → N−1 exactly those of ordinal N−1. Members without an ordinal get
+    Jump consistent hash over StatefulSet ordinals: ``owner = by_ordinal[base + jump(key_hash(key),
+    N)]``, bucket b standing for ordinal base + b, with N = highest ordinal among the members −
+    base + 1. Scaling N → N+1 moves exactly the keys that now belong to the new highest ordinal,
+    and N → N−1 exactly those of the old one. Members without an ordinal (or below the base) get
     no keys; when no member has an ordinal, ``pick`` returns ``None``.
+
+    The base is where the StatefulSet's ordinals start (``spec.ordinals.start``: 0 unless set, but
+    it may be 1000 or 4,000,000). Pass it as ``ConsistentHash(over="ordinal", start=...)`` to pin
+    it. Without it, it is read off the members: the lowest ordinal present rounded down to a
+    multiple of the smallest power of ten that is >= 10 and >= the span of the ordinals present
+    (highest − lowest + 1). That is 0 for an ordinary StatefulSet, and stays 0 while ``web-0``
+    restarts (a rolling update restarts it last; the bare lowest ordinal would then move every
+    key, twice), and it is 4,000,000 for Pods 4,000,000 … 4,000,009, with or without the first.
+    Owners are kept by bucket in a dict, so the cost depends on the Pods present, never on the
+    ordinal values (gaps after a scale-down included).
 
 Keys are hashed with :func:`~.hashtables.key_hash` (stable across processes; ``str`` as UTF-8,
 ``int`` as decimal text).
@@ -25,9 +36,13 @@ as the owner is eligible again (nothing is rebuilt on health changes):
 - Maglev walks the table forward (wrapping) from the key's slot to the first slot whose owner is
   eligible and not excluded. Consecutive slots belong to unrelated members, so an ejected member's
   keys spread over all the others instead of piling onto one neighbour.
-- Jump re-jumps with the key re-hashed, ``jump(mix64(h + i), N)`` for i = 1 … 16, which again
-  spreads the keys evenly; should all of those miss, it takes the next ordinal upwards (wrapping)
-  that is present, eligible and not excluded.
+- Jump re-jumps with the key re-hashed, ``jump(mix64(h + i), N)`` for i = 1 … 8, which again
+  spreads the keys evenly; should all of those miss (a bucket with no eligible Pod: absent,
+  ejected, excluded, or a gap), it jumps over the list of eligible Pods sorted by ordinal,
+  ``eligible[jump(mix64(h + 9), len(eligible))]``, stepping on past any excluded one: again even,
+  and never a walk over the ordinals' span. When fewer than half of the N buckets have a Pod
+  (sparse ordinals), the re-jumps would mostly miss and are skipped: a pick costs one jump over N
+  and one over the eligible Pods, whatever the ordinal values.
 
 **Rebuilds and the event loop.** A Maglev build takes 15-25 ms of pure Python up to 512 members
 and ~40-50 ms at 1,000 (M = 102,407).
@@ -49,10 +64,11 @@ shares no eligible member with the new snapshot (the whole membership replaced a
 from __future__ import annotations
 
 import threading
-from collections.abc import Set
+from collections.abc import Iterable, Set
 from typing import Literal
 
 from ..errors import ConfigurationError
+from ..names import ORDINAL_MAX
 from ..snapshot import EndpointState, Snapshot
 from .base import PickContext
 from .hashtables import _KEY_HASHER as _PROTO
@@ -72,8 +88,8 @@ __all__ = ["ConsistentHash", "JumpPicker", "MaglevPicker", "identity", "key_hash
 _new_hasher = _PROTO.copy
 _from_bytes = int.from_bytes
 
-_REJUMPS = 16
-"""Salted re-jumps before the jump picker falls back to scanning ordinals."""
+_REJUMPS = 8
+"""Salted re-jumps before the jump picker falls back to jumping over the eligible Pods."""
 
 
 def identity(state: EndpointState) -> str:
@@ -185,26 +201,54 @@ class MaglevPicker:
             self._factory = None
 
 
+def _ordinal_base(ordinals: Iterable[int]) -> int:
+    """The jump picker's base when ``start`` is not given (see the module docstring)."""
+    present = [o for o in ordinals if 0 <= o <= ORDINAL_MAX]
+    if not present:
+        return 0
+    low = min(present)
+    span = max(present) - low + 1
+    step = 10
+    while step < span:
+        step *= 10
+    return low - low % step
+
+
 class JumpPicker:
     """Picks a key's owner among StatefulSet ordinals with jump consistent hash."""
 
-    __slots__ = ("_n", "_owners")
+    __slots__ = ("_base", "_eligible", "_n", "_owners", "_rejumps")
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, start: int | None = None) -> None:
         by_ordinal = snapshot.by_ordinal
-        n = max(by_ordinal) + 1 if by_ordinal else 0
+        base = _ordinal_base(by_ordinal) if start is None else start
         eligible = frozenset(snapshot.eligible)
-        owners: list[EndpointState | None] = [None] * n
+        owners: dict[int, EndpointState] = {}
+        n = present = 0
         for ordinal, state in by_ordinal.items():
-            if ordinal >= 0 and state in eligible:
-                owners[ordinal] = state
+            if not base <= ordinal <= ORDINAL_MAX:
+                continue  # below spec.ordinals.start: a Pod on its way out
+            bucket = ordinal - base
+            n = max(n, bucket + 1)
+            present += 1
+            if state in eligible:
+                owners[bucket] = state
+        self._base = base
         self._n = n
         self._owners = owners
+        self._eligible = tuple(owners[b] for b in sorted(owners))
+        # Re-jumps pay only when most buckets have a Pod; over sparse ordinals they would miss.
+        self._rejumps = _REJUMPS if 2 * present >= n else 0
 
     @property
     def buckets(self) -> int:
-        """N: the highest ordinal among the members + 1 (0 when no member has an ordinal)."""
+        """N: the highest ordinal among the members − :attr:`base` + 1 (0 when none has one)."""
         return self._n
+
+    @property
+    def base(self) -> int:
+        """The ordinal of bucket 0: ``start`` if given, else read off the members."""
+        return self._base
 
     def pick(self, ctx: PickContext) -> EndpointState | None:
         """The member whose ordinal owns ``ctx.key``, or the deterministic fallover."""
@@ -226,28 +270,32 @@ class JumpPicker:
             b = j
             k = (k * 2862933555777941757 + 1) & MASK64
             j = ((b + 1) << 31) // ((k >> 33) + 1)
-        state = self._owners[b]
+        state = self._owners.get(b)
         exclude = ctx.exclude
         if state is not None and (not exclude or state.key not in exclude):
             return state
-        return self._fallover(h, b, exclude)
+        return self._fallover(h, exclude)
 
     def ordinal_of(self, key: str | bytes | int) -> int:
         """The ordinal that owns ``key`` (present or not); -1 when there are no ordinals."""
-        return jump_hash(key_hash(key), self._n) if self._n else -1
+        return self._base + jump_hash(key_hash(key), self._n) if self._n else -1
 
-    def _fallover(self, h: int, first: int, excluded: Set[tuple[str, int]]) -> EndpointState | None:
+    def _fallover(self, h: int, excluded: Set[tuple[str, int]]) -> EndpointState | None:
         owners = self._owners
         n = self._n
-        for i in range(1, _REJUMPS + 1):
-            state = owners[jump_hash(mix64(h + i), n)]
+        for i in range(1, self._rejumps + 1):
+            state = owners.get(jump_hash(mix64(h + i), n))
             if state is not None and state.key not in excluded:
                 return state
-        for step in range(1, n + 1):
-            state = owners[(first + step) % n]
-            if state is not None and state.key not in excluded:
-                return state
-        return None
+        eligible = self._eligible
+        count = len(eligible)
+        if not count or (len(excluded) >= count and all(s.key in excluded for s in eligible)):
+            return None
+        # Every step past an excluded Pod is one fewer left to exclude: at most len(excluded) + 1.
+        i = jump_hash(mix64(h + _REJUMPS + 1), count)
+        while eligible[i].key in excluded:
+            i = i + 1 if i + 1 < count else 0
+        return eligible[i]
 
 
 class _NoMembers:
@@ -266,6 +314,8 @@ class ConsistentHash:
     ``table_size_factor`` sets the Maglev table size to about that many slots per member (rounded
     up to a power of two of members, then to a prime); ``table_size`` fixes it instead (a prime,
     e.g. 65537 as Envoy does) so that scaling never reshuffles keys, at a fixed build cost.
+    ``start`` (``over="ordinal"`` only) is the StatefulSet's ``spec.ordinals.start``, the ordinal
+    jump's bucket 0 stands for; by default it is read off the members (see the module docstring).
     """
 
     def __init__(
@@ -274,13 +324,23 @@ class ConsistentHash:
         *,
         table_size_factor: int = 100,
         table_size: int | None = None,
+        start: int | None = None,
     ) -> None:
+        from ..validate import count  # imported here: this edit stays inside __init__
+
         if over not in ("endpoint", "ordinal"):
-            raise ConfigurationError(f'over must be "endpoint" or "ordinal", not {over!r}')
-        if table_size_factor < 1:
-            raise ConfigurationError("table_size_factor must be >= 1")
-        if table_size is not None and (table_size < 2 or next_prime(table_size) != table_size):
-            raise ConfigurationError(f"table_size must be a prime, not {table_size}")
+            raise ConfigurationError(
+                f'ConsistentHash.over must be "endpoint" or "ordinal", not {over!r}'
+            )
+        # The StatefulSet's spec.ordinals.start: the ordinal of jump bucket 0 (over="ordinal").
+        self.start = count("ConsistentHash.start", start, min=0, max=ORDINAL_MAX, allow_none=True)
+        if start is not None and over != "ordinal":
+            raise ConfigurationError('ConsistentHash.start applies to over="ordinal" only')
+        count("ConsistentHash.table_size_factor", table_size_factor, min=1, max=10_000)
+        # Envoy caps a Maglev table at 5,000,011 slots; a bigger one would only cost build time.
+        size = count("ConsistentHash.table_size", table_size, min=2, max=5_000_011, allow_none=True)
+        if size is not None and next_prime(size) != size:
+            raise ConfigurationError(f"ConsistentHash.table_size must be a prime, not {size}")
         self.name = "consistent_hash"
         self.over = over
         self.table_size_factor = table_size_factor
@@ -299,7 +359,7 @@ class ConsistentHash:
     def build(self, snapshot: Snapshot) -> MaglevPicker | JumpPicker | _NoMembers:
         """A picker for ``snapshot``; builds a table inline only if none exists yet."""
         if self.over == "ordinal":
-            return JumpPicker(snapshot)
+            return JumpPicker(snapshot, self.start)
         members = snapshot.members
         if not members:
             return _NoMembers()

@@ -49,9 +49,11 @@ def key_hash(key: str | bytes | int) -> int:
 
     - ``str``: its UTF-8 encoding;
     - ``bytes`` (or ``bytearray``/``memoryview``): the bytes as they are;
-    - ``int``: its decimal text in ASCII (``-42`` → ``b"-42"``), so any size works and ``42`` and
-      ``"42"`` shard alike — the same spelling a client in another language would hash. ``bool``
-      counts as ``0``/``1``.
+    - ``int``: its decimal text in ASCII (``-42`` → ``b"-42"``), so ``42`` and ``"42"`` shard
+      alike — the same spelling a client in another language would hash. Up to 4,300 digits,
+      Python's limit on int-to-text conversion (a longer int raises ``ValueError``; requests
+      check this up front and raise ``InvalidRequest``). ``bool`` counts as ``0``/``1``.
+    - ``str``: must be encodable as UTF-8 (a lone surrogate raises ``UnicodeEncodeError``).
 
     Never Python's builtin ``hash()``: it is salted per process (``PYTHONHASHSEED``).
     """

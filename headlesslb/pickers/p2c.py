@@ -19,8 +19,8 @@ import random
 from collections.abc import Callable, Set
 
 from ..clock import Clock, monotonic
-from ..errors import ConfigurationError
 from ..snapshot import EndpointState, Snapshot
+from ..validate import number
 from .base import PickContext
 
 __all__ = ["LeastRequest", "LeastRequestPicker", "PeakEwma", "PeakEwmaPicker"]
@@ -199,8 +199,8 @@ class PeakEwma:
         decay: float = 10.0,
         default_rtt: float = 0.03,
     ) -> None:
-        if decay <= 0 or default_rtt <= 0:
-            raise ConfigurationError("decay and default_rtt must be positive")
+        number("PeakEwma.decay", decay, min=0, exclusive_min=True)
+        number("PeakEwma.default_rtt", default_rtt, min=0, exclusive_min=True)
         self._rng = rng or random.Random()
         self._clock = clock
         self.decay = decay

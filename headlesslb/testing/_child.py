@@ -485,10 +485,17 @@ class Cluster:
                 f"cannot rebind DNS on {self.dns.ip}:{self.dns.port}: {exc}"
             ) from exc
 
-    def op_dns_set_mode(self, mode: str) -> None:
+    def op_dns_set_mode(
+        self, mode: str, name: str | None = None, rdtype: str | None = None
+    ) -> None:
         if mode not in ("normal", "servfail", "refuse", "drop"):
             raise ClusterError(f"unknown DNS mode {mode!r}")
-        self.dns.mode = mode  # type: ignore[assignment]
+        try:
+            qname = None if name is None else dns.name.from_text(name)
+            qtype = None if rdtype is None else dns.rdatatype.from_text(rdtype)
+        except Exception as exc:
+            raise ClusterError(f"bad DNS mode selector {name!r} {rdtype!r}: {exc}") from None
+        self.dns.set_mode(mode, qname, qtype)  # type: ignore[arg-type]
 
     def _record_key(self, name: str, rdtype: str) -> tuple[dns.name.Name, dns.rdatatype.RdataType]:
         try:

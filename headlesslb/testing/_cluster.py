@@ -1,12 +1,15 @@
 """LocalCluster: the synchronous control API, in the caller's process.
 
-Only the standard library is imported here; dnspython and uvicorn are loaded by the cluster
-process alone, which keeps ``import headlesslb.testing`` cheap.
+Only the standard library (and headlesslb's own pure argument checks) is imported here; dnspython
+and uvicorn are loaded by the cluster process alone, which keeps ``import headlesslb.testing``
+cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import importlib.util
 import multiprocessing
 import threading
 import time
@@ -16,6 +19,8 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any, Final, cast
 
+from ..names import validate_domain, validate_label
+from ..validate import count, number
 from ._model import (
     ClusterError,
     DnsMode,
@@ -38,10 +43,46 @@ _CALL_TIMEOUT = 60.0
 _CLOSE_TIMEOUT = 5.0
 
 
+_EXTRA_MODULES = ("uvicorn",)
+"""What the ``testing`` extra installs that the cluster process needs (dnspython is a core
+dependency)."""
+
+
+def _install_hint(module: str) -> str:
+    return (
+        f"LocalCluster needs the module {module!r}, which is not installed:"
+        " pip install 'headlesslb[testing]'"
+    )
+
+
+def _missing_dependency() -> str | None:
+    """Why the cluster process could not start for want of a module, checked without importing
+    it; None when every module of the ``testing`` extra is installed."""
+    for module in _EXTRA_MODULES:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a broken parent package, or sys.modules[m] = None
+            found = False
+        if not found:
+            return _install_hint(module)
+    return None
+
+
 def child_main(conn: Connection, options: Options) -> None:
     """Entry point of the cluster process (imports the heavy modules there, not here)."""
-    from ._child import run
-
+    try:
+        from ._child import run
+    except ImportError as exc:
+        # Tell the parent what is missing instead of dying with "exited with code 1".
+        missing = (exc.name or "").partition(".")[0]
+        if missing and missing != "headlesslb":
+            message = f"{_install_hint(missing)} ({exc})"
+        else:
+            message = f"cannot import the cluster process's code: {exc!r}"
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("error", message))
+        conn.close()
+        raise SystemExit(1) from None
     run(conn, options)
 
 
@@ -89,8 +130,16 @@ class LocalCluster:
         ttl: int = 5,
         startup_timeout: float = 20.0,
     ) -> None:
-        if ttl < 0:
-            raise ValueError("ttl must be >= 0")
+        # ConfigurationError is a ValueError; all of it is checked before a process is started.
+        ttl = count("LocalCluster.ttl", ttl, min=0, max=2**31 - 1)  # RFC 2181 §8
+        startup_timeout = number(
+            "LocalCluster.startup_timeout", startup_timeout, min=0, exclusive_min=True
+        )
+        validate_label("LocalCluster.namespace", namespace)
+        validate_domain("LocalCluster.domain", domain)
+        missing = _missing_dependency()
+        if missing is not None:
+            raise ClusterError(missing)
         self._options = Options(namespace=namespace, domain=domain, ttl=ttl)
         self._origin = zone_name(domain)
         self._lock = threading.Lock()
@@ -409,9 +458,17 @@ class LocalCluster:
         """Listen again on the same ip:port."""
         self._call("start_dns")
 
-    def dns_set_mode(self, mode: DnsMode) -> None:
-        """``"normal"``, or break DNS: ``"servfail"``, ``"refuse"`` or ``"drop"`` (no reply)."""
-        self._call("dns_set_mode", mode)
+    def dns_set_mode(
+        self, mode: DnsMode, *, name: str | None = None, rdtype: str | None = None
+    ) -> None:
+        """``"normal"``, or break DNS: ``"servfail"``, ``"refuse"`` or ``"drop"`` (no reply).
+
+        Alone it sets the whole server and clears every selective mode. With ``name`` (taken as
+        absolute, any case) and/or ``rdtype`` (``"AAAA"``) only matching queries get ``mode``:
+        ``dns_set_mode("servfail", rdtype="AAAA")`` fails AAAA alone, so partial failures happen
+        for real. The most specific setting wins: name and type, then name, then type.
+        """
+        self._call("dns_set_mode", mode, name, rdtype)
 
     def add_record(
         self, name: str, rdtype: str, values: list[str] | str, ttl: int | None = None

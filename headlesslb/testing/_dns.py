@@ -113,6 +113,8 @@ class DnsServer:
         self.port = port
         self.zone_provider = zone_provider
         self.mode: DnsMode = "normal"
+        self.rules: dict[tuple[dns.name.Name | None, dns.rdatatype.RdataType | None], DnsMode] = {}
+        """Selective modes by (qname, qtype), either one None for "any"; see :meth:`mode_for`."""
         self.counts: Counter[tuple[str, str]] = Counter()
         self.total = 0
         self._udp: asyncio.DatagramTransport | None = None
@@ -172,6 +174,28 @@ class DnsServer:
                 await self._tcp.wait_closed()
             self._tcp = None
 
+    def set_mode(
+        self,
+        mode: DnsMode,
+        name: dns.name.Name | None = None,
+        rdtype: dns.rdatatype.RdataType | None = None,
+    ) -> None:
+        """The whole server's mode (clearing every selective one), or one for matching queries."""
+        if name is None and rdtype is None:
+            self.mode = mode
+            self.rules.clear()
+        else:
+            self.rules[(name, rdtype)] = mode
+
+    def mode_for(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> DnsMode:
+        """The most specific mode set for a query: name and type, name, type, else the server's."""
+        if self.rules:
+            for key in ((qname, rdtype), (qname, None), (None, rdtype)):
+                mode = self.rules.get(key)
+                if mode is not None:
+                    return mode
+        return self.mode
+
     def reset_counts(self) -> None:
         """Forget the query counters."""
         self.counts.clear()
@@ -202,15 +226,17 @@ class DnsServer:
         if query.flags & dns.flags.QR:
             return None
         self.total += 1
+        mode = self.mode
         if query.question:
             q = query.question[0]
             self.counts[(q.name.to_text().lower(), dns.rdatatype.to_text(q.rdtype))] += 1
-        if self.mode == "drop":
+            mode = self.mode_for(q.name, q.rdtype)
+        if mode == "drop":
             return None
         response = dns.message.make_response(query, our_payload=_UDP_EDNS_CAP)
-        if self.mode == "servfail":
+        if mode == "servfail":
             response.set_rcode(dns.rcode.SERVFAIL)
-        elif self.mode == "refuse":
+        elif mode == "refuse":
             response.set_rcode(dns.rcode.REFUSED)
         elif query.opcode() != dns.opcode.QUERY:
             response.set_rcode(dns.rcode.NOTIMP)

@@ -299,24 +299,6 @@ async def test_other_hosts_are_not_balanced(cluster: LocalCluster) -> None:
         assert "headlesslb" not in direct.extensions
 
 
-async def test_closing_from_another_task_is_refused(cluster: LocalCluster) -> None:
-    client = make_client(cluster)
-    await client.__aenter__()
-    errors: list[BaseException] = []
-
-    async def close_elsewhere() -> None:
-        try:
-            await client.transport.aclose()
-        except NotStarted as exc:
-            errors.append(exc)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(close_elsewhere)
-    assert errors and "task that entered it" in str(errors[0])
-    await client.aclose()  # the entering task closes it properly
-    assert not client.transport.running
-
-
 async def test_routing_options_in_extensions_are_kept(cluster: LocalCluster) -> None:
     async with make_client(cluster) as client:
         pods = {

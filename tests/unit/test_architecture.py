@@ -16,6 +16,7 @@ PURE = [
     "pool",
     "schedule",
     "retry",
+    "validate",
     "balancer",
     "pickers/base",
     "pickers/round_robin",
@@ -32,6 +33,7 @@ IO_LIBRARIES = {"httpx", "httpcore", "dns", "anyio", "tenacity", "trio", "asynci
 def test_public_names_are_pinned() -> None:
     assert sorted(headlesslb.__all__) == sorted(
         [
+            "ClientClosed",
             "ConfigurationError",
             "DiscoveryError",
             "Endpoint",
@@ -40,6 +42,7 @@ def test_public_names_are_pinned() -> None:
             "HeadlessLBError",
             "HeadlessTransport",
             "HealthCheck",
+            "InvalidRequest",
             "InvalidServiceName",
             "NoEndpointsAvailable",
             "NotStarted",

@@ -137,6 +137,28 @@ def test_split_ordinal(hostname: str, expected: tuple[str, int] | None) -> None:
     assert split_ordinal(hostname) == expected
 
 
+def test_split_ordinal_is_bounded_like_kubernetes_int32_ordinals() -> None:
+    assert split_ordinal(f"web-{2**31 - 1}") == ("web", 2**31 - 1)
+    assert split_ordinal(f"web-{2**31}") is None
+    assert split_ordinal("web-99999999999999999999") is None
+    assert split_ordinal("web-" + "9" * 5000) is None  # never int() it (Python caps at 4300 digits)
+    assert split_ordinal("web-3\n") is None
+    from headlesslb.names import ORDINAL_MAX, split_ordinal_text
+
+    assert ORDINAL_MAX == 2**31 - 1
+    # The shape alone, for telling "not a Pod name" from "an ordinal no Pod can have".
+    assert split_ordinal_text("web-99999999999999999999") == ("web", "99999999999999999999")
+    assert split_ordinal_text("web") is None
+
+
+def test_is_dns_label() -> None:
+    from headlesslb.names import is_dns_label
+
+    assert is_dns_label("web-0") and is_dns_label("0") and is_dns_label("a" * 63)
+    for bad in ("", "a" * 64, "web_0", "-web", "web-", "Web-0", "web.0", "web\\0320", "web\n"):
+        assert not is_dns_label(bad), bad
+
+
 @pytest.mark.parametrize(
     ("port", "expected"),
     [(80, 80), ("8080", 8080), ("http", "http"), ("grpc-web", "grpc-web"), (None, None)],

@@ -467,3 +467,109 @@ def test_jump_missing_ordinals() -> None:
         assert a.ordinal_of(k) == pa.endpoint.ordinal
     # No ordinals at all (a Deployment): nothing to shard over.
     assert JumpPicker(make_pool(endpoints(range(3))).snapshot).pick(PickContext(key="k")) is None
+
+
+# -- jump over real StatefulSet ordinals (spec.ordinals.start, gaps, huge values) ---------------
+def pods(ordinals: Sequence[int]) -> tuple[Endpoint, ...]:
+    """Pods ``web-<o>`` with the given ordinals, on distinct addresses (by position)."""
+    return tuple(
+        Endpoint(f"10.1.{i // 250}.{i % 250 + 1}", 8080, f"web-{o}", o)
+        for i, o in enumerate(ordinals)
+    )
+
+
+def spread(picker: object, keys: Sequence[str]) -> collections.Counter[int]:
+    counts: collections.Counter[int] = collections.Counter()
+    for k in keys:
+        state = pick(picker, k)
+        assert state is not None and state.endpoint.ordinal is not None
+        counts[state.endpoint.ordinal] += 1
+    return counts
+
+
+def assert_even(counts: collections.Counter[int], ordinals: Sequence[int], total: int) -> None:
+    assert set(counts) == set(ordinals)
+    for o in ordinals:
+        assert abs(counts[o] / total - 1 / len(ordinals)) < 0.3 / len(ordinals), (o, counts)
+
+
+@pytest.mark.parametrize("start", [1, 1000, 4_000_000])
+def test_jump_over_ordinals_from_spec_ordinals_start(start: int) -> None:
+    keys = KEYS[:10_000]
+    ten = list(range(start, start + 10))
+    picker = JumpPicker(make_pool(pods(ten)).snapshot)
+    assert_even(spread(picker, keys), ten, len(keys))
+    assert picker.buckets <= 20  # not start + 10: nothing is sized by the ordinal values
+    for k in keys[:500]:
+        assert picker.ordinal_of(k) in range(picker.base, picker.base + picker.buckets)
+    # Scaling 10 → 11 moves only keys to the new Pod, about 1/11 of them.
+    bigger = JumpPicker(make_pool(pods([*ten, start + 10])).snapshot)
+    before, after = (
+        [pick(p, k).endpoint.ordinal for k in keys]  # type: ignore[union-attr]
+        for p in (picker, bigger)
+    )
+    moved = [(b, a) for b, a in zip(before, after, strict=True) if b != a]
+    assert all(a == start + 10 for _, a in moved)
+    assert abs(len(moved) / len(keys) - 1 / 11) < 0.02
+
+
+@pytest.mark.parametrize("first", [0, 1000, 4_000_000])
+def test_jump_keys_stay_put_while_the_lowest_pod_restarts(first: int) -> None:
+    # A rolling update restarts the lowest ordinal last: while it is out of DNS only its keys
+    # may move, exactly as for any other Pod.
+    keys = KEYS[:5000]
+    full = JumpPicker(make_pool(pods(range(first, first + 6))).snapshot)
+    without = JumpPicker(make_pool(pods(range(first + 1, first + 6))).snapshot)
+    for k in keys:
+        a, b = pick(full, k), pick(without, k)
+        assert a is not None and b is not None and b.endpoint.ordinal != first
+        if a.endpoint.ordinal != first:
+            assert a.endpoint.ordinal == b.endpoint.ordinal
+
+
+def test_jump_over_sparse_and_huge_ordinals() -> None:
+    keys = KEYS[:10_000]
+    top_ordinal = 2**31 - 1  # ORDINAL_MAX
+    sparse = [0, 7, 1000, 50_000, top_ordinal]
+    pool = make_pool(pods(sparse))
+    picker = JumpPicker(pool.snapshot)
+    assert_even(spread(picker, keys), sparse, len(keys))
+    # The same answer from another client; exclusion and ejection fall over among the others.
+    again = JumpPicker(make_pool(pods(sparse)).snapshot)
+    assert all(pick(picker, k).key == pick(again, k).key for k in keys[:500])  # type: ignore[union-attr]
+    every = frozenset(e.key for e in pods(sparse))
+    for k in keys[:500]:
+        first = pick(picker, k)
+        assert first is not None
+        second = pick(picker, k, frozenset({first.key}))
+        assert second is not None and second is not first
+        assert pick(picker, k, every) is None
+    top = [top_ordinal - 2, top_ordinal - 1, top_ordinal]
+    assert_even(spread(JumpPicker(make_pool(pods(top)).snapshot), keys), top, len(keys))
+
+
+def test_jump_with_an_explicit_start() -> None:
+    keys = KEYS[:4000]
+    factory = ConsistentHash("ordinal", start=1000)
+    picker = factory.build(make_pool(pods(range(1000, 1004))).snapshot)
+    assert isinstance(picker, JumpPicker) and picker.base == 1000 and picker.buckets == 4
+    # Pinned, the base never moves, whoever is missing; Pods below the start get no keys.
+    gone = factory.build(make_pool(pods([999, 1002, 1003])).snapshot)
+    assert isinstance(gone, JumpPicker) and gone.base == 1000
+    for k in keys:
+        a, b = pick(picker, k), pick(gone, k)
+        assert a is not None and b is not None and b.endpoint.ordinal in (1002, 1003)
+        if a.endpoint.ordinal in (1002, 1003):
+            assert a.endpoint.ordinal == b.endpoint.ordinal
+    assert ConsistentHash("ordinal", start=0).start == 0
+
+
+@pytest.mark.parametrize("start", [-1, True, 2**31, "5", 1.0, 10**30])
+def test_jump_start_is_validated(start: object) -> None:
+    with pytest.raises(ConfigurationError, match="start"):
+        ConsistentHash("ordinal", start=start)  # type: ignore[arg-type]
+
+
+def test_jump_start_is_for_ordinals_only() -> None:
+    with pytest.raises(ConfigurationError, match="start"):
+        ConsistentHash("endpoint", start=0)

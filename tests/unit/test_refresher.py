@@ -157,3 +157,25 @@ async def test_wait_ready_is_bounded() -> None:
     with anyio.fail_after(2):
         await refresher.wait_ready()  # nobody runs the loop: returns after the timeout
     assert not refresher.ready
+
+
+async def test_a_partial_round_is_applied_and_retried_on_the_error_back_off() -> None:
+    # Some queries of the round failed (AAAA SERVFAIL, say): use what came, ask again soon.
+    partial = Resolution((Endpoint("10.0.0.1", 80),), ttl=60, partial=True)
+    whole = Resolution((Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80)), ttl=60)
+    discovery = Scripted(partial, partial, whole)
+    policy = RefreshPolicy(
+        min_interval=30, max_interval=60, error_backoff=0.01, max_error_backoff=0.02
+    )
+    applied: list[int] = []
+    refresher = Refresher(
+        discovery, Pool(), policy, prepare=lambda snap: applied.append(len(snap.members))
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(refresher.run)
+        await until(lambda: refresher.rounds >= 3)  # the partial rounds did not wait 60 s
+        assert applied == [1, 2]  # the partial answer was applied, then the whole one
+        assert refresher.last_error is None
+        await anyio.wait_all_tasks_blocked()
+        assert discovery.calls == 3  # a complete answer waits for its TTL again
+        tg.cancel_scope.cancel()

@@ -1,0 +1,186 @@
+"""Hostile and partly broken DNS over a real LocalCluster (UDP/TCP): partial failures stay partial,
+and values no Pod can have are skipped, never failing a round or a request.
+
+One cluster serves the whole module; every test uses its own workload and Service names, and the
+DNS server's modes are reset after each test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from headlesslb import DiscoveryError
+from headlesslb.dns import DnsDiscovery
+from headlesslb.names import expand_service_name
+from headlesslb.testing import ClusterError, LocalCluster
+
+from .helpers import make_client, served_by
+
+pytestmark = pytest.mark.anyio
+
+_numbers = itertools.count(1)
+
+
+def unique(prefix: str) -> str:
+    """A workload name no other test (nor the other backend's run) uses."""
+    return f"{prefix}{next(_numbers)}"
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[LocalCluster]:
+    with LocalCluster(ttl=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture(autouse=True)
+def dns_back_to_normal(hostile: LocalCluster) -> Iterator[None]:
+    yield
+    hostile.dns_set_mode("normal")
+
+
+def discovery(cluster: LocalCluster, service: str, **kwargs: object) -> DnsDiscovery:
+    kwargs.setdefault("port", cluster.port)
+    return DnsDiscovery(
+        expand_service_name(cluster.fqdn(service)),
+        nameservers=[cluster.dns_address],
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_aaaa_servfail_in_dual_stack_keeps_the_ipv4_pods(
+    hostile: LocalCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = unique("dual")
+    hostile.add_statefulset(name, 2, lb=None)
+    hostile.dns_set_mode("servfail", rdtype="AAAA")
+    with caplog.at_level(logging.WARNING, logger="headlesslb"):
+        async with make_client(
+            hostile, f"{name}-hl", port=hostile.port, ip_family="dual"
+        ) as client:
+            served = await served_by(client, 4)
+            assert len(client.endpoints()) == 2
+    assert set(served) == {f"{name}-0", f"{name}-1"}
+    logged = messages(caplog)
+    assert any("partial DNS answer" in m and "AAAA" in m for m in logged), logged
+    assert not any("unexpectedly" in m for m in logged), logged
+
+
+async def test_a_pod_name_failing_fails_only_requests_pinned_to_it(hostile: LocalCluster) -> None:
+    name = unique("pin")
+    hostile.add_statefulset(name, 3, lb=None)
+    hostile.dns_set_mode("servfail", name=hostile.pod_fqdn(f"{name}-1"), rdtype="AAAA")
+    hostile.dns_set_mode("servfail", name=hostile.pod_fqdn(f"{name}-2"))
+    async with make_client(
+        hostile, f"{name}-hl", port=hostile.port, statefulset=name, ip_family="dual"
+    ) as client:
+        # Pinned Pods are looked up by their own names (no SRV with a numeric port): the AAAA
+        # failure costs nothing when A answers...
+        response = await client.get("/", ordinal=1)
+        assert response.json()["pod"] == f"{name}-1"
+        # ...and a name that fails altogether is a plain, typed DiscoveryError.
+        with pytest.raises(DiscoveryError) as info:
+            await client.get("/", ordinal=2)
+        assert not isinstance(info.value, BaseExceptionGroup)
+        assert (await client.get("/", ordinal=0)).json()["pod"] == f"{name}-0"
+
+
+async def test_dns_that_drops_aaaa_costs_only_the_aaaa_answer(hostile: LocalCluster) -> None:
+    name = unique("drop")
+    pods = hostile.add_statefulset(name, 2, lb=None)
+    hostile.dns_set_mode("drop", rdtype="AAAA")  # as some broken middleboxes do
+    resolution = await discovery(hostile, f"{name}-hl", ip_family="dual", timeout=0.5).resolve()
+    assert sorted(e.ip for e in resolution.endpoints) == sorted(p.ip for p in pods)
+    assert resolution.partial
+
+
+async def test_records_no_pod_can_have_are_skipped(
+    hostile: LocalCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = unique("bad")
+    pods = hostile.add_statefulset(name, 2, lb=None)
+    service = f"{name}-hl"
+    fqdn = hostile.fqdn(service)
+    bad_v4 = ["0.0.0.0", "169.254.169.254", "224.0.0.1", "255.255.255.255", "240.0.0.1"]
+    hostile.add_record(fqdn, "A", bad_v4)
+    hostile.add_record(fqdn, "AAAA", ["::", "fe80::1", "ff02::1", "::ffff:127.0.0.1"])
+    huge = f"{name}-99999999999999999999.{fqdn}"
+    hostile.add_record(huge, "A", "127.0.0.2")
+    hostile.add_record(
+        hostile.srv_name(service),
+        "SRV",
+        [f"0 100 0 {name}-0.{fqdn}", "0 0 0 .", f"0 100 {hostile.port} {huge}"],
+    )
+    real = {(p.ip, p.port) for p in pods}
+    with caplog.at_level(logging.WARNING, logger="headlesslb"):
+        # Named port: SRV, with port 0, the target "." and an impossible ordinal among the Pods.
+        async with make_client(hostile, service, ip_family="dual") as client:
+            assert set(await served_by(client, 4)) == {f"{name}-0", f"{name}-1"}
+            assert {(s.ip, s.port) for s in client.endpoints()} == real
+            assert sorted(s.ordinal for s in client.endpoints()) == [0, 1]
+            assert (await client.get("/", ordinal=1)).json()["pod"] == f"{name}-1"
+        # Numeric port: the Service's A/AAAA records, with addresses no Pod can have.
+        async with make_client(hostile, service, port=hostile.port, ip_family="dual") as client:
+            assert set(await served_by(client, 4)) == {f"{name}-0", f"{name}-1"}
+            assert {(s.ip, s.port) for s in client.endpoints()} == real
+    assert not any("discovery failed" in m for m in messages(caplog))
+    # A bad record that stays in DNS is logged once per discovery, not every round.
+    caplog.clear()
+    numeric = discovery(hostile, service, ip_family="dual")
+    with caplog.at_level(logging.WARNING, logger="headlesslb.dns"):
+        for _ in range(3):
+            resolution = await numeric.resolve()
+            assert {e.key for e in resolution.endpoints} == real and not resolution.partial
+    assert len(messages(caplog)) == len(bad_v4) + 4
+
+
+async def test_extreme_ttls_over_the_wire(hostile: LocalCluster) -> None:
+    name = unique("ttl")
+    hostile.add_statefulset(name, 1, lb=None)
+    fqdn = hostile.fqdn(f"{name}-hl")
+    hostile.add_record(f"zero.{fqdn}", "A", "127.0.0.3", ttl=0)
+    hostile.add_record(f"max.{fqdn}", "A", "127.0.0.4", ttl=2**31 - 1)
+    dns = discovery(hostile, f"{name}-hl")
+    zero = await dns.resolve_name(f"zero.{fqdn}", 80)
+    assert zero.ttl == 0 and [e.ip for e in zero.endpoints] == ["127.0.0.3"]
+    top = await dns.resolve_name(f"max.{fqdn}", 80)
+    assert top.ttl == 3600 and [e.ip for e in top.endpoints] == ["127.0.0.4"]
+
+
+async def test_dns_modes_select_by_type_and_name(hostile: LocalCluster) -> None:
+    name = unique("sel")
+    hostile.add_statefulset(name, 2, lb=None)
+    first, second = hostile.pod_fqdn(f"{name}-0"), hostile.pod_fqdn(f"{name}-1")
+    hostile.add_record(first, "AAAA", "::1")
+    v4 = discovery(hostile, f"{name}-hl")
+    v6 = discovery(hostile, f"{name}-hl", ip_family="ipv6")
+
+    hostile.dns_set_mode("servfail", rdtype="AAAA")
+    assert len((await v4.resolve_name(first, 80)).endpoints) == 1
+    with pytest.raises(DiscoveryError, match="SERVFAIL"):
+        await v6.resolve_name(first, 80)
+
+    hostile.dns_set_mode("refuse", name=second.upper())  # names match in any case
+    with pytest.raises(DiscoveryError):
+        await v4.resolve_name(second, 80)
+    assert len((await v4.resolve_name(first, 80)).endpoints) == 1
+
+    # The most specific setting wins; the mode alone resets the whole server.
+    hostile.dns_set_mode("drop")
+    hostile.dns_set_mode("normal", name=first, rdtype="AAAA")
+    assert [e.ip for e in (await v6.resolve_name(first, 80)).endpoints] == ["::1"]
+    hostile.dns_set_mode("normal")
+    assert len((await v4.resolve_name(second, 80)).endpoints) == 1
+    assert len((await v6.resolve_name(first, 80)).endpoints) == 1
+
+    with pytest.raises(ClusterError, match="unknown DNS mode"):
+        hostile.dns_set_mode("bogus", rdtype="A")  # type: ignore[arg-type]
+    with pytest.raises(ClusterError, match="selector"):
+        hostile.dns_set_mode("servfail", rdtype="NOPE")

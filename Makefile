@@ -21,9 +21,10 @@ $(VENV)/.test-installed: pyproject.toml
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/headlesslb demo
 
-## Lint, type-check and run the whole suite (asyncio and trio).
+## Lint, type-check and run the whole suite (asyncio and trio, async and sync clients).
+## Two workers: the suite mostly waits on real servers, so this halves it on 2 cores.
 test: $(VENV)/.test-installed lint typecheck
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 lint: $(VENV)/.test-installed
 	$(PY) -m ruff check headlesslb tests benchmarks examples

@@ -41,7 +41,7 @@ import httpx
 from _common import print_table, write_results
 
 from headlesslb import HeadlessClient, HealthCheck
-from headlesslb.pool import OutlierPolicy
+from headlesslb.core.pool import OutlierPolicy
 from headlesslb.testing import LocalCluster
 
 SCENARIOS: dict[str, tuple[str, str, bool, bool]] = {

@@ -1,9 +1,12 @@
-"""Request overhead: HeadlessClient vs a plain httpx.AsyncClient against the same Pods.
+"""Request overhead: headlesslb vs plain httpx against the same Pods, async and sync.
 
-Both clients send to the same 3 Pods of a LocalCluster (the plain client rotates over the Pods'
+Every client sends to the same 3 Pods of a LocalCluster (the plain client rotates over the Pods'
 URLs itself, so both spread load alike); rounds alternate plain / headless so machine noise hits
-both equally, and the ratio of medians is the figure (target ≥ 0.95). Runs on asyncio and trio,
-sequentially (concurrency 1) and with concurrent workers.
+both equally, and the ratio of medians is the figure (target ≥ 0.95).
+
+- async: ``HeadlessClient`` vs ``httpx.AsyncClient``, on asyncio and trio, 1 and 16 concurrent;
+- sync: ``headlesslb.sync.HeadlessClient`` and ``httpx.Client(transport=headlesslb.sync.
+  HeadlessTransport(...))`` vs ``httpx.Client``, sequentially and with 8 threads.
 
     python benchmarks/overhead.py [--rounds 7] [--requests 1500]
 """
@@ -13,13 +16,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import httpx
 from _common import print_table, write_results
 
+import headlesslb.sync
 from headlesslb import HeadlessClient
 from headlesslb.testing import LocalCluster
 
@@ -78,6 +84,75 @@ async def _compare(
     }
 
 
+def _sync_rate(send: Callable[[], httpx.Response], requests: int, threads: int) -> float:
+    """Requests per second for ``requests`` blocking sends split over ``threads`` threads."""
+    per_thread = requests // threads
+
+    def worker() -> None:
+        for _ in range(per_thread):
+            assert send().status_code == 200
+
+    start = time.perf_counter()
+    if threads == 1:
+        worker()
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            for future in [pool.submit(worker) for _ in range(threads)]:
+                future.result()
+    return per_thread * threads / (time.perf_counter() - start)
+
+
+def _compare_sync(
+    cluster: LocalCluster, rounds: int, requests: int, threads: int
+) -> list[dict[str, object]]:
+    urls = itertools.cycle([cluster.url(p.name, "/bench") for p in cluster.pods("web")])
+    lock = threading.Lock()
+
+    def next_url() -> str:
+        with lock:  # itertools.cycle is not thread-safe
+            return next(urls)
+
+    limits = httpx.Limits(
+        max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
+    )
+    where = {"nameservers": [cluster.nameserver], "namespace": cluster.namespace}
+    with (
+        httpx.Client(limits=limits) as plain,
+        headlesslb.sync.HeadlessClient("web-hl", port="http", **where) as client,  # type: ignore[arg-type]
+        httpx.Client(
+            transport=headlesslb.sync.HeadlessTransport("web-hl", port="http", **where),  # type: ignore[arg-type]
+            base_url="http://web-hl",
+        ) as via_transport,
+    ):
+        sends: dict[str, Callable[[], httpx.Response]] = {
+            "plain": lambda: plain.get(next_url()),
+            "sync client": lambda: client.get("/bench"),
+            "httpx.Client + sync transport": lambda: via_transport.get("/bench"),
+        }
+        for send in sends.values():
+            _sync_rate(send, 200, threads)  # warm up connections everywhere
+        rates: dict[str, list[float]] = {name: [] for name in sends}
+        for _ in range(rounds):
+            for name, send in sends.items():
+                rates[name].append(_sync_rate(send, requests, threads))
+    plain_rps = statistics.median(rates["plain"])
+    rows: list[dict[str, object]] = []
+    for name in ("sync client", "httpx.Client + sync transport"):
+        rps = statistics.median(rates[name])
+        rows.append(
+            {
+                "backend": "sync",
+                "client": name,
+                "concurrency": threads,
+                "plain_rps": round(plain_rps, 1),
+                "headless_rps": round(rps, 1),
+                "ratio": round(rps / plain_rps, 3),
+                "ratio_of_best": round(max(rates[name]) / max(rates["plain"]), 3),
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -91,8 +166,13 @@ def main() -> None:
                 result = anyio.run(
                     _compare, cluster, args.rounds, args.requests, concurrency, backend=backend
                 )
-                rows.append({"backend": backend, "concurrency": concurrency, **result})
-    print_table(rows, title="HeadlessClient vs plain httpx.AsyncClient (3 Pods, req/s, median)")
+                rows.append(
+                    {"backend": backend, "client": "HeadlessClient", "concurrency": concurrency}
+                    | result
+                )
+        for threads in (1, 8):
+            rows.extend(_compare_sync(cluster, args.rounds, args.requests, threads))
+    print_table(rows, title="headlesslb vs plain httpx (3 Pods, req/s, medians, alternating)")
     write_results("overhead", rows, target={"ratio": ">= 0.95"}, params=vars(args))
 
 

@@ -25,14 +25,14 @@ from collections.abc import Sequence
 
 from _common import print_table, write_results
 
-from headlesslb.balancer import Balancer
-from headlesslb.clock import monotonic
-from headlesslb.endpoint import Endpoint, Resolution
-from headlesslb.pickers import ConsistentHash, LeastRequest, Ordinal, PeakEwma, RoundRobin
-from headlesslb.pickers.base import NO_CONTEXT, PickContext, PickerFactory
-from headlesslb.pickers.hashing import identity
-from headlesslb.pickers.hashtables import MaglevTable, endpoint_hashes, maglev_table_size
-from headlesslb.pool import Pool
+from headlesslb.core.balancer import Balancer
+from headlesslb.core.clock import monotonic
+from headlesslb.core.endpoint import Endpoint, Resolution
+from headlesslb.core.pickers import ConsistentHash, LeastRequest, Ordinal, PeakEwma, RoundRobin
+from headlesslb.core.pickers.base import NO_CONTEXT, PickContext, PickerFactory
+from headlesslb.core.pickers.hashing import identity
+from headlesslb.core.pickers.hashtables import MaglevTable, endpoint_hashes, maglev_table_size
+from headlesslb.core.pool import Pool
 
 SIZES = (10, 100, 1000)
 TARGETS_US = {

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from _common import print_table, write_results
 from uhashring import HashRing
 
-from headlesslb.pickers.hashtables import (
+from headlesslb.core.pickers.hashtables import (
     MASK64,
     MaglevTable,
     jump_hash,

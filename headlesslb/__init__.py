@@ -5,11 +5,20 @@ least-request, peak-EWMA, consistent-hash sharding, StatefulSet ordinal pinning)
 Pod, eject bad Pods, and fall back to the Service's ClusterIP/LB twin when discovery has nothing.
 """
 
-from .client import HeadlessClient
-from .endpoint import Endpoint, EndpointStatus, Resolution
+from .aio.client import HeadlessClient
+from .aio.transport import HeadlessTransport
+from .core.endpoint import Endpoint, EndpointStatus, Resolution
+from .core.health import HealthCheck
+from .core.names import ServiceName, expand_service_name
+from .core.options import RequestOptions
+from .core.pickers import ConsistentHash
+from .core.pool import OutlierPolicy
+from .core.retry import RetryBudget, RetryPolicy
+from .core.schedule import RefreshPolicy
 from .errors import (
     ClientClosed,
     ConfigurationError,
+    DeadlineExceeded,
     DiscoveryError,
     HeadlessLBError,
     InvalidRequest,
@@ -18,18 +27,14 @@ from .errors import (
     NotStarted,
     OrdinalNotFound,
 )
-from .health import HealthCheck
-from .names import ServiceName, expand_service_name
-from .pool import OutlierPolicy
-from .retry import RetryBudget, RetryPolicy
-from .schedule import RefreshPolicy
-from .transport import HeadlessTransport, RequestOptions
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ClientClosed",
     "ConfigurationError",
+    "ConsistentHash",
+    "DeadlineExceeded",
     "DiscoveryError",
     "Endpoint",
     "EndpointStatus",

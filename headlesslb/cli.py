@@ -10,15 +10,15 @@ from collections.abc import Sequence
 import anyio
 import httpx
 
-from .dns import DnsDiscovery
-from .errors import ConfigurationError, HeadlessLBError
-from .names import (
+from .core.names import (
     detect_namespace,
     expand_service_name,
     load_resolv_conf,
     nameservers_from,
     parse_port,
 )
+from .errors import ConfigurationError, HeadlessLBError
+from .io.dns import DnsDiscovery
 
 __all__ = ["main"]
 
@@ -80,7 +80,7 @@ def _none(args: argparse.Namespace) -> list[str]:
 
 
 async def _get(args: argparse.Namespace) -> int:
-    from .client import HeadlessClient
+    from .aio.client import HeadlessClient
 
     async with HeadlessClient(
         args.service,

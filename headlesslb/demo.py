@@ -18,8 +18,8 @@ from typing import Any
 import anyio
 import httpx
 
-from .client import HeadlessClient
-from .pool import OutlierPolicy
+from .aio.client import HeadlessClient
+from .core.pool import OutlierPolicy
 
 __all__ = ["run_demo"]
 

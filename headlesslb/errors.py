@@ -12,6 +12,7 @@ import httpx
 __all__ = [
     "ClientClosed",
     "ConfigurationError",
+    "DeadlineExceeded",
     "DiscoveryError",
     "HeadlessLBError",
     "InvalidRequest",
@@ -65,6 +66,13 @@ class ClientClosed(NotStarted, httpx.TransportError):
 
     def __init__(self, message: str, *, request: httpx.Request | None = None) -> None:
         httpx.TransportError.__init__(self, message, request=request)
+
+
+class DeadlineExceeded(HeadlessLBError, httpx.TimeoutException):
+    """The request's overall deadline (``RetryPolicy(deadline=...)``) ran out across attempts."""
+
+    def __init__(self, message: str, *, request: httpx.Request | None = None) -> None:
+        httpx.TimeoutException.__init__(self, message, request=request)
 
 
 class NoEndpointsAvailable(HeadlessLBError, httpx.TransportError):

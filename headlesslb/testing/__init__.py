@@ -9,5 +9,14 @@ NXDOMAIN/NODATA, truncation), HTTP Pods (uvicorn) with fault controls, and Clust
 
 from ._cluster import AUTO, LocalCluster
 from ._model import ClusterError, DnsQueryCount, PodInfo, ServiceInfo
+from .static import StaticDiscovery
 
-__all__ = ["AUTO", "ClusterError", "DnsQueryCount", "LocalCluster", "PodInfo", "ServiceInfo"]
+__all__ = [
+    "AUTO",
+    "ClusterError",
+    "DnsQueryCount",
+    "LocalCluster",
+    "PodInfo",
+    "ServiceInfo",
+    "StaticDiscovery",
+]

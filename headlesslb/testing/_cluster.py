@@ -19,8 +19,8 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any, Final, cast
 
-from ..names import validate_domain, validate_label
-from ..validate import count, number
+from ..core.names import validate_domain, validate_label
+from ..core.validate import count, number
 from ._model import (
     ClusterError,
     DnsMode,

@@ -3,24 +3,138 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
 import inspect
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.to_thread
+import httpx
 
+import headlesslb.sync
 from headlesslb import HeadlessClient
 from headlesslb.testing import LocalCluster
 
+FLAVOR = {"client": "async"}
+"""Which client ``make_client`` builds: set per test by the ``client_flavor`` fixture."""
 
-def make_client(cluster: LocalCluster, service: str = "web-hl", **kwargs: Any) -> HeadlessClient:
-    """A client aimed at the cluster's DNS, named port ``http``."""
+
+def make_client(cluster: LocalCluster, service: str = "web-hl", **kwargs: Any) -> Any:
+    """A client aimed at the cluster's DNS, named port ``http``: the async ``HeadlessClient``,
+    or, for the sync rows of the behaviour matrix, the sync one behind :class:`SyncAsAsync`."""
     kwargs.setdefault("port", "http")
     kwargs.setdefault("namespace", cluster.namespace)
     kwargs.setdefault("cluster_domain", cluster.domain)
     kwargs.setdefault("nameservers", [cluster.nameserver])
+    if FLAVOR["client"] == "sync":
+        return SyncAsAsync(headlesslb.sync.HeadlessClient(service, **kwargs))
     return HeadlessClient(service, **kwargs)
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+class _OnPortal:
+    """An object living on the sync transport's discovery loop: its coroutine methods are run
+    there (through the portal), from a worker thread, so async tests can await them."""
+
+    def __init__(self, obj: Any, transport: headlesslb.sync.HeadlessTransport) -> None:
+        self._obj = obj
+        self._transport = transport
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._obj, name)
+        if inspect.iscoroutinefunction(value):
+
+            async def on_portal(*args: Any, **kwargs: Any) -> Any:
+                portal = self._transport._portal
+                assert portal is not None, "the sync transport is not running"
+                return await _in_thread(portal.call, functools.partial(value, *args, **kwargs))
+
+            return on_portal
+        return value
+
+
+class _SyncTransportView:
+    def __init__(self, transport: headlesslb.sync.HeadlessTransport) -> None:
+        self._transport = transport
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    @property
+    def refresher(self) -> Any:
+        return _OnPortal(self._transport.refresher, self._transport)
+
+    @property
+    def health(self) -> Any:
+        health = self._transport.health
+        return None if health is None else _OnPortal(health, self._transport)
+
+
+class SyncAsAsync:
+    """The sync client driven from an async test: each blocking call runs in a worker thread,
+    so the same test body checks both clients (the behaviour matrix)."""
+
+    def __init__(self, client: headlesslb.sync.HeadlessClient) -> None:
+        self.sync = client
+        self.transport = _SyncTransportView(client.transport)
+
+    async def __aenter__(self) -> SyncAsAsync:
+        await _in_thread(self.sync.__enter__)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await _in_thread(self.sync.close)
+
+    def endpoints(self) -> Any:
+        return self.sync.endpoints()
+
+    async def request(self, method: str, url: Any, **kwargs: Any) -> httpx.Response:
+        response: httpx.Response = await _in_thread(self.sync.request, method, url, **kwargs)
+        return response
+
+    async def get(self, url: Any, **kwargs: Any) -> httpx.Response:
+        return await self.request("GET", url, **kwargs)
+
+    async def post(self, url: Any, **kwargs: Any) -> httpx.Response:
+        return await self.request("POST", url, **kwargs)
+
+    async def put(self, url: Any, **kwargs: Any) -> httpx.Response:
+        return await self.request("PUT", url, **kwargs)
+
+    async def delete(self, url: Any, **kwargs: Any) -> httpx.Response:
+        return await self.request("DELETE", url, **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, method: str, url: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        manager = self.sync.stream(method, url, **kwargs)
+        response = await _in_thread(manager.__enter__)
+        try:
+            yield _SyncResponse(response)
+        finally:
+            await _in_thread(manager.__exit__, None, None, None)
+
+
+class _SyncResponse:
+    """A streamed sync response whose reads run in a worker thread."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._response, name)
+
+    async def aread(self) -> bytes:
+        body: bytes = await _in_thread(self._response.read)
+        return body
 
 
 async def served_by(

@@ -21,13 +21,13 @@ from headlesslb import (
     NoEndpointsAvailable,
     NotStarted,
 )
-from headlesslb.dns import DnsDiscovery
-from headlesslb.names import expand_service_name
+from headlesslb.core.names import expand_service_name
+from headlesslb.io.dns import DnsDiscovery
 from headlesslb.testing import LocalCluster
 
 from .helpers import established_connections, eventually, make_client, served_by
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_clients]
 
 
 async def test_round_robin_spreads_evenly_where_clusterip_pins(cluster: LocalCluster) -> None:

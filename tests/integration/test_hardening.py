@@ -28,7 +28,7 @@ from headlesslb.testing import LocalCluster
 
 from .helpers import established_connections, eventually, make_client, served_by
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_clients]
 
 FQDN = "web-hl.default.svc.cluster.local"
 

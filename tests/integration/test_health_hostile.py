@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from headlesslb import HealthCheck, OutlierPolicy
-from headlesslb.endpoint import Endpoint, Resolution
-from headlesslb.health import HealthChecker, probe_once
-from headlesslb.pool import Pool
+from headlesslb.core.endpoint import Endpoint, Resolution
+from headlesslb.core.pool import Pool
+from headlesslb.io.health import HealthChecker, probe_once
 from headlesslb.testing import LocalCluster
 from tests.hostile.raw_pod import RawPod
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from headlesslb import DiscoveryError
-from headlesslb.dns import DnsDiscovery
-from headlesslb.names import expand_service_name
+from headlesslb.core.names import expand_service_name
+from headlesslb.io.dns import DnsDiscovery
 from headlesslb.testing import ClusterError, LocalCluster
 
 from .helpers import make_client, served_by

@@ -8,12 +8,12 @@ import anyio
 import pytest
 
 from headlesslb import OrdinalNotFound, OutlierPolicy
-from headlesslb.pickers import ConsistentHash
+from headlesslb.core.pickers import ConsistentHash
 from headlesslb.testing import LocalCluster
 
 from .helpers import eventually, make_client, served_by
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_clients]
 
 
 async def test_same_key_same_pod(cluster: LocalCluster) -> None:

@@ -14,7 +14,7 @@ from headlesslb.testing import LocalCluster
 
 from .helpers import make_client
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_clients]
 
 SERVICE_HOST = "web-hl.default.svc.cluster.local"
 

@@ -1,4 +1,9 @@
-"""Guard tests: the public names, and the sans-I/O core importing nothing from the I/O shell."""
+"""Guard tests: the public names, and the layers of the package and what each may import.
+
+The layout is the architecture (docs/architecture.md): ``core/`` is pure (no I/O, no I/O library,
+directly or through anything it imports), ``io/`` is the async I/O both clients share, ``aio/``
+and ``sync/`` are the two request-path shells and never import each other.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +11,101 @@ import ast
 from pathlib import Path
 
 import headlesslb
+import headlesslb.sync
 
 PACKAGE = Path(headlesslb.__file__).parent
-PURE = [
-    "clock",
-    "endpoint",
-    "names",
-    "snapshot",
-    "pool",
-    "schedule",
-    "retry",
-    "validate",
-    "balancer",
-    "pickers/base",
-    "pickers/round_robin",
-    "pickers/p2c",
-    "pickers/hashing",
-    "pickers/hashtables",
-    "pickers/ordinal",
-    "pickers/__init__",
-]
-SHELL = {"dns", "refresher", "transport", "client", "cli", "demo", "health", "metrics", "testing"}
-IO_LIBRARIES = {"httpx", "httpcore", "dns", "anyio", "tenacity", "trio", "asyncio", "socket"}
+IO_LIBRARIES = {
+    "httpx",
+    "httpcore",
+    "dns",
+    "anyio",
+    "tenacity",
+    "trio",
+    "asyncio",
+    "socket",
+    "ssl",
+    "select",
+    "selectors",
+    "subprocess",
+    "multiprocessing",
+    "urllib",
+    "http",
+}
+BRIDGE = "headlesslb.errors"
+"""The one module the core may import that touches an I/O library: its request-path errors
+subclass ``httpx.TransportError`` so users can catch them as httpx errors."""
+
+ALLOWED_LAYERS = {
+    "core": {"core"},
+    "io": {"core", "io", "assembly"},
+    "assembly": {"core", "io"},
+    "aio": {"core", "io", "aio", "assembly"},
+    "sync": {"core", "io", "sync", "assembly"},
+}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(module: str) -> tuple[set[str], set[str]]:
+    """(headlesslb modules imported, top-level external packages imported) by one module."""
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    internal, external = set(), set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+                names = [prefix] + [f"{prefix}.{alias.name}" for alias in node.names]
+            else:
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name.startswith("headlesslb"):
+                # the longest prefix that is a module of ours
+                parts = name.split(".")
+                while parts and ".".join(parts) not in MODULES:
+                    parts.pop()
+                if parts:
+                    internal.add(".".join(parts))
+            else:
+                external.add(name.split(".")[0])
+    internal.discard(module)
+    return internal, external
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "root"
+
+
+def _reachable(module: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        current = todo.pop()
+        for imported in _imports(current)[0]:
+            if imported == "headlesslb":  # importing a subpackage runs the root __init__; not ours
+                continue
+            if imported not in seen:
+                seen.add(imported)
+                todo.append(imported)
+    return seen
 
 
 def test_public_names_are_pinned() -> None:
@@ -35,6 +113,8 @@ def test_public_names_are_pinned() -> None:
         [
             "ClientClosed",
             "ConfigurationError",
+            "ConsistentHash",
+            "DeadlineExceeded",
             "DiscoveryError",
             "Endpoint",
             "EndpointStatus",
@@ -58,31 +138,50 @@ def test_public_names_are_pinned() -> None:
             "expand_service_name",
         ]
     )
-    for name in headlesslb.__all__:
-        assert getattr(headlesslb, name) is not None
-        if name[0].isupper():
-            assert getattr(headlesslb, name).__doc__, f"{name} has no docstring"
+    assert sorted(headlesslb.sync.__all__) == ["HeadlessClient", "HeadlessTransport"]
+    for module in (headlesslb, headlesslb.sync):
+        for name in module.__all__:
+            assert getattr(module, name) is not None
+            if name[0].isupper():
+                assert getattr(module, name).__doc__, f"{name} has no docstring"
 
 
-def _imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            prefix = "." * node.level
-            names.add(prefix + (node.module or ""))
-    return names
+def test_pure_core_does_no_io_even_transitively() -> None:
+    core = [m for m in MODULES if _layer(m) == "core"]
+    assert "headlesslb.core.call" in core and "headlesslb.core.pickers.hashing" in core
+    for module in core:
+        reachable = _reachable(module)
+        outside = {m for m in reachable if _layer(m) != "core" and m != BRIDGE}
+        assert not outside, f"{module} reaches the shell through {sorted(outside)}"
+        for name in {module, *reachable} - {BRIDGE}:
+            io = _imports(name)[1] & IO_LIBRARIES
+            assert not io, f"{module} reaches {sorted(io)} through {name}"
 
 
-def test_pure_core_does_no_io() -> None:
-    for module in PURE:
-        path = PACKAGE / f"{module}.py"
-        if not path.exists():
-            continue
-        for name in _imports(path):
-            top = name.lstrip(".").split(".")[0]
-            if name.startswith("."):
-                assert top not in SHELL, f"{module} imports the I/O shell module {name}"
-            else:
-                assert top not in IO_LIBRARIES, f"{module} imports {name}"
+def test_the_bridge_imports_httpx_only() -> None:
+    internal, external = _imports(BRIDGE)
+    assert not internal
+    assert external & IO_LIBRARIES == {"httpx"}
+
+
+def test_layers_import_only_what_they_may() -> None:
+    for module in MODULES:
+        layer = _layer(module)
+        allowed = ALLOWED_LAYERS.get(layer)
+        if allowed is None:
+            continue  # the root (public API, cli, demo, errors) and testing may use anything
+        for imported in _reachable(module):
+            if imported == BRIDGE:
+                continue
+            assert _layer(imported) in allowed, (
+                f"{module} ({layer}) reaches {imported} ({_layer(imported)})"
+            )
+
+
+def test_the_shells_never_import_each_other() -> None:
+    for module in MODULES:
+        if _layer(module) == "aio":
+            assert not any(_layer(m) == "sync" for m in _reachable(module)), module
+        if _layer(module) == "sync":
+            assert not any(_layer(m) == "aio" for m in _reachable(module)), module
+

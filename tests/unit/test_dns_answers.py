@@ -16,9 +16,9 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from headlesslb.dns import DnsDiscovery, _Answer
+from headlesslb.core.names import expand_service_name
 from headlesslb.errors import DiscoveryError
-from headlesslb.names import expand_service_name
+from headlesslb.io.dns import DnsDiscovery, _Answer
 
 pytestmark = pytest.mark.anyio
 
@@ -350,7 +350,7 @@ async def test_the_memory_of_logged_records_is_bounded() -> None:
     discovery = Scripted({(SVC, "A"): answer(SVC, "A", [*bad, "10.0.0.1"])}, port=80)
     for _ in range(2):
         assert [e.ip for e in (await discovery.resolve()).endpoints] == ["10.0.0.1"]
-    from headlesslb.dns import _MAX_NOTED
+    from headlesslb.io.dns import _MAX_NOTED
 
     assert _MAX_NOTED < 300 and len(discovery._noted) == _MAX_NOTED
 

@@ -12,9 +12,10 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from headlesslb.clock import ManualClock
-from headlesslb.endpoint import Endpoint, Resolution
-from headlesslb.health import (
+from headlesslb.core.clock import ManualClock
+from headlesslb.core.endpoint import Endpoint, Resolution
+from headlesslb.core.pool import OutlierPolicy, Pool
+from headlesslb.io.health import (
     PROBE_BODY_LIMIT,
     HealthCheck,
     HealthChecker,
@@ -22,7 +23,6 @@ from headlesslb.health import (
     probe_request,
     read_probe_response,
 )
-from headlesslb.pool import OutlierPolicy, Pool
 
 pytestmark = pytest.mark.anyio
 

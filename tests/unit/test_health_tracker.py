@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from headlesslb.core.health import HealthCheck, HealthTracker
 from headlesslb.errors import ConfigurationError
-from headlesslb.health import HealthCheck, HealthTracker
 
 KEY = ("10.0.0.1", 80)
 

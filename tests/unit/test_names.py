@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from headlesslb.errors import ConfigurationError, InvalidServiceName
-from headlesslb.names import (
+from headlesslb.core.names import (
     ResolvConf,
     detect_namespace,
     expand_service_name,
@@ -17,6 +16,7 @@ from headlesslb.names import (
     parse_port,
     split_ordinal,
 )
+from headlesslb.errors import ConfigurationError, InvalidServiceName
 
 POD_RESOLV_CONF = """\
 search shop.svc.cluster.local svc.cluster.local cluster.local
@@ -143,7 +143,7 @@ def test_split_ordinal_is_bounded_like_kubernetes_int32_ordinals() -> None:
     assert split_ordinal("web-99999999999999999999") is None
     assert split_ordinal("web-" + "9" * 5000) is None  # never int() it (Python caps at 4300 digits)
     assert split_ordinal("web-3\n") is None
-    from headlesslb.names import ORDINAL_MAX, split_ordinal_text
+    from headlesslb.core.names import ORDINAL_MAX, split_ordinal_text
 
     assert ORDINAL_MAX == 2**31 - 1
     # The shape alone, for telling "not a Pod name" from "an ordinal no Pod can have".
@@ -152,7 +152,7 @@ def test_split_ordinal_is_bounded_like_kubernetes_int32_ordinals() -> None:
 
 
 def test_is_dns_label() -> None:
-    from headlesslb.names import is_dns_label
+    from headlesslb.core.names import is_dns_label
 
     assert is_dns_label("web-0") and is_dns_label("0") and is_dns_label("a" * 63)
     for bad in ("", "a" * 64, "web_0", "-web", "web-", "Web-0", "web.0", "web\\0320", "web\n"):

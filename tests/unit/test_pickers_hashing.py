@@ -15,13 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headlesslb.balancer import Balancer
-from headlesslb.clock import ManualClock
-from headlesslb.endpoint import Endpoint, Resolution
-from headlesslb.errors import ConfigurationError
-from headlesslb.pickers.base import PickContext
-from headlesslb.pickers.hashing import ConsistentHash, JumpPicker, MaglevPicker
-from headlesslb.pickers.hashtables import (
+from headlesslb.core.balancer import Balancer
+from headlesslb.core.clock import ManualClock
+from headlesslb.core.endpoint import Endpoint, Resolution
+from headlesslb.core.pickers.base import PickContext
+from headlesslb.core.pickers.hashing import ConsistentHash, JumpPicker, MaglevPicker
+from headlesslb.core.pickers.hashtables import (
     MaglevTable,
     endpoint_hashes,
     jump_hash,
@@ -29,9 +28,10 @@ from headlesslb.pickers.hashtables import (
     maglev_table_size,
     next_prime,
 )
-from headlesslb.pickers.round_robin import RoundRobin
-from headlesslb.pool import OutlierPolicy, Pool
-from headlesslb.snapshot import EndpointState, Snapshot
+from headlesslb.core.pickers.round_robin import RoundRobin
+from headlesslb.core.pool import OutlierPolicy, Pool
+from headlesslb.core.snapshot import EndpointState, Snapshot
+from headlesslb.errors import ConfigurationError
 
 KEYS = [f"key-{i}" for i in range(100_000)]
 
@@ -102,7 +102,7 @@ def test_key_hash_is_stable_across_processes() -> None:
     keys += [i * 7919 - 500 for i in range(100)] + [bytes([i, 255 - i]) * 3 for i in range(100)]
     script = (
         "import json, sys\n"
-        "from headlesslb.pickers.hashtables import key_hash, endpoint_hashes\n"
+        "from headlesslb.core.pickers.hashtables import key_hash, endpoint_hashes\n"
         "keys = json.load(sys.stdin)\n"
         "keys = [bytes.fromhex(k[2:]) if isinstance(k, str) and k.startswith('b:') else k "
         "for k in keys]\n"

@@ -6,11 +6,10 @@ import random
 
 import pytest
 
-from headlesslb.balancer import Balancer
-from headlesslb.clock import ManualClock
-from headlesslb.endpoint import Endpoint, Resolution
-from headlesslb.errors import ConfigurationError, OrdinalNotFound
-from headlesslb.pickers import (
+from headlesslb.core.balancer import Balancer
+from headlesslb.core.clock import ManualClock
+from headlesslb.core.endpoint import Endpoint, Resolution
+from headlesslb.core.pickers import (
     ConsistentHash,
     LeastRequest,
     Ordinal,
@@ -19,8 +18,9 @@ from headlesslb.pickers import (
     RoundRobin,
     make_picker,
 )
-from headlesslb.pickers.base import PickContext
-from headlesslb.pool import OutlierPolicy, Pool
+from headlesslb.core.pickers.base import PickContext
+from headlesslb.core.pool import OutlierPolicy, Pool
+from headlesslb.errors import ConfigurationError, OrdinalNotFound
 
 
 def statefulset(ordinals: list[int], clock: ManualClock | None = None) -> Pool:

@@ -7,13 +7,13 @@ import random
 
 import pytest
 
-from headlesslb.clock import ManualClock
-from headlesslb.endpoint import Endpoint, Resolution
+from headlesslb.core.clock import ManualClock
+from headlesslb.core.endpoint import Endpoint, Resolution
+from headlesslb.core.pickers.base import NO_CONTEXT, PickContext
+from headlesslb.core.pickers.p2c import PENALTY, LeastRequest, PeakEwma
+from headlesslb.core.pool import Attempt, Outcome, OutlierPolicy, Pool
+from headlesslb.core.snapshot import EndpointState
 from headlesslb.errors import ConfigurationError
-from headlesslb.pickers.base import NO_CONTEXT, PickContext
-from headlesslb.pickers.p2c import PENALTY, LeastRequest, PeakEwma
-from headlesslb.pool import Attempt, Outcome, OutlierPolicy, Pool
-from headlesslb.snapshot import EndpointState
 
 
 def make_pool(n: int, clock: ManualClock) -> Pool:

@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from headlesslb.clock import ManualClock
-from headlesslb.endpoint import Endpoint, Resolution
+from headlesslb.core.clock import ManualClock
+from headlesslb.core.endpoint import Endpoint, Resolution
+from headlesslb.core.pool import Outcome, OutlierPolicy, Pool, outcome_for_status
 from headlesslb.errors import ConfigurationError
-from headlesslb.pool import Outcome, OutlierPolicy, Pool, outcome_for_status
 
 
 def eps(n: int, port: int = 80) -> tuple[Endpoint, ...]:

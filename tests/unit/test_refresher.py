@@ -9,11 +9,11 @@ import random
 import anyio
 import pytest
 
-from headlesslb.endpoint import Endpoint, Resolution
+from headlesslb.core.endpoint import Endpoint, Resolution
+from headlesslb.core.pool import Pool
+from headlesslb.core.schedule import RefreshPolicy
 from headlesslb.errors import DiscoveryError
-from headlesslb.pool import Pool
-from headlesslb.refresher import Refresher
-from headlesslb.schedule import RefreshPolicy
+from headlesslb.io.refresher import Refresher
 
 pytestmark = pytest.mark.anyio
 

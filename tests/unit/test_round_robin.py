@@ -7,13 +7,13 @@ import random
 
 import pytest
 
-from headlesslb.balancer import Balancer
-from headlesslb.clock import ManualClock
-from headlesslb.endpoint import Endpoint, Resolution
+from headlesslb.core.balancer import Balancer
+from headlesslb.core.clock import ManualClock
+from headlesslb.core.endpoint import Endpoint, Resolution
+from headlesslb.core.pickers.base import PickContext
+from headlesslb.core.pickers.round_robin import RoundRobin
+from headlesslb.core.pool import Outcome, OutlierPolicy, Pool
 from headlesslb.errors import ConfigurationError
-from headlesslb.pickers.base import PickContext
-from headlesslb.pickers.round_robin import RoundRobin
-from headlesslb.pool import Outcome, OutlierPolicy, Pool
 
 
 def pool_of(n: int) -> Pool:

@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from headlesslb.clock import ManualClock
+from headlesslb.core.clock import ManualClock
+from headlesslb.core.retry import Failure, RetryBudget, RetryPolicy
+from headlesslb.core.schedule import RefreshPolicy
 from headlesslb.errors import ConfigurationError
-from headlesslb.retry import Failure, RetryBudget, RetryPolicy
-from headlesslb.schedule import RefreshPolicy
 
 
 def test_next_delay_clamps_ttl_with_jitter() -> None:

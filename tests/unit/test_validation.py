@@ -10,20 +10,20 @@ from typing import Any
 
 import pytest
 
-from headlesslb import validate
-from headlesslb.errors import ConfigurationError
-from headlesslb.health import HealthCheck
-from headlesslb.names import (
+from headlesslb.core import validate
+from headlesslb.core.health import HealthCheck
+from headlesslb.core.names import (
     nameservers_from,
     parse_nameserver,
     validate_domain,
     validate_label,
     validate_statefulset,
 )
-from headlesslb.pickers import ConsistentHash, PeakEwma
-from headlesslb.pool import OutlierPolicy
-from headlesslb.retry import RetryBudget, RetryPolicy
-from headlesslb.schedule import RefreshPolicy
+from headlesslb.core.pickers import ConsistentHash, PeakEwma
+from headlesslb.core.pool import OutlierPolicy
+from headlesslb.core.retry import RetryBudget, RetryPolicy
+from headlesslb.core.schedule import RefreshPolicy
+from headlesslb.errors import ConfigurationError
 from headlesslb.testing import LocalCluster
 
 NAN = math.nan

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigurationError, InvalidServiceName
+from ..errors import ConfigurationError, InvalidServiceName
 
 __all__ = [
     "DEFAULT_CLUSTER_DOMAIN",

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 
 import httpx
 
+from ..core.clock import Clock
+from ..core.endpoint import Endpoint
+from ..core.names import expand_service_name
+from ..core.schedule import RefreshPolicy
+from ..errors import ConfigurationError, NoEndpointsAvailable
 from .cache import LookupCache
-from .clock import Clock
 from .dns import DnsDiscovery, IpFamily
-from .endpoint import Endpoint
-from .errors import ConfigurationError, NoEndpointsAvailable
-from .names import expand_service_name
-from .schedule import RefreshPolicy
 
 __all__ = ["DEFAULT_PORTS", "Fallback", "authority"]
 
@@ -77,11 +77,23 @@ class Fallback:
             "ascii"
         )
 
+    def headers_for(self, request: httpx.Request) -> list[tuple[bytes, bytes]]:
+        """The request's headers with the Host header naming the fallback Service."""
+        host = self.host_header
+        return [
+            (name, host if name.lower() == b"host" else value)
+            for name, value in request.headers.raw
+        ]
+
     @property
     def cached(self) -> tuple[str, int] | None:
         """The address last resolved (a Service's ClusterIP), if any."""
         endpoint = self._cache.peek(None)
         return None if endpoint is None else endpoint.key
+
+    def forget(self) -> None:
+        """Forget the resolved address and any lookup in flight (a forked child's copy)."""
+        self._cache.clear()
 
     def invalidate(self) -> None:
         """Forget the resolved address (a connection to it was refused)."""

@@ -67,7 +67,7 @@ import threading
 from collections.abc import Iterable, Set
 from typing import Literal
 
-from ..errors import ConfigurationError
+from ...errors import ConfigurationError
 from ..names import ORDINAL_MAX
 from ..snapshot import EndpointState, Snapshot
 from .base import PickContext

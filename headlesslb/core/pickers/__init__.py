@@ -15,8 +15,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from ...errors import ConfigurationError
 from ..clock import Clock, monotonic
-from ..errors import ConfigurationError
 from .base import NO_CONTEXT, HashKey, PickContext, Picker, PickerFactory
 from .hashing import ConsistentHash
 from .hashtables import key_hash

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..errors import OrdinalNotFound
+from ...errors import OrdinalNotFound
 from ..snapshot import EndpointState, Snapshot
 from .base import PickContext
 

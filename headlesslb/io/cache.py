@@ -16,9 +16,9 @@ from typing import Generic, TypeVar
 
 import anyio
 
-from .clock import Clock
-from .errors import HeadlessLBError
-from .schedule import RefreshPolicy
+from ..core.clock import Clock
+from ..core.schedule import RefreshPolicy
+from ..errors import HeadlessLBError
 
 __all__ = ["LookupCache"]
 
@@ -83,6 +83,11 @@ class LookupCache(Generic[K, V]):
         finally:
             del self._flights[key]
             done.set()
+
+    def clear(self) -> None:
+        """Forget everything, lookups in flight included (a forked child's copy)."""
+        self._entries.clear()
+        self._flights.clear()
 
     def invalidate(self, key: K) -> None:
         """Forget ``key`` (a connection to its address was refused)."""

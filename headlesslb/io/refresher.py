@@ -18,12 +18,12 @@ from typing import Protocol
 import anyio
 import anyio.abc
 
-from .clock import Clock, monotonic
-from .endpoint import Resolution
-from .errors import DiscoveryError
-from .pool import Pool
-from .schedule import RefreshPolicy
-from .snapshot import Snapshot
+from ..core.clock import Clock, monotonic
+from ..core.endpoint import Resolution
+from ..core.pool import Pool
+from ..core.schedule import RefreshPolicy
+from ..core.snapshot import Snapshot
+from ..errors import DiscoveryError
 
 __all__ = ["Discovery", "Refresher"]
 
@@ -31,10 +31,14 @@ log = logging.getLogger("headlesslb.refresher")
 
 
 class Discovery(Protocol):
-    """Anything that can produce a :class:`Resolution` (DnsDiscovery, or a test double)."""
+    """Where endpoints come from: DNS (:class:`headlesslb.io.dns.DnsDiscovery`) or, in tests,
+    :class:`headlesslb.testing.StaticDiscovery`. Its coroutines run on an event loop (the sync
+    client runs its own, on a background thread). An optional
+    ``async resolve_name(name, port) -> Resolution`` lets pinned requests find a StatefulSet Pod
+    by its own name."""
 
     async def resolve(self) -> Resolution:
-        """One discovery round."""
+        """One discovery round: the Service's endpoints and their TTL."""
         ...
 
 

@@ -8,7 +8,7 @@ I/O shell do that rebuild off the request path.
 
 from __future__ import annotations
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 from .pickers.base import NO_CONTEXT, PickContext, Picker, PickerFactory
 from .pool import Pool
 from .snapshot import EndpointState, Snapshot

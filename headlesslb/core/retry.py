@@ -1,19 +1,21 @@
-"""What is safe to retry, and how much retrying is allowed (pure: clock injected).
+"""What is safe to retry, and how much retrying is allowed (pure: clock and rng injected).
 
-:class:`RetryPolicy` says which failures are retried and how; :class:`RetryBudget` caps retries at a
-share of requests (Finagle-style) so a sick Service is not hit by a retry storm. The transport
-drives both and uses tenacity for the attempt loop.
+:meth:`RetryPolicy.decide` is the one retry decision of the library: idempotency by method or
+option, body replayability, the attempt cap, the statuses and the :class:`RetryBudget` (a
+Finagle-style cap on retries as a share of requests, so a sick Service is not hit by a retry
+storm). The call core (:mod:`headlesslb.core.call`) asks it after every failed attempt.
 """
 
 from __future__ import annotations
 
 import enum
+import random
 from dataclasses import dataclass, field
 
 from .clock import Clock, monotonic
 from .validate import count, http_methods, number, ordered, status_codes
 
-__all__ = ["IDEMPOTENT_METHODS", "Failure", "RetryBudget", "RetryPolicy"]
+__all__ = ["IDEMPOTENT_METHODS", "Failure", "RetryBudget", "RetryPolicy", "RetryVerdict"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """RFC 9110 §9.2.2: repeating these has the same effect as sending them once."""
@@ -30,6 +32,17 @@ class Failure(enum.Enum):
     """The server answered with a status in :attr:`RetryPolicy.retry_statuses`."""
 
 
+class RetryVerdict(enum.Enum):
+    """What :meth:`RetryPolicy.decide` says about a failed attempt."""
+
+    RETRY = "retry"
+    """Try again (on another Pod, or the same pinned one); a retry was taken from the budget."""
+    STOP = "stop"
+    """Not retryable: the failure, the method, the body or the attempt count forbid it."""
+    OUT_OF_BUDGET = "out_of_budget"
+    """Retryable, but the retry budget is empty: the last error or response comes back now."""
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Retries on another Pod: how many, how fast, and for which failures."""
@@ -42,7 +55,8 @@ class RetryPolicy:
     """Seconds the whole request may take across attempts; ``None``: no overall cap."""
     retry_statuses: frozenset[int] = frozenset({502, 503, 504})
     backoff_base: float = 0.02
-    """Backoff before retry n is uniform in [0, min(backoff_max, base × 2^n)] (full jitter)."""
+    """Backoff before retry n (1, 2, …) is uniform in [0, min(backoff_max, base × 2^(n−1))]
+    (full jitter)."""
     backoff_max: float = 0.25
     budget_ratio: float = 0.2
     """Retries allowed as a share of requests (0.2: one retry per five requests)."""
@@ -70,6 +84,40 @@ class RetryPolicy:
         number(name + "budget_min_per_second", self.budget_min_per_second, min=0)
         methods = http_methods(name + "idempotent_methods", self.idempotent_methods)
         object.__setattr__(self, "idempotent_methods", methods)
+
+    def decide(
+        self,
+        failure: Failure | None,
+        *,
+        method: str,
+        idempotent: bool | None,
+        replayable: bool,
+        attempts: int,
+        budget: RetryBudget,
+    ) -> RetryVerdict:
+        """Whether to retry after ``attempts`` attempts, the last of which failed so.
+
+        ``failure`` is None for an error that says nothing retryable (a bug, a local protocol
+        error); ``replayable`` tells whether the body can be sent again (a streamed body that
+        was sent cannot; one that never left, a connect failure, can).
+        """
+        if failure is None or attempts >= self.max_attempts:
+            return RetryVerdict.STOP
+        if not self.may_retry(failure, method, idempotent):
+            return RetryVerdict.STOP
+        if failure is not Failure.NOT_SENT and not replayable:
+            return RetryVerdict.STOP
+        if not budget.try_withdraw():
+            return RetryVerdict.OUT_OF_BUDGET
+        return RetryVerdict.RETRY
+
+    def failure_for_status(self, status: int) -> Failure | None:
+        """``RETRYABLE_STATUS`` for the statuses retried, else None (the answer stands)."""
+        return Failure.RETRYABLE_STATUS if status in self.retry_statuses else None
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """Seconds to wait before retry number ``retry`` (1 for the first): full jitter."""
+        return rng.uniform(0.0, min(self.backoff_max, self.backoff_base * 2.0 ** (retry - 1)))
 
     def may_retry(self, failure: Failure, method: str, idempotent: bool | None) -> bool:
         """Whether a failure of this kind may be retried for this request."""

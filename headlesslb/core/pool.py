@@ -105,6 +105,11 @@ class Attempt:
         self._done = False
 
     @property
+    def finished(self) -> bool:
+        """Whether :meth:`done` was called."""
+        return self._done
+
+    @property
     def endpoint(self) -> Endpoint:
         """The endpoint this attempt went to."""
         return self.state.endpoint
@@ -133,7 +138,7 @@ class Pool:
         self._new_endpoints_healthy = new_endpoints_healthy
         self._clock = clock
         self._rng = rng or random.Random()
-        self._on_refused = on_refused
+        self.on_refused = on_refused
         self._states: dict[tuple[str, int], EndpointState] = {}
         self._snapshot = EMPTY_SNAPSHOT
         self._next_deadline = math.inf
@@ -201,8 +206,8 @@ class Pool:
             state.failures += 1
             state.consecutive_failures += 1
             if outcome is Outcome.REFUSED:
-                if self._on_refused is not None:
-                    self._on_refused()
+                if self.on_refused is not None:
+                    self.on_refused()
                 if self.outlier.eject_on_refused:
                     self._maybe_eject(state, now)
                     return

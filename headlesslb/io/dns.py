@@ -33,7 +33,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import anyio
-import dns._asyncbackend
 import dns.asyncbackend
 import dns.asyncresolver
 import dns.exception
@@ -44,9 +43,9 @@ import dns.rdatatype
 import dns.resolver
 import dns.rrset
 
-from .endpoint import Endpoint, Resolution
-from .errors import ConfigurationError, DiscoveryError
-from .names import ORDINAL_MAX, ServiceName, is_dns_label, split_ordinal, split_ordinal_text
+from ..core.endpoint import Endpoint, Resolution
+from ..core.names import ORDINAL_MAX, ServiceName, is_dns_label, split_ordinal, split_ordinal_text
+from ..errors import ConfigurationError, DiscoveryError
 
 __all__ = ["DnsDiscovery", "IpFamily"]
 
@@ -340,7 +339,7 @@ class DnsDiscovery:
         return results
 
     async def _query(
-        self, name: str, rdtype: dns.rdatatype.RdataType, backend: dns._asyncbackend.Backend
+        self, name: str, rdtype: dns.rdatatype.RdataType, backend: dns.asyncbackend.Backend
     ) -> _Answer:
         try:
             answer = await self._resolver.resolve(

@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import random
-import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Literal
 
 import httpx
+from typing_extensions import Unpack
 
-from . import validate
-from .clock import Clock, monotonic
-from .dns import IpFamily
-from .endpoint import EndpointStatus
-from .errors import NotStarted
-from .fallback import DEFAULT_PORTS, authority
-from .health import HealthCheck
-from .pickers.base import HashKey, PickerFactory
-from .pool import OutlierPolicy
-from .retry import RetryPolicy
-from .schedule import RefreshPolicy
-from .transport import EXTENSION, HeadlessTransport, RequestOptions
+from ..assembly import ClientBase, ClientOptions, client_settings
+from ..core.pickers.base import HashKey
+from ..errors import NotStarted
+from .transport import HeadlessTransport
 
 __all__ = ["HeadlessClient"]
 
-_READ_BODY = RequestOptions(read_body=True)
 
-
-class HeadlessClient:
+class HeadlessClient(ClientBase):
     """Balanced HTTP over the Pods of a headless Service::
 
         async with HeadlessClient("web-hl", port="http", fallback="web-lb") as client:
@@ -38,81 +27,19 @@ class HeadlessClient:
             r = await client.post("/write", json=doc, ordinal=0)  # pinned to web-0
 
     Entering starts discovery (the first request waits for the first DNS answer); leaving stops
-    it and closes every connection. Arguments are those of :class:`HeadlessTransport`, plus
+    it and closes every connection; it can be closed from any task. The keyword arguments are
+    :class:`~headlesslb.assembly.ClientOptions`: those of :class:`HeadlessTransport`, plus
     ``timeout``, ``headers`` and ``follow_redirects`` for the underlying ``httpx.AsyncClient``.
     """
 
-    def __init__(
-        self,
-        service: str,
-        *,
-        port: int | str | None = None,
-        scheme: Literal["http", "https"] = "http",
-        picker: str | PickerFactory = "round_robin",
-        sharding: PickerFactory | None = None,
-        writes_to: int | None = None,
-        fallback: str | None = None,
-        nameservers: Sequence[str] | None = None,
-        resolv_conf: str = "/etc/resolv.conf",
-        namespace: str | None = None,
-        cluster_domain: str | None = None,
-        statefulset: str | None = None,
-        ip_family: IpFamily = "ipv4",
-        refresh: RefreshPolicy | None = None,
-        outlier: OutlierPolicy | None = None,
-        health: HealthCheck | None = None,
-        retry: RetryPolicy | None = None,
-        timeout: httpx.Timeout | float | None = 10.0,
-        discovery_timeout: float = 3.0,
-        headers: dict[str, str] | None = None,
-        follow_redirects: bool = False,
-        verify: ssl.SSLContext | str | bool = True,
-        cert: Any = None,
-        limits: httpx.Limits | None = None,
-        http2: bool = False,
-        clock: Clock = monotonic,
-        rng: random.Random | None = None,
-    ) -> None:
-        validate.flag("follow_redirects", follow_redirects)
-        if not isinstance(timeout, httpx.Timeout):
-            validate.number("timeout", timeout, min=0, exclusive_min=True, allow_none=True)
-        self.transport = HeadlessTransport(
-            service,
-            port=port,
-            scheme=scheme,
-            picker=picker,
-            sharding=sharding,
-            writes_to=writes_to,
-            fallback=fallback,
-            nameservers=nameservers,
-            resolv_conf=resolv_conf,
-            namespace=namespace,
-            cluster_domain=cluster_domain,
-            statefulset=statefulset,
-            ip_family=ip_family,
-            refresh=refresh,
-            outlier=outlier,
-            health=health,
-            retry=retry,
-            discovery_timeout=discovery_timeout,
-            verify=verify,
-            cert=cert,
-            limits=limits,
-            http2=http2,
-            clock=clock,
-            rng=rng,
-        )
-        default_port = DEFAULT_PORTS[scheme]
-        # A named port's number is known only per Pod (SRV): the URL then names the Service alone.
-        port = self.transport.port if isinstance(self.transport.port, int) else default_port
-        host = authority(self.transport.service.host, port, default_port)
-        self.base_url = httpx.URL(f"{scheme}://{host}")
-        self.http = httpx.AsyncClient(
-            transport=self.transport,
-            base_url=self.base_url,
-            timeout=timeout,
-            headers=headers,
-            follow_redirects=follow_redirects,
+    def __init__(self, service: str, **options: Unpack[ClientOptions]) -> None:
+        settings = client_settings(dict(options))
+        transport_options = {k: v for k, v in options.items() if k not in settings}
+        self.transport = HeadlessTransport(service, **transport_options)  # type: ignore[arg-type]
+        self.parts_base = self.transport.parts.base_url
+        self.base_url = httpx.URL(self.parts_base)
+        self.http: httpx.AsyncClient = httpx.AsyncClient(
+            transport=self.transport, base_url=self.base_url, **settings
         )
         self._state: Literal["new", "open", "closed"] = "new"
 
@@ -138,49 +65,12 @@ class HeadlessClient:
             await self.http.aclose()
         self._state = "closed"
 
-    def endpoints(self) -> list[EndpointStatus]:
-        """The Pods discovered now, with their health and load."""
-        return self.transport.endpoints()
-
     def _check_open(self) -> None:
         if self._state != "open":
             what = "was closed" if self._state == "closed" else "was not entered"
             raise NotStarted(
                 f"this HeadlessClient {what}: use 'async with HeadlessClient(...) as client:'"
             )
-
-    def build_request(
-        self,
-        method: str,
-        url: httpx.URL | str,
-        *,
-        key: HashKey | None = None,
-        ordinal: int | None = None,
-        idempotent: bool | None = None,
-        read_body: bool = False,
-        **kwargs: Any,
-    ) -> httpx.Request:
-        """An ``httpx.Request`` carrying the routing options (see :class:`RequestOptions`).
-
-        Options may also come in ``extensions={"headlesslb": {...}}``; keyword arguments win.
-        """
-        extensions = kwargs.get("extensions") or {}
-        given = extensions.get(EXTENSION)
-        if given is None and key is None and ordinal is None and idempotent is None:
-            options = _READ_BODY if read_body else None  # the common case: nothing to validate
-        else:
-            base = RequestOptions.from_extension(given) if given is not None else RequestOptions()
-            options = RequestOptions.from_extension(
-                {
-                    "key": base.key if key is None else key,
-                    "ordinal": base.ordinal if ordinal is None else ordinal,
-                    "idempotent": base.idempotent if idempotent is None else idempotent,
-                    "read_body": base.read_body or read_body,
-                }
-            )
-        if options is not None:
-            kwargs["extensions"] = {**extensions, EXTENSION: options}
-        return self.http.build_request(method, url, **kwargs)
 
     async def request(
         self,

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable
 from typing import Literal, overload
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 __all__ = [
     "count",

@@ -1,0 +1,2 @@
+"""The async request-path shell: :class:`HeadlessTransport` (``httpx.AsyncBaseTransport``) and
+:class:`HeadlessClient`, exported at the package's top level."""

@@ -1,0 +1,290 @@
+"""``HeadlessTransport``: the async shell, an httpx transport balancing over a headless Service.
+
+It drives the pure call core (:mod:`headlesslb.core.call`): the core decides every step of a
+request, this shell performs it with anyio and httpcore and reports back. The caller's
+``httpx.Request`` is never mutated, so ``response.url`` and redirects keep the Service name.
+
+The client's configuration decides the scheme (TLS or not) and the port: a URL that names the
+Service with another scheme or port is refused before a byte leaves (:class:`InvalidRequest`).
+Discovery and health checks (:class:`~headlesslb.io.runtime.Runtime`) run in the background from
+the transport's entry until it is closed, from any task (:mod:`headlesslb.io.tasks`); nothing
+outlives it, and nothing is sent after close.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Literal
+
+import anyio
+import httpx
+from typing_extensions import Unpack
+
+from ..assembly import TransportOptions, assemble, check_option_names, check_url
+from ..core.call import Backoff, Call, Deliver, Fail, LookupPod, Send, SendToFallback, Step
+from ..core.endpoint import EndpointStatus
+from ..core.options import EXTENSION, PLAIN, RequestOptions
+from ..core.pool import Outcome
+from ..errors import ClientClosed, DeadlineExceeded, InvalidRequest, NotStarted
+from ..io.outcomes import classify
+from ..io.runtime import Runtime
+from ..io.sender import AsyncSender, PodSender, TransportSender
+from ..io.tasks import Background
+
+__all__ = ["HeadlessTransport"]
+
+
+class HeadlessTransport(httpx.AsyncBaseTransport):
+    """Balances each request over the Pods behind a headless Service.
+
+    Use it with any ``httpx.AsyncClient``; the client's ``async with`` starts discovery::
+
+        transport = HeadlessTransport("web-hl", port="http", fallback="web-lb")
+        async with httpx.AsyncClient(transport=transport, base_url="http://web-hl") as client:
+            await client.get("/items/42", extensions={"headlesslb": {"key": "user-42"}})
+
+    Requests whose URL names the Service (``web-hl``, ``web-hl.ns``, ``web-hl.ns.svc``, the FQDN,
+    with or without its trailing dot) go to its Pods, with that name kept in the Host header. Such
+    a URL must use the transport's ``scheme``, and give no port or the Service's own numeric port:
+    anything else raises :class:`~headlesslb.errors.InvalidRequest` before a byte is sent. A URL
+    for any other host (a redirect elsewhere, say) is sent as plain httpx would send it; routing
+    options on such a request raise ``InvalidRequest`` rather than vanish. The keyword arguments
+    are :class:`~headlesslb.assembly.TransportOptions`.
+    """
+
+    def __init__(self, service: str, **options: Unpack[TransportOptions]) -> None:
+        check_option_names(options)
+        parts = self.parts = assemble(service, **options)
+        self.service = parts.service
+        self.scheme = parts.scheme
+        self.port = parts.port
+        self.pool = parts.pool
+        self.balancer = parts.balancer
+        self.fallback = parts.fallback
+        self._router = parts.router
+        pod_transport = parts.pod_transport
+        if pod_transport is not None and not isinstance(pod_transport, httpx.AsyncBaseTransport):
+            raise InvalidRequest(
+                "pod_transport must be an httpx.AsyncBaseTransport (httpx.MockTransport works),"
+                f" not {type(pod_transport).__name__}"
+            )
+        self._sender: AsyncSender = (
+            TransportSender(pod_transport)
+            if pod_transport is not None
+            else PodSender(
+                verify=parts.verify, cert=parts.cert, http2=parts.http2, limits=parts.limits
+            )
+        )
+        self.runtime = Runtime(parts, self._sender.retire)
+        self.refresher = self.runtime.refresher
+        self.health = self.runtime.health
+        self._passthrough_transport: httpx.AsyncHTTPTransport | None = None
+        self._background = Background()
+        self._state: Literal["new", "open", "closed"] = "new"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def __aenter__(self) -> HeadlessTransport:
+        if self._state != "new":
+            raise NotStarted("a HeadlessTransport can be entered once; make a new one")
+        self._state = "open"
+        self._background.spawn("discovery and health checks", self.runtime.run)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop discovery and close every connection; the transport cannot be used after this.
+
+        Safe from any task, not only the one that entered it. A request still in flight fails
+        with a transport error and is not retried: nothing is sent after close.
+        """
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        with anyio.CancelScope(shield=True):
+            await self._background.aclose()
+            await self._sender.aclose()
+            if self._passthrough_transport is not None:
+                await self._passthrough_transport.aclose()
+
+    @property
+    def running(self) -> bool:
+        """Whether the transport was entered and not closed."""
+        return self._state == "open"
+
+    def endpoints(self) -> list[EndpointStatus]:
+        """The Pods discovered now, with health and load."""
+        return self.pool.statuses()
+
+    # -- requests --------------------------------------------------------------------------------
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` to a Pod (retrying on others, falling back if none is usable)."""
+        if self._state != "open":
+            raise NotStarted(
+                "HeadlessTransport is not running: use it inside 'async with httpx.AsyncClient("
+                "transport=...)' or 'async with HeadlessClient(...)'"
+            )
+        parts = self.parts
+        raw = request.extensions.get(EXTENSION)
+        options = PLAIN if raw is None else RequestOptions.from_extension(raw)
+        if request.url.raw_host not in parts.hosts:  # httpx lower-cases hosts already
+            # Not this Service (say, a redirect to another site): send it as httpx would.
+            return await self._pass_through(request, options)
+        check_url(parts, request)
+        if not self.runtime.ready:
+            await self.runtime.wait_ready()
+        call = self._router.start(
+            request.method, options, replayable=isinstance(request.stream, httpx.ByteStream)
+        )
+        deadline = call.deadline
+        if deadline is None:
+            response = await self._drive(call, request)
+        else:
+            with anyio.move_on_after(deadline) as scope:
+                response = await self._drive(call, request)
+            if scope.cancelled_caught:
+                raise DeadlineExceeded(
+                    f"request deadline of {deadline:g} s exceeded ({call.summary()})",
+                    request=request,
+                )
+        response.extensions[EXTENSION] = call.report()
+        return response
+
+    async def _drive(self, call: Call, request: httpx.Request) -> httpx.Response:
+        """Perform the call core's steps until it delivers a response or fails."""
+        step: Step = call.first()
+        response: httpx.Response | None = None
+        read_body = call.options.read_body
+        while True:
+            kind = type(step)
+            if kind is Send:
+                assert isinstance(step, Send)
+                if not self.running:
+                    call.abandon()
+                    raise ClientClosed(
+                        "the client was closed while this request was in flight",
+                        request=request,
+                    )
+                try:
+                    response = await self._attempt(request, step, read_body)
+                except httpx.TransportError as exc:
+                    failure, outcome = classify(exc)
+                    if not self.running:
+                        call.abandon()
+                        exc.add_note(
+                            "headlesslb: the client was closed while this request was in flight"
+                        )
+                        raise
+                    step = call.failed(exc, failure, outcome)
+                    continue
+                except BaseException:
+                    call.abandon()
+                    raise
+                step = call.responded(response.status_code)
+                if type(step) is not Deliver:
+                    await response.aclose()  # a retried answer is dropped, its Pod reported
+            elif kind is Deliver:
+                assert response is not None
+                return response
+            elif kind is Backoff:
+                assert isinstance(step, Backoff)
+                await anyio.sleep(step.seconds)
+                step = call.waited()
+            elif kind is LookupPod:
+                assert isinstance(step, LookupPod)
+                step = call.found(await self.runtime.lookup_pod(step))
+            elif kind is SendToFallback:
+                response, step = await self._to_fallback(call, request)
+            else:
+                assert isinstance(step, Fail)
+                raise step.error
+
+    async def _attempt(self, request: httpx.Request, step: Send, read_body: bool) -> httpx.Response:
+        endpoint = step.endpoint
+        timeout = step.timeout
+        send = self._sender.send_to
+        if timeout is None:
+            response = await send(
+                request,
+                endpoint.ip,
+                endpoint.port,
+                scheme=self.parts.raw_scheme,
+                sni=self.parts.sni,
+                attempt=step.attempt,
+            )
+        else:
+            try:
+                # httpcore's own connect timeout fires first when connecting eats the whole
+                # budget, so a Pod that silently drops SYNs gives ConnectTimeout (never sent:
+                # retryable for any method), not a read timeout.
+                with anyio.fail_after(timeout * 1.05):
+                    response = await send(
+                        request,
+                        endpoint.ip,
+                        endpoint.port,
+                        scheme=self.parts.raw_scheme,
+                        sni=self.parts.sni,
+                        connect_timeout=timeout,
+                        attempt=step.attempt,
+                    )
+            except TimeoutError:
+                raise httpx.ReadTimeout(
+                    f"{endpoint} gave no response within the per-try timeout of {timeout:g} s",
+                    request=request,
+                ) from None
+        if read_body:
+            try:
+                await response.aread()  # the body reports a broken stream to the pool itself
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()  # httpx never gets this response: close it here
+                raise
+        return response
+
+    async def _to_fallback(
+        self, call: Call, request: httpx.Request
+    ) -> tuple[httpx.Response | None, Step]:
+        fallback = self.fallback
+        assert fallback is not None
+        try:
+            host, port = await fallback.address()
+        except httpx.TransportError as exc:
+            return None, call.fallback_failed(None, exc)
+        address = f"{host}:{port}"
+        try:
+            response = await self._sender.send_to(
+                request,
+                host,
+                port,
+                scheme=fallback.raw_scheme,
+                sni=fallback.sni,
+                headers=fallback.headers_for(request),
+            )
+        except httpx.TransportError as exc:
+            if classify(exc)[1] is Outcome.REFUSED:
+                fallback.invalidate()  # the address it had resolved is gone: look it up again
+            return None, call.fallback_failed(address, exc)
+        return response, call.fallback_responded(address, response.status_code)
+
+    async def _pass_through(
+        self, request: httpx.Request, options: RequestOptions
+    ) -> httpx.Response:
+        if options.routes:
+            raise InvalidRequest(
+                f"routing options apply to {self.service.host} only, not to"
+                f" {request.url.host}: {options!r}",
+                request=request,
+            )
+        if self._passthrough_transport is None:
+            parts = self.parts
+            self._passthrough_transport = httpx.AsyncHTTPTransport(
+                verify=parts.verify, cert=parts.cert, http2=parts.http2
+            )
+        return await self._passthrough_transport.handle_async_request(request)
+

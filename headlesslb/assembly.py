@@ -1,0 +1,473 @@
+"""Putting a client together: every argument checked, every part built, in one place.
+
+Both shells — the async :class:`headlesslb.HeadlessTransport` and the blocking
+:class:`headlesslb.sync.HeadlessTransport` — take the same keyword arguments
+(:class:`TransportOptions`) and hand them to :func:`assemble`, which validates them and builds the
+:class:`Parts`: the expanded Service name, the pool, the balancer, the call core's
+:class:`~headlesslb.core.call.Router`, the discovery source, and what the shells need to know
+about TLS, hosts and ports. Nothing here starts any I/O.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import random
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+import httpx
+
+from .core import validate
+from .core.balancer import Balancer
+from .core.call import Router
+from .core.clock import Clock, monotonic
+from .core.endpoint import Endpoint, EndpointStatus
+from .core.health import HealthCheck
+from .core.names import (
+    ORDINAL_MAX,
+    ServiceName,
+    detect_namespace,
+    expand_service_name,
+    load_resolv_conf,
+    nameservers_from,
+    parse_port,
+    validate_label,
+    validate_statefulset,
+)
+from .core.options import EXTENSION, merged
+from .core.pickers import ConsistentHash, Ordinal, make_picker
+from .core.pickers.base import HashKey, PickerFactory
+from .core.pool import OutlierPolicy, Pool
+from .core.retry import RetryPolicy
+from .core.schedule import RefreshPolicy
+from .errors import ConfigurationError, InvalidRequest
+from .io.cache import LookupCache
+from .io.dns import DnsDiscovery, IpFamily
+from .io.fallback import DEFAULT_PORTS, Fallback, authority
+from .io.refresher import Discovery
+
+__all__ = [
+    "ClientBase",
+    "ClientOptions",
+    "Discovery",
+    "Parts",
+    "TransportOptions",
+    "assemble",
+    "check_option_names",
+    "check_url",
+    "client_settings",
+]
+
+PINNED_CACHE_SIZE = 1024
+"""Pods looked up by their own name kept at once."""
+
+
+class TransportOptions(TypedDict, total=False):
+    """The keyword arguments of both transports and both clients (defaults in brackets)."""
+
+    port: int | str | None
+    """A named port (SRV, per-Pod port and hostname) or a number (A/AAAA) [the scheme's]."""
+    scheme: Literal["http", "https"]
+    """How Pods are reached; decides TLS, never a URL ["http"]."""
+    picker: str | PickerFactory
+    """"round_robin", "least_request", "peak_ewma" or a picker factory ["round_robin"]."""
+    sharding: PickerFactory | None
+    """The picker for ``key=`` requests [``ConsistentHash()``]."""
+    writes_to: int | None
+    """Send writes to this StatefulSet ordinal [None]."""
+    fallback: str | None
+    """The ClusterIP/LB Service: a name or an ``http(s)://host[:port]`` URL [None]."""
+    nameservers: Sequence[str] | None
+    """``["ip:port", ...]`` [resolv.conf's]."""
+    resolv_conf: str
+    """["/etc/resolv.conf"]"""
+    namespace: str | None
+    """[POD_NAMESPACE, the service-account file, else resolv.conf's search list]"""
+    cluster_domain: str | None
+    """[from resolv.conf, else "cluster.local"]"""
+    statefulset: str | None
+    """The StatefulSet's name, to look Pods up by name when SRV gives no hostnames [inferred]."""
+    ip_family: IpFamily
+    """"ipv4" (A), "ipv6" (AAAA) or "dual" ["ipv4"]."""
+    refresh: RefreshPolicy | None
+    outlier: OutlierPolicy | None
+    health: HealthCheck | None
+    """Active health checks [off]."""
+    retry: RetryPolicy | None
+    discovery_timeout: float
+    """Seconds one DNS round may take [3.0]."""
+    discovery: Discovery | None
+    """Use this instead of DNS (tests, your own service registry) [DNS]."""
+    pod_transport: Any
+    """An httpx transport that sends each attempt instead of headlesslb's own connection pools
+    (``httpx.MockTransport``, respx): it gets requests for ``http(s)://<pod-ip>:<port>/...``
+    with the Host header naming the Service [None]."""
+    verify: ssl.SSLContext | str | bool
+    """As httpx's ``verify`` [True]."""
+    cert: Any
+    """As httpx's ``cert`` [None]."""
+    limits: httpx.Limits | None
+    """Connection limits per Pod [unlimited, keep-alive 4 s]."""
+    http2: bool
+    """[False]"""
+    clock: Clock
+    """The monotonic clock the core reads [time.monotonic]."""
+    rng: random.Random | None
+    """The random source of the pickers and back-off [a fresh one]."""
+
+
+class ClientOptions(TransportOptions, total=False):
+    """The keyword arguments of both clients: the transport's, plus the httpx client's own."""
+
+    timeout: httpx.Timeout | float | None
+    """httpx's timeout for each attempt [10.0]."""
+    headers: Mapping[str, str] | None
+    """Headers sent with every request [None]."""
+    follow_redirects: bool
+    """[False]; a redirect to the Service goes through the balancer, elsewhere straight."""
+
+
+_OPTION_NAMES = frozenset(TransportOptions.__annotations__)
+CLIENT_OPTION_NAMES = frozenset(ClientOptions.__annotations__)
+
+
+def client_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """Take the httpx client's own arguments out of a client's keyword arguments, checked."""
+    check_option_names(options, CLIENT_OPTION_NAMES)
+    timeout = options.pop("timeout", 10.0)
+    headers = options.pop("headers", None)
+    follow_redirects = options.pop("follow_redirects", False)
+    validate.flag("follow_redirects", follow_redirects)
+    if not isinstance(timeout, httpx.Timeout):
+        validate.number("timeout", timeout, min=0, exclusive_min=True, allow_none=True)
+    return {"timeout": timeout, "headers": headers, "follow_redirects": follow_redirects}
+
+
+def check_option_names(
+    options: Mapping[str, object], known: frozenset[str] = _OPTION_NAMES
+) -> None:
+    """Refuse an unknown keyword argument (a typo) instead of ignoring it."""
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigurationError(f"unknown argument {name!r}{hint}")
+
+
+@dataclass(slots=True, eq=False)
+class Parts:
+    """Everything a shell drives, built and checked from one set of arguments."""
+
+    service: ServiceName
+    scheme: str
+    port: int | str
+    namespace: str | None
+    cluster_domain: str | None
+    nameservers: tuple[tuple[str, int], ...]
+    ip_family: IpFamily
+    discovery_timeout: float
+    discovery: Discovery
+    refresh: RefreshPolicy
+    health: HealthCheck | None
+    fallback: Fallback | None
+    pinned: LookupCache[int, Endpoint]
+    """Pods found by their own DNS name, for ``ordinal=`` when SRV gives no hostnames."""
+    pool: Pool
+    balancer: Balancer
+    router: Router
+    clock: Clock
+    rng: random.Random
+    verify: ssl.SSLContext | str | bool
+    cert: Any
+    limits: httpx.Limits | None
+    http2: bool
+    pod_transport: Any
+    hosts: frozenset[bytes]
+    """Every spelling of the Service's name a URL may use."""
+    url_port: int | None
+    """The only explicit port a URL naming the Service may give (None: none)."""
+
+    @property
+    def raw_scheme(self) -> bytes:
+        """The scheme as httpcore takes it."""
+        return self.scheme.encode("ascii")
+
+    @property
+    def sni(self) -> str | None:
+        """The name TLS verifies for the Pods (https only): the Service's, never a Pod IP."""
+        return self.service.host if self.scheme == "https" else None
+
+    @property
+    def base_url(self) -> str:
+        """``scheme://host[:port]`` naming the Service, as a client's base URL and probes use."""
+        default_port = DEFAULT_PORTS[self.scheme]
+        port = self.port if isinstance(self.port, int) else default_port
+        return f"{self.scheme}://{authority(self.service.host, port, default_port)}"
+
+
+def assemble(
+    service: str,
+    *,
+    port: int | str | None = None,
+    scheme: Literal["http", "https"] = "http",
+    picker: str | PickerFactory = "round_robin",
+    sharding: PickerFactory | None = None,
+    writes_to: int | None = None,
+    fallback: str | None = None,
+    nameservers: Sequence[str] | None = None,
+    resolv_conf: str = "/etc/resolv.conf",
+    namespace: str | None = None,
+    cluster_domain: str | None = None,
+    statefulset: str | None = None,
+    ip_family: IpFamily = "ipv4",
+    refresh: RefreshPolicy | None = None,
+    outlier: OutlierPolicy | None = None,
+    health: HealthCheck | None = None,
+    retry: RetryPolicy | None = None,
+    discovery_timeout: float = 3.0,
+    discovery: Discovery | None = None,
+    pod_transport: Any = None,
+    verify: ssl.SSLContext | str | bool = True,
+    cert: Any = None,
+    limits: httpx.Limits | None = None,
+    http2: bool = False,
+    clock: Clock = monotonic,
+    rng: random.Random | None = None,
+    pool_class: type[Pool] = Pool,
+) -> Parts:
+    """Check every argument (a typed error naming it) and build the parts.
+
+    ``pool_class`` lets the sync shell use its thread-safe pool.
+    """
+    if not isinstance(scheme, str) or scheme not in DEFAULT_PORTS:
+        raise ConfigurationError(f"scheme must be 'http' or 'https', not {scheme!r}")
+    validate.count("writes_to", writes_to, max=ORDINAL_MAX, allow_none=True)
+    validate.number("discovery_timeout", discovery_timeout, min=0, exclusive_min=True)
+    for name, value, kind in (
+        ("refresh", refresh, RefreshPolicy),
+        ("outlier", outlier, OutlierPolicy),
+        ("health", health, HealthCheck),
+        ("retry", retry, RetryPolicy),
+        ("limits", limits, httpx.Limits),
+        ("rng", rng, random.Random),
+    ):
+        validate.instance(name, value, kind, allow_none=True)
+    if sharding is not None and not isinstance(sharding, PickerFactory):
+        raise ConfigurationError(
+            f"sharding must be a PickerFactory such as ConsistentHash(), not {sharding!r}"
+        )
+    if discovery is not None and not callable(getattr(discovery, "resolve", None)):
+        raise ConfigurationError(
+            f"discovery must have an async resolve() -> Resolution, not {discovery!r}"
+        )
+    if not isinstance(resolv_conf, str | os.PathLike):
+        raise ConfigurationError(f"resolv_conf must be a path, not {resolv_conf!r}")
+    for name, text in (("namespace", namespace), ("cluster_domain", cluster_domain)):
+        if text is not None and not isinstance(text, str):
+            raise ConfigurationError(f"{name} must be a str or None, not {text!r}")
+    if namespace is not None:
+        validate_label("namespace", namespace)
+    if statefulset is not None:
+        validate_statefulset("statefulset", statefulset)
+    if not isinstance(verify, ssl.SSLContext | str | bool):
+        raise ConfigurationError(
+            f"verify must be an ssl.SSLContext, a CA bundle path or a bool, not {verify!r}"
+        )
+    validate.flag("http2", http2)
+    if not callable(clock):
+        raise ConfigurationError(f"clock must be a callable returning seconds, not {clock!r}")
+    if fallback is not None and not isinstance(fallback, str):
+        raise ConfigurationError(
+            f"fallback must be a Service name or an http(s) URL, not {type(fallback).__name__}"
+        )
+
+    resolv = load_resolv_conf(resolv_conf)
+    namespace = namespace or detect_namespace(resolv)
+    cluster_domain = cluster_domain or resolv.cluster_domain
+    service_name = expand_service_name(
+        service, namespace=namespace, cluster_domain=cluster_domain
+    )
+    parsed_port = parse_port(port)
+    the_port: int | str = DEFAULT_PORTS[scheme] if parsed_port is None else parsed_port
+    # DNS is needed unless discovery is given and the fallback (if any) is a URL.
+    needs_dns = discovery is None or (fallback is not None and "://" not in fallback)
+    if nameservers is not None:
+        servers = nameservers_from(nameservers)
+    elif resolv.nameservers:
+        servers = nameservers_from(resolv.nameservers)
+    elif needs_dns:
+        raise ConfigurationError(
+            f"{resolv_conf} lists no nameserver: pass nameservers=['ip:port', ...]"
+        )
+    else:
+        servers = ()
+    the_rng = rng or random.Random()
+    refresh = refresh or RefreshPolicy()
+    retry = retry or RetryPolicy()
+    pool = pool_class(
+        outlier,
+        clock=clock,
+        rng=the_rng,
+        new_endpoints_healthy=health is None or not health.start_unhealthy,
+    )
+    balancer = Balancer(
+        pool,
+        make_picker(picker, rng=the_rng, clock=clock, latency_decay=pool.outlier.latency_decay),
+        sharding=sharding or ConsistentHash(),
+        ordinal=Ordinal(),
+    )
+    if discovery is None:
+        discovery = DnsDiscovery(
+            service_name,
+            port=the_port,
+            nameservers=servers,
+            ip_family=ip_family,
+            timeout=discovery_timeout,
+            statefulset=statefulset,
+        )
+    the_fallback = (
+        None
+        if fallback is None
+        else Fallback(
+            fallback,
+            scheme=scheme,
+            namespace=namespace,
+            cluster_domain=cluster_domain,
+            port=the_port,
+            nameservers=servers,
+            ip_family=ip_family,
+            discovery_timeout=discovery_timeout,
+            refresh=refresh,
+            clock=clock,
+        )
+    )
+    router = Router(
+        service=service_name,
+        pool=pool,
+        balancer=balancer,
+        retry=retry,
+        budget=retry.budget(clock),
+        rng=the_rng,
+        port=the_port,
+        clock=clock,
+        writes_to=writes_to,
+        statefulset=statefulset,
+        has_fallback=the_fallback is not None,
+        fallback_name=None if the_fallback is None else the_fallback.name,
+    )
+    return Parts(
+        service=service_name,
+        scheme=scheme,
+        port=the_port,
+        namespace=namespace,
+        cluster_domain=cluster_domain,
+        nameservers=servers,
+        ip_family=ip_family,
+        discovery_timeout=discovery_timeout,
+        discovery=discovery,
+        refresh=refresh,
+        health=health,
+        fallback=the_fallback,
+        pinned=LookupCache(refresh, clock, max_entries=PINNED_CACHE_SIZE),
+        pool=pool,
+        balancer=balancer,
+        router=router,
+        clock=clock,
+        rng=the_rng,
+        verify=verify,
+        cert=cert,
+        limits=limits,
+        http2=http2,
+        pod_transport=pod_transport,
+        hosts=service_hosts(service_name, namespace),
+        url_port=the_port if isinstance(the_port, int) else None,
+    )
+
+
+def service_hosts(service: ServiceName, own_namespace: str | None) -> frozenset[bytes]:
+    """Every spelling of the Service's name a URL may use: web-hl, web-hl.ns, ..., the FQDN with
+    or without its trailing dot.
+
+    The bare ``web-hl`` counts only in the client's own namespace, where DNS would resolve it.
+    """
+    labels = service.host.split(".")
+    names = {service.host, service.fqdn}
+    if service.namespace is not None:
+        names.update(".".join(labels[:n]) for n in (2, 3))
+        if service.namespace == own_namespace:
+            names.add(labels[0])
+    return frozenset(name.encode("ascii") for name in names)
+
+
+def check_url(parts: Parts, request: httpx.Request) -> None:
+    """Refuse a URL that names the Service with another scheme or port than the client's."""
+    url = request.url
+    if url.scheme != parts.scheme:
+        raise InvalidRequest(
+            f"{url.scheme}://{url.host} names the Service, but this client talks to it over"
+            f" {parts.scheme} (scheme={parts.scheme!r}): the client's configuration decides TLS,"
+            " never the URL; nothing was sent",
+            request=request,
+        )
+    if url.port is not None and url.port != parts.url_port:
+        expected = (
+            f"its port {parts.url_port}"
+            if parts.url_port is not None
+            else f"no port (the named port {parts.port!r} comes from SRV per Pod)"
+        )
+        raise InvalidRequest(
+            f"{url.host}:{url.port} names the Service with another port: give {expected};"
+            " nothing was sent",
+            request=request,
+        )
+
+
+class ClientBase:
+    """What both clients share: building requests that carry routing options, the endpoints."""
+
+    http: Any
+    """The httpx client (``httpx.Client`` or ``httpx.AsyncClient``) that sends through us."""
+    transport: Any
+    base_url: httpx.URL
+    parts_base: str
+    """``scheme://host[:port]`` of the Service, no trailing slash (the base URL's text)."""
+
+    def endpoints(self) -> list[EndpointStatus]:
+        """The Pods discovered now, with their health and load."""
+        result: list[EndpointStatus] = self.transport.endpoints()
+        return result
+
+    def build_request(
+        self,
+        method: str,
+        url: httpx.URL | str,
+        *,
+        key: HashKey | None = None,
+        ordinal: int | None = None,
+        idempotent: bool | None = None,
+        read_body: bool = False,
+        **kwargs: Any,
+    ) -> httpx.Request:
+        """An ``httpx.Request`` carrying the routing options (see ``RequestOptions``).
+
+        Options may also come in ``extensions={"headlesslb": {...}}``; keyword arguments win.
+        """
+        extensions = kwargs.get("extensions") or {}
+        options = merged(
+            extensions.get(EXTENSION),
+            key=key,
+            ordinal=ordinal,
+            idempotent=idempotent,
+            read_body=read_body,
+        )
+        if options is not None:
+            kwargs["extensions"] = {**extensions, EXTENSION: options}
+        if isinstance(url, str) and url[:1] == "/" and url[1:2] != "/":
+            # The Service's base URL has no path: joining the text here parses the URL once,
+            # where httpx's own merge onto base_url parses it twice (about 30 µs a request).
+            url = httpx.URL(self.parts_base + url)
+        request: httpx.Request = self.http.build_request(method, url, **kwargs)
+        return request

@@ -1,0 +1,515 @@
+"""The call core: every decision of one request, as a pure state machine.
+
+Like h11 for HTTP, this module does no I/O. A shell (:mod:`headlesslb.aio` or
+:mod:`headlesslb.sync`) asks :class:`Router` for a :class:`Call`, then loops: it performs the
+:class:`Step` the call hands it and feeds the result back, until the call says :class:`Deliver`
+or :class:`Fail`::
+
+    call = router.start(method, options, replayable=...)
+    step = call.first()
+    while True:
+        if Send:            send to step.state's Pod (per-try timeout step.timeout)
+                            → call.responded(status) or call.failed(error, failure, outcome)
+        if Backoff:         sleep step.seconds                  → call.waited()
+        if LookupPod:       resolve the Pod's own DNS name       → call.found(endpoint or None)
+        if SendToFallback:  send to the fallback Service         → call.fallback_responded(...)
+                                                                   or call.fallback_failed(...)
+        if Deliver:         return the latest response
+        if Fail:            raise step.error
+
+Which Pod, whether to retry, when to fall back and which typed error a caller gets are decided
+here and nowhere else. A response that is not delivered is closed by the shell. Attempt records
+are typed (:class:`AttemptRecord`); they become dicts only in the user-facing report.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DeadlineExceeded, DiscoveryError, NoEndpointsAvailable, OrdinalNotFound
+from .balancer import Balancer
+from .clock import Clock, monotonic
+from .endpoint import Endpoint
+from .names import ServiceName, split_ordinal
+from .options import WRITE_METHODS, RequestOptions
+from .pickers.base import NO_CONTEXT, PickContext
+from .pool import Attempt, Outcome, Pool
+from .retry import Failure, RetryBudget, RetryPolicy, RetryVerdict
+from .snapshot import EndpointState, Snapshot
+
+__all__ = [
+    "AttemptRecord",
+    "Backoff",
+    "Call",
+    "Deliver",
+    "Fail",
+    "LookupPod",
+    "Router",
+    "Send",
+    "SendToFallback",
+    "Step",
+]
+
+_NOT_SENT = frozenset({Outcome.REFUSED, Outcome.CONNECT_FAILURE})
+
+
+# -- steps: what the shell does next ------------------------------------------------------------
+class Step:
+    """Base of the instructions a call gives its shell."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Send(Step):
+    """Send the request to ``state``'s Pod. ``attempt`` is already counted in the pool: the shell
+    hands it to the response body, which reports the outcome when it ends."""
+
+    state: EndpointState
+    attempt: Attempt
+    timeout: float | None
+    """The per-try timeout, seconds (``None``: only the request's own timeouts)."""
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The Pod to send to."""
+        return self.state.endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff(Step):
+    """Wait this long, then call :meth:`Call.waited`."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class LookupPod(Step):
+    """Resolve a StatefulSet Pod by its own DNS name (SRV gave no hostnames), then call
+    :meth:`Call.found`. ``fresh``: the cached answer just refused a connection; ask DNS again."""
+
+    ordinal: int
+    hostname: str
+    """``<statefulset>-<ordinal>``."""
+    name: str
+    """The absolute name to resolve, ``<hostname>.<service fqdn>``."""
+    port: int
+    fresh: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SendToFallback(Step):
+    """Send the request to the fallback Service, then report with ``fallback_responded`` or
+    ``fallback_failed``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver(Step):
+    """The latest response is the answer: hand it to the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fail(Step):
+    """Raise ``error`` (a typed error, or the last attempt's own httpx error with a note)."""
+
+    error: BaseException
+
+
+_DELIVER = Deliver()
+_TO_FALLBACK = SendToFallback()
+
+
+# -- records -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """How one attempt went: where it was sent and what came back."""
+
+    endpoint: str
+    """``ip:port`` (IPv6 in brackets)."""
+    hostname: str | None = None
+    status: int | None = None
+    error: str | None = None
+    """The name of the exception the attempt failed with."""
+    outcome: Outcome | None = None
+    """How the failure counts for balancing (set when ``error`` is)."""
+    fallback: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as the user-facing report shows it."""
+        record: dict[str, Any] = {"endpoint": self.endpoint}
+        if self.fallback:
+            record["fallback"] = True
+        else:
+            record["hostname"] = self.hostname
+        if self.status is not None:
+            record["status"] = self.status
+        if self.error is not None:
+            record["error"] = self.error
+        if self.outcome is not None:
+            record["outcome"] = self.outcome.value
+        return record
+
+
+# -- the router: what every call of one client shares ------------------------------------------
+class Router:
+    """The decisions' inputs that outlive a request: pool, balancer, policies, budget.
+
+    ``last_discovery_error`` tells why discovery has nothing (for the fallback report and for
+    :class:`DiscoveryError`); ``statefulset`` and ``port`` let pinned requests find Pods by name.
+    """
+
+    def __init__(
+        self,
+        *,
+        service: ServiceName,
+        pool: Pool,
+        balancer: Balancer,
+        retry: RetryPolicy,
+        budget: RetryBudget,
+        rng: random.Random,
+        port: int | str,
+        clock: Clock = monotonic,
+        writes_to: int | None = None,
+        statefulset: str | None = None,
+        has_fallback: bool = False,
+        fallback_name: str | None = None,
+        last_discovery_error: Callable[[], BaseException | None] = lambda: None,
+    ) -> None:
+        self.service = service
+        self.pool = pool
+        self.balancer = balancer
+        self.retry = retry
+        self.budget = budget
+        self.rng = rng
+        self.port = port
+        self.clock = clock
+        self.writes_to = writes_to
+        self.statefulset = statefulset
+        self.has_fallback = has_fallback
+        self.fallback_name = fallback_name
+        self.last_discovery_error = last_discovery_error
+
+    def start(self, method: str, options: RequestOptions, *, replayable: bool) -> Call:
+        """A new call for one request. ``replayable``: its body can be sent more than once."""
+        key, ordinal = options.key, options.ordinal
+        if ordinal is None and self.writes_to is not None and method in WRITE_METHODS:
+            # writes_to wins over key= for writes: only that Pod takes writes (a leader).
+            key, ordinal = None, self.writes_to
+        ctx = NO_CONTEXT if key is None and ordinal is None else PickContext(key, ordinal)
+        self.budget.deposit()
+        return Call(self, method, options, ctx, replayable, self.clock())
+
+
+# -- one call ------------------------------------------------------------------------------------
+@dataclass(slots=True, eq=False)
+class Call:
+    """One request's journey: its routing, the Pods it tried, and its report."""
+
+    router: Router
+    method: str
+    options: RequestOptions
+    ctx: PickContext
+    replayable: bool
+    started: float
+    """When the call started, on the router's clock (the deadline counts from here)."""
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    tried: set[tuple[str, int]] = field(default_factory=set)
+    endpoint: Endpoint | None = None
+    """The Pod of the latest attempt."""
+    fallback_address: str | None = None
+    """``ip:port`` of the fallback Service, once it was used."""
+    budget_exhausted: bool = False
+    discovery_error: str | None = None
+    _current: Attempt | None = None
+    _pinned: Endpoint | None = None
+    """The Pod a by-name lookup found for this call's ordinal."""
+    _not_found: OrdinalNotFound | None = None
+    """Why the pool has no Pod for this call's ordinal, raised if DNS has none either."""
+    _lookup_step: LookupPod | None = None
+    """The by-name lookup this call asked for: a fresh one asks for the same name and port."""
+
+    # -- driving ---------------------------------------------------------------------------------
+    def first(self) -> Step:
+        """The first step."""
+        return self._next_attempt()
+
+    def responded(self, status: int) -> Step:
+        """The Pod of the last :class:`Send` answered with ``status`` (body read, if asked)."""
+        assert self.endpoint is not None
+        self.attempts.append(
+            AttemptRecord(self.endpoint.authority, self.endpoint.hostname, status=status)
+        )
+        self._current = None
+        failure = self.router.retry.failure_for_status(status)
+        if failure is not None and self._may_retry(failure):
+            return self._retry_step()
+        return _DELIVER
+
+    def failed(self, error: BaseException, failure: Failure | None, outcome: Outcome) -> Step:
+        """The last :class:`Send` failed with ``error`` (classified as ``failure``/``outcome``),
+        before a response or while reading its body."""
+        assert self.endpoint is not None
+        attempt, self._current = self._current, None
+        if attempt is not None and not attempt.finished:
+            attempt.done(outcome)
+        self.attempts.append(
+            AttemptRecord(
+                self.endpoint.authority,
+                self.endpoint.hostname,
+                error=type(error).__name__,
+                outcome=outcome,
+            )
+        )
+        if self._may_retry(failure):
+            return self._retry_step()
+        return self._give_up(error)
+
+    def abandon(self) -> None:
+        """The caller gave up (cancelled) during the last :class:`Send`."""
+        attempt, self._current = self._current, None
+        if attempt is not None and not attempt.finished:
+            attempt.done(Outcome.CANCELLED)
+
+    def waited(self) -> Step:
+        """The :class:`Backoff` is over."""
+        return self._next_attempt()
+
+    def found(self, endpoint: Endpoint | None) -> Step:
+        """The result of a :class:`LookupPod`: the Pod, or None when DNS has no such name."""
+        if endpoint is None:
+            assert self._not_found is not None
+            return Fail(self._not_found)
+        self._pinned = endpoint
+        # The Pod is normally a member already (an A record of the Service): share its stats.
+        state = self.router.pool.member(endpoint.key) or EndpointState(endpoint)
+        return self._send_pinned(state, endpoint)
+
+    def fallback_responded(self, address: str, status: int) -> Step:
+        """The fallback Service at ``address`` answered with ``status``."""
+        self._note_fallback(address)
+        self.attempts.append(AttemptRecord(address, status=status, fallback=True))
+        return _DELIVER
+
+    def fallback_failed(self, address: str | None, error: BaseException) -> Step:
+        """Sending to the fallback Service failed (``address`` None: resolving it failed)."""
+        if address is not None:
+            self._note_fallback(address)
+            self.attempts.append(AttemptRecord(address, error=type(error).__name__, fallback=True))
+        return Fail(error)
+
+    # -- reading ---------------------------------------------------------------------------------
+    @property
+    def deadline(self) -> float | None:
+        """Seconds the whole call may take (the shell enforces it)."""
+        return self.router.retry.deadline
+
+    @property
+    def pinned_ordinal(self) -> int | None:
+        """The ordinal this call is pinned to (``ordinal=``, or ``writes_to`` for a write)."""
+        return self.ctx.ordinal
+
+    def summary(self) -> str:
+        """One line for error notes: each attempt's endpoint and result."""
+        parts = [f"{a.endpoint} → {a.status or a.error}" for a in self.attempts]
+        budget = "; retry budget exhausted" if self.budget_exhausted else ""
+        return f"{len(parts)} attempt(s): {', '.join(parts)}{budget}"
+
+    def report(self) -> dict[str, Any]:
+        """What ``response.extensions["headlesslb"]`` holds."""
+        fallback = self.fallback_address
+        endpoint = None if fallback else self.endpoint
+        report: dict[str, Any] = {
+            "endpoint": endpoint.authority if endpoint else fallback,
+            "hostname": endpoint.hostname if endpoint else None,
+            "ordinal": endpoint.ordinal if endpoint else None,
+            "attempts": [a.as_dict() for a in self.attempts],
+            "fallback": fallback is not None,
+            "retry_budget_exhausted": self.budget_exhausted,
+        }
+        if fallback:
+            report["service"] = self.router.fallback_name
+            report["discovery_error"] = self.discovery_error
+        return report
+
+    # -- decisions -------------------------------------------------------------------------------
+    def _may_retry(self, failure: Failure | None) -> bool:
+        router = self.router
+        verdict = router.retry.decide(
+            failure,
+            method=self.method,
+            idempotent=self.options.idempotent,
+            replayable=self.replayable,
+            attempts=len(self.attempts),
+            budget=router.budget,
+        )
+        if verdict is RetryVerdict.OUT_OF_BUDGET:
+            self.budget_exhausted = True
+        return verdict is RetryVerdict.RETRY
+
+    def _retry_step(self) -> Step:
+        seconds = self.router.retry.backoff(len(self.attempts), self.router.rng)
+        return Backoff(seconds) if seconds > 0 else self._next_attempt()
+
+    def _next_attempt(self) -> Step:
+        ctx = self.ctx
+        if ctx.ordinal is not None:
+            return self._next_pinned(ctx.ordinal)
+        balancer = self.router.balancer
+        state = balancer.pick(PickContext(ctx.key, None, self.tried) if self.tried else ctx)
+        if state is None and self.tried and not self.router.has_fallback:
+            # Every Pod was tried: go round again rather than give up while retries remain.
+            state = balancer.pick(ctx)
+        if state is None:
+            return self._to_fallback()
+        return self._send(state)
+
+    def _send(self, state: EndpointState, endpoint: Endpoint | None = None) -> Step:
+        """Send to ``state``; ``endpoint`` (a Pod found by name) names it in the report when the
+        member sharing its address has no hostname."""
+        retry = self.router.retry
+        timeout = retry.per_try_timeout
+        if retry.deadline is not None:
+            # Every attempt fits in what is left of the deadline, so a blocking shell, which
+            # cannot cancel from outside, keeps to it as well as an async one.
+            left = retry.deadline - (self.router.clock() - self.started)
+            if left <= 0:
+                return Fail(
+                    DeadlineExceeded(
+                        f"request deadline of {retry.deadline:g} s exceeded ({self.summary()})"
+                    )
+                )
+            timeout = left if timeout is None else min(timeout, left)
+        self.tried.add(state.key)
+        self.endpoint = endpoint or state.endpoint
+        attempt = self._current = self.router.pool.begin(state)
+        return Send(state, attempt, timeout)
+
+    def _next_pinned(self, ordinal: int) -> Step:
+        """The Pod with this ordinal: from the pool, else by its own DNS name; never another."""
+        if self._pinned is not None:
+            refused = bool(self.attempts) and self.attempts[-1].outcome is Outcome.REFUSED
+            if refused:
+                return self._lookup(ordinal, fresh=True)  # the address it had is gone
+            return self.found(self._pinned)
+        try:
+            state = self.router.balancer.pick(PickContext(ordinal=ordinal))
+        except OrdinalNotFound as not_found:
+            return self._lookup_or_fail(ordinal, not_found)
+        assert state is not None  # only an excluded Pod gives None, and nothing is excluded
+        return self._send_pinned(state)
+
+    def _send_pinned(self, state: EndpointState, endpoint: Endpoint | None = None) -> Step:
+        if not state.admitted:
+            return Fail(
+                NoEndpointsAvailable(
+                    f"{state.endpoint} has not passed a health check yet (start_unhealthy=True):"
+                    " a pinned request never goes to another Pod"
+                )
+            )
+        return self._send(state, endpoint)
+
+    def _lookup_or_fail(self, ordinal: int, not_found: OrdinalNotFound) -> Step:
+        # SRV gave no hostnames (a numeric port, or an answer too big to carry them): ask for
+        # the Pod's own name, <statefulset>-<n>.<service>, as a StatefulSet client would.
+        snapshot = self.router.pool.snapshot
+        if snapshot.members and len(snapshot.by_ordinal) == len(snapshot.members):
+            return Fail(not_found)  # SRV named every Pod: this ordinal really is absent
+        if self._lookup_target(snapshot) is None:
+            error = self.router.last_discovery_error()
+            if not snapshot.members and error is not None:
+                return Fail(self._undiscovered(error))  # DNS down: that, not the ordinal, is why
+            not_found.add_note(
+                "headlesslb: pass statefulset=<name> to look Pods up by their own DNS names"
+            )
+            return Fail(not_found)
+        self._not_found = not_found
+        return self._lookup(ordinal, fresh=False)
+
+    def _lookup(self, ordinal: int, *, fresh: bool) -> Step:
+        asked = self._lookup_step
+        if asked is not None:
+            # The same name and port again: the pool may have changed meanwhile (the refusal
+            # asked for an early refresh, which may have emptied it), the Pod's name has not.
+            return LookupPod(asked.ordinal, asked.hostname, asked.name, asked.port, fresh)
+        target = self._lookup_target(self.router.pool.snapshot)
+        assert target is not None
+        statefulset, port = target
+        hostname = f"{statefulset}-{ordinal}"
+        name = self.router.service.pod_fqdn(hostname)
+        step = self._lookup_step = LookupPod(ordinal, hostname, name, port, fresh)
+        return step
+
+    def _lookup_target(self, snapshot: Snapshot) -> tuple[str, int] | None:
+        router = self.router
+        statefulset = router.statefulset or _statefulset_of(snapshot)
+        port = router.port if isinstance(router.port, int) else _common_port(snapshot)
+        if statefulset is None or port is None:
+            return None
+        return statefulset, port
+
+    def _to_fallback(self) -> Step:
+        router = self.router
+        error = router.last_discovery_error()
+        if router.has_fallback:
+            self.discovery_error = None if error is None else f"{type(error).__name__}: {error}"
+            return _TO_FALLBACK
+        members = router.pool.snapshot.members
+        if not members and error is not None:
+            return Fail(self._undiscovered(error))
+        return Fail(
+            NoEndpointsAvailable(
+                f"no usable endpoint for {router.service.host} ({len(members)} in DNS)"
+                " and no fallback configured"
+            )
+        )
+
+    def _undiscovered(self, error: BaseException) -> DiscoveryError:
+        failure = DiscoveryError(f"cannot discover {self.router.service.host}: {error}")
+        failure.__cause__ = error
+        return failure
+
+    def _give_up(self, error: BaseException) -> Step:
+        if self.attempts and self.ctx.ordinal is None and self._never_sent():
+            # No Pod took the connection, so the request never left: the fallback Service may
+            # serve it whatever the method, and without one the honest error is that no endpoint
+            # was available.
+            if self.router.has_fallback:
+                return self._to_fallback()
+            if self._all_refused() and not self._untried():
+                failure = NoEndpointsAvailable(
+                    f"no Pod of {self.router.service.host} accepted a connection"
+                    f" ({self.summary()}) and no fallback is configured"
+                )
+                failure.__cause__ = error
+                return Fail(failure)
+        error.add_note(f"headlesslb: {self.summary()}")
+        return Fail(error)
+
+    def _never_sent(self) -> bool:
+        return all(a.outcome in _NOT_SENT for a in self.attempts)
+
+    def _all_refused(self) -> bool:
+        return all(a.outcome is Outcome.REFUSED for a in self.attempts)
+
+    def _untried(self) -> bool:
+        return self.router.balancer.pick(PickContext(exclude=frozenset(self.tried))) is not None
+
+    def _note_fallback(self, address: str) -> None:
+        self.fallback_address = address
+
+
+def _statefulset_of(snapshot: Snapshot) -> str | None:
+    for member in snapshot.members:
+        hostname = member.endpoint.hostname
+        parsed = split_ordinal(hostname) if hostname else None
+        if parsed is not None and member.endpoint.ordinal is not None:
+            return parsed[0]
+    return None
+
+
+def _common_port(snapshot: Snapshot) -> int | None:
+    ports = {m.endpoint.port for m in snapshot.members}
+    return ports.pop() if len(ports) == 1 else None

@@ -1,0 +1,90 @@
+"""What an httpx or httpcore error means: for retries (:class:`~headlesslb.core.retry.Failure`)
+and for balancing (:class:`~headlesslb.core.pool.Outcome`). Both shells translate their errors
+into the call core's terms here, and only here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import httpcore
+import httpx
+
+from ..core.pool import Outcome
+from ..core.retry import Failure
+from ..errors import ClientClosed
+
+__all__ = ["classify", "is_refused", "map_httpcore_errors"]
+
+# httpcore's errors and the httpx errors users catch, as httpx's own transport maps them (kept
+# here because that mapping is private to httpx).
+_ERRORS: dict[type[Exception], type[httpx.TransportError]] = {
+    httpcore.TimeoutException: httpx.TimeoutException,
+    httpcore.ConnectTimeout: httpx.ConnectTimeout,
+    httpcore.ReadTimeout: httpx.ReadTimeout,
+    httpcore.WriteTimeout: httpx.WriteTimeout,
+    httpcore.PoolTimeout: httpx.PoolTimeout,
+    httpcore.NetworkError: httpx.NetworkError,
+    httpcore.ConnectError: httpx.ConnectError,
+    httpcore.ReadError: httpx.ReadError,
+    httpcore.WriteError: httpx.WriteError,
+    httpcore.ProxyError: httpx.ProxyError,
+    httpcore.UnsupportedProtocol: httpx.UnsupportedProtocol,
+    httpcore.ProtocolError: httpx.ProtocolError,
+    httpcore.LocalProtocolError: httpx.LocalProtocolError,
+    httpcore.RemoteProtocolError: httpx.RemoteProtocolError,
+}
+
+
+@contextlib.contextmanager
+def map_httpcore_errors() -> Iterator[None]:
+    """Re-raise httpcore's errors as the matching httpx errors (the most specific one)."""
+    try:
+        yield
+    except Exception as exc:
+        for kind in type(exc).__mro__:
+            mapped = _ERRORS.get(kind)
+            if mapped is not None:
+                raise mapped(str(exc)) from exc
+        raise
+
+
+def classify(exc: httpx.TransportError) -> tuple[Failure | None, Outcome]:
+    """(retry phase, balancing outcome) of an attempt that failed with ``exc``.
+
+    Only connect-phase errors prove the request never reached the server; everything after the
+    connection was made may have been processed.
+    """
+    if isinstance(exc, ClientClosed):
+        return None, Outcome.CANCELLED  # says nothing about the Pod
+    if isinstance(exc, httpx.ConnectError):
+        return Failure.NOT_SENT, Outcome.REFUSED if is_refused(exc) else Outcome.CONNECT_FAILURE
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return Failure.NOT_SENT, Outcome.CONNECT_FAILURE
+    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
+        return Failure.MAYBE_PROCESSED, Outcome.TIMEOUT
+    if isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError):
+        return Failure.MAYBE_PROCESSED, Outcome.RESET
+    return None, Outcome.RESET
+
+
+def is_refused(exc: BaseException) -> bool:
+    """Whether a connect error was a refusal (nothing listens: the Pod is gone).
+
+    trio wraps the OSError in an ExceptionGroup, so this walks causes, contexts and group
+    members; the search is short and bounded.
+    """
+    pending: list[BaseException | None] = [exc]
+    for _ in range(16):
+        if not pending:
+            return False
+        seen = pending.pop()
+        if seen is None:
+            continue
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        pending += [seen.__cause__, seen.__context__]
+        if isinstance(seen, BaseExceptionGroup):
+            pending += seen.exceptions
+    return False

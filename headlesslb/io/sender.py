@@ -1,0 +1,338 @@
+"""Sending one attempt to one address, asynchronously (the async client, and every health probe).
+
+:class:`PodSender` sends straight to an ``ip:port`` while the request keeps its Host header, with
+one httpcore connection pool per address; it counts the requests in flight per address, so the
+connections of a Pod that left DNS close as soon as its last request ends, however long that took.
+The response body reports its attempt's outcome to the pool exactly once, when it ends.
+:class:`TransportSender` sends through a user's httpx transport instead (``pod_transport=``:
+``httpx.MockTransport``, respx), for tests with no sockets behind the balancer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import httpcore
+import httpx
+
+from ..core.pool import Attempt, Outcome, outcome_for_status
+from ..errors import ClientClosed
+from .outcomes import classify, map_httpcore_errors
+
+__all__ = ["AsyncSender", "PodSender", "TransportSender", "pod_request"]
+
+Address = tuple[str, int]
+
+
+class AsyncSender(Protocol):
+    """What the async shell sends attempts with."""
+
+    async def send_to(
+        self,
+        request: httpx.Request,
+        host: str,
+        port: int,
+        *,
+        scheme: bytes,
+        sni: str | None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        connect_timeout: float | None = None,
+        attempt: Attempt | None = None,
+    ) -> httpx.Response:
+        """Send ``request`` to ``host:port``; the response body reports to ``attempt``."""
+        ...
+
+    async def retire(self, keep: set[Address]) -> None:
+        """Close connections to addresses not in ``keep`` once they are idle."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close everything; nothing is sent afterwards."""
+        ...
+
+
+def core_extensions(
+    request: httpx.Request, sni: str | None, connect_timeout: float | None
+) -> dict[str, Any]:
+    """The request's extensions plus SNI and a capped connect timeout (shared by both shells)."""
+    extensions = request.extensions
+    if sni is None and connect_timeout is None:
+        return extensions
+    extensions = dict(extensions)
+    if sni is not None:
+        extensions["sni_hostname"] = sni
+    if connect_timeout is not None:
+        timeouts = dict(extensions.get("timeout") or {})
+        current = timeouts.get("connect")
+        timeouts["connect"] = connect_timeout if current is None else min(current, connect_timeout)
+        extensions["timeout"] = timeouts
+    return extensions
+
+
+def pod_request(
+    request: httpx.Request,
+    host: str,
+    port: int,
+    *,
+    scheme: bytes,
+    sni: str | None,
+    headers: list[tuple[bytes, bytes]] | None,
+    connect_timeout: float | None,
+) -> httpcore.Request:
+    """The httpcore request for one attempt: aimed at ``host:port`` over ``scheme`` (the
+    client's configuration, never the URL's), Host header and path kept. Building it directly
+    skips httpx's URL rebuild, most of a naive rewriting transport's overhead."""
+    return httpcore.Request(
+        method=request.method,
+        url=httpcore.URL(scheme=scheme, host=host, port=port, target=request.url.raw_path),
+        headers=headers if headers is not None else request.headers.raw,
+        content=request.stream,
+        extensions=core_extensions(request, sni, connect_timeout),
+    )
+
+
+class PodSender:
+    """Sends requests straight to ``ip:port`` addresses, one httpcore connection pool per address.
+
+    A pool per Pod, rather than one shared pool, keeps httpcore's per-request pool bookkeeping
+    proportional to one Pod's connections instead of all of them (it walks every connection,
+    twice per request).
+    """
+
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: Any = None,
+        http2: bool = False,
+        limits: httpx.Limits | None = None,
+    ) -> None:
+        self._ssl_context = httpx.create_ssl_context(verify=verify, cert=cert)
+        self._http2 = http2
+        self._limits = limits or httpx.Limits(
+            max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
+        )
+        self._pools: dict[Address, httpcore.AsyncConnectionPool] = {}
+        self._active: dict[Address, int] = {}
+        """Requests in flight per address, from the send until the response is closed."""
+        self._departed: set[Address] = set()
+        """Addresses whose pool closes as soon as nothing is in flight there."""
+        self._closed = False
+
+    def _pool(self, address: Address) -> httpcore.AsyncConnectionPool:
+        pool = self._pools.get(address)
+        if pool is None:
+            if self._closed:
+                raise ClientClosed("the client was closed: no new connection is opened")
+            limits = self._limits
+            pool = self._pools[address] = httpcore.AsyncConnectionPool(
+                ssl_context=self._ssl_context,
+                max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_keepalive_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+                http2=self._http2,
+            )
+        return pool
+
+    async def send_to(
+        self,
+        request: httpx.Request,
+        host: str,
+        port: int,
+        *,
+        scheme: bytes,
+        sni: str | None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        connect_timeout: float | None = None,
+        attempt: Attempt | None = None,
+    ) -> httpx.Response:
+        """Send ``request`` to ``host:port``; ``sni`` is the name TLS verifies (https only);
+        ``connect_timeout`` caps the request's own connect timeout; the response body reports
+        the outcome to ``attempt`` when it ends (a failed send is the caller's to report)."""
+        core_request = pod_request(
+            request,
+            host,
+            port,
+            scheme=scheme,
+            sni=sni,
+            headers=headers,
+            connect_timeout=connect_timeout,
+        )
+        address = (host, port)
+        pool = self._pool(address)
+        self._active[address] = self._active.get(address, 0) + 1
+        try:
+            with map_httpcore_errors():
+                core_response = await pool.handle_async_request(core_request)
+        except BaseException:
+            await self._release(address)
+            raise
+        status = core_response.status
+        return httpx.Response(
+            status_code=status,
+            headers=core_response.headers,
+            stream=_PodStream(self, address, core_response.stream, attempt, status),
+            extensions=core_response.extensions,
+        )
+
+    async def _release(self, address: Address) -> None:
+        left = self._active[address] - 1
+        if left:
+            self._active[address] = left
+            return
+        del self._active[address]
+        if address in self._departed:
+            await self._close(address)
+
+    async def retire(self, keep: set[Address]) -> None:
+        """Close the connections of every address not in ``keep``: now if nothing is in flight
+        there, else as soon as its last response is closed. Addresses in ``keep`` stay."""
+        self._departed = {address for address in self._pools if address not in keep}
+        for address in list(self._departed):
+            if address not in self._active:
+                await self._close(address)
+
+    async def _close(self, address: Address) -> None:
+        self._departed.discard(address)
+        pool = self._pools.pop(address, None)
+        if pool is not None:
+            with contextlib.suppress(Exception):  # a socket that fails to close is closed anyway
+                await pool.aclose()
+
+    @property
+    def addresses(self) -> set[Address]:
+        """Addresses with an open connection pool (diagnostics and tests)."""
+        return set(self._pools)
+
+    async def aclose(self) -> None:
+        """Close every connection; from now on nothing is sent."""
+        self._closed = True
+        pools, self._pools = list(self._pools.values()), {}
+        self._departed.clear()
+        for pool in pools:
+            with contextlib.suppress(Exception):
+                await pool.aclose()
+
+
+class _PodStream(httpx.AsyncByteStream):
+    """A response body from httpcore: errors mapped to httpx's, the request counted until close,
+    and the attempt's outcome reported exactly once, when the body ends."""
+
+    __slots__ = ("_address", "_attempt", "_inner", "_open", "_sender", "_status")
+
+    def __init__(
+        self,
+        sender: PodSender,
+        address: Address,
+        inner: Any,
+        attempt: Attempt | None,
+        status: int,
+    ) -> None:
+        self._sender = sender
+        self._address = address
+        self._inner = inner
+        self._attempt = attempt
+        self._status = status
+        self._open = True
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            with map_httpcore_errors():
+                async for chunk in self._inner:
+                    yield chunk
+        except httpx.TransportError as exc:
+            _report(self._attempt, classify(exc)[1])
+            raise
+        except BaseException:
+            _report(self._attempt, Outcome.CANCELLED)
+            raise
+
+    async def aclose(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        try:
+            with map_httpcore_errors():
+                await self._inner.aclose()
+        finally:
+            _report(self._attempt, outcome_for_status(self._status))
+            await self._sender._release(self._address)
+
+
+def _report(attempt: Attempt | None, outcome: Outcome) -> None:
+    if attempt is not None and not attempt.finished:
+        attempt.done(outcome)
+
+
+class TransportSender:
+    """Sends each attempt through an httpx transport (``pod_transport=``), as a request for
+    ``http(s)://<ip>:<port>/<path>`` carrying the Service's Host header: mock the Pods behind the
+    balancer with ``httpx.MockTransport`` or respx, no sockets involved."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def send_to(
+        self,
+        request: httpx.Request,
+        host: str,
+        port: int,
+        *,
+        scheme: bytes,
+        sni: str | None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        connect_timeout: float | None = None,
+        attempt: Attempt | None = None,
+    ) -> httpx.Response:
+        """Send through the transport; the body reports to ``attempt`` when it ends."""
+        outgoing = httpx.Request(
+            request.method,
+            httpx.URL(scheme=scheme.decode(), host=host, port=port, path="/").copy_with(
+                raw_path=request.url.raw_path
+            ),
+            headers=headers if headers is not None else request.headers.raw,
+            stream=request.stream,
+            extensions=core_extensions(request, sni, connect_timeout),
+        )
+        response = await self._transport.handle_async_request(outgoing)
+        if response.is_closed:  # built with content=/json=: read and closed already
+            _report(attempt, outcome_for_status(response.status_code))
+        else:
+            response.stream = _ReportingStream(response.stream, attempt, response.status_code)  # type: ignore[arg-type]
+        return response
+
+    async def retire(self, keep: set[Address]) -> None:
+        """Nothing to close: the transport owns its connections."""
+
+    async def aclose(self) -> None:
+        """Close the transport."""
+        await self._transport.aclose()
+
+
+class _ReportingStream(httpx.AsyncByteStream):
+    """A body from a user's transport that reports its attempt when it ends."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, attempt: Attempt | None, status: int) -> None:
+        self._inner = inner
+        self._attempt = attempt
+        self._status = status
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except httpx.TransportError as exc:
+            _report(self._attempt, classify(exc)[1])
+            raise
+        except BaseException:
+            _report(self._attempt, Outcome.CANCELLED)
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            _report(self._attempt, outcome_for_status(self._status))

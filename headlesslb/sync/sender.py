@@ -1,0 +1,402 @@
+"""Sending one attempt to one address, blocking: the sync twin of :mod:`headlesslb.io.sender`.
+
+One httpcore ``ConnectionPool`` per Pod address, shared by every thread of the process; requests
+in flight are counted per address (under a lock), so the connections of a Pod that left DNS close
+as soon as its last request ends. After ``fork()`` the child forgets the parent's pools without
+touching their sockets (closing them would shut the parent's connections down, TLS included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any, Protocol
+
+import httpcore
+import httpx
+
+from ..core.pool import Attempt, Outcome, outcome_for_status
+from ..errors import ClientClosed
+from ..io.outcomes import classify, map_httpcore_errors
+from ..io.sender import core_extensions, pod_request
+
+__all__ = ["SyncPodSender", "SyncSender", "SyncTransportSender"]
+
+Address = tuple[str, int]
+
+
+class SyncSender(Protocol):
+    """What the sync shell sends attempts with."""
+
+    def send_to(
+        self,
+        request: httpx.Request,
+        host: str,
+        port: int,
+        *,
+        scheme: bytes,
+        sni: str | None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        connect_timeout: float | None = None,
+        attempt: Attempt | None = None,
+    ) -> httpx.Response:
+        """Send ``request`` to ``host:port``; the response body reports to ``attempt``."""
+        ...
+
+    def retire(self, keep: set[Address]) -> None:
+        """Close connections to addresses not in ``keep`` once they are idle."""
+        ...
+
+    def forget(self) -> None:
+        """After fork, in the child: drop every connection without closing its socket."""
+        ...
+
+    def close(self) -> None:
+        """Close everything; nothing is sent afterwards."""
+        ...
+
+
+class SyncPodSender:
+    """Blocking sends straight to ``ip:port`` addresses, one connection pool per address."""
+
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: Any = None,
+        http2: bool = False,
+        limits: httpx.Limits | None = None,
+    ) -> None:
+        self._ssl_context = httpx.create_ssl_context(verify=verify, cert=cert)
+        self._http2 = http2
+        self._limits = limits or httpx.Limits(
+            max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
+        )
+        self._lock = threading.Lock()
+        self._network = _Network()
+        self._pools: dict[Address, httpcore.ConnectionPool] = {}
+        self._active: dict[Address, int] = {}
+        self._departed: set[Address] = set()
+        self._closed = False
+
+    def _acquire(self, address: Address) -> httpcore.ConnectionPool:
+        with self._lock:
+            pool = self._pools.get(address)
+            if pool is None:
+                if self._closed:
+                    raise ClientClosed("the client was closed: no new connection is opened")
+                limits = self._limits
+                pool = self._pools[address] = httpcore.ConnectionPool(
+                    ssl_context=self._ssl_context,
+                    max_connections=limits.max_connections,
+                    max_keepalive_connections=limits.max_keepalive_connections,
+                    keepalive_expiry=limits.keepalive_expiry,
+                    http2=self._http2,
+                    network_backend=self._network,
+                )
+            self._active[address] = self._active.get(address, 0) + 1
+            return pool
+
+    def send_to(
+        self,
+        request: httpx.Request,
+        host: str,
+        port: int,
+        *,
+        scheme: bytes,
+        sni: str | None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        connect_timeout: float | None = None,
+        attempt: Attempt | None = None,
+    ) -> httpx.Response:
+        """Send ``request`` to ``host:port`` (see :meth:`headlesslb.io.sender.PodSender.send_to`);
+        ``connect_timeout`` caps every timeout of the attempt (a blocking send cannot be
+        cancelled from outside)."""
+        core_request = pod_request(
+            request,
+            host,
+            port,
+            scheme=scheme,
+            sni=sni,
+            headers=headers,
+            connect_timeout=None,
+        )
+        if connect_timeout is not None:
+            core_request.extensions = _capped(core_request.extensions, connect_timeout)
+        address = (host, port)
+        pool = self._acquire(address)
+        try:
+            with map_httpcore_errors():
+                core_response = pool.handle_request(core_request)
+        except BaseException:
+            self._release(address)
+            raise
+        status = core_response.status
+        return httpx.Response(
+            status_code=status,
+            headers=core_response.headers,
+            stream=_PodStream(self, address, core_response.stream, attempt, status),
+            extensions=core_response.extensions,
+        )
+
+    def _release(self, address: Address) -> None:
+        with self._lock:
+            left = self._active.get(address, 1) - 1
+            if left > 0:
+                self._active[address] = left
+                return
+            self._active.pop(address, None)
+            pool = self._pools.pop(address, None) if address in self._departed else None
+            self._departed.discard(address)
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                pool.close()
+
+    def retire(self, keep: set[Address]) -> None:
+        """Close the connections of every address not in ``keep``: now if nothing is in flight
+        there, else as soon as its last response is closed."""
+        with self._lock:
+            self._departed = {a for a in self._pools if a not in keep}
+            idle = [self._pools.pop(a) for a in list(self._departed) if a not in self._active]
+            self._departed = {a for a in self._departed if a in self._pools}
+        for pool in idle:
+            with contextlib.suppress(Exception):
+                pool.close()
+
+    @property
+    def addresses(self) -> set[Address]:
+        """Addresses with an open connection pool (diagnostics and tests)."""
+        with self._lock:
+            return set(self._pools)
+
+    def forget(self) -> None:
+        """In a forked child: drop the parent's pools unclosed, start afresh."""
+        self._lock = threading.Lock()
+        self._network = _Network()  # the parent's streams are never shut down from here
+        self._pools = {}
+        self._active = {}
+        self._departed = set()
+
+    def close(self) -> None:
+        """Close every connection; from now on nothing is sent. A request blocked on one in
+        another thread fails at once (a transport error)."""
+        with self._lock:
+            self._closed = True
+            pools, self._pools = list(self._pools.values()), {}
+            self._departed.clear()
+        self._network.shutdown()
+        for pool in pools:
+            with contextlib.suppress(Exception):
+                pool.close()
+
+
+class _Network(httpcore.NetworkBackend):
+    """httpcore's blocking backend, remembering the streams it opens so that :meth:`shutdown`
+    can wake the threads blocked on them. Closing a socket does not wake a thread blocked
+    reading it (Linux): a request in flight when the client was closed waited for the Pod's
+    answer, however late, then failed on a closed fd. ``shutdown(SHUT_RDWR)`` wakes it now.
+    Once shut, no connection is opened (one that finishes connecting is closed at once)."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+        self._lock = threading.Lock()
+        self._streams: weakref.WeakSet[_Stream] = weakref.WeakSet()
+        self._shut = False
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        if self._shut:
+            raise httpcore.ConnectError("the client was closed: no new connection is opened")
+        stream = _Stream(
+            self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        )
+        with self._lock:
+            if not self._shut:
+                self._streams.add(stream)
+                return stream
+        stream.close()
+        raise httpcore.ConnectError("the client was closed: no new connection is opened")
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+    def shutdown(self) -> None:
+        """Shut every stream's socket down (both ways) and open nothing more."""
+        with self._lock:
+            self._shut = True
+            streams = list(self._streams)
+        for stream in streams:
+            stream.shutdown()
+
+
+class _Stream(httpcore.NetworkStream):
+    """A stream whose socket, TLS or not, another thread can shut down."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        self._inner = self._inner.start_tls(ssl_context, server_hostname, timeout)
+        return self
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+    def shutdown(self) -> None:
+        sock = self._inner.get_extra_info("socket")
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):  # closed already
+                # The plain socket's shutdown, also for an SSLSocket: its own would drop the
+                # SSL object under the reading thread.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _capped(extensions: MutableMapping[str, Any], seconds: float) -> dict[str, Any]:
+    timeouts = dict(extensions.get("timeout") or {})
+    for phase in ("connect", "read", "write", "pool"):
+        current = timeouts.get(phase)
+        timeouts[phase] = seconds if current is None else min(current, seconds)
+    return {**extensions, "timeout": timeouts}
+
+
+class _PodStream(httpx.SyncByteStream):
+    """A blocking response body: errors mapped, the request counted until close, the attempt
+    reported exactly once when the body ends."""
+
+    __slots__ = ("_address", "_attempt", "_inner", "_open", "_sender", "_status")
+
+    def __init__(
+        self,
+        sender: SyncPodSender,
+        address: Address,
+        inner: Any,
+        attempt: Attempt | None,
+        status: int,
+    ) -> None:
+        self._sender = sender
+        self._address = address
+        self._inner = inner
+        self._attempt = attempt
+        self._status = status
+        self._open = True
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            with map_httpcore_errors():
+                yield from self._inner
+        except httpx.TransportError as exc:
+            _report(self._attempt, classify(exc)[1])
+            raise
+        except BaseException:
+            _report(self._attempt, Outcome.CANCELLED)
+            raise
+
+    def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        try:
+            with map_httpcore_errors():
+                self._inner.close()
+        finally:
+            _report(self._attempt, outcome_for_status(self._status))
+            self._sender._release(self._address)
+
+
+def _report(attempt: Attempt | None, outcome: Outcome) -> None:
+    if attempt is not None and not attempt.finished:
+        attempt.done(outcome)
+
+
+class SyncTransportSender:
+    """Sends each attempt through a blocking httpx transport (``pod_transport=``), as a request
+    for ``http(s)://<ip>:<port>/<path>`` carrying the Service's Host header."""
+
+    def __init__(self, transport: httpx.BaseTransport) -> None:
+        self._transport = transport
+
+    def send_to(
+        self,
+        request: httpx.Request,
+        host: str,
+        port: int,
+        *,
+        scheme: bytes,
+        sni: str | None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        connect_timeout: float | None = None,
+        attempt: Attempt | None = None,
+    ) -> httpx.Response:
+        """Send through the transport; the body reports to ``attempt`` when it ends."""
+        outgoing = httpx.Request(
+            request.method,
+            httpx.URL(scheme=scheme.decode(), host=host, port=port, path="/").copy_with(
+                raw_path=request.url.raw_path
+            ),
+            headers=headers if headers is not None else request.headers.raw,
+            stream=request.stream,
+            extensions=core_extensions(request, sni, connect_timeout),
+        )
+        response = self._transport.handle_request(outgoing)
+        if response.is_closed:  # built with content=/json=: read and closed already
+            _report(attempt, outcome_for_status(response.status_code))
+        else:
+            response.stream = _ReportingStream(response.stream, attempt, response.status_code)  # type: ignore[arg-type]
+        return response
+
+    def retire(self, keep: set[Address]) -> None:
+        """Nothing to close: the transport owns its connections."""
+
+    def forget(self) -> None:
+        """Nothing of ours to drop."""
+
+    def close(self) -> None:
+        """Close the transport."""
+        self._transport.close()
+
+
+class _ReportingStream(httpx.SyncByteStream):
+    def __init__(self, inner: httpx.SyncByteStream, attempt: Attempt | None, status: int) -> None:
+        self._inner = inner
+        self._attempt = attempt
+        self._status = status
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._inner
+        except httpx.TransportError as exc:
+            _report(self._attempt, classify(exc)[1])
+            raise
+        except BaseException:
+            _report(self._attempt, Outcome.CANCELLED)
+            raise
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            _report(self._attempt, outcome_for_status(self._status))

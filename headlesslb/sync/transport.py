@@ -1,0 +1,398 @@
+"""``headlesslb.sync.HeadlessTransport``: the blocking shell, an ``httpx.BaseTransport``.
+
+It drives the same pure call core as the async transport (:mod:`headlesslb.core.call`), with
+blocking sends on httpcore's sync connection pools, shared by every thread. Discovery and health
+checks are the async client's own (:class:`~headlesslb.io.runtime.Runtime`), run on a private
+event loop in one background thread: once the first resolution is in, no request ever waits for
+DNS (a refresh-on-request design would make one request per TTL pay for a whole DNS round).
+
+Fork-safe: a transport created, or even used, before ``fork()`` (gunicorn ``--preload``,
+multiprocessing) works in the child. The child drops the parent's connections without touching
+their sockets, its locks are new, and its background thread is started again on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import weakref
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio.from_thread
+import httpx
+from typing_extensions import Unpack
+
+from ..assembly import TransportOptions, assemble, check_option_names, check_url
+from ..core.call import Backoff, Call, Deliver, Fail, LookupPod, Send, SendToFallback, Step
+from ..core.endpoint import EndpointStatus
+from ..core.options import EXTENSION, PLAIN, RequestOptions
+from ..core.pool import Outcome, Pool
+from ..errors import ClientClosed, InvalidRequest, NotStarted
+from ..io.outcomes import classify
+from ..io.runtime import Runtime
+from .pool import LockedPool
+from .sender import SyncPodSender, SyncSender, SyncTransportSender
+
+__all__ = ["HeadlessTransport"]
+
+_LIVE: weakref.WeakSet[HeadlessTransport] = weakref.WeakSet()
+"""Every transport of this process, for the fork hook."""
+
+
+def _after_fork_in_child() -> None:
+    for transport in list(_LIVE):
+        transport._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class HeadlessTransport(httpx.BaseTransport):
+    """Balances each request over the Pods behind a headless Service, for ``httpx.Client``::
+
+        from headlesslb.sync import HeadlessTransport
+
+        with httpx.Client(transport=HeadlessTransport("web-hl", port="http"),
+                          base_url="http://web-hl") as client:
+            client.get("/items/42", extensions={"headlesslb": {"key": "user-42"}})
+
+    The same arguments (:class:`~headlesslb.assembly.TransportOptions`), routing, failure
+    handling, health checks, fallback and report as :class:`headlesslb.HeadlessTransport`. One
+    transport is shared safely by many threads; it starts on ``with`` or on its first request,
+    and can be closed from any thread.
+    """
+
+    def __init__(self, service: str, **options: Unpack[TransportOptions]) -> None:
+        check_option_names(options)
+        parts = self.parts = assemble(service, pool_class=LockedPool, **options)
+        self.service = parts.service
+        self.scheme = parts.scheme
+        self.port = parts.port
+        self.pool: Pool = parts.pool
+        self.balancer = parts.balancer
+        self.fallback = parts.fallback
+        self._router = parts.router
+        pod_transport = parts.pod_transport
+        if pod_transport is not None and not isinstance(pod_transport, httpx.BaseTransport):
+            raise InvalidRequest(
+                "pod_transport must be an httpx.BaseTransport (httpx.MockTransport works),"
+                f" not {type(pod_transport).__name__}"
+            )
+        self._sender: SyncSender = (
+            SyncTransportSender(pod_transport)
+            if pod_transport is not None
+            else SyncPodSender(
+                verify=parts.verify, cert=parts.cert, http2=parts.http2, limits=parts.limits
+            )
+        )
+        self._lock = threading.Lock()
+        self._state: Literal["new", "open", "closed"] = "new"
+        self._pid = os.getpid()
+        self._portal_cm: AbstractContextManager[anyio.from_thread.BlockingPortal] | None = None
+        self._portal: anyio.from_thread.BlockingPortal | None = None
+        self._task: Future[None] | None = None
+        self.runtime = self._new_runtime()
+        self._passthrough_transport: httpx.HTTPTransport | None = None
+        _LIVE.add(self)
+        self._finalizer = weakref.finalize(self, _stop_portal, None, None)
+
+    def _new_runtime(self) -> Runtime:
+        sender = self._sender
+
+        async def retire(keep: set[tuple[str, int]]) -> None:
+            sender.retire(keep)  # closing idle sockets: quick, and thread-safe
+
+        return Runtime(self.parts, retire)
+
+    @property
+    def refresher(self) -> Any:
+        """The discovery loop (diagnostics and tests)."""
+        return self.runtime.refresher
+
+    @property
+    def health(self) -> Any:
+        """The health checker, if health checks are on."""
+        return self.runtime.health
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> HeadlessTransport:
+        self._start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self.close()
+
+    @property
+    def running(self) -> bool:
+        """Whether the background thread runs (started, in this process, not closed)."""
+        return self._state == "open" and self._portal is not None and self._pid == os.getpid()
+
+    def _start(self) -> None:
+        if self._pid != os.getpid():
+            self._forked()  # fork() without the hook (os.fork is hooked; this is belt and braces)
+        if self._state == "open" and self._portal is not None:
+            return
+        with self._lock:
+            if self._state == "closed":
+                raise NotStarted("this HeadlessTransport was closed: make a new one")
+            if self._portal is not None:
+                return
+            cm = _PortalThread("headlesslb discovery")
+            portal = cm.__enter__()
+            self._task = portal.start_task_soon(self.runtime.run)
+            self._portal_cm, self._portal = cm, portal
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _stop_portal, cm, self._task)
+            self._state = "open"
+
+    def close(self) -> None:
+        """Stop discovery and close every connection; safe from any thread, and twice.
+
+        A request in flight in another thread fails with a transport error and is not retried.
+        """
+        with self._lock:
+            if self._state == "closed":
+                return
+            self._state = "closed"
+            cm, task = self._portal_cm, self._task
+            self._portal_cm = self._portal = self._task = None
+        if self._pid == os.getpid():
+            self._finalizer.detach()
+            _stop_portal(cm, task)
+        self._sender.close()
+        if self._passthrough_transport is not None:
+            self._passthrough_transport.close()
+
+    def _forked(self) -> None:
+        """In a child after fork(): forget the parent's threads, locks and connections."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._portal_cm = self._portal = self._task = None
+        self._finalizer.detach()
+        self._finalizer = weakref.finalize(self, _stop_portal, None, None)
+        self._sender.forget()
+        pool = self.pool
+        if isinstance(pool, LockedPool):
+            pool.forked()
+        self.parts.pinned.clear()
+        if self.fallback is not None:
+            self.fallback.forget()
+        self._passthrough_transport = None
+        self.runtime = self._new_runtime()  # its events and loops were the parent's
+        if self._state == "open":
+            self._state = "new"  # started again on the first request
+
+    @property
+    def _closed(self) -> bool:
+        return self._state == "closed"
+
+    def endpoints(self) -> list[EndpointStatus]:
+        """The Pods discovered now, with health and load."""
+        return self.pool.statuses()
+
+    # -- requests --------------------------------------------------------------------------------
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` to a Pod (retrying on others, falling back if none is usable)."""
+        if not self.running:
+            self._start()
+        portal = self._portal
+        assert portal is not None
+        parts = self.parts
+        raw = request.extensions.get(EXTENSION)
+        options = PLAIN if raw is None else RequestOptions.from_extension(raw)
+        if request.url.raw_host not in parts.hosts:
+            return self._pass_through(request, options)
+        check_url(parts, request)
+        runtime = self.runtime
+        if not runtime.ready:
+            portal.call(runtime.wait_ready)
+        call = self._router.start(
+            request.method, options, replayable=isinstance(request.stream, httpx.ByteStream)
+        )
+        response = self._drive(call, request, portal, runtime)
+        response.extensions[EXTENSION] = call.report()
+        return response
+
+    def _drive(
+        self,
+        call: Call,
+        request: httpx.Request,
+        portal: anyio.from_thread.BlockingPortal,
+        runtime: Runtime,
+    ) -> httpx.Response:
+        """Perform the call core's steps until it delivers a response or fails."""
+        step: Step = call.first()
+        response: httpx.Response | None = None
+        read_body = call.options.read_body
+        while True:
+            kind = type(step)
+            if kind is Send:
+                assert isinstance(step, Send)
+                if self._closed:
+                    call.abandon()
+                    raise ClientClosed(
+                        "the client was closed while this request was in flight",
+                        request=request,
+                    )
+                try:
+                    response = self._attempt(request, step, read_body)
+                except httpx.TransportError as exc:
+                    failure, outcome = classify(exc)
+                    if self._closed:
+                        call.abandon()
+                        exc.add_note(
+                            "headlesslb: the client was closed while this request was in flight"
+                        )
+                        raise
+                    step = call.failed(exc, failure, outcome)
+                    continue
+                except BaseException:
+                    call.abandon()
+                    raise
+                step = call.responded(response.status_code)
+                if type(step) is not Deliver:
+                    response.close()  # a retried answer is dropped, its Pod reported
+            elif kind is Deliver:
+                assert response is not None
+                return response
+            elif kind is Backoff:
+                assert isinstance(step, Backoff)
+                time.sleep(step.seconds)
+                step = call.waited()
+            elif kind is LookupPod:
+                assert isinstance(step, LookupPod)
+                step = call.found(portal.call(runtime.lookup_pod, step))
+            elif kind is SendToFallback:
+                response, step = self._to_fallback(call, request, portal)
+            else:
+                assert isinstance(step, Fail)
+                raise step.error
+
+    def _attempt(self, request: httpx.Request, step: Send, read_body: bool) -> httpx.Response:
+        endpoint = step.endpoint
+        response = self._sender.send_to(
+            request,
+            endpoint.ip,
+            endpoint.port,
+            scheme=self.parts.raw_scheme,
+            sni=self.parts.sni,
+            connect_timeout=step.timeout,
+            attempt=step.attempt,
+        )
+        if read_body:
+            try:
+                response.read()  # the body reports a broken stream to the pool itself
+            except BaseException:
+                response.close()  # httpx never gets this response: close it here
+                raise
+        return response
+
+    def _to_fallback(
+        self, call: Call, request: httpx.Request, portal: anyio.from_thread.BlockingPortal
+    ) -> tuple[httpx.Response | None, Step]:
+        fallback = self.fallback
+        assert fallback is not None
+        try:
+            host, port = portal.call(fallback.address)
+        except httpx.TransportError as exc:
+            return None, call.fallback_failed(None, exc)
+        address = f"{host}:{port}"
+        try:
+            response = self._sender.send_to(
+                request,
+                host,
+                port,
+                scheme=fallback.raw_scheme,
+                sni=fallback.sni,
+                headers=fallback.headers_for(request),
+            )
+        except httpx.TransportError as exc:
+            if classify(exc)[1] is Outcome.REFUSED:
+                fallback.invalidate()  # the address it had resolved is gone: look it up again
+            return None, call.fallback_failed(address, exc)
+        return response, call.fallback_responded(address, response.status_code)
+
+    def _pass_through(self, request: httpx.Request, options: RequestOptions) -> httpx.Response:
+        if options.routes:
+            raise InvalidRequest(
+                f"routing options apply to {self.service.host} only, not to"
+                f" {request.url.host}: {options!r}",
+                request=request,
+            )
+        if self._passthrough_transport is None:
+            parts = self.parts
+            self._passthrough_transport = httpx.HTTPTransport(
+                verify=parts.verify, cert=parts.cert, http2=parts.http2
+            )
+        return self._passthrough_transport.handle_request(request)
+
+
+class _PortalThread(AbstractContextManager[anyio.from_thread.BlockingPortal]):
+    """The background thread: a private event loop running a ``BlockingPortal``.
+
+    Not anyio's ``start_blocking_portal()``: that is a generator-based context manager, and a
+    forked child drops the parent's (its thread does not exist there). A suspended generator
+    that is dropped runs its ``finally``, ``portal.call(portal.stop)`` to a loop no thread runs,
+    which blocked the child for ever inside the fork hook (every gunicorn ``--preload`` worker
+    hung before serving). Dropping this object runs nothing; only ``__exit__`` stops the loop.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._thread: threading.Thread | None = None
+        self._portal: anyio.from_thread.BlockingPortal | None = None
+
+    def __enter__(self) -> anyio.from_thread.BlockingPortal:
+        started: Future[anyio.from_thread.BlockingPortal] = Future()
+
+        async def serve() -> None:
+            async with anyio.from_thread.BlockingPortal() as portal:
+                started.set_result(portal)
+                await portal.sleep_until_stopped()
+
+        def run() -> None:
+            try:
+                anyio.run(serve)
+            except BaseException as exc:
+                if not started.done():
+                    started.set_exception(exc)
+
+        thread = self._thread = threading.Thread(target=run, name=self._name, daemon=True)
+        thread.start()
+        self._portal = started.result()
+        return self._portal
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        portal, thread = self._portal, self._thread
+        self._portal = self._thread = None
+        if portal is not None:
+            with contextlib.suppress(RuntimeError):  # its loop has stopped already
+                portal.call(portal.stop)
+        if thread is not None:
+            thread.join()
+
+
+def _stop_portal(
+    cm: AbstractContextManager[anyio.from_thread.BlockingPortal] | None,
+    task: Future[None] | None,
+) -> None:
+    """Cancel the background task and stop its thread (waits for it to end)."""
+    if task is not None:
+        task.cancel()
+    if cm is not None:
+        cm.__exit__(None, None, None)

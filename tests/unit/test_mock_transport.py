@@ -1,0 +1,314 @@
+"""Mocking behind the balancer: ``StaticDiscovery`` for the Pods, ``httpx.MockTransport`` for
+their answers. No DNS, no sockets: the documented way to test code that uses headlesslb::
+
+    client = HeadlessClient(
+        "web-hl.default",
+        discovery=StaticDiscovery(["web-0=10.0.0.1:80", "web-1=10.0.0.2:80"]),
+        pod_transport=httpx.MockTransport(handler),
+    )
+
+The handler sees each attempt aimed at a Pod (``request.url.host`` is the Pod's IP) with the
+Host header naming the Service. ``nameservers`` is not needed when ``discovery=`` is given.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+import headlesslb.sync
+from headlesslb import Endpoint, HeadlessClient, RefreshPolicy
+from headlesslb.errors import DiscoveryError
+from headlesslb.testing import StaticDiscovery
+from headlesslb.testing.static import parse_endpoint
+
+SERVICE_HOST = "web-hl.default.svc.cluster.local"
+PODS = [f"web-{i}=10.0.0.{i + 1}:80" for i in range(3)]
+IPS = [f"10.0.0.{i + 1}" for i in range(3)]
+FAST = RefreshPolicy(min_interval=0.01, max_interval=0.05, error_backoff=0.01)
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Pods:
+    """The mocked Pods: who got what, and which Pods answer 503."""
+
+    def __init__(self) -> None:
+        self.seen: list[httpx.Request] = []
+        self.unwell: set[str] = set()
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request)
+        ip = request.url.host
+        return httpx.Response(503 if ip in self.unwell else 200, text=ip)
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handler)
+
+    def hits(self) -> Counter[str]:
+        return Counter(r.url.host for r in self.seen)
+
+
+def client(pods: Pods, discovery: StaticDiscovery, **options: object) -> HeadlessClient:
+    return HeadlessClient(
+        "web-hl.default",
+        discovery=discovery,
+        pod_transport=pods.transport(),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+# -- async, on asyncio and trio ------------------------------------------------------------------
+@pytest.mark.anyio
+async def test_requests_balance_over_the_static_pods() -> None:
+    pods = Pods()
+    async with client(pods, StaticDiscovery(PODS)) as c:
+        responses = [await c.get("/items/42?x=1") for _ in range(6)]
+    assert pods.hits() == Counter(dict.fromkeys(IPS, 2))  # round-robin
+    for request in pods.seen:
+        assert request.headers["host"] == SERVICE_HOST
+        assert request.url.scheme == "http" and request.url.port is None
+        assert request.url.raw_path == b"/items/42?x=1"
+    for response in responses:
+        assert response.status_code == 200
+        report = response.extensions["headlesslb"]
+        assert report["endpoint"] == f"{response.text}:80"
+        assert report["hostname"] == f"web-{IPS.index(response.text)}"
+        assert str(response.url) == f"http://{SERVICE_HOST}/items/42?x=1"  # the name is kept
+
+
+@pytest.mark.anyio
+async def test_a_503_is_retried_on_another_pod() -> None:
+    pods = Pods()
+    pods.unwell.add("10.0.0.1")
+    async with client(pods, StaticDiscovery(PODS)) as c:
+        responses = [await c.get("/") for _ in range(6)]
+    assert all(r.status_code == 200 and r.text != "10.0.0.1" for r in responses)
+    retried = [r.extensions["headlesslb"]["attempts"] for r in responses if r.text]
+    assert any(
+        [a["status"] for a in attempts] == [503, 200] and attempts[0]["endpoint"] == "10.0.0.1:80"
+        for attempts in retried
+    )
+
+
+@pytest.mark.anyio
+async def test_a_key_shards_and_an_ordinal_pins() -> None:
+    pods = Pods()
+    async with client(pods, StaticDiscovery(PODS)) as c:
+        same = {(await c.get("/", key="user-42")).text for _ in range(5)}
+        spread = {(await c.get("/", key=f"user-{n}")).text for n in range(30)}
+        pinned = [await c.post("/write", json={"n": n}, ordinal=2) for n in range(3)]
+    assert len(same) == 1
+    assert len(spread) > 1
+    assert {r.text for r in pinned} == {"10.0.0.3"}
+    assert all(r.extensions["headlesslb"]["ordinal"] == 2 for r in pinned)
+
+
+@pytest.mark.anyio
+async def test_scaling_is_picked_up_on_refresh() -> None:
+    pods = Pods()
+    discovery = StaticDiscovery(PODS)
+    async with client(pods, discovery) as c:
+        discovery.set([*PODS, "web-3=10.0.0.4:80"])
+        await c.transport.refresher.refresh()
+        assert len(c.endpoints()) == 4
+        up = {(await c.get("/")).text for _ in range(8)}
+        discovery.set(PODS[:1])
+        await c.transport.refresher.refresh()
+        down = {(await c.get("/")).text for _ in range(4)}
+    assert "10.0.0.4" in up and len(up) == 4
+    assert down == {"10.0.0.1"}
+    assert discovery.rounds >= 2
+
+
+@pytest.mark.anyio
+async def test_discovery_failure_keeps_the_last_pods_and_then_says_so() -> None:
+    pods = Pods()
+    discovery = StaticDiscovery(PODS)
+    async with client(pods, discovery) as c:
+        assert (await c.get("/")).status_code == 200  # the first round is in
+        discovery.fail(DiscoveryError("SERVFAIL"))
+        assert await c.transport.refresher.refresh() == (False, 0.0)
+        assert (await c.get("/")).status_code == 200  # stale beats empty
+    empty = StaticDiscovery()
+    empty.fail(TimeoutError("no answer"))
+    async with client(pods, empty) as c:
+        with pytest.raises(DiscoveryError, match="TimeoutError: no answer"):
+            await c.get("/")
+
+
+@pytest.mark.anyio
+async def test_ordinal_without_hostnames_looks_the_pod_up_by_name() -> None:
+    pods = Pods()
+    discovery = StaticDiscovery(PODS, hide_hostnames=True)
+    async with client(pods, discovery, statefulset="web") as c:
+        assert all(e.hostname is None for e in c.endpoints())
+        responses = [await c.get("/", ordinal=1) for _ in range(2)]
+    assert {r.text for r in responses} == {"10.0.0.2"}
+    assert discovery.lookups == [f"web-1.{SERVICE_HOST}."]  # cached for the second request
+    assert responses[0].extensions["headlesslb"]["hostname"] == "web-1"
+
+
+# -- blocking ------------------------------------------------------------------------------------
+@pytest.fixture
+def sync_client() -> Iterator[Callable[..., headlesslb.sync.HeadlessClient]]:
+    made: list[headlesslb.sync.HeadlessClient] = []
+
+    def make(
+        pods: Pods, discovery: StaticDiscovery, **options: object
+    ) -> headlesslb.sync.HeadlessClient:
+        c = headlesslb.sync.HeadlessClient(
+            "web-hl.default",
+            discovery=discovery,
+            pod_transport=pods.transport(),
+            **options,  # type: ignore[arg-type]
+        )
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def test_sync_client_balances_retries_shards_and_pins(
+    sync_client: Callable[..., headlesslb.sync.HeadlessClient],
+) -> None:
+    pods = Pods()
+    with sync_client(pods, StaticDiscovery(PODS)) as c:
+        assert {c.get("/").text for _ in range(6)} == set(IPS)
+        assert all(r.headers["host"] == SERVICE_HOST for r in pods.seen)
+        pods.unwell.add("10.0.0.2")
+        assert {c.get("/").status_code for _ in range(6)} == {200}
+        assert len({c.get("/", key="user-7").text for _ in range(4)}) == 1
+        pinned = c.put("/x", content=b"v", ordinal=0)
+    assert pinned.text == "10.0.0.1" and pinned.extensions["headlesslb"]["ordinal"] == 0
+
+
+def test_sync_client_picks_up_scaling(
+    sync_client: Callable[..., headlesslb.sync.HeadlessClient],
+) -> None:
+    pods = Pods()
+    discovery = StaticDiscovery(PODS, ttl=0)
+    with sync_client(pods, discovery, refresh=FAST) as c:
+        assert c.get("/").status_code == 200  # waits for the first round
+        assert len(c.endpoints()) == 3
+        discovery.set(["web-9=10.0.0.99:80"])
+        deadline = time.monotonic() + 2
+        while [e.ip for e in c.endpoints()] != ["10.0.0.99"]:
+            assert time.monotonic() < deadline, c.endpoints()
+            time.sleep(0.005)
+        assert c.get("/").text == "10.0.0.99"
+
+
+# -- the books: every mocked attempt is reported to the pool -------------------------------------
+def _read(ip: str) -> httpx.Response:
+    return httpx.Response(503 if ip == "10.0.0.1" else 200, text=ip)
+
+
+def _streamed(ip: str) -> httpx.Response:
+    return httpx.Response(503 if ip == "10.0.0.1" else 200, stream=httpx.ByteStream(ip.encode()))
+
+
+BOOKS = [
+    pytest.param(_streamed, id="streamed-body"),
+    pytest.param(_read, id="content-body"),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("answer", BOOKS)
+async def test_mocked_attempts_are_reported(answer: Callable[[str], httpx.Response]) -> None:
+    transport = httpx.MockTransport(lambda request: answer(request.url.host))
+    async with HeadlessClient(
+        "web-hl.default", discovery=StaticDiscovery(PODS), pod_transport=transport
+    ) as c:
+        for _ in range(6):
+            assert (await c.get("/")).status_code == 200
+        statuses = {e.ip: e for e in c.endpoints()}
+    assert all(e.in_flight == 0 for e in statuses.values()), statuses
+    assert statuses["10.0.0.1"].failures >= 1
+
+
+@pytest.mark.parametrize("answer", BOOKS)
+def test_sync_mocked_attempts_are_reported(answer: Callable[[str], httpx.Response]) -> None:
+    transport = httpx.MockTransport(lambda request: answer(request.url.host))
+    with headlesslb.sync.HeadlessClient(
+        "web-hl.default", discovery=StaticDiscovery(PODS), pod_transport=transport
+    ) as c:
+        for _ in range(6):
+            assert c.get("/").status_code == 200
+        statuses = {e.ip: e for e in c.endpoints()}
+    assert all(e.in_flight == 0 for e in statuses.values()), statuses
+    assert statuses["10.0.0.1"].failures >= 1
+
+
+# -- StaticDiscovery itself ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("10.0.0.1:8080", Endpoint("10.0.0.1", 8080)),
+        ("[fd00::1]:80", Endpoint("fd00::1", 80)),
+        ("web-3=10.0.0.4:80", Endpoint("10.0.0.4", 80, "web-3", 3)),
+        ("Cache=[FD00::2]:80", Endpoint("fd00::2", 80, "cache", None)),
+        ("10.0.0.1", Endpoint("10.0.0.1", 9000)),
+        ("fd00::1", Endpoint("fd00::1", 9000)),
+        (Endpoint("10.0.0.1", 1, "x", 7), Endpoint("10.0.0.1", 1, "x", 7)),
+    ],
+)
+def test_endpoint_specs(spec: str | Endpoint, expected: Endpoint) -> None:
+    assert parse_endpoint(spec, port=9000) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("10.0.0.1", "gives no port"),
+        ("web-0.example:80", "not an IP address"),
+        ("10.0.0.1:0", "not in 1-65535"),
+        ("10.0.0.1:http", "not a number"),
+        ("[fd00::1", "unclosed"),
+        ("[fd00::1]80", "expected ':port'"),
+        ("=10.0.0.1:80", "empty hostname"),
+    ],
+)
+def test_bad_endpoint_specs(spec: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        StaticDiscovery([spec])
+
+
+@pytest.mark.anyio
+async def test_static_discovery_scripts_rounds() -> None:
+    discovery = StaticDiscovery(["10.0.0.2:80", "web-0=10.0.0.1:80", "10.0.0.2:80"], ttl=7)
+    first = await discovery.resolve()
+    assert [e.ip for e in first.endpoints] == ["10.0.0.1", "10.0.0.2"]  # sorted, deduplicated
+    assert first.ttl == 7.0 and not first.partial
+    discovery.set("10.0.0.3:80", ttl=1)
+    assert (await discovery.resolve()).endpoints == (Endpoint("10.0.0.3", 80),)
+    cause = OSError("network unreachable")
+    discovery.fail(cause)
+    for _ in range(2):
+        with pytest.raises(DiscoveryError, match="OSError: network unreachable") as caught:
+            await discovery.resolve()
+        assert caught.value.__cause__ is cause
+    with pytest.raises(DiscoveryError):
+        await discovery.resolve_name("web-0.web-hl.default.svc.cluster.local.", 80)
+    discovery.fail(None)
+    assert (await discovery.resolve()).ttl == 1.0
+    assert discovery.rounds == 5
+    with pytest.raises(ValueError, match="ttl"):
+        discovery.set([], ttl=-1)
+
+
+@pytest.mark.anyio
+async def test_static_discovery_answers_pods_by_name() -> None:
+    discovery = StaticDiscovery(PODS, hide_hostnames=True)
+    assert all(e.hostname is None for e in (await discovery.resolve()).endpoints)
+    found = await discovery.resolve_name(f"WEB-1.{SERVICE_HOST}.", 8080)
+    assert found.endpoints == (Endpoint("10.0.0.2", 8080),)
+    assert (await discovery.resolve_name(f"web-7.{SERVICE_HOST}.", 80)).endpoints == ()
+    assert discovery.lookups == [f"WEB-1.{SERVICE_HOST}.", f"web-7.{SERVICE_HOST}."]

@@ -339,7 +339,7 @@ class DnsDiscovery:
         return results
 
     async def _query(
-        self, name: str, rdtype: dns.rdatatype.RdataType, backend: dns.asyncbackend.Backend
+        self, name: str, rdtype: dns.rdatatype.RdataType, backend: Any  # dns.asyncbackend.Backend, which dnspython re-exports only implicitly
     ) -> _Answer:
         try:
             answer = await self._resolver.resolve(

@@ -338,8 +338,9 @@ class DnsDiscovery:
         rnd.failures.extend(str(e) for e in errors)
         return results
 
+    # ``backend`` is a dns.asyncbackend.Backend, which dnspython re-exports only implicitly.
     async def _query(
-        self, name: str, rdtype: dns.rdatatype.RdataType, backend: Any  # dns.asyncbackend.Backend, which dnspython re-exports only implicitly
+        self, name: str, rdtype: dns.rdatatype.RdataType, backend: Any
     ) -> _Answer:
         try:
             answer = await self._resolver.resolve(

@@ -5,8 +5,7 @@ into the call core's terms here, and only here.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from types import TracebackType
 
 import httpcore
 import httpx
@@ -37,17 +36,34 @@ _ERRORS: dict[type[Exception], type[httpx.TransportError]] = {
 }
 
 
-@contextlib.contextmanager
-def map_httpcore_errors() -> Iterator[None]:
+class _MapErrors:
+    """``with map_httpcore_errors():`` — a stateless context manager, shared (no generator to
+    build per use: it wraps every send and every body read)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, Exception):
+            for kind in type(exc).__mro__:
+                mapped = _ERRORS.get(kind)
+                if mapped is not None:
+                    raise mapped(str(exc)) from exc
+
+
+_MAP_ERRORS = _MapErrors()
+
+
+def map_httpcore_errors() -> _MapErrors:
     """Re-raise httpcore's errors as the matching httpx errors (the most specific one)."""
-    try:
-        yield
-    except Exception as exc:
-        for kind in type(exc).__mro__:
-            mapped = _ERRORS.get(kind)
-            if mapped is not None:
-                raise mapped(str(exc)) from exc
-        raise
+    return _MAP_ERRORS
 
 
 def classify(exc: httpx.TransportError) -> tuple[Failure | None, Outcome]:

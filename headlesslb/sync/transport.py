@@ -150,6 +150,17 @@ class HeadlessTransport(httpx.BaseTransport):
             cm = _PortalThread("headlesslb discovery")
             portal = cm.__enter__()
             self._task = portal.start_task_soon(self.runtime.run)
+            # A refused connection asks for an early DNS round; request threads must not touch
+            # the loop's events themselves: hand the wake-up to the discovery thread.
+            refresher = self.runtime.refresher
+
+            async def wake_refresher() -> None:
+                refresher.request_refresh()
+
+            def on_refused() -> None:
+                portal.start_task_soon(wake_refresher)
+
+            self.pool.on_refused = on_refused
             self._portal_cm, self._portal = cm, portal
             self._finalizer.detach()
             self._finalizer = weakref.finalize(self, _stop_portal, cm, self._task)
@@ -203,10 +214,11 @@ class HeadlessTransport(httpx.BaseTransport):
     # -- requests --------------------------------------------------------------------------------
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` to a Pod (retrying on others, falling back if none is usable)."""
-        if not self.running:
-            self._start()
         portal = self._portal
-        assert portal is not None
+        if portal is None or self._state != "open":  # after fork() the hook cleared it
+            self._start()
+            portal = self._portal
+            assert portal is not None
         parts = self.parts
         raw = request.extensions.get(EXTENSION)
         options = PLAIN if raw is None else RequestOptions.from_extension(raw)

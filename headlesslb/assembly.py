@@ -190,6 +190,16 @@ class Parts:
     url_port: int | None
     """The only explicit port a URL naming the Service may give (None: none)."""
 
+    def checked_pod_transport(self, kind: type) -> Any:
+        """``pod_transport`` if it is a ``kind`` (the shell's httpx transport base) or None."""
+        transport = self.pod_transport
+        if transport is not None and not isinstance(transport, kind):
+            raise ConfigurationError(
+                f"pod_transport must be an httpx.{kind.__name__} (httpx.MockTransport works),"
+                f" not {type(transport).__name__}"
+            )
+        return transport
+
     @property
     def raw_scheme(self) -> bytes:
         """The scheme as httpcore takes it."""

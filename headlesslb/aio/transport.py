@@ -62,12 +62,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         self.balancer = parts.balancer
         self.fallback = parts.fallback
         self._router = parts.router
-        pod_transport = parts.pod_transport
-        if pod_transport is not None and not isinstance(pod_transport, httpx.AsyncBaseTransport):
-            raise InvalidRequest(
-                "pod_transport must be an httpx.AsyncBaseTransport (httpx.MockTransport works),"
-                f" not {type(pod_transport).__name__}"
-            )
+        pod_transport = parts.checked_pod_transport(httpx.AsyncBaseTransport)
         self._sender: AsyncSender = (
             TransportSender(pod_transport)
             if pod_transport is not None

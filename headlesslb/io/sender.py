@@ -22,7 +22,14 @@ from ..core.pool import Attempt, Outcome, outcome_for_status
 from ..errors import ClientClosed
 from .outcomes import classify, map_httpcore_errors
 
-__all__ = ["AsyncSender", "PodSender", "TransportSender", "pod_request"]
+__all__ = [
+    "AsyncSender",
+    "PodSender",
+    "TransportSender",
+    "pod_request",
+    "report_attempt",
+    "transport_request",
+]
 
 Address = tuple[str, int]
 
@@ -70,6 +77,28 @@ def core_extensions(
         timeouts["connect"] = connect_timeout if current is None else min(current, connect_timeout)
         extensions["timeout"] = timeouts
     return extensions
+
+
+def transport_request(
+    request: httpx.Request,
+    host: str,
+    port: int,
+    scheme: bytes,
+    sni: str | None,
+    headers: list[tuple[bytes, bytes]] | None,
+    connect_timeout: float | None,
+) -> httpx.Request:
+    """The httpx request a ``pod_transport`` gets for one attempt: ``scheme://host:port`` with
+    the request's path, its Host header naming the Service (shared by both shells)."""
+    return httpx.Request(
+        request.method,
+        httpx.URL(scheme=scheme.decode(), host=host, port=port, path="/").copy_with(
+            raw_path=request.url.raw_path
+        ),
+        headers=headers if headers is not None else request.headers.raw,
+        stream=request.stream,
+        extensions=core_extensions(request, sni, connect_timeout),
+    )
 
 
 def pod_request(
@@ -244,10 +273,10 @@ class _PodStream(httpx.AsyncByteStream):
                 async for chunk in self._inner:
                     yield chunk
         except httpx.TransportError as exc:
-            _report(self._attempt, classify(exc)[1])
+            report_attempt(self._attempt, classify(exc)[1])
             raise
         except BaseException:
-            _report(self._attempt, Outcome.CANCELLED)
+            report_attempt(self._attempt, Outcome.CANCELLED)
             raise
 
     async def aclose(self) -> None:
@@ -258,11 +287,12 @@ class _PodStream(httpx.AsyncByteStream):
             with map_httpcore_errors():
                 await self._inner.aclose()
         finally:
-            _report(self._attempt, outcome_for_status(self._status))
+            report_attempt(self._attempt, outcome_for_status(self._status))
             await self._sender._release(self._address)
 
 
-def _report(attempt: Attempt | None, outcome: Outcome) -> None:
+def report_attempt(attempt: Attempt | None, outcome: Outcome) -> None:
+    """Report ``outcome`` to ``attempt`` unless it was reported already (bodies of both shells)."""
     if attempt is not None and not attempt.finished:
         attempt.done(outcome)
 
@@ -288,18 +318,10 @@ class TransportSender:
         attempt: Attempt | None = None,
     ) -> httpx.Response:
         """Send through the transport; the body reports to ``attempt`` when it ends."""
-        outgoing = httpx.Request(
-            request.method,
-            httpx.URL(scheme=scheme.decode(), host=host, port=port, path="/").copy_with(
-                raw_path=request.url.raw_path
-            ),
-            headers=headers if headers is not None else request.headers.raw,
-            stream=request.stream,
-            extensions=core_extensions(request, sni, connect_timeout),
-        )
+        outgoing = transport_request(request, host, port, scheme, sni, headers, connect_timeout)
         response = await self._transport.handle_async_request(outgoing)
         if response.is_closed:  # built with content=/json=: read and closed already
-            _report(attempt, outcome_for_status(response.status_code))
+            report_attempt(attempt, outcome_for_status(response.status_code))
         else:
             response.stream = _ReportingStream(response.stream, attempt, response.status_code)  # type: ignore[arg-type]
         return response
@@ -325,14 +347,14 @@ class _ReportingStream(httpx.AsyncByteStream):
             async for chunk in self._inner:
                 yield chunk
         except httpx.TransportError as exc:
-            _report(self._attempt, classify(exc)[1])
+            report_attempt(self._attempt, classify(exc)[1])
             raise
         except BaseException:
-            _report(self._attempt, Outcome.CANCELLED)
+            report_attempt(self._attempt, Outcome.CANCELLED)
             raise
 
     async def aclose(self) -> None:
         try:
             await self._inner.aclose()
         finally:
-            _report(self._attempt, outcome_for_status(self._status))
+            report_attempt(self._attempt, outcome_for_status(self._status))

@@ -22,7 +22,7 @@ import httpx
 from ..core.pool import Attempt, Outcome, outcome_for_status
 from ..errors import ClientClosed
 from ..io.outcomes import classify, map_httpcore_errors
-from ..io.sender import core_extensions, pod_request
+from ..io.sender import pod_request, report_attempt, transport_request
 
 __all__ = ["SyncPodSender", "SyncSender", "SyncTransportSender"]
 
@@ -309,10 +309,10 @@ class _PodStream(httpx.SyncByteStream):
             with map_httpcore_errors():
                 yield from self._inner
         except httpx.TransportError as exc:
-            _report(self._attempt, classify(exc)[1])
+            report_attempt(self._attempt, classify(exc)[1])
             raise
         except BaseException:
-            _report(self._attempt, Outcome.CANCELLED)
+            report_attempt(self._attempt, Outcome.CANCELLED)
             raise
 
     def close(self) -> None:
@@ -323,13 +323,8 @@ class _PodStream(httpx.SyncByteStream):
             with map_httpcore_errors():
                 self._inner.close()
         finally:
-            _report(self._attempt, outcome_for_status(self._status))
+            report_attempt(self._attempt, outcome_for_status(self._status))
             self._sender._release(self._address)
-
-
-def _report(attempt: Attempt | None, outcome: Outcome) -> None:
-    if attempt is not None and not attempt.finished:
-        attempt.done(outcome)
 
 
 class SyncTransportSender:
@@ -352,18 +347,10 @@ class SyncTransportSender:
         attempt: Attempt | None = None,
     ) -> httpx.Response:
         """Send through the transport; the body reports to ``attempt`` when it ends."""
-        outgoing = httpx.Request(
-            request.method,
-            httpx.URL(scheme=scheme.decode(), host=host, port=port, path="/").copy_with(
-                raw_path=request.url.raw_path
-            ),
-            headers=headers if headers is not None else request.headers.raw,
-            stream=request.stream,
-            extensions=core_extensions(request, sni, connect_timeout),
-        )
+        outgoing = transport_request(request, host, port, scheme, sni, headers, connect_timeout)
         response = self._transport.handle_request(outgoing)
         if response.is_closed:  # built with content=/json=: read and closed already
-            _report(attempt, outcome_for_status(response.status_code))
+            report_attempt(attempt, outcome_for_status(response.status_code))
         else:
             response.stream = _ReportingStream(response.stream, attempt, response.status_code)  # type: ignore[arg-type]
         return response
@@ -389,14 +376,14 @@ class _ReportingStream(httpx.SyncByteStream):
         try:
             yield from self._inner
         except httpx.TransportError as exc:
-            _report(self._attempt, classify(exc)[1])
+            report_attempt(self._attempt, classify(exc)[1])
             raise
         except BaseException:
-            _report(self._attempt, Outcome.CANCELLED)
+            report_attempt(self._attempt, Outcome.CANCELLED)
             raise
 
     def close(self) -> None:
         try:
             self._inner.close()
         finally:
-            _report(self._attempt, outcome_for_status(self._status))
+            report_attempt(self._attempt, outcome_for_status(self._status))

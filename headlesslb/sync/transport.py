@@ -77,12 +77,7 @@ class HeadlessTransport(httpx.BaseTransport):
         self.balancer = parts.balancer
         self.fallback = parts.fallback
         self._router = parts.router
-        pod_transport = parts.pod_transport
-        if pod_transport is not None and not isinstance(pod_transport, httpx.BaseTransport):
-            raise InvalidRequest(
-                "pod_transport must be an httpx.BaseTransport (httpx.MockTransport works),"
-                f" not {type(pod_transport).__name__}"
-            )
+        pod_transport = parts.checked_pod_transport(httpx.BaseTransport)
         self._sender: SyncSender = (
             SyncTransportSender(pod_transport)
             if pod_transport is not None

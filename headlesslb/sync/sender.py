@@ -199,12 +199,16 @@ class _Network(httpcore.NetworkBackend):
     can wake the threads blocked on them. Closing a socket does not wake a thread blocked
     reading it (Linux): a request in flight when the client was closed waited for the Pod's
     answer, however late, then failed on a closed fd. ``shutdown(SHUT_RDWR)`` wakes it now.
-    Once shut, no connection is opened (one that finishes connecting is closed at once)."""
+    Once shut, no connection is opened (one that finishes connecting is closed at once).
+
+    Reads and writes go straight to httpcore's own stream (no layer of ours on the hot path):
+    a stream is only noted when it is opened, and again when a TLS upgrade replaces it.
+    """
 
     def __init__(self) -> None:
         self._backend = httpcore.SyncBackend()
         self._lock = threading.Lock()
-        self._streams: weakref.WeakSet[_Stream] = weakref.WeakSet()
+        self._streams: weakref.WeakSet[httpcore.NetworkStream] = weakref.WeakSet()
         self._shut = False
 
     def connect_tcp(
@@ -217,12 +221,25 @@ class _Network(httpcore.NetworkBackend):
     ) -> httpcore.NetworkStream:
         if self._shut:
             raise httpcore.ConnectError("the client was closed: no new connection is opened")
-        stream = _Stream(
+        return self._note(
             self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
         )
+
+    def _note(self, stream: httpcore.NetworkStream) -> httpcore.NetworkStream:
         with self._lock:
             if not self._shut:
                 self._streams.add(stream)
+                upgrade = stream.start_tls
+
+                def start_tls(
+                    ssl_context: ssl.SSLContext,
+                    server_hostname: str | None = None,
+                    timeout: float | None = None,
+                ) -> httpcore.NetworkStream:
+                    # TLS replaces the socket object: note the new stream too.
+                    return self._note(upgrade(ssl_context, server_hostname, timeout))
+
+                stream.start_tls = start_tls  # type: ignore[method-assign]
                 return stream
         stream.close()
         raise httpcore.ConnectError("the client was closed: no new connection is opened")
@@ -236,43 +253,12 @@ class _Network(httpcore.NetworkBackend):
             self._shut = True
             streams = list(self._streams)
         for stream in streams:
-            stream.shutdown()
-
-
-class _Stream(httpcore.NetworkStream):
-    """A stream whose socket, TLS or not, another thread can shut down."""
-
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, timeout)
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, timeout)
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        self._inner = self._inner.start_tls(ssl_context, server_hostname, timeout)
-        return self
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-    def shutdown(self) -> None:
-        sock = self._inner.get_extra_info("socket")
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):  # closed already
-                # The plain socket's shutdown, also for an SSLSocket: its own would drop the
-                # SSL object under the reading thread.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            sock = stream.get_extra_info("socket")
+            if isinstance(sock, socket.socket):
+                with contextlib.suppress(OSError):  # closed already
+                    # The plain socket's shutdown, also for an SSLSocket: its own would drop
+                    # the SSL object under the reading thread.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _capped(extensions: MutableMapping[str, Any], seconds: float) -> dict[str, Any]:

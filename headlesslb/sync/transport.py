@@ -92,6 +92,8 @@ class HeadlessTransport(httpx.BaseTransport):
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._task: Future[None] | None = None
         self.runtime = self._new_runtime()
+        self._ready = False
+        """Whether :attr:`runtime` was found ready (it stays so): checked once, not per request."""
         self._passthrough_transport: httpx.HTTPTransport | None = None
         _LIVE.add(self)
         self._finalizer = weakref.finalize(self, _stop_portal, None, None)
@@ -195,6 +197,7 @@ class HeadlessTransport(httpx.BaseTransport):
             self.fallback.forget()
         self._passthrough_transport = None
         self.runtime = self._new_runtime()  # its events and loops were the parent's
+        self._ready = False
         if self._state == "open":
             self._state = "new"  # started again on the first request
 
@@ -221,8 +224,10 @@ class HeadlessTransport(httpx.BaseTransport):
             return self._pass_through(request, options)
         check_url(parts, request)
         runtime = self.runtime
-        if not runtime.ready:
-            portal.call(runtime.wait_ready)
+        if not self._ready:
+            if not runtime.ready:
+                portal.call(runtime.wait_ready)
+            self._ready = runtime.ready
         call = self._router.start(
             request.method, options, replayable=isinstance(request.stream, httpx.ByteStream)
         )
@@ -245,7 +250,7 @@ class HeadlessTransport(httpx.BaseTransport):
             kind = type(step)
             if kind is Send:
                 assert isinstance(step, Send)
-                if self._closed:
+                if self._state == "closed":
                     call.abandon()
                     raise ClientClosed(
                         "the client was closed while this request was in flight",

@@ -35,9 +35,17 @@ NOT_A_COUNT: list[object] = [NAN, INF, 2.5, 3.0, True, False, "5", None, [3]]
 NOT_A_FLAG: list[object] = [1, 0, "yes", "", None, 1.0]
 
 
+def _id(value: object) -> str:
+    # Sets print in hash order, which differs per process: test ids must not (pytest-xdist
+    # workers each collect the suite and must agree on every id).
+    if isinstance(value, set | frozenset):
+        return f"{type(value).__name__}({sorted(value, key=repr)!r})"
+    return repr(value)
+
+
 def cases(cls: Callable[..., object], field: str, values: list[object]) -> list[Any]:
     return [
-        pytest.param(cls, field, value, id=f"{cls.__name__}.{field}={value!r}"[:80])
+        pytest.param(cls, field, value, id=f"{cls.__name__}.{field}={_id(value)}"[:80])
         for value in values
     ]
 

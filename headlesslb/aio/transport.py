@@ -24,8 +24,7 @@ from ..assembly import TransportOptions, assemble, check_option_names, check_url
 from ..core.call import Backoff, Call, Deliver, Fail, LookupPod, Send, SendToFallback, Step
 from ..core.endpoint import EndpointStatus
 from ..core.options import EXTENSION, PLAIN, RequestOptions
-from ..core.pool import Outcome
-from ..errors import ClientClosed, DeadlineExceeded, InvalidRequest, NotStarted
+from ..errors import DeadlineExceeded, InvalidRequest, NotStarted
 from ..io.outcomes import classify
 from ..io.runtime import Runtime
 from ..io.sender import AsyncSender, PodSender, TransportSender
@@ -102,6 +101,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         if self._state == "closed":
             return
         self._state = "closed"
+        self._router.close()  # calls in flight send nothing more
         with anyio.CancelScope(shield=True):
             await self._background.aclose()
             await self._sender.aclose()
@@ -160,23 +160,10 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             kind = type(step)
             if kind is Send:
                 assert isinstance(step, Send)
-                if not self.running:
-                    call.abandon()
-                    raise ClientClosed(
-                        "the client was closed while this request was in flight",
-                        request=request,
-                    )
                 try:
                     response = await self._attempt(request, step, read_body)
                 except httpx.TransportError as exc:
-                    failure, outcome = classify(exc)
-                    if not self.running:
-                        call.abandon()
-                        exc.add_note(
-                            "headlesslb: the client was closed while this request was in flight"
-                        )
-                        raise
-                    step = call.failed(exc, failure, outcome)
+                    step = call.failed(exc, *classify(exc))
                     continue
                 except BaseException:
                     call.abandon()
@@ -262,8 +249,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 headers=fallback.headers_for(request),
             )
         except httpx.TransportError as exc:
-            if classify(exc)[1] is Outcome.REFUSED:
-                fallback.invalidate()  # the address it had resolved is gone: look it up again
+            fallback.failed(exc)
             return None, call.fallback_failed(address, exc)
         return response, call.fallback_responded(address, response.status_code)
 

@@ -29,7 +29,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DeadlineExceeded, DiscoveryError, NoEndpointsAvailable, OrdinalNotFound
+from ..errors import (
+    ClientClosed,
+    DeadlineExceeded,
+    DiscoveryError,
+    NoEndpointsAvailable,
+    OrdinalNotFound,
+)
 from .balancer import Balancer
 from .clock import Clock, monotonic
 from .endpoint import Endpoint
@@ -191,6 +197,12 @@ class Router:
         self.has_fallback = has_fallback
         self.fallback_name = fallback_name
         self.last_discovery_error = last_discovery_error
+        self.closed = False
+        """Set when the client closes: from then on no call sends anything."""
+
+    def close(self) -> None:
+        """The client closed: calls in flight fail at their next step, none is retried."""
+        self.closed = True
 
     def start(self, method: str, options: RequestOptions, *, replayable: bool) -> Call:
         """A new call for one request. ``replayable``: its body can be sent more than once."""
@@ -254,7 +266,7 @@ class Call:
         assert self.endpoint is not None
         attempt, self._current = self._current, None
         if attempt is not None and not attempt.finished:
-            attempt.done(outcome)
+            attempt.done(Outcome.CANCELLED if self.router.closed else outcome)
         self.attempts.append(
             AttemptRecord(
                 self.endpoint.authority,
@@ -263,6 +275,10 @@ class Call:
                 outcome=outcome,
             )
         )
+        if self.router.closed:
+            # Nothing is sent after close: no retry, no fallback (the close caused the error).
+            error.add_note("headlesslb: the client was closed while this request was in flight")
+            return Fail(error)
         if self._may_retry(failure):
             return self._retry_step()
         return self._give_up(error)
@@ -369,6 +385,8 @@ class Call:
     def _send(self, state: EndpointState, endpoint: Endpoint | None = None) -> Step:
         """Send to ``state``; ``endpoint`` (a Pod found by name) names it in the report when the
         member sharing its address has no hostname."""
+        if self.router.closed:
+            return _closed()
         retry = self.router.retry
         timeout = retry.per_try_timeout
         if retry.deadline is not None:
@@ -452,6 +470,8 @@ class Call:
 
     def _to_fallback(self) -> Step:
         router = self.router
+        if router.closed:
+            return _closed()
         error = router.last_discovery_error()
         if router.has_fallback:
             self.discovery_error = None if error is None else f"{type(error).__name__}: {error}"
@@ -499,6 +519,10 @@ class Call:
 
     def _note_fallback(self, address: str) -> None:
         self.fallback_address = address
+
+
+def _closed() -> Fail:
+    return Fail(ClientClosed("the client was closed while this request was in flight"))
 
 
 def _statefulset_of(snapshot: Snapshot) -> str | None:

@@ -16,10 +16,12 @@ import httpx
 from ..core.clock import Clock
 from ..core.endpoint import Endpoint
 from ..core.names import expand_service_name
+from ..core.pool import Outcome
 from ..core.schedule import RefreshPolicy
 from ..errors import ConfigurationError, NoEndpointsAvailable
 from .cache import LookupCache
 from .dns import DnsDiscovery, IpFamily
+from .outcomes import classify
 
 __all__ = ["DEFAULT_PORTS", "Fallback", "authority"]
 
@@ -94,6 +96,12 @@ class Fallback:
     def forget(self) -> None:
         """Forget the resolved address and any lookup in flight (a forked child's copy)."""
         self._cache.clear()
+
+    def failed(self, error: httpx.TransportError) -> None:
+        """Sending to the fallback failed: a refused connection means the address it had
+        resolved is gone, so the next request looks it up again."""
+        if classify(error)[1] is Outcome.REFUSED:
+            self.invalidate()
 
     def invalidate(self) -> None:
         """Forget the resolved address (a connection to it was refused)."""

@@ -31,8 +31,8 @@ from ..assembly import TransportOptions, assemble, check_option_names, check_url
 from ..core.call import Backoff, Call, Deliver, Fail, LookupPod, Send, SendToFallback, Step
 from ..core.endpoint import EndpointStatus
 from ..core.options import EXTENSION, PLAIN, RequestOptions
-from ..core.pool import Outcome, Pool
-from ..errors import ClientClosed, InvalidRequest, NotStarted
+from ..core.pool import Pool
+from ..errors import InvalidRequest, NotStarted
 from ..io.outcomes import classify
 from ..io.runtime import Runtime
 from .pool import LockedPool
@@ -172,6 +172,7 @@ class HeadlessTransport(httpx.BaseTransport):
             if self._state == "closed":
                 return
             self._state = "closed"
+            self._router.close()  # calls in flight send nothing more
             cm, task = self._portal_cm, self._task
             self._portal_cm = self._portal = self._task = None
         if self._pid == os.getpid():
@@ -200,10 +201,6 @@ class HeadlessTransport(httpx.BaseTransport):
         self._ready = False
         if self._state == "open":
             self._state = "new"  # started again on the first request
-
-    @property
-    def _closed(self) -> bool:
-        return self._state == "closed"
 
     def endpoints(self) -> list[EndpointStatus]:
         """The Pods discovered now, with health and load."""
@@ -250,23 +247,10 @@ class HeadlessTransport(httpx.BaseTransport):
             kind = type(step)
             if kind is Send:
                 assert isinstance(step, Send)
-                if self._state == "closed":
-                    call.abandon()
-                    raise ClientClosed(
-                        "the client was closed while this request was in flight",
-                        request=request,
-                    )
                 try:
                     response = self._attempt(request, step, read_body)
                 except httpx.TransportError as exc:
-                    failure, outcome = classify(exc)
-                    if self._closed:
-                        call.abandon()
-                        exc.add_note(
-                            "headlesslb: the client was closed while this request was in flight"
-                        )
-                        raise
-                    step = call.failed(exc, failure, outcome)
+                    step = call.failed(exc, *classify(exc))
                     continue
                 except BaseException:
                     call.abandon()
@@ -329,8 +313,7 @@ class HeadlessTransport(httpx.BaseTransport):
                 headers=fallback.headers_for(request),
             )
         except httpx.TransportError as exc:
-            if classify(exc)[1] is Outcome.REFUSED:
-                fallback.invalidate()  # the address it had resolved is gone: look it up again
+            fallback.failed(exc)
             return None, call.fallback_failed(address, exc)
         return response, call.fallback_responded(address, response.status_code)
 

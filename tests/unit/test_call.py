@@ -38,6 +38,7 @@ from headlesslb.core.pool import Attempt, Outcome, OutlierPolicy, Pool, outcome_
 from headlesslb.core.retry import Failure, RetryBudget, RetryPolicy
 from headlesslb.core.snapshot import EndpointState
 from headlesslb.errors import (
+    ClientClosed,
     DeadlineExceeded,
     DiscoveryError,
     NoEndpointsAvailable,
@@ -908,3 +909,21 @@ def test_many_mixed_calls_leave_the_books_balanced() -> None:
         env.run(method, lambda send: rng.choice(actions), **options)
         env.clock.advance(rng.uniform(0, 2))
     assert len(env.pool.reports) == len(env.pool.begun) > 200
+
+
+
+def test_nothing_is_sent_after_the_router_closes() -> None:
+    # The shells only call router.close(); the decision "no retry, no fallback, no new send" is
+    # the core's, so both clients get it alike.
+    env = make(fallback=True)
+    call = env.start("GET")
+    step = call.first()
+    assert isinstance(step, Send)
+    env.router.close()
+    error = httpx.ReadError("connection closed by the client's own close")
+    failed = call.failed(error, Failure.MAYBE_PROCESSED, Outcome.RESET)
+    assert isinstance(failed, Fail) and failed.error is error  # not retried, not the fallback
+    assert "closed" in notes(error)
+    assert step.state.in_flight == 0
+    later = env.start("GET").first()
+    assert isinstance(later, Fail) and isinstance(later.error, ClientClosed)

@@ -10,12 +10,18 @@ figure (target ≥ 0.95).
 - sync: ``headlesslb.sync.HeadlessClient`` and ``httpx.Client(transport=headlesslb.sync.
   HeadlessTransport(...))`` vs ``httpx.Client``, sequentially and with 8 threads.
 
+A reference row, plain ``httpx.Client`` instances taking the 3 Pods in turn, shows what
+spreading the same load over 3 Pods costs the (shared) server side by itself, with no headlesslb
+code at all: with 8 threads it is most of the gap between one Pod and three.
+
     python benchmarks/overhead.py [--rounds 7] [--requests 1500]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -110,7 +116,12 @@ def _compare_sync(
         max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
     )
     where = {"nameservers": [cluster.nameserver], "namespace": cluster.namespace}
+    every_pod = [
+        httpx.Client(base_url=cluster.url(pod.name), limits=limits) for pod in cluster.pods("web")
+    ]
+    in_turn = itertools.cycle(every_pod)  # next() on a cycle is atomic under the GIL
     with (
+        contextlib.ExitStack() as stack,
         httpx.Client(base_url=one_pod, limits=limits) as plain,
         headlesslb.sync.HeadlessClient("web-hl", port="http", **where) as client,  # type: ignore[arg-type]
         httpx.Client(
@@ -118,8 +129,11 @@ def _compare_sync(
             base_url="http://web-hl",
         ) as via_transport,
     ):
+        for each in every_pod:
+            stack.enter_context(each)
         sends: dict[str, Callable[[], httpx.Response]] = {
             "plain": lambda: plain.get("/bench"),
+            "plain, 3 Pods in turn (reference)": lambda: next(in_turn).get("/bench"),
             "sync client": lambda: client.get("/bench"),
             "httpx.Client + sync transport": lambda: via_transport.get("/bench"),
         }
@@ -131,7 +145,11 @@ def _compare_sync(
                 rates[name].append(_sync_rate(send, requests, threads))
     plain_rps = statistics.median(rates["plain"])
     rows: list[dict[str, object]] = []
-    for name in ("sync client", "httpx.Client + sync transport"):
+    for name in (
+        "plain, 3 Pods in turn (reference)",
+        "sync client",
+        "httpx.Client + sync transport",
+    ):
         rps = statistics.median(rates[name])
         rows.append(
             {

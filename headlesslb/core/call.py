@@ -376,8 +376,13 @@ class Call:
             router.throttle.answered(False)
         if attempt is not None:
             router.pool.hold_off(attempt.state, router.retry.hold_off_for(headers))
-        if self.ctx.ordinal is not None or not self._untried():
-            return _DELIVER  # pinned, or every Pod rejected already: the rejection stands
+        tried = self.tried
+        if self.ctx.ordinal is not None or all(
+            s.key in tried for s in router.pool.snapshot.eligible
+        ):
+            # Pinned, or every Pod was tried already: the rejection stands. (Not a pick: a
+            # round-robin turn spent on asking would send the next request to the rejecter.)
+            return _DELIVER
         if self._may_retry(Failure.REJECTED):
             return self._retry_step()
         return _DELIVER

@@ -78,10 +78,10 @@ class RetryPolicy:
     idempotent_methods: frozenset[str] = field(default=IDEMPOTENT_METHODS)
     hold_off: float = 1.0
     """Seconds a Pod that rejected (429, or 503 with Retry-After) gets no new requests when its
-    Retry-After gives no usable delay; 0 turns hold-offs off."""
+    Retry-After gives no usable delay (capped by :attr:`max_hold_off` too)."""
     max_hold_off: float = 10.0
     """Cap on a hold-off, seconds, whatever Retry-After asks (a Pod cannot take itself out for
-    an hour by mistake)."""
+    an hour by mistake); 0 turns hold-offs off."""
 
     def __post_init__(self) -> None:
         name = "RetryPolicy."
@@ -103,9 +103,8 @@ class RetryPolicy:
         number(name + "budget_min_per_second", self.budget_min_per_second, min=0)
         methods = http_methods(name + "idempotent_methods", self.idempotent_methods)
         object.__setattr__(self, "idempotent_methods", methods)
-        hold = number(name + "hold_off", self.hold_off, min=0)
-        cap = number(name + "max_hold_off", self.max_hold_off, min=0)
-        ordered(name + "hold_off", hold, name + "max_hold_off", cap)
+        number(name + "hold_off", self.hold_off, min=0)
+        number(name + "max_hold_off", self.max_hold_off, min=0)
 
     def decide(
         self,

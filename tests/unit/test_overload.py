@@ -365,3 +365,43 @@ def test_strict_affinity_is_the_default() -> None:
 def test_balance_factor_validation_names_the_argument() -> None:
     with pytest.raises(ConfigurationError, match=r"ConsistentHash\.balance_factor"):
         ConsistentHash(balance_factor=0.9)
+
+
+def test_bounded_load_works_over_ordinals_too() -> None:
+    pool = Pool(clock=ManualClock())
+    pool.update(Resolution(pods(5), 30))
+    balancer = Balancer(
+        pool,
+        make_picker("round_robin"),
+        sharding=ConsistentHash(over="ordinal", balance_factor=1.25),
+    )
+    owner = balancer.pick(PickContext(key="hot"))
+    assert owner is not None
+    attempts = [pool.begin(owner) for _ in range(3)]
+    moved = balancer.pick(PickContext(key="hot"))
+    assert moved is not None and moved is not owner
+    for attempt in attempts:
+        attempt.done(Outcome.SUCCESS)
+    assert balancer.pick(PickContext(key="hot")) is owner
+
+
+def test_the_options_go_through_assembly_for_both_clients() -> None:
+    from headlesslb.sync.pool import LockedPool
+    from headlesslb.testing import StaticDiscovery
+
+    discovery = StaticDiscovery(["10.0.0.1:80"])
+    slow = SlowStart(window=5)
+    for pool_class in (Pool, LockedPool):
+        parts = assemble(
+            "web-hl.default",
+            discovery=discovery,
+            slow_start=slow,
+            throttle=AdaptiveThrottle(k=1.5),
+            picker="least_request",
+            pool_class=pool_class,
+        )
+        assert parts.router.throttle is not None and parts.router.throttle.settings.k == 1.5
+        picker = parts.balancer._factories[0]
+        assert getattr(picker, "slow_start", None) is slow
+    with pytest.raises(ConfigurationError, match="slow_start"):
+        assemble("web-hl.default", discovery=discovery, slow_start=30)  # type: ignore[arg-type]

@@ -11,10 +11,11 @@ from .core.endpoint import Endpoint, EndpointStatus, Resolution
 from .core.health import HealthCheck
 from .core.names import ServiceName, expand_service_name
 from .core.options import RequestOptions
-from .core.pickers import ConsistentHash
+from .core.pickers import ConsistentHash, SlowStart
 from .core.pool import OutlierPolicy
 from .core.retry import RetryBudget, RetryPolicy
 from .core.schedule import RefreshPolicy
+from .core.throttle import AdaptiveThrottle
 from .errors import (
     ClientClosed,
     ConfigurationError,
@@ -26,11 +27,13 @@ from .errors import (
     NoEndpointsAvailable,
     NotStarted,
     OrdinalNotFound,
+    Throttled,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveThrottle",
     "ClientClosed",
     "ConfigurationError",
     "ConsistentHash",
@@ -54,6 +57,8 @@ __all__ = [
     "RetryBudget",
     "RetryPolicy",
     "ServiceName",
+    "SlowStart",
+    "Throttled",
     "__version__",
     "expand_service_name",
 ]

@@ -38,11 +38,12 @@ from .core.names import (
     validate_statefulset,
 )
 from .core.options import EXTENSION, merged
-from .core.pickers import ConsistentHash, Ordinal, make_picker
+from .core.pickers import ConsistentHash, Ordinal, SlowStart, make_picker
 from .core.pickers.base import HashKey, PickerFactory
 from .core.pool import OutlierPolicy, Pool
 from .core.retry import RetryPolicy
 from .core.schedule import RefreshPolicy
+from .core.throttle import AdaptiveThrottle
 from .errors import ConfigurationError, InvalidRequest
 from .io.cache import LookupCache
 from .io.dns import DnsDiscovery, IpFamily
@@ -75,7 +76,11 @@ class TransportOptions(TypedDict, total=False):
     picker: str | PickerFactory
     """"round_robin", "least_request", "peak_ewma" or a picker factory ["round_robin"]."""
     sharding: PickerFactory | None
-    """The picker for ``key=`` requests [``ConsistentHash()``]."""
+    """The picker for ``key=`` requests [``ConsistentHash()``; ``ConsistentHash(
+    balance_factor=1.25)`` bounds a hot key's owner's load]."""
+    slow_start: SlowStart | None
+    """Ramp up Pods that just joined or came back from an ejection, in the named pickers
+    [None: off]."""
     writes_to: int | None
     """Send writes to this StatefulSet ordinal [None]."""
     fallback: str | None
@@ -97,6 +102,10 @@ class TransportOptions(TypedDict, total=False):
     health: HealthCheck | None
     """Active health checks [off]."""
     retry: RetryPolicy | None
+    """Retries, hold-offs after 429 / 503 with Retry-After, the budget [RetryPolicy()]."""
+    throttle: AdaptiveThrottle | None
+    """Client-side adaptive throttling: shed requests locally (``Throttled``) while the Pods
+    reject most of them for load [None: off]."""
     discovery_timeout: float
     """Seconds one DNS round may take [3.0]."""
     discovery: Discovery | None
@@ -225,6 +234,7 @@ def assemble(
     scheme: Literal["http", "https"] = "http",
     picker: str | PickerFactory = "round_robin",
     sharding: PickerFactory | None = None,
+    slow_start: SlowStart | None = None,
     writes_to: int | None = None,
     fallback: str | None = None,
     nameservers: Sequence[str] | None = None,
@@ -237,6 +247,7 @@ def assemble(
     outlier: OutlierPolicy | None = None,
     health: HealthCheck | None = None,
     retry: RetryPolicy | None = None,
+    throttle: AdaptiveThrottle | None = None,
     discovery_timeout: float = 3.0,
     discovery: Discovery | None = None,
     pod_transport: Any = None,
@@ -261,6 +272,8 @@ def assemble(
         ("outlier", outlier, OutlierPolicy),
         ("health", health, HealthCheck),
         ("retry", retry, RetryPolicy),
+        ("throttle", throttle, AdaptiveThrottle),
+        ("slow_start", slow_start, SlowStart),
         ("limits", limits, httpx.Limits),
         ("rng", rng, random.Random),
     ):
@@ -325,7 +338,13 @@ def assemble(
     )
     balancer = Balancer(
         pool,
-        make_picker(picker, rng=the_rng, clock=clock, latency_decay=pool.outlier.latency_decay),
+        make_picker(
+            picker,
+            rng=the_rng,
+            clock=clock,
+            latency_decay=pool.outlier.latency_decay,
+            slow_start=slow_start,
+        ),
         sharding=sharding or ConsistentHash(),
         ordinal=Ordinal(),
     )
@@ -367,6 +386,7 @@ def assemble(
         statefulset=statefulset,
         has_fallback=the_fallback is not None,
         fallback_name=None if the_fallback is None else the_fallback.name,
+        throttle=None if throttle is None else throttle.build(clock, the_rng),
     )
     return Parts(
         service=service_name,

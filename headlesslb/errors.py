@@ -20,6 +20,7 @@ __all__ = [
     "NoEndpointsAvailable",
     "NotStarted",
     "OrdinalNotFound",
+    "Throttled",
 ]
 
 
@@ -86,3 +87,13 @@ class OrdinalNotFound(HeadlessLBError, httpx.TransportError):
         super().__init__(message)
         self.ordinal = ordinal
         self.available = available
+
+
+class Throttled(HeadlessLBError, httpx.TransportError):
+    """The client shed this request itself, before sending it: the Pods have been rejecting
+    most requests for load (429, 503 with Retry-After), and sending more would only amplify the
+    overload (``throttle=AdaptiveThrottle()``). Nothing was sent; back off and try later."""
+
+    def __init__(self, message: str, *, probability: float) -> None:
+        super().__init__(message)
+        self.probability = probability

@@ -168,7 +168,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 except BaseException:
                     call.abandon()
                     raise
-                step = call.responded(response.status_code)
+                step = call.responded(response.status_code, response.headers)
                 if type(step) is not Deliver:
                     await response.aclose()  # a retried answer is dropped, its Pod reported
             elif kind is Deliver:

@@ -25,7 +25,7 @@ are typed (:class:`AttemptRecord`); they become dicts only in the user-facing re
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ from ..errors import (
     DiscoveryError,
     NoEndpointsAvailable,
     OrdinalNotFound,
+    Throttled,
 )
 from .balancer import Balancer
 from .clock import Clock, monotonic
@@ -43,8 +44,9 @@ from .names import ServiceName, split_ordinal
 from .options import WRITE_METHODS, RequestOptions
 from .pickers.base import NO_CONTEXT, PickContext
 from .pool import Attempt, Outcome, Pool
-from .retry import Failure, RetryBudget, RetryPolicy, RetryVerdict
+from .retry import Failure, RetryBudget, RetryPolicy, RetryVerdict, rejection
 from .snapshot import EndpointState, Snapshot
+from .throttle import Throttle
 
 __all__ = [
     "AttemptRecord",
@@ -60,6 +62,8 @@ __all__ = [
 ]
 
 _NOT_SENT = frozenset({Outcome.REFUSED, Outcome.CONNECT_FAILURE})
+_REJECTING = frozenset({429, 503})
+"""Statuses that may be a rejection for load (503 only with Retry-After)."""
 
 
 # -- steps: what the shell does next ------------------------------------------------------------
@@ -183,6 +187,7 @@ class Router:
         has_fallback: bool = False,
         fallback_name: str | None = None,
         last_discovery_error: Callable[[], BaseException | None] = lambda: None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.service = service
         self.pool = pool
@@ -197,6 +202,8 @@ class Router:
         self.has_fallback = has_fallback
         self.fallback_name = fallback_name
         self.last_discovery_error = last_discovery_error
+        self.throttle = throttle
+        """Client-side adaptive throttling (None: off)."""
         self.closed = False
         """Set when the client closes: from then on no call sends anything."""
 
@@ -234,6 +241,8 @@ class Call:
     fallback_address: str | None = None
     """``ip:port`` of the fallback Service, once it was used."""
     budget_exhausted: bool = False
+    throttled: bool = False
+    """A retry was shed by the client's adaptive throttle."""
     discovery_error: str | None = None
     _current: Attempt | None = None
     _pinned: Endpoint | None = None
@@ -248,13 +257,19 @@ class Call:
         """The first step."""
         return self._next_attempt()
 
-    def responded(self, status: int) -> Step:
-        """The Pod of the last :class:`Send` answered with ``status`` (body read, if asked)."""
+    def responded(self, status: int, headers: Mapping[str, str] | None = None) -> Step:
+        """The Pod of the last :class:`Send` answered with ``status`` (body read, if asked);
+        ``headers`` are the response's (read only for 429 and 503: Retry-After)."""
         assert self.endpoint is not None
         self.attempts.append(
             AttemptRecord(self.endpoint.authority, self.endpoint.hostname, status=status)
         )
-        self._current = None
+        attempt, self._current = self._current, None
+        if status in _REJECTING and headers is not None and rejection(status, headers):
+            return self._rejected(attempt, headers)
+        throttle = self.router.throttle
+        if throttle is not None:
+            throttle.answered(True)
         failure = self.router.retry.failure_for_status(status)
         if failure is not None and self._may_retry(failure):
             return self._retry_step()
@@ -345,12 +360,33 @@ class Call:
             "fallback": fallback is not None,
             "retry_budget_exhausted": self.budget_exhausted,
         }
+        if self.throttled:
+            report["throttled"] = True
         if fallback:
             report["service"] = self.router.fallback_name
             report["discovery_error"] = self.discovery_error
         return report
 
     # -- decisions -------------------------------------------------------------------------------
+    def _rejected(self, attempt: Attempt | None, headers: Mapping[str, str]) -> Step:
+        """The Pod turned the request away for load: hold it off, and retry on another Pod
+        when that is safe, budgeted, and some Pod not tried yet may take it."""
+        router = self.router
+        if router.throttle is not None:
+            router.throttle.answered(False)
+        if attempt is not None:
+            router.pool.hold_off(attempt.state, router.retry.hold_off_for(headers))
+        tried = self.tried
+        if self.ctx.ordinal is not None or all(
+            s.key in tried for s in router.pool.snapshot.eligible
+        ):
+            # Pinned, or every Pod was tried already: the rejection stands. (Not a pick: a
+            # round-robin turn spent on asking would send the next request to the rejecter.)
+            return _DELIVER
+        if self._may_retry(Failure.REJECTED):
+            return self._retry_step()
+        return _DELIVER
+
     def _may_retry(self, failure: Failure | None) -> bool:
         router = self.router
         verdict = router.retry.decide(
@@ -363,7 +399,13 @@ class Call:
         )
         if verdict is RetryVerdict.OUT_OF_BUDGET:
             self.budget_exhausted = True
-        return verdict is RetryVerdict.RETRY
+        if verdict is not RetryVerdict.RETRY:
+            return False
+        throttle = router.throttle
+        if throttle is not None and not throttle.admit():
+            self.throttled = True  # the last answer stands: a retry would add to the overload
+            return False
+        return True
 
     def _retry_step(self) -> Step:
         seconds = self.router.retry.backoff(len(self.attempts), self.router.rng)
@@ -385,9 +427,20 @@ class Call:
     def _send(self, state: EndpointState, endpoint: Endpoint | None = None) -> Step:
         """Send to ``state``; ``endpoint`` (a Pod found by name) names it in the report when the
         member sharing its address has no hostname."""
-        if self.router.closed:
+        router = self.router
+        if router.closed:
             return _closed()
-        retry = self.router.retry
+        throttle = router.throttle
+        if throttle is not None and not self.attempts and not throttle.admit():
+            return Fail(
+                Throttled(
+                    f"request to {router.service.host} shed by the client: its Pods rejected"
+                    f" most recent requests for load (shedding {throttle.probability:.0%});"
+                    " nothing was sent",
+                    probability=throttle.probability,
+                )
+            )
+        retry = router.retry
         timeout = retry.per_try_timeout
         if retry.deadline is not None:
             # Every attempt fits in what is left of the deadline, so a blocking shell, which

@@ -65,3 +65,5 @@ class EndpointStatus:
     """Peak-sensitive moving average of latency in seconds, ``None`` before the first response."""
     ejected_until: float | None
     """Monotonic time the ejection ends, ``None`` if not ejected."""
+    held_off_until: float | None = None
+    """Monotonic time a hold-off after a rejection (429, 503 with Retry-After) ends."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import validate
@@ -19,7 +19,14 @@ from .clock import Clock, monotonic
 from .endpoint import Endpoint, EndpointStatus, Resolution
 from .snapshot import EMPTY_SNAPSHOT, EndpointState, Snapshot
 
-__all__ = ["Attempt", "Outcome", "OutlierPolicy", "Pool"]
+__all__ = [
+    "Attempt",
+    "Outcome",
+    "OutlierPolicy",
+    "Pool",
+    "outcome_for_status",
+    "response_outcome",
+]
 
 
 class Outcome(enum.Enum):
@@ -39,6 +46,10 @@ class Outcome(enum.Enum):
     """The endpoint did not answer within the per-try timeout."""
     CANCELLED = "cancelled"
     """The caller gave up; says nothing about the endpoint."""
+    REJECTED = "rejected"
+    """The endpoint turned the request away for load: 429, or 503 with Retry-After. Neither a
+    success nor a failure: it counts toward no ejection, and its (fast) latency never makes the
+    endpoint look cheaper."""
 
 
 _FAILURES = frozenset(
@@ -88,9 +99,20 @@ class OutlierPolicy:
         validate.number(name + "latency_decay", self.latency_decay, min=0, exclusive_min=True)
 
 
-def outcome_for_status(status: int) -> Outcome:
-    """Map an HTTP status to an outcome: 502/503/504 mean the endpoint is unwell."""
+def outcome_for_status(status: int, retry_after: bool = False) -> Outcome:
+    """Map an HTTP status to an outcome: 429, and 503 with a Retry-After header, mean the
+    endpoint rejects for load; otherwise 502/503/504 mean it is unwell."""
+    if status == 429 or (retry_after and status == 503):
+        return Outcome.REJECTED
     return Outcome.GATEWAY_ERROR if status in (502, 503, 504) else Outcome.SUCCESS
+
+
+def response_outcome(status: int, headers: Iterable[tuple[bytes, bytes]]) -> Outcome:
+    """The outcome of a response with these raw headers (a 503 with Retry-After is a
+    rejection); the headers are read only for a 503."""
+    if status != 503:
+        return outcome_for_status(status)
+    return outcome_for_status(status, any(k.lower() == b"retry-after" for k, _ in headers))
 
 
 class Attempt:
@@ -169,11 +191,14 @@ class Pool:
         """Replace membership with what discovery found; stats of kept endpoints survive."""
         fresh: dict[tuple[str, int], EndpointState] = {}
         old_endpoints = {s.endpoint for s in self._states.values()}
+        # The first Pods a pool gets are where it starts, not newcomers: no slow start for them.
+        joined = self._clock() if self._states else -math.inf
         for ep in resolution.endpoints:
             state = self._states.get(ep.key)
             if state is None:
                 state = EndpointState(ep)
                 state.health_ok = state.admitted = self._new_endpoints_healthy
+                state.since = joined
             else:
                 state.endpoint = ep  # hostname/ordinal may have appeared (SRV answered later)
             state.draining = False
@@ -201,6 +226,12 @@ class Pool:
         if outcome is Outcome.CANCELLED:
             return
         now = self._clock()
+        if outcome is Outcome.REJECTED:
+            # A fast "no" says nothing about how fast the Pod serves: keep its latency where the
+            # last real answer left it (the stamp stops the decay that would make it cheap).
+            if state.ewma is not None:
+                state.ewma_stamp = now
+            return
         self._observe_latency(state, now - attempt.started, now)
         if outcome in _FAILURES:
             state.failures += 1
@@ -238,8 +269,25 @@ class Pool:
         if state is None or state.ejected_until is None:
             return False
         state.ejected_until = None
+        state.since = self._clock()
         self._rebuild(membership_changed=False)
         return True
+
+    def hold_off(self, state: EndpointState, seconds: float) -> None:
+        """Take a member that rejected for load out of rotation for ``seconds`` (its
+        Retry-After, bounded by the caller). Unlike an ejection it is not capped: when most
+        members hold off, the pool panics and balances over all of them again."""
+        if seconds <= 0 or self._states.get(state.key) is not state:
+            return
+        until = self._clock() + seconds
+        held = state.held_until
+        if held is not None and held >= until:
+            return
+        state.held_until = until
+        if held is None:
+            self._rebuild(membership_changed=False)
+        else:
+            self._next_deadline = min(self._next_deadline, until)
 
     def set_health(self, key: tuple[str, int], ok: bool) -> None:
         """Record an active health check verdict for a member."""
@@ -275,6 +323,10 @@ class Pool:
         for state in self._states.values():
             if state.ejected_until is not None and state.ejected_until <= now:
                 state.ejected_until = None
+                state.since = now  # back from ejection: slow start ramps it up again
+                changed = True
+            if state.held_until is not None and state.held_until <= now:
+                state.held_until = None
                 changed = True
         if changed:
             self._rebuild(membership_changed=False)
@@ -283,7 +335,12 @@ class Pool:
 
     def _earliest_deadline(self) -> float:
         return min(
-            (s.ejected_until for s in self._states.values() if s.ejected_until is not None),
+            (
+                until
+                for s in self._states.values()
+                for until in (s.ejected_until, s.held_until)
+                if until is not None
+            ),
             default=math.inf,
         )
 

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 
 from .clock import Clock, monotonic
 from .validate import count, http_methods, number, ordered, status_codes
 
-__all__ = ["IDEMPOTENT_METHODS", "Failure", "RetryBudget", "RetryPolicy", "RetryVerdict"]
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "Failure",
+    "RetryBudget",
+    "RetryPolicy",
+    "RetryVerdict",
+    "rejection",
+    "retry_after_seconds",
+]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """RFC 9110 §9.2.2: repeating these has the same effect as sending them once."""
@@ -30,6 +40,9 @@ class Failure(enum.Enum):
     """The request may have reached the server (read error, reset, timeout after sending)."""
     RETRYABLE_STATUS = "retryable_status"
     """The server answered with a status in :attr:`RetryPolicy.retry_statuses`."""
+    REJECTED = "rejected"
+    """The server turned the request away for load (429, or 503 with Retry-After): retried on
+    another Pod under the same rules as a retryable status."""
 
 
 class RetryVerdict(enum.Enum):
@@ -63,6 +76,12 @@ class RetryPolicy:
     budget_min_per_second: float = 10.0
     """Retries always allowed per second, so a quiet client can still retry."""
     idempotent_methods: frozenset[str] = field(default=IDEMPOTENT_METHODS)
+    hold_off: float = 1.0
+    """Seconds a Pod that rejected (429, or 503 with Retry-After) gets no new requests when its
+    Retry-After gives no usable delay (capped by :attr:`max_hold_off` too)."""
+    max_hold_off: float = 10.0
+    """Cap on a hold-off, seconds, whatever Retry-After asks (a Pod cannot take itself out for
+    an hour by mistake); 0 turns hold-offs off."""
 
     def __post_init__(self) -> None:
         name = "RetryPolicy."
@@ -84,6 +103,8 @@ class RetryPolicy:
         number(name + "budget_min_per_second", self.budget_min_per_second, min=0)
         methods = http_methods(name + "idempotent_methods", self.idempotent_methods)
         object.__setattr__(self, "idempotent_methods", methods)
+        number(name + "hold_off", self.hold_off, min=0)
+        number(name + "max_hold_off", self.max_hold_off, min=0)
 
     def decide(
         self,
@@ -115,6 +136,15 @@ class RetryPolicy:
         """``RETRYABLE_STATUS`` for the statuses retried, else None (the answer stands)."""
         return Failure.RETRYABLE_STATUS if status in self.retry_statuses else None
 
+    def hold_off_for(self, headers: Mapping[str, str]) -> float:
+        """Seconds to hold a rejecting Pod off: its Retry-After (delay-seconds, or an HTTP-date
+        measured against the response's own Date header, since the core reads no wall clock),
+        else :attr:`hold_off`; never more than :attr:`max_hold_off`, 0 if hold-offs are off."""
+        if not self.max_hold_off:
+            return 0.0
+        delay = retry_after_seconds(headers)
+        return min(self.hold_off if delay is None else delay, self.max_hold_off)
+
     def backoff(self, retry: int, rng: random.Random) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first): full jitter."""
         return rng.uniform(0.0, min(self.backoff_max, self.backoff_base * 2.0 ** (retry - 1)))
@@ -130,6 +160,32 @@ class RetryPolicy:
     def budget(self, clock: Clock = monotonic) -> RetryBudget:
         """A fresh budget with this policy's numbers."""
         return RetryBudget(self.budget_ratio, self.budget_min_per_second, clock=clock)
+
+
+def rejection(status: int, headers: Mapping[str, str]) -> bool:
+    """Whether a response turns the request away for load: 429, or 503 with Retry-After."""
+    return status == 429 or (status == 503 and "retry-after" in headers)
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The delay a Retry-After header asks for (RFC 9110 §10.2.3), or None when it is absent or
+    unusable. An HTTP-date counts from the response's Date header; without one it is unusable.
+    The value comes from a Pod: anything malformed is ignored, never raised."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(int(value)) if len(value) <= 9 else 1e9
+    try:
+        when = parsedate_to_datetime(value)
+        date = headers.get("date")
+        if date is None:
+            return None
+        now = parsedate_to_datetime(date)
+        return max((when - now).total_seconds(), 0.0)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 class RetryBudget:

@@ -30,10 +30,12 @@ class EndpointState:
         "ewma_stamp",
         "failures",
         "health_ok",
+        "held_until",
         "in_flight",
         "key",
         "last_ejected_at",
         "requests",
+        "since",
         "times_ejected",
     )
 
@@ -56,11 +58,21 @@ class EndpointState:
         """Whether the endpoint may ever take traffic: False until a first health check passes
         when checks start unhealthy (``HealthCheck(start_unhealthy=True)``), panic included."""
         self.draining = False
+        self.held_until: float | None = None
+        """Until when the endpoint is held off after rejecting for load (429, Retry-After)."""
+        self.since = 0.0
+        """When it joined or last came back from an ejection (slow start ramps from here)."""
 
     @property
     def available(self) -> bool:
-        """Eligible for new requests: not ejected, not failing health checks, not draining."""
-        return self.ejected_until is None and self.health_ok and not self.draining
+        """Eligible for new requests: not ejected, not held off after a rejection, not failing
+        health checks, not draining."""
+        return (
+            self.ejected_until is None
+            and self.held_until is None
+            and self.health_ok
+            and not self.draining
+        )
 
     def status(self) -> EndpointStatus:
         """A frozen view for users."""
@@ -77,6 +89,7 @@ class EndpointState:
             failures=self.failures,
             ewma_latency=self.ewma,
             ejected_until=self.ejected_until,
+            held_off_until=self.held_until,
         )
 
     def __repr__(self) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import httpcore
 import httpx
 
-from ..core.pool import Attempt, Outcome, outcome_for_status
+from ..core.pool import Attempt, Outcome, response_outcome
 from ..errors import ClientClosed
 from .outcomes import classify, map_httpcore_errors
 
@@ -203,7 +203,13 @@ class PodSender:
         return httpx.Response(
             status_code=status,
             headers=core_response.headers,
-            stream=_PodStream(self, address, core_response.stream, attempt, status),
+            stream=_PodStream(
+                self,
+                address,
+                core_response.stream,
+                attempt,
+                response_outcome(status, core_response.headers),
+            ),
             extensions=core_response.extensions,
         )
 
@@ -250,7 +256,7 @@ class _PodStream(httpx.AsyncByteStream):
     """A response body from httpcore: errors mapped to httpx's, the request counted until close,
     and the attempt's outcome reported exactly once, when the body ends."""
 
-    __slots__ = ("_address", "_attempt", "_inner", "_open", "_sender", "_status")
+    __slots__ = ("_address", "_attempt", "_inner", "_open", "_outcome", "_sender")
 
     def __init__(
         self,
@@ -258,13 +264,13 @@ class _PodStream(httpx.AsyncByteStream):
         address: Address,
         inner: Any,
         attempt: Attempt | None,
-        status: int,
+        outcome: Outcome,
     ) -> None:
         self._sender = sender
         self._address = address
         self._inner = inner
         self._attempt = attempt
-        self._status = status
+        self._outcome = outcome
         self._open = True
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -287,7 +293,7 @@ class _PodStream(httpx.AsyncByteStream):
             with map_httpcore_errors():
                 await self._inner.aclose()
         finally:
-            report_attempt(self._attempt, outcome_for_status(self._status))
+            report_attempt(self._attempt, self._outcome)
             await self._sender._release(self._address)
 
 
@@ -321,9 +327,10 @@ class TransportSender:
         outgoing = transport_request(request, host, port, scheme, sni, headers, connect_timeout)
         response = await self._transport.handle_async_request(outgoing)
         if response.is_closed:  # built with content=/json=: read and closed already
-            report_attempt(attempt, outcome_for_status(response.status_code))
+            report_attempt(attempt, response_outcome(response.status_code, response.headers.raw))
         else:
-            response.stream = _ReportingStream(response.stream, attempt, response.status_code)  # type: ignore[arg-type]
+            outcome = response_outcome(response.status_code, response.headers.raw)
+            response.stream = _ReportingStream(response.stream, attempt, outcome)  # type: ignore[arg-type]
         return response
 
     async def retire(self, keep: set[Address]) -> None:
@@ -337,10 +344,12 @@ class TransportSender:
 class _ReportingStream(httpx.AsyncByteStream):
     """A body from a user's transport that reports its attempt when it ends."""
 
-    def __init__(self, inner: httpx.AsyncByteStream, attempt: Attempt | None, status: int) -> None:
+    def __init__(
+        self, inner: httpx.AsyncByteStream, attempt: Attempt | None, outcome: Outcome
+    ) -> None:
         self._inner = inner
         self._attempt = attempt
-        self._status = status
+        self._outcome = outcome
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -357,4 +366,4 @@ class _ReportingStream(httpx.AsyncByteStream):
         try:
             await self._inner.aclose()
         finally:
-            report_attempt(self._attempt, outcome_for_status(self._status))
+            report_attempt(self._attempt, self._outcome)

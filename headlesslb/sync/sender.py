@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import httpcore
 import httpx
 
-from ..core.pool import Attempt, Outcome, outcome_for_status
+from ..core.pool import Attempt, Outcome, response_outcome
 from ..errors import ClientClosed
 from ..io.outcomes import classify, map_httpcore_errors
 from ..io.sender import pod_request, report_attempt, transport_request
@@ -139,7 +139,13 @@ class SyncPodSender:
         return httpx.Response(
             status_code=status,
             headers=core_response.headers,
-            stream=_PodStream(self, address, core_response.stream, attempt, status),
+            stream=_PodStream(
+                self,
+                address,
+                core_response.stream,
+                attempt,
+                response_outcome(status, core_response.headers),
+            ),
             extensions=core_response.extensions,
         )
 
@@ -273,7 +279,7 @@ class _PodStream(httpx.SyncByteStream):
     """A blocking response body: errors mapped, the request counted until close, the attempt
     reported exactly once when the body ends."""
 
-    __slots__ = ("_address", "_attempt", "_inner", "_open", "_sender", "_status")
+    __slots__ = ("_address", "_attempt", "_inner", "_open", "_outcome", "_sender")
 
     def __init__(
         self,
@@ -281,13 +287,13 @@ class _PodStream(httpx.SyncByteStream):
         address: Address,
         inner: Any,
         attempt: Attempt | None,
-        status: int,
+        outcome: Outcome,
     ) -> None:
         self._sender = sender
         self._address = address
         self._inner = inner
         self._attempt = attempt
-        self._status = status
+        self._outcome = outcome
         self._open = True
 
     def __iter__(self) -> Iterator[bytes]:
@@ -309,7 +315,7 @@ class _PodStream(httpx.SyncByteStream):
             with map_httpcore_errors():
                 self._inner.close()
         finally:
-            report_attempt(self._attempt, outcome_for_status(self._status))
+            report_attempt(self._attempt, self._outcome)
             self._sender._release(self._address)
 
 
@@ -336,9 +342,10 @@ class SyncTransportSender:
         outgoing = transport_request(request, host, port, scheme, sni, headers, connect_timeout)
         response = self._transport.handle_request(outgoing)
         if response.is_closed:  # built with content=/json=: read and closed already
-            report_attempt(attempt, outcome_for_status(response.status_code))
+            report_attempt(attempt, response_outcome(response.status_code, response.headers.raw))
         else:
-            response.stream = _ReportingStream(response.stream, attempt, response.status_code)  # type: ignore[arg-type]
+            outcome = response_outcome(response.status_code, response.headers.raw)
+            response.stream = _ReportingStream(response.stream, attempt, outcome)  # type: ignore[arg-type]
         return response
 
     def retire(self, keep: set[Address]) -> None:
@@ -353,10 +360,12 @@ class SyncTransportSender:
 
 
 class _ReportingStream(httpx.SyncByteStream):
-    def __init__(self, inner: httpx.SyncByteStream, attempt: Attempt | None, status: int) -> None:
+    def __init__(
+        self, inner: httpx.SyncByteStream, attempt: Attempt | None, outcome: Outcome
+    ) -> None:
         self._inner = inner
         self._attempt = attempt
-        self._status = status
+        self._outcome = outcome
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -372,4 +381,4 @@ class _ReportingStream(httpx.SyncByteStream):
         try:
             self._inner.close()
         finally:
-            report_attempt(self._attempt, outcome_for_status(self._status))
+            report_attempt(self._attempt, self._outcome)

@@ -255,7 +255,7 @@ class HeadlessTransport(httpx.BaseTransport):
                 except BaseException:
                     call.abandon()
                     raise
-                step = call.responded(response.status_code)
+                step = call.responded(response.status_code, response.headers)
                 if type(step) is not Deliver:
                     response.close()  # a retried answer is dropped, its Pod reported
             elif kind is Deliver:

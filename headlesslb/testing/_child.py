@@ -467,6 +467,22 @@ class Cluster:
             raise ClusterError(f"invalid HTTP status {status}")
         self._pod(name).fail_status = status
 
+    def op_rate_limit(
+        self,
+        name: str,
+        per_second: float | None,
+        burst: float | None,
+        status: int,
+        retry_after: int,
+    ) -> None:
+        self._pod(name).behaviour.set_rate_limit(per_second, burst, status, retry_after)
+
+    def op_cold_start(self, name: str, seconds: float, latency: float) -> None:
+        self._pod(name).behaviour.set_cold_start(seconds, latency)
+
+    def op_stragglers(self, name: str, fraction: float, factor: float) -> None:
+        self._pod(name).behaviour.set_stragglers(fraction, factor)
+
     def op_reset(self, name: str, enabled: bool) -> None:
         self._pod(name).reset = bool(enabled)
 
@@ -544,12 +560,13 @@ class Cluster:
             "pods": {p.name: p.served for p in self.pods.values()},
             "health": {p.name: p.health_served for p in self.pods.values()},
             "lb": {p.name: p.lb_connections for p in self.pods.values()},
+            "rejected": {p.name: p.rejected for p in self.pods.values()},
             "dns": {"total": self.dns.total, "by_query": dict(self.dns.counts)},
         }
 
     def op_reset_stats(self) -> None:
         for pod in self.pods.values():
-            pod.served = pod.health_served = pod.lb_connections = 0
+            pod.served = pod.health_served = pod.lb_connections = pod.rejected = 0
         self.dns.reset_counts()
 
     async def shutdown(self) -> None:

@@ -439,6 +439,33 @@ class LocalCluster:
         """Answer every request, ``/healthz`` included, with ``status`` (None clears)."""
         self._call("fail", pod, status)
 
+    # --- load: rate limits, cold start, stragglers -----------------------------------------
+
+    def rate_limit(
+        self,
+        pod: str,
+        per_second: float | None,
+        *,
+        burst: float | None = None,
+        status: int = 429,
+        retry_after: int = 1,
+    ) -> None:
+        """Serve at most ``per_second`` requests a second (a token bucket holding ``burst``,
+        by default a tenth of a second's worth); past it, answer ``status`` (429 or 503) at
+        once with ``Retry-After: <retry_after>``. ``/healthz`` is exempt. None lifts the limit.
+        Rejections are counted in ``stats()["rejected"]`` (and in ``"pods"``)."""
+        self._call("rate_limit", pod, per_second, burst, status, retry_after)
+
+    def cold_start(self, pod: str, seconds: float = 5.0, latency: float = 0.2) -> None:
+        """The Pod is cold: for ``seconds`` from the next request it gets, every response takes
+        ``latency`` more seconds; then it is normal again (0 seconds clears)."""
+        self._call("cold_start", pod, seconds, latency)
+
+    def stragglers(self, pod: str, fraction: float = 0.05, factor: float = 10.0) -> None:
+        """A latency distribution: ``fraction`` of responses, at random, take ``factor`` × the
+        Pod's latency (set it with ``slow``). 0 clears."""
+        self._call("stragglers", pod, fraction, factor)
+
     def reset(self, pod: str, enabled: bool = True) -> None:
         """Send the headers and half the body of every response, then reset the connection."""
         self._call("reset", pod, enabled)
@@ -498,7 +525,8 @@ class LocalCluster:
 
     def stats(self) -> dict[str, Any]:
         """``{"pods": {pod: requests}, "health": {pod: /healthz requests},
-        "lb": {pod: LB connections}, "dns": {"total": n, "by_query": {(qname, qtype): n}}}``."""
+        "lb": {pod: LB connections}, "rejected": {pod: requests rate-limited},
+        "dns": {"total": n, "by_query": {(qname, qtype): n}}}``."""
         return cast(dict[str, Any], self._call("stats"))
 
     def reset_stats(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import uvicorn
 
+from ._behaviour import PodBehaviour, Verdict
 from ._model import ClusterError, PodInfo, tcp_socket
 
 Scope = MutableMapping[str, Any]
@@ -46,6 +47,9 @@ class Pod:
     served: int = 0
     health_served: int = 0
     lb_connections: int = 0
+    rejected: int = 0
+    """Requests turned away by the Pod's rate limit (counted in ``served`` too)."""
+    behaviour: PodBehaviour = field(default_factory=PodBehaviour, repr=False)
     server: PodServer | None = field(default=None, repr=False)
 
     def info(self) -> PodInfo:
@@ -163,8 +167,16 @@ class PodServer:
             pod.health_served += 1
         else:
             pod.served += 1
-        if pod.slow > 0:
-            await self._sleep(pod.slow)
+        delay = pod.slow
+        if not health and pod.behaviour.active:
+            verdict = pod.behaviour.decide(asyncio.get_running_loop().time(), delay)
+            if verdict.reject is not None:
+                pod.rejected += 1
+                await _reject(send, verdict, pod.name)
+                return
+            delay = verdict.delay
+        if delay > 0:
+            await self._sleep(delay)
         headers = dict(scope["headers"])
         status = pod.fail_status or 200
         if health:
@@ -229,3 +241,22 @@ class PodServer:
                     pass
         except TimeoutError:
             pass
+
+
+async def _reject(send: Send, verdict: Verdict, pod: str) -> None:
+    """Answer at once with the rate limit's status and Retry-After (no latency: a real limiter
+    rejects before the app does any work)."""
+    body = b'{"error": "rate limited"}'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": verdict.reject,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(verdict.retry_after).encode()),
+                (b"x-pod", pod.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -577,3 +577,73 @@ def test_module_fixture_is_shared(local_cluster_module: LocalCluster) -> None:
     assert not local_cluster_module.closed
     local_cluster_module.add_deployment("shared", 1)
     assert len(local_cluster_module.pods("shared")) == 1
+
+
+def test_rate_limit_answers_429_with_retry_after_and_exempts_probes(
+    local_cluster: LocalCluster,
+) -> None:
+    local_cluster.add_statefulset("web", 1)
+    url = local_cluster.url("web-0", "/a")
+    local_cluster.rate_limit("web-0", 0.1, burst=2, retry_after=7)
+    assert [get(url).status_code for _ in range(2)] == [200, 200]
+    rejected = get(url)
+    assert rejected.status_code == 429 and rejected.headers["retry-after"] == "7"
+    assert get(local_cluster.url("web-0", "/healthz")).status_code == 200
+    assert local_cluster.stats()["rejected"] == {"web-0": 1}
+    local_cluster.rate_limit("web-0", 0.1, burst=1, status=503, retry_after=1)
+    assert get(url).status_code == 200
+    assert get(url).status_code == 503
+    local_cluster.rate_limit("web-0", None)
+    assert all(get(url).status_code == 200 for _ in range(5))
+    local_cluster.reset_stats()
+    assert local_cluster.stats()["rejected"] == {"web-0": 0}
+
+
+def test_cold_start_is_slow_from_the_first_request_then_normal(
+    local_cluster: LocalCluster,
+) -> None:
+    local_cluster.add_statefulset("web", 1)
+    url = local_cluster.url("web-0")
+    local_cluster.cold_start("web-0", seconds=0.5, latency=0.3)
+    time.sleep(0.6)  # the cold period counts from the first request, not from the call
+    t0 = time.monotonic()
+    get(url)
+    assert time.monotonic() - t0 >= 0.3
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # warm once its 0.5 s are over
+        t0 = time.monotonic()
+        get(url)
+        if time.monotonic() - t0 < 0.3:
+            break
+    else:
+        pytest.fail("the Pod never warmed up")
+
+
+def test_stragglers_make_a_share_of_responses_slower(local_cluster: LocalCluster) -> None:
+    local_cluster.add_statefulset("web", 1)
+    url = local_cluster.url("web-0")
+    local_cluster.slow("web-0", 0.05)
+    local_cluster.stragglers("web-0", fraction=1.0, factor=6.0)
+    t0 = time.monotonic()
+    get(url)
+    assert time.monotonic() - t0 >= 0.3
+    local_cluster.stragglers("web-0", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("control", "args", "message"),
+    [
+        ("rate_limit", (0,), "per_second"),
+        ("rate_limit", (5,), "status"),
+        ("cold_start", (-1, 0.1), "cold_start"),
+        ("stragglers", (1.5, 10), "fraction"),
+        ("stragglers", (0.1, 0.5), "factor"),
+    ],
+)
+def test_load_controls_refuse_bad_values(
+    local_cluster: LocalCluster, control: str, args: tuple[float, ...], message: str
+) -> None:
+    local_cluster.add_statefulset("web", 1)
+    kwargs = {"status": 418} if message == "status" else {}
+    with pytest.raises(ClusterError, match=message):
+        getattr(local_cluster, control)("web-0", *args, **kwargs)

@@ -111,6 +111,7 @@ def _reachable(module: str) -> set[str]:
 def test_public_names_are_pinned() -> None:
     assert sorted(headlesslb.__all__) == sorted(
         [
+            "AdaptiveThrottle",
             "ClientClosed",
             "ConfigurationError",
             "ConsistentHash",
@@ -134,6 +135,8 @@ def test_public_names_are_pinned() -> None:
             "RetryBudget",
             "RetryPolicy",
             "ServiceName",
+            "SlowStart",
+            "Throttled",
             "__version__",
             "expand_service_name",
         ]

@@ -23,6 +23,7 @@ from .hashtables import key_hash
 from .ordinal import Ordinal
 from .p2c import LeastRequest, PeakEwma
 from .round_robin import RoundRobin
+from .slow_start import SlowStart
 
 __all__ = [
     "NO_CONTEXT",
@@ -36,16 +37,21 @@ __all__ = [
     "Picker",
     "PickerFactory",
     "RoundRobin",
+    "SlowStart",
     "key_hash",
     "make_picker",
 ]
 
-PICKERS: dict[str, Callable[[random.Random | None, Clock, float], PickerFactory]] = {
-    "round_robin": lambda rng, clock, decay: RoundRobin(rng),
-    "least_request": lambda rng, clock, decay: LeastRequest(rng),
-    "peak_ewma": lambda rng, clock, decay: PeakEwma(rng, clock, decay),
+PICKERS: dict[
+    str, Callable[[random.Random | None, Clock, float, SlowStart | None], PickerFactory]
+] = {
+    "round_robin": lambda rng, clock, decay, slow: RoundRobin(rng, slow_start=slow, clock=clock),
+    "least_request": lambda rng, clock, decay, slow: LeastRequest(
+        rng, slow_start=slow, clock=clock
+    ),
+    "peak_ewma": lambda rng, clock, decay, slow: PeakEwma(rng, clock, decay, slow_start=slow),
 }
-"""The balancing policies a client accepts by name."""
+"""The balancing policies a client accepts by name (each takes slow start)."""
 
 
 def make_picker(
@@ -54,12 +60,15 @@ def make_picker(
     rng: random.Random | None = None,
     clock: Clock = monotonic,
     latency_decay: float = 10.0,
+    slow_start: SlowStart | None = None,
 ) -> PickerFactory:
     """A fresh factory for a policy name, or ``spec`` itself if it already is a factory.
 
     ``rng`` and ``clock`` are handed to the named policies (seeded tests, injected time);
     ``latency_decay`` must be the pool's (``OutlierPolicy.latency_decay``) so peak-EWMA decays
     latencies at pick time exactly as the pool averages them.
+    ``slow_start`` ramps new endpoints up in the named policies; a factory of the user's own
+    cannot take it (a ConfigurationError says so rather than ignore it).
     Raises :class:`~headlesslb.errors.ConfigurationError` naming the valid names otherwise.
     """
     if isinstance(spec, str):
@@ -67,8 +76,14 @@ def make_picker(
         if make is None:
             valid = ", ".join(repr(name) for name in PICKERS)
             raise ConfigurationError(f"unknown picker {spec!r}; valid names: {valid}")
-        return make(rng, clock, latency_decay)
+        return make(rng, clock, latency_decay, slow_start)
     if isinstance(spec, PickerFactory):
+        if slow_start is not None:
+            raise ConfigurationError(
+                "slow_start applies to the named pickers ('round_robin', 'least_request',"
+                f" 'peak_ewma'), not to a picker factory of your own ({type(spec).__name__}):"
+                " pass the factory its own slow_start, if it takes one"
+            )
         return spec
     raise ConfigurationError(
         f"picker must be one of {', '.join(map(repr, PICKERS))} or a PickerFactory "

@@ -70,7 +70,8 @@ from typing import Literal
 from ...errors import ConfigurationError
 from ..names import ORDINAL_MAX
 from ..snapshot import EndpointState, Snapshot
-from .base import PickContext
+from .base import PickContext, Picker
+from .bounded import BoundedLoadPicker
 from .hashtables import _KEY_HASHER as _PROTO
 from .hashtables import (
     MASK64,
@@ -325,8 +326,9 @@ class ConsistentHash:
         table_size_factor: int = 100,
         table_size: int | None = None,
         start: int | None = None,
+        balance_factor: float | None = None,
     ) -> None:
-        from ..validate import count  # imported here: this edit stays inside __init__
+        from ..validate import count, number  # imported here: this edit stays inside __init__
 
         if over not in ("endpoint", "ordinal"):
             raise ConfigurationError(
@@ -341,6 +343,11 @@ class ConsistentHash:
         size = count("ConsistentHash.table_size", table_size, min=2, max=5_000_011, allow_none=True)
         if size is not None and next_prime(size) != size:
             raise ConfigurationError(f"ConsistentHash.table_size must be a prime, not {size}")
+        self.balance_factor = number(
+            "ConsistentHash.balance_factor", balance_factor, min=1, allow_none=True
+        )
+        """Bounded load (see :mod:`.bounded`): a key's owner takes it while its load is at most
+        this × the mean; None (default) keeps strict affinity."""
         self.name = "consistent_hash"
         self.over = over
         self.table_size_factor = table_size_factor
@@ -356,8 +363,14 @@ class ConsistentHash:
         if self.over == "endpoint" and snapshot.members:
             self._ensure(snapshot.members)
 
-    def build(self, snapshot: Snapshot) -> MaglevPicker | JumpPicker | _NoMembers:
-        """A picker for ``snapshot``; builds a table inline only if none exists yet."""
+    def build(self, snapshot: Snapshot) -> Picker:
+        """A picker for ``snapshot``; builds a table inline only if none exists yet. With a
+        ``balance_factor`` the picker bounds each owner's load at pick time."""
+        picker = self._build(snapshot)
+        factor = self.balance_factor
+        return picker if factor is None else BoundedLoadPicker(picker, snapshot, factor)
+
+    def _build(self, snapshot: Snapshot) -> MaglevPicker | JumpPicker | _NoMembers:
         if self.over == "ordinal":
             return JumpPicker(snapshot, self.start)
         members = snapshot.members

@@ -22,8 +22,16 @@ from ..clock import Clock, monotonic
 from ..snapshot import EndpointState, Snapshot
 from ..validate import number
 from .base import PickContext
+from .slow_start import Ramp, SlowStart
 
-__all__ = ["LeastRequest", "LeastRequestPicker", "PeakEwma", "PeakEwmaPicker"]
+__all__ = [
+    "LeastRequest",
+    "LeastRequestPicker",
+    "PeakEwma",
+    "PeakEwmaPicker",
+    "RampedLeastRequestPicker",
+    "RampedPeakEwmaPicker",
+]
 
 
 def _without(
@@ -62,17 +70,51 @@ class LeastRequestPicker:
         return b if b.in_flight < a.in_flight else a
 
 
+class RampedLeastRequestPicker(LeastRequestPicker):
+    """Least-request while some endpoint ramps up (slow start): both candidates are drawn
+    weighted by the ramp."""
+
+    __slots__ = ("_ramp",)
+
+    def __init__(
+        self, eligible: tuple[EndpointState, ...], rand: Callable[[], float], ramp: Ramp
+    ) -> None:
+        super().__init__(eligible, rand)
+        self._ramp = ramp
+
+    def pick(self, ctx: PickContext) -> EndpointState | None:
+        """The less loaded of two weighted random eligible endpoints not in ``ctx.exclude``."""
+        pair = self._ramp.pair(self._eligible, ctx.exclude)
+        if not isinstance(pair, tuple):
+            return pair
+        a, b = pair
+        return b if b.in_flight < a.in_flight else a
+
+
 class LeastRequest:
     """Factory: least-request balancing, power of two choices on in-flight requests."""
 
     name = "least_request"
 
-    def __init__(self, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        rng: random.Random | None = None,
+        *,
+        slow_start: SlowStart | None = None,
+        clock: Clock = monotonic,
+    ) -> None:
         self._rng = rng or random.Random()
+        self.slow_start = slow_start
+        self._clock = clock
 
     def build(self, snapshot: Snapshot) -> LeastRequestPicker:
         """A picker over ``snapshot.eligible``."""
-        return LeastRequestPicker(snapshot.eligible, self._rng.random)
+        rand = self._rng.random
+        slow = self.slow_start
+        ramp = None if slow is None else slow.ramp(snapshot.eligible, self._clock, rand)
+        if ramp is None:
+            return LeastRequestPicker(snapshot.eligible, rand)
+        return RampedLeastRequestPicker(snapshot.eligible, rand, ramp)
 
 
 PENALTY = float(1 << 47)
@@ -181,6 +223,34 @@ class PeakEwmaPicker:
         self._unknown_at = now
 
 
+class RampedPeakEwmaPicker(PeakEwmaPicker):
+    """Peak-EWMA while some endpoint ramps up (slow start): both candidates are drawn weighted
+    by the ramp."""
+
+    __slots__ = ("_ramp",)
+
+    def __init__(
+        self,
+        eligible: tuple[EndpointState, ...],
+        rand: Callable[[], float],
+        clock: Clock,
+        decay: float,
+        default_rtt: float,
+        ramp: Ramp,
+    ) -> None:
+        super().__init__(eligible, rand, clock, decay, default_rtt)
+        self._ramp = ramp
+
+    def pick(self, ctx: PickContext) -> EndpointState | None:
+        """The cheaper of two weighted random eligible endpoints not in ``ctx.exclude``."""
+        pair = self._ramp.pair(self._eligible, ctx.exclude)
+        if not isinstance(pair, tuple):
+            return pair
+        a, b = pair
+        now = self._clock()
+        return b if self.cost(b, now) < self.cost(a, now) else a
+
+
 class PeakEwma:
     """Factory: peak-EWMA balancing (Finagle/Linkerd), power of two choices.
 
@@ -198,6 +268,8 @@ class PeakEwma:
         clock: Clock = monotonic,
         decay: float = 10.0,
         default_rtt: float = 0.03,
+        *,
+        slow_start: SlowStart | None = None,
     ) -> None:
         number("PeakEwma.decay", decay, min=0, exclusive_min=True)
         number("PeakEwma.default_rtt", default_rtt, min=0, exclusive_min=True)
@@ -205,9 +277,13 @@ class PeakEwma:
         self._clock = clock
         self.decay = decay
         self.default_rtt = default_rtt
+        self.slow_start = slow_start
 
     def build(self, snapshot: Snapshot) -> PeakEwmaPicker:
         """A picker over ``snapshot.eligible``."""
-        return PeakEwmaPicker(
-            snapshot.eligible, self._rng.random, self._clock, self.decay, self.default_rtt
-        )
+        eligible, rand, clock = snapshot.eligible, self._rng.random, self._clock
+        slow = self.slow_start
+        ramp = None if slow is None else slow.ramp(eligible, clock, rand)
+        if ramp is None:
+            return PeakEwmaPicker(eligible, rand, clock, self.decay, self.default_rtt)
+        return RampedPeakEwmaPicker(eligible, rand, clock, self.decay, self.default_rtt, ramp)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 import random
 
+from ..clock import Clock, monotonic
 from ..snapshot import EndpointState, Snapshot
 from .base import PickContext
+from .slow_start import Ramp, SlowStart
 
-__all__ = ["RoundRobin", "RoundRobinPicker"]
+__all__ = ["RampedRoundRobinPicker", "RoundRobin", "RoundRobinPicker"]
 
 
 class RoundRobinPicker:
@@ -36,6 +38,21 @@ class RoundRobinPicker:
         return None
 
 
+class RampedRoundRobinPicker(RoundRobinPicker):
+    """Round-robin while some endpoint ramps up (slow start): a ramping endpoint whose turn
+    comes keeps it with its weight, else a weighted random endpoint takes the request."""
+
+    __slots__ = ("_ramp",)
+
+    def __init__(self, eligible: tuple[EndpointState, ...], start: int, ramp: Ramp) -> None:
+        super().__init__(eligible, start)
+        self._ramp = ramp
+
+    def pick(self, ctx: PickContext) -> EndpointState | None:
+        """The next endpoint in turn, weighted by the ramp, skipping ``ctx.exclude``."""
+        return self._ramp.settle(super().pick(ctx), self._eligible, ctx.exclude)
+
+
 class RoundRobin:
     """Factory: one :class:`RoundRobinPicker` per snapshot.
 
@@ -45,12 +62,27 @@ class RoundRobin:
 
     name = "round_robin"
 
-    def __init__(self, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        rng: random.Random | None = None,
+        *,
+        slow_start: SlowStart | None = None,
+        clock: Clock = monotonic,
+    ) -> None:
         self._rng = rng or random.Random()
         self._last: RoundRobinPicker | None = None
+        self.slow_start = slow_start
+        self._clock = clock
 
     def build(self, snapshot: Snapshot) -> RoundRobinPicker:
         """A picker over ``snapshot.eligible``."""
         start = self._rng.randrange(1 << 30) if self._last is None else next(self._last._counter)
-        self._last = RoundRobinPicker(snapshot.eligible, start)
+        eligible = snapshot.eligible
+        slow = self.slow_start
+        ramp = None if slow is None else slow.ramp(eligible, self._clock, self._rng.random)
+        self._last = (
+            RoundRobinPicker(eligible, start)
+            if ramp is None
+            else RampedRoundRobinPicker(eligible, start, ramp)
+        )
         return self._last

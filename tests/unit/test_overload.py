@@ -1,0 +1,407 @@
+"""Overload decisions of the pure core: rejections and hold-offs, the adaptive throttle, slow
+start and bounded-load hashing. Injected ManualClock and seeded rng, no sockets."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from headlesslb.assembly import assemble
+from headlesslb.core.balancer import Balancer
+from headlesslb.core.call import Call, Deliver, Fail, Router, Send, Step
+from headlesslb.core.clock import ManualClock
+from headlesslb.core.endpoint import Endpoint, Resolution
+from headlesslb.core.names import expand_service_name
+from headlesslb.core.options import RequestOptions
+from headlesslb.core.pickers import ConsistentHash, Ordinal, SlowStart, make_picker
+from headlesslb.core.pickers.base import PickContext
+from headlesslb.core.pool import Outcome, OutlierPolicy, Pool, outcome_for_status, response_outcome
+from headlesslb.core.retry import RetryPolicy, rejection, retry_after_seconds
+from headlesslb.core.throttle import AdaptiveThrottle, Throttle
+from headlesslb.errors import ConfigurationError, Throttled
+
+SERVICE = expand_service_name("web-hl.default")
+RETRY_AFTER_2 = {"retry-after": "2"}
+
+
+def pods(n: int) -> tuple[Endpoint, ...]:
+    return tuple(Endpoint(f"10.0.0.{i + 1}", 80, f"web-{i}", i) for i in range(n))
+
+
+def make(
+    n: int = 3,
+    *,
+    retry: RetryPolicy | None = None,
+    throttle: Throttle | None = None,
+    picker: str = "round_robin",
+    slow_start: SlowStart | None = None,
+    clock: ManualClock | None = None,
+) -> Router:
+    clock = clock or ManualClock()
+    rng = random.Random(5)
+    retry = retry or RetryPolicy(backoff_base=0.0, backoff_max=0.0)
+    pool = Pool(OutlierPolicy(), clock=clock, rng=rng)
+    pool.update(Resolution(pods(n), 30))
+    picker_factory = make_picker(picker, rng=rng, clock=clock, slow_start=slow_start)
+    balancer = Balancer(pool, picker_factory, sharding=ConsistentHash(), ordinal=Ordinal())
+    return Router(
+        service=SERVICE,
+        pool=pool,
+        balancer=balancer,
+        retry=retry,
+        budget=retry.budget(clock),
+        rng=rng,
+        port=80,
+        clock=clock,
+        throttle=throttle,
+    )
+
+
+def answer(call: Call, step: Step, status: int, headers: dict[str, str] | None = None) -> Step:
+    """Play the shell: the Pod of ``step`` answers; its body ends (reporting) first."""
+    assert isinstance(step, Send)
+    step.attempt.done(
+        response_outcome(status, [(k.encode(), v.encode()) for k, v in (headers or {}).items()])
+    )
+    return call.responded(status, headers or {})
+
+
+# -- rejections ----------------------------------------------------------------------------------
+def test_429_and_503_with_retry_after_are_rejections_plain_503_is_not() -> None:
+    assert rejection(429, {})
+    assert rejection(503, RETRY_AFTER_2)
+    assert not rejection(503, {})
+    assert outcome_for_status(429) is Outcome.REJECTED
+    assert response_outcome(503, [(b"Retry-After", b"1")]) is Outcome.REJECTED
+    assert response_outcome(503, []) is Outcome.GATEWAY_ERROR
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after": "3"}, 3.0),
+        ({"retry-after": " 0 "}, 0.0),
+        ({"retry-after": "99999999999999"}, 1e9),
+        (
+            {
+                "retry-after": "Wed, 21 Oct 2015 07:28:05 GMT",
+                "date": "Wed, 21 Oct 2015 07:28:00 GMT",
+            },
+            5.0,
+        ),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:05 GMT"}, None),  # no Date: unusable
+        ({"retry-after": "soon"}, None),
+        ({"retry-after": "-1"}, None),
+        ({"retry-after": "٣"}, None),  # a non-ASCII digit is not delay-seconds
+        ({}, None),
+    ],
+)
+def test_retry_after_is_parsed_and_untrusted(
+    headers: dict[str, str], seconds: float | None
+) -> None:
+    assert retry_after_seconds(headers) == seconds
+
+
+def test_hold_off_is_bounded_and_defaults_when_retry_after_is_unusable() -> None:
+    policy = RetryPolicy(hold_off=0.5, max_hold_off=4.0)
+    assert policy.hold_off_for({"retry-after": "2"}) == 2.0
+    assert policy.hold_off_for({"retry-after": "3600"}) == 4.0
+    assert policy.hold_off_for({}) == 0.5
+    assert RetryPolicy(hold_off=0, max_hold_off=0).hold_off_for({"retry-after": "9"}) == 0.0
+    assert RetryPolicy(hold_off=5.0, max_hold_off=1.0).hold_off_for({}) == 1.0
+    with pytest.raises(ConfigurationError, match=r"RetryPolicy\.hold_off"):
+        RetryPolicy(hold_off=-1.0)
+    with pytest.raises(ConfigurationError, match=r"RetryPolicy\.max_hold_off"):
+        RetryPolicy(max_hold_off=-1)
+
+
+def test_a_rejected_get_is_retried_on_another_pod_and_the_rejecter_held_off() -> None:
+    router = make()
+    clock = router.clock
+    assert isinstance(clock, ManualClock)
+    call = router.start("GET", RequestOptions(), replayable=True)
+    first = call.first()
+    assert isinstance(first, Send)
+    second = answer(call, first, 429, RETRY_AFTER_2)
+    assert isinstance(second, Send)
+    assert second.endpoint != first.endpoint
+    assert answer(call, second, 200) is not None
+    rejecter = first.state
+    assert rejecter.held_until == clock() + 2.0
+    assert rejecter not in router.pool.snapshot.eligible
+    for _ in range(10):  # nobody sends it anything while it holds off
+        step = router.start("GET", RequestOptions(), replayable=True).first()
+        assert isinstance(step, Send) and step.state is not rejecter
+        step.attempt.done(Outcome.CANCELLED)
+    clock.advance(2.0)
+    assert rejecter in router.pool.snapshot.eligible
+    assert call.report()["attempts"][0]["status"] == 429
+
+
+def test_a_rejected_post_is_not_retried() -> None:
+    router = make()
+    call = router.start("POST", RequestOptions(), replayable=True)
+    assert isinstance(answer(call, call.first(), 429), Deliver)
+
+
+def test_when_every_pod_rejected_the_rejection_stands() -> None:
+    router = make(2, retry=RetryPolicy(max_attempts=5, backoff_base=0.0, backoff_max=0.0))
+    call = router.start("GET", RequestOptions(), replayable=True)
+    step = answer(call, call.first(), 429)
+    assert isinstance(step, Send)
+    assert isinstance(answer(call, step, 429), Deliver)
+    assert len(call.attempts) == 2
+
+
+def test_a_pinned_request_is_never_retried_on_a_rejection() -> None:
+    router = make()
+    call = router.start("GET", RequestOptions(ordinal=1), replayable=True)
+    assert isinstance(answer(call, call.first(), 429, RETRY_AFTER_2), Deliver)
+
+
+def test_a_fast_rejection_never_makes_a_pod_look_cheaper() -> None:
+    clock = ManualClock()
+    pool = Pool(clock=clock)
+    pool.update(Resolution(pods(1), 30))
+    state = pool.snapshot.members[0]
+    attempt = pool.begin(state)
+    clock.advance(0.2)
+    attempt.done(Outcome.SUCCESS)
+    assert state.ewma == pytest.approx(0.2)
+    clock.advance(5.0)
+    for _ in range(20):  # a burst of instant 429s
+        pool.begin(state).done(Outcome.REJECTED)
+    assert state.ewma == pytest.approx(0.2)
+    assert state.ewma_stamp == clock()  # the decay restarts from the last real latency
+    assert state.consecutive_failures == 0 and state.ejected_until is None
+    assert state.in_flight == 0
+
+
+def test_when_most_pods_hold_off_the_pool_panics_over_all_of_them() -> None:
+    router = make(3)
+    pool = router.pool
+    a, b, c = pool.snapshot.members
+    pool.hold_off(a, 5.0)
+    assert pool.snapshot.eligible == (b, c)
+    pool.hold_off(b, 5.0)
+    assert pool.snapshot.panic and set(pool.snapshot.eligible) == {a, b, c}
+
+
+# -- the adaptive throttle -------------------------------------------------------------------------
+def test_throttle_probability_follows_the_sre_formula() -> None:
+    clock = ManualClock()
+    throttle = AdaptiveThrottle(k=2.0, window=10.0, min_requests=0).build(clock, random.Random(1))
+    for _ in range(100):
+        throttle.answered(False)
+    for _ in range(20):
+        throttle.answered(True)
+    assert throttle.probability == pytest.approx((120 - 2 * 20) / 121)
+    clock.advance(10.0)  # the window slides past all of it
+    assert throttle.probability == 0.0
+
+
+def test_throttle_sheds_nothing_while_half_is_accepted_or_too_little_was_seen() -> None:
+    clock = ManualClock()
+    throttle = AdaptiveThrottle().build(clock, random.Random(1))
+    for _ in range(5):
+        throttle.answered(False)
+    assert throttle.probability == 0.0  # below min_requests
+    for _ in range(50):
+        throttle.answered(True)
+        throttle.answered(False)
+    for _ in range(5):
+        throttle.answered(True)  # 55 rejected, 55 accepted: K × accepts covers the requests
+    assert throttle.probability == 0.0
+    assert all(throttle.admit() for _ in range(100))
+
+
+def test_throttled_first_attempt_fails_typed_and_sends_nothing() -> None:
+    clock = ManualClock()
+    throttle = AdaptiveThrottle(min_requests=0).build(clock, random.Random(3))
+    for _ in range(1000):
+        throttle.answered(False)
+    router = make(throttle=throttle, clock=clock)
+    outcomes: Counter[str] = Counter()
+    for _ in range(200):
+        step = router.start("GET", RequestOptions(), replayable=True).first()
+        if isinstance(step, Fail):
+            assert isinstance(step.error, Throttled)
+            outcomes["shed"] += 1
+        else:
+            assert isinstance(step, Send)
+            step.attempt.done(Outcome.CANCELLED)
+            outcomes["sent"] += 1
+    assert outcomes["shed"] > 190
+    assert throttle.shed == outcomes["shed"]
+
+
+def test_throttle_validation_names_the_argument() -> None:
+    with pytest.raises(ConfigurationError, match=r"AdaptiveThrottle\.k"):
+        AdaptiveThrottle(k=0.5)
+    with pytest.raises(ConfigurationError, match=r"AdaptiveThrottle\.window"):
+        AdaptiveThrottle(window=0)
+    with pytest.raises(ConfigurationError, match="throttle"):
+        assemble("web-hl", throttle={"k": 2}, nameservers=["127.0.0.1:53"])  # type: ignore[arg-type]
+
+
+# -- slow start --------------------------------------------------------------------------------
+def test_slow_start_weight_is_envoys_formula_with_a_floor() -> None:
+    linear = SlowStart(window=10.0)
+    assert linear.weight(0.0) == 0.1
+    assert linear.weight(5.0) == pytest.approx(0.5)
+    assert linear.weight(10.0) == 1.0
+    fast = SlowStart(window=10.0, aggression=2.0)
+    assert fast.weight(2.5) == pytest.approx(0.5)
+    with pytest.raises(ConfigurationError, match=r"SlowStart\.min_weight"):
+        SlowStart(min_weight=0.05)
+
+
+@pytest.mark.parametrize("picker", ["round_robin", "least_request", "peak_ewma"])
+def test_a_newcomer_ramps_up_but_the_first_pods_do_not(picker: str) -> None:
+    clock = ManualClock()
+    router = make(3, picker=picker, slow_start=SlowStart(window=10.0), clock=clock)
+    pool, balancer = router.pool, router.balancer
+
+    def shares(n: int = 4000) -> Counter[str]:
+        seen: Counter[str] = Counter()
+        for _ in range(n):
+            state = balancer.pick()
+            assert state is not None
+            seen[state.endpoint.ip] += 1
+        return seen
+
+    start = shares(3000)
+    assert min(start.values()) > 800  # the pool's first Pods start at full weight
+    clock.advance(60.0)
+    pool.update(Resolution(pods(4), 30))
+    newcomer = "10.0.0.4"
+    at_start = shares()[newcomer] / 4000
+    assert at_start < 0.07  # 10 % weight: ≈ 0.1 / 3.1 of picks, far below a full 25 %
+    clock.advance(5.0)
+    halfway = shares()[newcomer] / 4000
+    assert at_start < halfway < 0.2
+    clock.advance(5.0)
+    assert shares()[newcomer] / 4000 > 0.2
+
+
+def test_no_slow_start_when_every_pod_is_new() -> None:
+    clock = ManualClock()
+    router = make(2, slow_start=SlowStart(window=10.0), clock=clock)
+    clock.advance(60.0)
+    # The whole set is replaced at once: everybody ramps, so nobody is slowed.
+    router.pool.update(Resolution(tuple(Endpoint(f"10.0.1.{i}", 80) for i in range(1, 4)), 30))
+    seen = Counter(router.balancer.pick().endpoint.ip for _ in range(3000))  # type: ignore[union-attr]
+    assert min(seen.values()) > 900
+
+
+def test_slow_start_after_an_ejection_ends() -> None:
+    clock = ManualClock()
+    router = make(3, slow_start=SlowStart(window=10.0), clock=clock)
+    pool = router.pool
+    clock.advance(60.0)
+    victim = pool.snapshot.members[0]
+    assert pool.eject(victim.key)
+    clock.advance(100.0)
+    assert victim in pool.snapshot.eligible  # back, and ramping
+    seen = Counter(router.balancer.pick().key for _ in range(3000))  # type: ignore[union-attr]
+    assert seen[victim.key] < 3000 * 0.07
+
+
+def test_slow_start_with_a_factory_of_ones_own_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="slow_start"):
+        make_picker(ConsistentHash(), slow_start=SlowStart())
+
+
+# -- bounded load ----------------------------------------------------------------------------------
+def _keyed(factor: float | None) -> tuple[Pool, Balancer]:
+    pool = Pool(clock=ManualClock())
+    pool.update(Resolution(pods(5), 30))
+    balancer = Balancer(
+        pool, make_picker("round_robin"), sharding=ConsistentHash(balance_factor=factor)
+    )
+    return pool, balancer
+
+
+def test_bounded_load_moves_a_hot_key_off_a_busy_owner_and_back() -> None:
+    pool, balancer = _keyed(1.25)
+    ctx = PickContext(key="hot")
+    owner = balancer.pick(ctx)
+    assert owner is not None
+    attempts = [pool.begin(owner) for _ in range(3)]  # 3 in flight, all on the owner
+    # total 3, n 5: the bound is ceil(1.25 × 4 / 5) = 1, so the owner (at 3) is over it.
+    moved = balancer.pick(ctx)
+    assert moved is not None and moved is not owner
+    assert balancer.pick(ctx) is moved  # deterministic: every client moves it to the same Pod
+    for attempt in attempts:
+        attempt.done(Outcome.SUCCESS)
+    assert balancer.pick(ctx) is owner  # the load dropped: back to its owner
+
+
+def test_no_pod_goes_over_the_bound() -> None:
+    pool, balancer = _keyed(1.25)
+    held = []
+    for i in range(40):
+        state = balancer.pick(PickContext(key="hot" if i % 2 else f"k{i}"))
+        assert state is not None
+        total = sum(s.in_flight for s in pool.snapshot.eligible)
+        assert state.in_flight + 1 <= -(-1.25 * (total + 1) // 5)
+        held.append(pool.begin(state))
+    for attempt in held:
+        attempt.done(Outcome.SUCCESS)
+
+
+def test_strict_affinity_is_the_default() -> None:
+    pool, balancer = _keyed(None)
+    owner = balancer.pick(PickContext(key="hot"))
+    assert owner is not None
+    attempts = [pool.begin(owner) for _ in range(10)]
+    assert balancer.pick(PickContext(key="hot")) is owner
+    for attempt in attempts:
+        attempt.done(Outcome.SUCCESS)
+
+
+def test_balance_factor_validation_names_the_argument() -> None:
+    with pytest.raises(ConfigurationError, match=r"ConsistentHash\.balance_factor"):
+        ConsistentHash(balance_factor=0.9)
+
+
+def test_bounded_load_works_over_ordinals_too() -> None:
+    pool = Pool(clock=ManualClock())
+    pool.update(Resolution(pods(5), 30))
+    balancer = Balancer(
+        pool,
+        make_picker("round_robin"),
+        sharding=ConsistentHash(over="ordinal", balance_factor=1.25),
+    )
+    owner = balancer.pick(PickContext(key="hot"))
+    assert owner is not None
+    attempts = [pool.begin(owner) for _ in range(3)]
+    moved = balancer.pick(PickContext(key="hot"))
+    assert moved is not None and moved is not owner
+    for attempt in attempts:
+        attempt.done(Outcome.SUCCESS)
+    assert balancer.pick(PickContext(key="hot")) is owner
+
+
+def test_the_options_go_through_assembly_for_both_clients() -> None:
+    from headlesslb.sync.pool import LockedPool
+    from headlesslb.testing import StaticDiscovery
+
+    discovery = StaticDiscovery(["10.0.0.1:80"])
+    slow = SlowStart(window=5)
+    for pool_class in (Pool, LockedPool):
+        parts = assemble(
+            "web-hl.default",
+            discovery=discovery,
+            slow_start=slow,
+            throttle=AdaptiveThrottle(k=1.5),
+            picker="least_request",
+            pool_class=pool_class,
+        )
+        assert parts.router.throttle is not None and parts.router.throttle.settings.k == 1.5
+        picker = parts.balancer._factories[0]
+        assert getattr(picker, "slow_start", None) is slow
+    with pytest.raises(ConfigurationError, match="slow_start"):
+        assemble("web-hl.default", discovery=discovery, slow_start=30)  # type: ignore[arg-type]

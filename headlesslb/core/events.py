@@ -326,7 +326,11 @@ class EventHub:
         """Whether any observer wants attempt events now (asked once per request)."""
         if self._unconditional:
             return True
-        return any(gate() for gate in self._attempt_gates)
+        # A plain loop: any() over a generator costs half a microsecond more, per request.
+        for gate in self._attempt_gates:  # noqa: SIM110
+            if gate():
+                return True
+        return False
 
     def emit(self, event: Event) -> None:
         """Hand ``event`` to every observer; an observer that raises is logged, not raised."""

@@ -23,6 +23,7 @@ and ``headlesslb.endpoints`` (by state), ``headlesslb.ejections``, ``headlesslb.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,6 +53,7 @@ else:
 __all__ = [
     "DURATION_BUCKETS",
     "METER_NAME",
+    "RECHECK",
     "OpenTelemetryObserver",
     "api_available",
 ]
@@ -63,6 +65,9 @@ DURATION_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 )  # fmt: skip
 """``http.client.request.duration`` bucket boundaries, seconds (the semantic conventions')."""
+
+RECHECK = 1.0
+"""Seconds between looks for an SDK while none is configured."""
 
 _SCHEMA = "https://opentelemetry.io/schemas/1.26.0"
 _METHODS = frozenset(
@@ -103,10 +108,10 @@ class OpenTelemetryObserver:
             )
         from .. import __version__
 
-        self._explicit_tracing = tracer_provider is not None
-        self._explicit_metrics = meter_provider is not None
-        self._tracing_on = self._explicit_tracing
-        self._metrics_on = self._explicit_metrics
+        self._tracing_on = tracer_provider is not None
+        self._metrics_on = meter_provider is not None
+        self._next_look = 0.0
+        self._look()
         # Proxies until an SDK is set: they start delegating to it by themselves.
         self._tracer = trace.get_tracer(
             METER_NAME, __version__, tracer_provider=tracer_provider, schema_url=_SCHEMA
@@ -162,17 +167,30 @@ class OpenTelemetryObserver:
         return self._tracing() or self._metering()
 
     def _tracing(self) -> bool:
-        if not self._tracing_on:
-            provider = trace.get_tracer_provider()
-            proxies = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-            self._tracing_on = _configured(provider, proxies)  # once set, it stays set
+        if not self._tracing_on and self._due():
+            self._look()
         return self._tracing_on
 
     def _metering(self) -> bool:
-        if not self._metrics_on:
-            provider = metrics.get_meter_provider()
-            self._metrics_on = _configured(provider, (metrics.NoOpMeterProvider,))
+        if not self._metrics_on and self._due():
+            self._look()
         return self._metrics_on
+
+    def _due(self) -> bool:
+        # Asking the API for its providers reads os.environ (about 1 µs a request): with no SDK,
+        # look again at most every RECHECK seconds, so one configured later is seen that soon.
+        now = time.monotonic()
+        if now < self._next_look:
+            return False
+        self._next_look = now + RECHECK
+        return True
+
+    def _look(self) -> None:
+        """Whether an SDK is configured now; once it is, it stays (the API sets it once)."""
+        proxies = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        self._tracing_on = self._tracing_on or _configured(trace.get_tracer_provider(), proxies)
+        metered = _configured(metrics.get_meter_provider(), (metrics.NoOpMeterProvider,))
+        self._metrics_on = self._metrics_on or metered
 
     # -- events ----------------------------------------------------------------------------------
     def __call__(self, event: Event) -> None:
@@ -240,10 +258,8 @@ class OpenTelemetryObserver:
         if endpoint is not None:
             attributes["network.peer.address"] = endpoint.ip
             attributes["network.peer.port"] = endpoint.port
-            if endpoint.hostname is not None:
+            if endpoint.hostname is not None:  # its ordinal, if any, is in its name
                 attributes["headlesslb.pod.hostname"] = endpoint.hostname
-            if endpoint.ordinal is not None:
-                attributes["headlesslb.pod.ordinal"] = endpoint.ordinal
         else:
             attributes["headlesslb.fallback"] = True
         span = self._tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)

@@ -45,6 +45,7 @@ bench: $(VENV)/.test-installed
 	$(PY) benchmarks/overload.py
 	$(PY) benchmarks/slow_start.py
 	$(PY) benchmarks/bounded_load.py
+	$(PY) benchmarks/telemetry_overhead.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

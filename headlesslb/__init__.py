@@ -5,6 +5,8 @@ least-request, peak-EWMA, consistent-hash sharding, StatefulSet ordinal pinning)
 Pod, eject bad Pods, and fall back to the Service's ClusterIP/LB twin when discovery has nothing.
 """
 
+import logging as _logging
+
 from .aio.client import HeadlessClient
 from .aio.transport import HeadlessTransport
 from .core.endpoint import Endpoint, EndpointStatus, Resolution
@@ -31,6 +33,9 @@ from .errors import (
 )
 
 __version__ = "0.1.0"
+
+# A library logs, the application decides where logs go (none until it configures logging).
+_logging.getLogger("headlesslb").addHandler(_logging.NullHandler())
 
 __all__ = [
     "AdaptiveThrottle",

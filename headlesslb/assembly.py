@@ -25,6 +25,7 @@ from .core.balancer import Balancer
 from .core.call import Router
 from .core.clock import Clock, monotonic
 from .core.endpoint import Endpoint, EndpointStatus
+from .core.events import EventHub, Observer
 from .core.health import HealthCheck
 from .core.names import (
     ORDINAL_MAX,
@@ -49,6 +50,7 @@ from .io.cache import LookupCache
 from .io.dns import DnsDiscovery, IpFamily
 from .io.fallback import DEFAULT_PORTS, Fallback, authority
 from .io.refresher import Discovery
+from .telemetry.logs import LogObserver
 
 __all__ = [
     "ClientBase",
@@ -126,6 +128,12 @@ class TransportOptions(TypedDict, total=False):
     """The monotonic clock the core reads [time.monotonic]."""
     rng: random.Random | None
     """The random source of the pickers and back-off [a fresh one]."""
+    observers: Sequence[Observer]
+    """Callables receiving every event (:mod:`headlesslb.core.events`) from the start [()]."""
+    opentelemetry: bool | None
+    """Spans and metrics through the OpenTelemetry API: None turns them on when
+    ``opentelemetry-api`` is installed (a no-op until an SDK is configured), False off, True
+    requires it [None]."""
 
 
 class ClientOptions(TransportOptions, total=False):
@@ -194,6 +202,8 @@ class Parts:
     limits: httpx.Limits | None
     http2: bool
     pod_transport: Any
+    events: EventHub
+    """The client's event stream: logs, metrics, spans and ``observers=`` subscribe to it."""
     hosts: frozenset[bytes]
     """Every spelling of the Service's name a URL may use."""
     url_port: int | None
@@ -257,6 +267,8 @@ def assemble(
     http2: bool = False,
     clock: Clock = monotonic,
     rng: random.Random | None = None,
+    observers: Sequence[Observer] = (),
+    opentelemetry: bool | None = None,
     pool_class: type[Pool] = Pool,
 ) -> Parts:
     """Check every argument (a typed error naming it) and build the parts.
@@ -307,6 +319,11 @@ def assemble(
             f"fallback must be a Service name or an http(s) URL, not {type(fallback).__name__}"
         )
 
+    if isinstance(observers, str | bytes) or not isinstance(observers, Sequence):
+        raise ConfigurationError(f"observers must be a sequence of callables, not {observers!r}")
+    if opentelemetry is not None:
+        validate.flag("opentelemetry", opentelemetry)
+
     resolv = load_resolv_conf(resolv_conf)
     namespace = namespace or detect_namespace(resolv)
     cluster_domain = cluster_domain or resolv.cluster_domain
@@ -328,6 +345,7 @@ def assemble(
     else:
         servers = ()
     the_rng = rng or random.Random()
+    events = _event_hub(service_name.host, observers, opentelemetry)
     refresh = refresh or RefreshPolicy()
     retry = retry or RetryPolicy()
     pool = pool_class(
@@ -335,6 +353,7 @@ def assemble(
         clock=clock,
         rng=the_rng,
         new_endpoints_healthy=health is None or not health.start_unhealthy,
+        events=events,
     )
     balancer = Balancer(
         pool,
@@ -387,6 +406,7 @@ def assemble(
         has_fallback=the_fallback is not None,
         fallback_name=None if the_fallback is None else the_fallback.name,
         throttle=None if throttle is None else throttle.build(clock, the_rng),
+        events=events,
     )
     return Parts(
         service=service_name,
@@ -412,9 +432,33 @@ def assemble(
         limits=limits,
         http2=http2,
         pod_transport=pod_transport,
+        events=events,
         hosts=service_hosts(service_name, namespace),
         url_port=the_port if isinstance(the_port, int) else None,
     )
+
+
+def _event_hub(
+    service: str, observers: Sequence[Observer], opentelemetry: bool | None
+) -> EventHub:
+    """The client's event stream with its observers: logging, the user's, OpenTelemetry."""
+    events = EventHub(service)
+    events.subscribe(LogObserver())
+    for observer in observers:
+        events.subscribe(observer)
+    if opentelemetry is not False:
+        from .telemetry.otel import OpenTelemetryObserver, api_available
+
+        if opentelemetry and not api_available():
+            raise ConfigurationError(
+                "opentelemetry=True needs the OpenTelemetry API:"
+                " pip install 'headlesslb[opentelemetry]'"
+            )
+        chosen = any(isinstance(o, OpenTelemetryObserver) for o in observers)
+        if api_available() and not chosen:
+            # Zero-code instrumentation: the global providers, no setting needed.
+            events.subscribe(OpenTelemetryObserver())
+    return events
 
 
 def service_hosts(service: ServiceName, own_namespace: str | None) -> frozenset[bytes]:

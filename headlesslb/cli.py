@@ -1,4 +1,4 @@
-"""The ``headlesslb`` command: ``resolve`` a Service, ``get`` through it, or run the ``demo``."""
+"""The ``headlesslb`` command: ``resolve`` a Service, ``get`` through it, ``top``, ``demo``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from .core.names import (
 )
 from .errors import ConfigurationError, HeadlessLBError
 from .io.dns import DnsDiscovery
+from .top import add_top_arguments, run_top
 
 __all__ = ["main"]
 
@@ -111,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     get.add_argument("--key", default=None, help="shard by this key")
     get.add_argument("--ordinal", type=int, default=None, help="pin to this StatefulSet ordinal")
     get.add_argument("--fallback", default=None, help="ClusterIP/LB Service name or URL")
+    top = sub.add_parser("top", help="a live per-Pod view: state, load, errors, latency, DNS")
+    _add_discovery_args(top)
+    add_top_arguments(top)
     demo = sub.add_parser("demo", help="watch requests spread over a local cluster's Pods")
     demo.add_argument("--fast", action="store_true", help="shorter phases (for tests)")
     args = parser.parse_args(argv)
@@ -119,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(_resolve, args)
         if args.command == "get":
             return anyio.run(_get, args)
+        if args.command == "top":
+            return run_top(args)
         from .demo import run_demo
 
         return run_demo(fast=args.fast)

@@ -27,7 +27,7 @@ from ..core.options import EXTENSION, PLAIN, RequestOptions
 from ..errors import DeadlineExceeded, InvalidRequest, NotStarted
 from ..io.outcomes import classify
 from ..io.runtime import Runtime
-from ..io.sender import AsyncSender, PodSender, TransportSender
+from ..io.sender import AsyncSender, PodSender, TransportSender, with_headers
 from ..io.tasks import Background
 
 __all__ = ["HeadlessTransport"]
@@ -60,6 +60,8 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         self.pool = parts.pool
         self.balancer = parts.balancer
         self.fallback = parts.fallback
+        self.events = parts.events
+        """The event stream: ``events.subscribe(observer)`` (see :mod:`headlesslb.events`)."""
         self._router = parts.router
         pod_transport = parts.checked_pod_transport(httpx.AsyncBaseTransport)
         self._sender: AsyncSender = (
@@ -135,7 +137,10 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         if not self.runtime.ready:
             await self.runtime.wait_ready()
         call = self._router.start(
-            request.method, options, replayable=isinstance(request.stream, httpx.ByteStream)
+            request.method,
+            options,
+            replayable=isinstance(request.stream, httpx.ByteStream),
+            url=request.url,
         )
         deadline = call.deadline
         if deadline is None:
@@ -182,7 +187,12 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 assert isinstance(step, LookupPod)
                 step = call.found(await self.runtime.lookup_pod(step))
             elif kind is SendToFallback:
-                response, step = await self._to_fallback(call, request)
+                assert isinstance(step, SendToFallback)
+                try:
+                    response, step = await self._to_fallback(call, request, step)
+                except BaseException:
+                    call.abandon()  # cancelled: the core closes the attempt's record
+                    raise
             else:
                 assert isinstance(step, Fail)
                 raise step.error
@@ -191,6 +201,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         endpoint = step.endpoint
         timeout = step.timeout
         send = self._sender.send_to
+        headers = with_headers(request.headers.raw, step.headers) if step.headers else None
         if timeout is None:
             response = await send(
                 request,
@@ -198,6 +209,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 endpoint.port,
                 scheme=self.parts.raw_scheme,
                 sni=self.parts.sni,
+                headers=headers,
                 attempt=step.attempt,
             )
         else:
@@ -212,6 +224,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                         endpoint.port,
                         scheme=self.parts.raw_scheme,
                         sni=self.parts.sni,
+                        headers=headers,
                         connect_timeout=timeout,
                         attempt=step.attempt,
                     )
@@ -230,7 +243,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         return response
 
     async def _to_fallback(
-        self, call: Call, request: httpx.Request
+        self, call: Call, request: httpx.Request, step: SendToFallback
     ) -> tuple[httpx.Response | None, Step]:
         fallback = self.fallback
         assert fallback is not None
@@ -246,7 +259,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 port,
                 scheme=fallback.raw_scheme,
                 sni=fallback.sni,
-                headers=fallback.headers_for(request),
+                headers=with_headers(fallback.headers_for(request), step.headers),
             )
         except httpx.TransportError as exc:
             fallback.failed(exc)

@@ -40,6 +40,15 @@ from ..errors import (
 from .balancer import Balancer
 from .clock import Clock, monotonic
 from .endpoint import Endpoint
+from .events import (
+    AttemptFinished,
+    AttemptStarted,
+    EventHub,
+    FallbackEngaged,
+    FallbackLeft,
+    RetryBudgetExhausted,
+    RetryScheduled,
+)
 from .names import ServiceName, split_ordinal
 from .options import WRITE_METHODS, RequestOptions
 from .pickers.base import NO_CONTEXT, PickContext
@@ -82,6 +91,8 @@ class Send(Step):
     attempt: Attempt
     timeout: float | None
     """The per-try timeout, seconds (``None``: only the request's own timeouts)."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Headers an observer asked to send with this attempt (tracing's ``traceparent``)."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -114,6 +125,9 @@ class LookupPod(Step):
 class SendToFallback(Step):
     """Send the request to the fallback Service, then report with ``fallback_responded`` or
     ``fallback_failed``."""
+
+    headers: tuple[tuple[str, str], ...] = ()
+    """Headers an observer asked to send with this attempt (tracing's ``traceparent``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +202,7 @@ class Router:
         fallback_name: str | None = None,
         last_discovery_error: Callable[[], BaseException | None] = lambda: None,
         throttle: Throttle | None = None,
+        events: EventHub | None = None,
     ) -> None:
         self.service = service
         self.pool = pool
@@ -206,20 +221,30 @@ class Router:
         """Client-side adaptive throttling (None: off)."""
         self.closed = False
         """Set when the client closes: from then on no call sends anything."""
+        self.events = events or EventHub(service.host)
+        """Where fallback, retry, budget and attempt events go."""
+        self.on_fallback = False
+        """Whether the latest request served went to the fallback (its changes are events)."""
+        self.budget_dry = False
+        """Whether the latest retry the budget was asked for was denied."""
 
     def close(self) -> None:
         """The client closed: calls in flight fail at their next step, none is retried."""
         self.closed = True
 
-    def start(self, method: str, options: RequestOptions, *, replayable: bool) -> Call:
-        """A new call for one request. ``replayable``: its body can be sent more than once."""
+    def start(
+        self, method: str, options: RequestOptions, *, replayable: bool, url: object = ""
+    ) -> Call:
+        """A new call for one request. ``replayable``: its body can be sent more than once;
+        ``url`` (an ``httpx.URL``, made text only for attempt events) names the request."""
         key, ordinal = options.key, options.ordinal
         if ordinal is None and self.writes_to is not None and method in WRITE_METHODS:
             # writes_to wins over key= for writes: only that Pod takes writes (a leader).
             key, ordinal = None, self.writes_to
         ctx = NO_CONTEXT if key is None and ordinal is None else PickContext(key, ordinal)
         self.budget.deposit()
-        return Call(self, method, options, ctx, replayable, self.clock())
+        observed = self.events.wants_attempts()
+        return Call(self, method, options, ctx, replayable, self.clock(), url, observed)
 
 
 # -- one call ------------------------------------------------------------------------------------
@@ -234,6 +259,9 @@ class Call:
     replayable: bool
     started: float
     """When the call started, on the router's clock (the deadline counts from here)."""
+    url: object = ""
+    observed: bool = False
+    """Whether attempt events are emitted for this call (some observer wanted them)."""
     attempts: list[AttemptRecord] = field(default_factory=list)
     tried: set[tuple[str, int]] = field(default_factory=set)
     endpoint: Endpoint | None = None
@@ -251,6 +279,8 @@ class Call:
     """Why the pool has no Pod for this call's ordinal, raised if DNS has none either."""
     _lookup_step: LookupPod | None = None
     """The by-name lookup this call asked for: a fresh one asks for the same name and port."""
+    _announced: AttemptStarted | None = None
+    """The event of the attempt in flight, when the call is observed."""
 
     # -- driving ---------------------------------------------------------------------------------
     def first(self) -> Step:
@@ -261,6 +291,12 @@ class Call:
         """The Pod of the last :class:`Send` answered with ``status`` (body read, if asked);
         ``headers`` are the response's (read only for 429 and 503: Retry-After)."""
         assert self.endpoint is not None
+        if self._announced is not None:
+            self._finished(self.endpoint.authority, status=status)
+        router = self.router
+        if router.on_fallback:
+            router.on_fallback = False
+            router.events.emit(FallbackLeft(router.events.service, router.fallback_name))
         self.attempts.append(
             AttemptRecord(self.endpoint.authority, self.endpoint.hostname, status=status)
         )
@@ -282,6 +318,10 @@ class Call:
         attempt, self._current = self._current, None
         if attempt is not None and not attempt.finished:
             attempt.done(Outcome.CANCELLED if self.router.closed else outcome)
+        if self._announced is not None:
+            self._finished(
+                self.endpoint.authority, error=type(error).__name__, outcome=outcome.value
+            )
         self.attempts.append(
             AttemptRecord(
                 self.endpoint.authority,
@@ -303,6 +343,9 @@ class Call:
         attempt, self._current = self._current, None
         if attempt is not None and not attempt.finished:
             attempt.done(Outcome.CANCELLED)
+        if self._announced is not None:
+            address = self.endpoint.authority if self.endpoint is not None else None
+            self._finished(None if self._announced.fallback else address, error="cancelled")
 
     def waited(self) -> Step:
         """The :class:`Backoff` is over."""
@@ -321,11 +364,15 @@ class Call:
     def fallback_responded(self, address: str, status: int) -> Step:
         """The fallback Service at ``address`` answered with ``status``."""
         self._note_fallback(address)
+        if self._announced is not None:
+            self._finished(address, status=status)
         self.attempts.append(AttemptRecord(address, status=status, fallback=True))
         return _DELIVER
 
     def fallback_failed(self, address: str | None, error: BaseException) -> Step:
         """Sending to the fallback Service failed (``address`` None: resolving it failed)."""
+        if self._announced is not None:
+            self._finished(address, error=type(error).__name__)
         if address is not None:
             self._note_fallback(address)
             self.attempts.append(AttemptRecord(address, error=type(error).__name__, fallback=True))
@@ -399,8 +446,14 @@ class Call:
         )
         if verdict is RetryVerdict.OUT_OF_BUDGET:
             self.budget_exhausted = True
+            first, router.budget_dry = not router.budget_dry, True
+            events = router.events
+            if events.observers:
+                last = self.attempts[-1].endpoint
+                events.emit(RetryBudgetExhausted(events.service, self.method, last, first))
         if verdict is not RetryVerdict.RETRY:
             return False
+        router.budget_dry = False
         throttle = router.throttle
         if throttle is not None and not throttle.admit():
             self.throttled = True  # the last answer stands: a retry would add to the overload
@@ -408,8 +461,43 @@ class Call:
         return True
 
     def _retry_step(self) -> Step:
-        seconds = self.router.retry.backoff(len(self.attempts), self.router.rng)
+        router = self.router
+        seconds = router.retry.backoff(len(self.attempts), router.rng)
+        events = router.events
+        if events.observers:
+            last = self.attempts[-1]
+            failure = last.error or str(last.status)
+            retry = RetryScheduled(
+                events.service, self.method, len(self.attempts), last.endpoint, failure, seconds
+            )
+            events.emit(retry)
         return Backoff(seconds) if seconds > 0 else self._next_attempt()
+
+    def _announce(self, endpoint: Endpoint | None) -> tuple[tuple[str, str], ...]:
+        """Emit the attempt's start; the headers observers asked to send with it."""
+        router = self.router
+        events = router.events
+        start = self._announced = AttemptStarted(
+            events.service, self.method, str(self.url), endpoint, len(self.attempts), router.clock()
+        )
+        events.emit(start)
+        return tuple(start.headers.items()) if start.headers else ()
+
+    def _finished(
+        self,
+        address: str | None,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        outcome: str | None = None,
+    ) -> None:
+        start, self._announced = self._announced, None
+        assert start is not None
+        events = self.router.events
+        duration = self.router.clock() - start.started
+        events.emit(
+            AttemptFinished(events.service, start, address, duration, status, error, outcome)
+        )
 
     def _next_attempt(self) -> Step:
         ctx = self.ctx
@@ -456,6 +544,8 @@ class Call:
         self.tried.add(state.key)
         self.endpoint = endpoint or state.endpoint
         attempt = self._current = self.router.pool.begin(state)
+        if self.observed:
+            return Send(state, attempt, timeout, self._announce(self.endpoint))
         return Send(state, attempt, timeout)
 
     def _next_pinned(self, ordinal: int) -> Step:
@@ -528,6 +618,13 @@ class Call:
         error = router.last_discovery_error()
         if router.has_fallback:
             self.discovery_error = None if error is None else f"{type(error).__name__}: {error}"
+            if not router.on_fallback:
+                router.on_fallback = True
+                router.events.emit(
+                    FallbackEngaged(router.events.service, router.fallback_name, self._why())
+                )
+            if self.observed:
+                return SendToFallback(self._announce(None))
             return _TO_FALLBACK
         members = router.pool.snapshot.members
         if not members and error is not None:
@@ -538,6 +635,15 @@ class Call:
                 " and no fallback configured"
             )
         )
+
+    def _why(self) -> str:
+        """Why this call goes to the fallback, for the event saying it engaged."""
+        if self.discovery_error is not None:
+            return f"discovery failed ({self.discovery_error})"
+        if self.attempts:
+            return f"no Pod accepted the connection ({self.summary()})"
+        members = len(self.router.pool.snapshot.members)
+        return f"no usable endpoint ({members} in DNS)"
 
     def _undiscovered(self, error: BaseException) -> DiscoveryError:
         failure = DiscoveryError(f"cannot discover {self.router.service.host}: {error}")

@@ -17,6 +17,15 @@ from dataclasses import dataclass
 from . import validate
 from .clock import Clock, monotonic
 from .endpoint import Endpoint, EndpointStatus, Resolution
+from .events import (
+    EndpointCounts,
+    EndpointEjected,
+    EndpointReadmitted,
+    EndpointsChanged,
+    EventHub,
+    HealthChanged,
+    ReadmitReason,
+)
 from .snapshot import EMPTY_SNAPSHOT, EndpointState, Snapshot
 
 __all__ = [
@@ -155,8 +164,11 @@ class Pool:
         rng: random.Random | None = None,
         on_refused: Callable[[], None] | None = None,
         new_endpoints_healthy: bool = True,
+        events: EventHub | None = None,
     ) -> None:
         self.outlier = outlier or OutlierPolicy()
+        self.events = events
+        """Where membership, ejection, readmission and health changes are reported."""
         self._new_endpoints_healthy = new_endpoints_healthy
         self._clock = clock
         self._rng = rng or random.Random()
@@ -190,9 +202,10 @@ class Pool:
     def update(self, resolution: Resolution) -> Snapshot:
         """Replace membership with what discovery found; stats of kept endpoints survive."""
         fresh: dict[tuple[str, int], EndpointState] = {}
-        old_endpoints = {s.endpoint for s in self._states.values()}
+        old_states = self._states
+        old_endpoints = {s.endpoint for s in old_states.values()}
         # The first Pods a pool gets are where it starts, not newcomers: no slow start for them.
-        joined = self._clock() if self._states else -math.inf
+        joined = self._clock() if old_states else -math.inf
         for ep in resolution.endpoints:
             state = self._states.get(ep.key)
             if state is None:
@@ -211,7 +224,14 @@ class Pool:
         self._states = fresh
         if not membership_changed and self._snapshot.version:
             return self._snapshot  # the usual refresh: same Pods, nothing to rebuild
-        return self._rebuild(membership_changed=membership_changed)
+        snapshot = self._rebuild(membership_changed=membership_changed)
+        events = self.events
+        if events is not None and membership_changed:
+            added = tuple(s.endpoint for k, s in fresh.items() if k not in old_states)
+            removed = tuple(s.endpoint for k, s in old_states.items() if k not in fresh)
+            if added or removed:
+                events.emit(EndpointsChanged(events.service, added, removed, self.counts()))
+        return snapshot
 
     # -- requests ----------------------------------------------------------------------------
     def begin(self, state: EndpointState) -> Attempt:
@@ -240,10 +260,12 @@ class Pool:
                 if self.on_refused is not None:
                     self.on_refused()
                 if self.outlier.eject_on_refused:
-                    self._maybe_eject(state, now)
+                    self._maybe_eject(state, now, "connection refused")
                     return
             if state.consecutive_failures >= self.outlier.consecutive_failures:
-                self._maybe_eject(state, now)
+                failures = state.consecutive_failures
+                reason = f"{failures} consecutive failures (last: {outcome.value})"
+                self._maybe_eject(state, now, reason)
         else:
             state.consecutive_failures = 0
 
@@ -261,7 +283,7 @@ class Pool:
     def eject(self, key: tuple[str, int]) -> bool:
         """Eject a member now (health checks, tests); returns whether the cap allowed it."""
         state = self._states.get(key)
-        return state is not None and self._maybe_eject(state, self._clock())
+        return state is not None and self._maybe_eject(state, self._clock(), "ejected on request")
 
     def end_ejection(self, key: tuple[str, int]) -> bool:
         """End a member's ejection early (it passed an active health check); True if it was."""
@@ -271,6 +293,7 @@ class Pool:
         state.ejected_until = None
         state.since = self._clock()
         self._rebuild(membership_changed=False)
+        self._readmitted(state, ReadmitReason.HEALTH_CHECK)
         return True
 
     def hold_off(self, state: EndpointState, seconds: float) -> None:
@@ -296,8 +319,11 @@ class Pool:
             state.health_ok = ok
             state.admitted = state.admitted or ok
             self._rebuild(membership_changed=False)
+            events = self.events
+            if events is not None:
+                events.emit(HealthChanged(events.service, state.endpoint, ok, self.counts()))
 
-    def _maybe_eject(self, state: EndpointState, now: float) -> bool:
+    def _maybe_eject(self, state: EndpointState, now: float, reason: str) -> bool:
         if state.ejected_until is not None or self._states.get(state.key) is not state:
             return False  # already out, or not a member (draining, or a Pod found by name)
         policy = self.outlier
@@ -314,22 +340,54 @@ class Pool:
         state.last_ejected_at = now
         state.consecutive_failures = 0
         self._rebuild(membership_changed=False)
+        events = self.events
+        if events is not None:
+            events.emit(
+                EndpointEjected(
+                    events.service,
+                    state.endpoint,
+                    reason,
+                    duration,
+                    state.times_ejected,
+                    self.counts(),
+                )
+            )
         return True
+
+    def _readmitted(self, state: EndpointState, reason: ReadmitReason) -> None:
+        events = self.events
+        if events is not None:
+            events.emit(EndpointReadmitted(events.service, state.endpoint, reason, self.counts()))
+
+    def counts(self) -> EndpointCounts:
+        """How many members are healthy, ejected and unhealthy now."""
+        snapshot = self._snapshot
+        ejected = unhealthy = 0
+        for state in snapshot.members:
+            if state.ejected_until is not None:
+                ejected += 1
+            elif not state.health_ok:
+                unhealthy += 1
+        healthy = len(snapshot.members) - ejected - unhealthy
+        return EndpointCounts(healthy, ejected, unhealthy, snapshot.panic)
 
     def tick(self) -> None:
         """Return endpoints whose ejection has run out; called by :attr:`snapshot` when due."""
         now = self._clock()
-        changed = False
+        returned = []
+        changed = False  # a hold-off ran out (no event: it is not an ejection)
         for state in self._states.values():
             if state.ejected_until is not None and state.ejected_until <= now:
                 state.ejected_until = None
                 state.since = now  # back from ejection: slow start ramps it up again
-                changed = True
+                returned.append(state)
             if state.held_until is not None and state.held_until <= now:
                 state.held_until = None
                 changed = True
-        if changed:
+        if changed or returned:
             self._rebuild(membership_changed=False)
+            for state in returned:
+                self._readmitted(state, ReadmitReason.EXPIRED)
         else:
             self._next_deadline = self._earliest_deadline()
 

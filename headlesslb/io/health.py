@@ -168,11 +168,11 @@ class HealthChecker:
                     log.debug("health probe of %s failed: %r", endpoint, exc, exc_info=True)
                     passed = False
             verdict = self.tracker.observe(endpoint.key, passed)
+            # The pool reports both changes as events (the log observer logs them).
             if verdict is not None:
-                log.info("%s is now %s", endpoint, "healthy" if verdict else "unhealthy")
                 self.pool.set_health(endpoint.key, verdict)
-            if passed and self.check.uneject_on_pass and self.pool.end_ejection(endpoint.key):
-                log.info("%s passed a health check: ejection ended early", endpoint)
+            if passed and self.check.uneject_on_pass:
+                self.pool.end_ejection(endpoint.key)
 
         async with anyio.create_task_group() as tg:
             for member in members:

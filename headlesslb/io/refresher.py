@@ -20,6 +20,7 @@ import anyio.abc
 
 from ..core.clock import Clock, monotonic
 from ..core.endpoint import Resolution
+from ..core.events import DiscoveryRound, EventHub
 from ..core.pool import Pool
 from ..core.schedule import RefreshPolicy
 from ..core.snapshot import Snapshot
@@ -55,6 +56,7 @@ class Refresher:
         rng: random.Random | None = None,
         prepare: Callable[[Snapshot], None] | None = None,
         on_change: Callable[[Snapshot], Awaitable[None]] | None = None,
+        events: EventHub | None = None,
     ) -> None:
         self.discovery = discovery
         self.pool = pool
@@ -75,6 +77,9 @@ class Refresher:
         """The error of the latest failed round; ``None`` after a successful one."""
         self.rounds = 0
         """Completed rounds, successful or not (diagnostics and tests)."""
+        self.events = events
+        """Where each round's :class:`DiscoveryRound` goes (logs of failure and recovery)."""
+        self._failed_in_a_row = 0
 
     @property
     def ready(self) -> bool:
@@ -152,7 +157,9 @@ class Refresher:
         number = self._started
         done = self._inflight = anyio.Event()
         try:
+            began = self._clock()
             self._result = await self._round()
+            self._report(began, *self._result)
             self._finished = number
             self._ready.set()
             return self._result
@@ -183,13 +190,37 @@ class Refresher:
         self.last_error = None
         return True, resolution.ttl, resolution.partial
 
+    def _report(self, began: float, ok: bool, ttl: float, partial: bool) -> None:
+        """Emit the round's event (the log observer says failing, or recovered, from it)."""
+        failures_before = self._failed_in_a_row
+        self._failed_in_a_row = 0 if ok else failures_before + 1
+        events = self.events
+        if events is None:
+            return
+        known = len(self.pool.snapshot.members)
+        error = self.last_error
+        events.emit(
+            DiscoveryRound(
+                events.service,
+                ok=ok,
+                duration=self._clock() - began,
+                endpoints=known if ok else 0,
+                ttl=ttl,
+                partial=partial,
+                error=None if error is None else f"{type(error).__name__}: {error}",
+                known=known,
+                failures_before=failures_before,
+            )
+        )
+
     def _note_failure(self, exc: Exception) -> None:
         if isinstance(exc, DiscoveryError):
-            log.warning(
-                "discovery failed (%s); keeping %d known endpoints",
-                exc,
-                len(self.pool.snapshot.members),
-            )
+            if self.events is None:  # with events, the log observer says it
+                log.warning(
+                    "discovery failed (%s); keeping %d known endpoints",
+                    exc,
+                    len(self.pool.snapshot.members),
+                )
         else:
             log.error("discovery failed unexpectedly; keeping the known endpoints", exc_info=exc)
         self.last_error = exc

@@ -45,6 +45,7 @@ class Runtime:
             rng=parts.rng,
             prepare=parts.balancer.prepare,
             on_change=self._membership_changed,
+            events=parts.events,
         )
         self.health = (
             None if parts.health is None else HealthChecker(parts.health, parts.pool, self._probe)

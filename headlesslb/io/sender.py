@@ -29,6 +29,7 @@ __all__ = [
     "pod_request",
     "report_attempt",
     "transport_request",
+    "with_headers",
 ]
 
 Address = tuple[str, int]
@@ -77,6 +78,16 @@ def core_extensions(
         timeouts["connect"] = connect_timeout if current is None else min(current, connect_timeout)
         extensions["timeout"] = timeouts
     return extensions
+
+
+def with_headers(
+    headers: list[tuple[bytes, bytes]], extra: tuple[tuple[str, str], ...]
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` plus ``extra`` (an observer's ``traceparent``), replacing same-named ones:
+    an attempt carries its own trace context, not one the request came in with."""
+    names = {name.lower().encode("latin-1") for name, _ in extra}
+    kept = [(name, value) for name, value in headers if name.lower() not in names]
+    return kept + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra]
 
 
 def transport_request(

@@ -35,6 +35,7 @@ from ..core.pool import Pool
 from ..errors import InvalidRequest, NotStarted
 from ..io.outcomes import classify
 from ..io.runtime import Runtime
+from ..io.sender import with_headers
 from .pool import LockedPool
 from .sender import SyncPodSender, SyncSender, SyncTransportSender
 
@@ -76,6 +77,8 @@ class HeadlessTransport(httpx.BaseTransport):
         self.pool: Pool = parts.pool
         self.balancer = parts.balancer
         self.fallback = parts.fallback
+        self.events = parts.events
+        """The event stream: ``events.subscribe(observer)`` (see :mod:`headlesslb.events`)."""
         self._router = parts.router
         pod_transport = parts.checked_pod_transport(httpx.BaseTransport)
         self._sender: SyncSender = (
@@ -226,7 +229,10 @@ class HeadlessTransport(httpx.BaseTransport):
                 portal.call(runtime.wait_ready)
             self._ready = runtime.ready
         call = self._router.start(
-            request.method, options, replayable=isinstance(request.stream, httpx.ByteStream)
+            request.method,
+            options,
+            replayable=isinstance(request.stream, httpx.ByteStream),
+            url=request.url,
         )
         response = self._drive(call, request, portal, runtime)
         response.extensions[EXTENSION] = call.report()
@@ -269,7 +275,12 @@ class HeadlessTransport(httpx.BaseTransport):
                 assert isinstance(step, LookupPod)
                 step = call.found(portal.call(runtime.lookup_pod, step))
             elif kind is SendToFallback:
-                response, step = self._to_fallback(call, request, portal)
+                assert isinstance(step, SendToFallback)
+                try:
+                    response, step = self._to_fallback(call, request, portal, step)
+                except BaseException:
+                    call.abandon()  # interrupted: the core closes the attempt's record
+                    raise
             else:
                 assert isinstance(step, Fail)
                 raise step.error
@@ -282,6 +293,7 @@ class HeadlessTransport(httpx.BaseTransport):
             endpoint.port,
             scheme=self.parts.raw_scheme,
             sni=self.parts.sni,
+            headers=with_headers(request.headers.raw, step.headers) if step.headers else None,
             connect_timeout=step.timeout,
             attempt=step.attempt,
         )
@@ -294,7 +306,11 @@ class HeadlessTransport(httpx.BaseTransport):
         return response
 
     def _to_fallback(
-        self, call: Call, request: httpx.Request, portal: anyio.from_thread.BlockingPortal
+        self,
+        call: Call,
+        request: httpx.Request,
+        portal: anyio.from_thread.BlockingPortal,
+        step: SendToFallback,
     ) -> tuple[httpx.Response | None, Step]:
         fallback = self.fallback
         assert fallback is not None
@@ -310,7 +326,7 @@ class HeadlessTransport(httpx.BaseTransport):
                 port,
                 scheme=fallback.raw_scheme,
                 sni=fallback.sni,
-                headers=fallback.headers_for(request),
+                headers=with_headers(fallback.headers_for(request), step.headers),
             )
         except httpx.TransportError as exc:
             fallback.failed(exc)

@@ -189,6 +189,7 @@ class PodServer:
                     "method": scope["method"],
                     "path": path,
                     "host": headers.get(b"host", b"").decode("latin-1"),
+                    "traceparent": headers.get(b"traceparent", b"").decode("latin-1") or None,
                     "body_len": body_len,
                     "status": status,
                 }

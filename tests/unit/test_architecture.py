@@ -37,10 +37,11 @@ subclass ``httpx.TransportError`` so users can catch them as httpx errors."""
 
 ALLOWED_LAYERS = {
     "core": {"core"},
-    "io": {"core", "io", "assembly"},
-    "assembly": {"core", "io"},
-    "aio": {"core", "io", "aio", "assembly"},
-    "sync": {"core", "io", "sync", "assembly"},
+    "telemetry": {"core", "telemetry"},
+    "io": {"core", "io", "assembly", "telemetry"},
+    "assembly": {"core", "io", "telemetry"},
+    "aio": {"core", "io", "aio", "assembly", "telemetry"},
+    "sync": {"core", "io", "sync", "assembly", "telemetry"},
 }
 
 

@@ -1,0 +1,240 @@
+"""Prometheus metrics from the event stream (``pip install 'headlesslb[prometheus]'``).
+
+:class:`PrometheusMetrics` is a ``prometheus-client`` collector registered on the registry you
+pass, and an observer you give to one or more clients::
+
+    metrics = PrometheusMetrics(registry)          # prometheus_client.REGISTRY, or your own
+    client = HeadlessClient("web-hl", observers=[metrics])
+
+It exposes the OpenTelemetry metrics under Prometheus' conventional names (``_seconds``,
+``_total``), each with a ``service`` label:
+
+- ``http_client_request_duration_seconds`` (histogram, the semantic-convention buckets; labels
+  ``method``, ``status_code``, ``error_type``), one observation per attempt;
+- ``headlesslb_endpoints`` (gauge, label ``state``: healthy, ejected, unhealthy);
+- ``headlesslb_endpoint_attempts_total`` (labels ``endpoint``, ``result``) and
+  ``headlesslb_ejections_total`` (label ``endpoint``);
+- ``headlesslb_retries_total``, ``headlesslb_retry_budget_exhausted_total``,
+  ``headlesslb_fallback_requests_total``, ``headlesslb_endpoint_changes_total`` (label
+  ``change``: joined, left), ``headlesslb_dns_round_duration_seconds`` (histogram),
+  ``headlesslb_dns_errors_total``.
+
+Per-endpoint series have bounded cardinality: ``endpoint`` is the Pod's hostname (``web-3``: a
+StatefulSet's names are stable) or, without one, its ``ip:port``; after ``max_endpoints``
+distinct values per Service (a Deployment whose Pods come and go), further Pods share the value
+``"other"``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..core.endpoint import Endpoint
+from ..core.events import (
+    AttemptFinished,
+    DiscoveryRound,
+    EndpointCounts,
+    EndpointEjected,
+    EndpointReadmitted,
+    EndpointsChanged,
+    Event,
+    HealthChanged,
+    RetryBudgetExhausted,
+    RetryScheduled,
+)
+from ..errors import ConfigurationError
+from .otel import DURATION_BUCKETS
+
+try:
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+    from prometheus_client.registry import Collector
+except ImportError:  # the extra is not installed: PrometheusMetrics says so
+    _CLIENT = False
+    Collector = object  # type: ignore[misc,assignment]
+else:
+    _CLIENT = True
+
+__all__ = ["OTHER", "PrometheusMetrics"]
+
+OTHER = "other"
+"""The ``endpoint`` label of Pods beyond ``max_endpoints``."""
+
+Labels = tuple[str, ...]
+
+
+class _Histogram:
+    """Cumulative-on-read bucket counts for one label set."""
+
+    __slots__ = ("count", "counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(DURATION_BUCKETS, value)] += 1
+        self.count += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        running = 0
+        result: list[tuple[str, float]] = []
+        for bound, count in zip((*DURATION_BUCKETS, float("inf")), self.counts, strict=True):
+            running += count
+            result.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return result
+
+
+class PrometheusMetrics(Collector):
+    """A collector on ``registry`` and an observer of the clients given it in ``observers=``."""
+
+    def __init__(self, registry: Any, *, max_endpoints: int = 50) -> None:
+        if not _CLIENT:
+            raise ConfigurationError(
+                "PrometheusMetrics needs prometheus-client: pip install 'headlesslb[prometheus]'"
+            )
+        if isinstance(max_endpoints, bool) or not isinstance(max_endpoints, int):
+            raise ConfigurationError(f"max_endpoints must be an int, not {max_endpoints!r}")
+        if max_endpoints < 1:
+            raise ConfigurationError(f"max_endpoints must be at least 1, not {max_endpoints}")
+        if not callable(getattr(registry, "register", None)):
+            raise ConfigurationError(
+                f"registry must be a prometheus_client CollectorRegistry, not {registry!r}"
+            )
+        self.max_endpoints = max_endpoints
+        self._lock = threading.Lock()
+        self._durations: dict[Labels, _Histogram] = {}
+        self._dns: dict[Labels, _Histogram] = {}
+        self._counters: dict[str, dict[Labels, float]] = {name: {} for name in _COUNTERS}
+        self._endpoints: dict[str, EndpointCounts] = {}
+        self._labels: dict[str, dict[tuple[str, int], str]] = {}
+        """Per Service, the ``endpoint`` label each Pod got (bounded by ``max_endpoints``)."""
+        registry.register(self)
+
+    # -- the observer ----------------------------------------------------------------------------
+    def __call__(self, event: Event) -> None:
+        """Count ``event``."""
+        kind = type(event)
+        service = event.service
+        with self._lock:
+            if kind is AttemptFinished:
+                assert isinstance(event, AttemptFinished)
+                self._attempt(event)
+            elif kind is EndpointEjected:
+                assert isinstance(event, EndpointEjected)
+                self._add("ejections", (service, self._endpoint(service, event.endpoint)))
+                self._endpoints[service] = event.counts
+            elif kind is EndpointsChanged:
+                assert isinstance(event, EndpointsChanged)
+                self._add("endpoint_changes", (service, "joined"), len(event.added))
+                self._add("endpoint_changes", (service, "left"), len(event.removed))
+                self._endpoints[service] = event.counts
+            elif kind is EndpointReadmitted or kind is HealthChanged:
+                assert isinstance(event, EndpointReadmitted | HealthChanged)
+                self._endpoints[service] = event.counts
+            elif kind is RetryScheduled:
+                self._add("retries", (service,))
+            elif kind is RetryBudgetExhausted:
+                self._add("retry_budget_exhausted", (service,))
+            elif kind is DiscoveryRound:
+                assert isinstance(event, DiscoveryRound)
+                self._dns.setdefault((service,), _Histogram()).observe(event.duration)
+                if not event.ok:
+                    self._add("dns_errors", (service,))
+
+    def _attempt(self, event: AttemptFinished) -> None:
+        service = event.service
+        start = event.start
+        status = "" if event.status is None else str(event.status)
+        error_type = event.error or ("" if event.status is None or event.status < 400 else status)
+        key = (service, start.method, status, error_type)
+        self._durations.setdefault(key, _Histogram()).observe(event.duration)
+        if start.endpoint is None:
+            self._add("fallback_requests", (service,))
+        else:
+            result = event.outcome or ("success" if event.error is None else event.error)
+            pod = self._endpoint(service, start.endpoint)
+            self._add("endpoint_attempts", (service, pod, result))
+
+    def _add(self, counter: str, labels: Labels, amount: float = 1) -> None:
+        values = self._counters[counter]
+        values[labels] = values.get(labels, 0) + amount
+
+    def _endpoint(self, service: str, endpoint: Endpoint) -> str:
+        labels = self._labels.setdefault(service, {})
+        label = labels.get(endpoint.key)
+        if label is None:
+            if len(labels) >= self.max_endpoints:
+                return OTHER
+            label = labels[endpoint.key] = endpoint.hostname or endpoint.authority
+        return label
+
+    # -- the collector ---------------------------------------------------------------------------
+    def describe(self) -> Iterable[Any]:
+        """The metric families, without samples (the registry checks names with this)."""
+        return list(self._families(empty=True))
+
+    def collect(self) -> Iterable[Any]:
+        """Every metric, now."""
+        with self._lock:
+            return list(self._families(empty=False))
+
+    def _families(self, *, empty: bool) -> Iterator[Any]:
+        duration = HistogramMetricFamily(
+            "http_client_request_duration_seconds",
+            "Duration of HTTP client requests, one per attempt.",
+            labels=("service", "method", "status_code", "error_type"),
+        )
+        dns = HistogramMetricFamily(
+            "headlesslb_dns_round_duration_seconds",
+            "Duration of DNS discovery rounds.",
+            labels=("service",),
+        )
+        endpoints = GaugeMetricFamily(
+            "headlesslb_endpoints", "Pods in DNS, by state.", labels=("service", "state")
+        )
+        counters = {
+            name: CounterMetricFamily(f"headlesslb_{name}", doc, labels=labels)
+            for name, (doc, labels) in _COUNTERS.items()
+        }
+        if not empty:
+            for key, histogram in self._durations.items():
+                duration.add_metric(key, histogram.buckets(), histogram.total)
+            for key, histogram in self._dns.items():
+                dns.add_metric(key, histogram.buckets(), histogram.total)
+            for service, counts in self._endpoints.items():
+                endpoints.add_metric((service, "healthy"), counts.healthy)
+                endpoints.add_metric((service, "ejected"), counts.ejected)
+                endpoints.add_metric((service, "unhealthy"), counts.unhealthy)
+            for name, values in self._counters.items():
+                for key, value in values.items():
+                    counters[name].add_metric(key, value)
+        yield duration
+        yield dns
+        yield endpoints
+        yield from counters.values()
+
+
+_COUNTERS: dict[str, tuple[str, Labels]] = {
+    "endpoint_attempts": (
+        "Attempts sent to each Pod, by result.",
+        ("service", "endpoint", "result"),
+    ),
+    "ejections": ("Pods ejected by outlier detection.", ("service", "endpoint")),
+    "retries": ("Attempts retried.", ("service",)),
+    "retry_budget_exhausted": (
+        "Retryable failures not retried: the retry budget was empty.",
+        ("service",),
+    ),
+    "fallback_requests": ("Attempts sent to the fallback Service.", ("service",)),
+    "endpoint_changes": ("Pods joining or leaving DNS.", ("service", "change")),
+    "dns_errors": ("DNS rounds that failed.", ("service",)),
+}

@@ -1,0 +1,242 @@
+"""``headlesslb top <service>``: a live table of a Service's Pods, refreshed in place.
+
+One row per Pod: state (healthy, ejected and for how long, unhealthy), requests in flight,
+requests per second, error rate, peak-EWMA latency; under it, the last DNS round and the latest
+state changes. It is one more observer of a client's events (:mod:`headlesslb.core.events`), so
+it shows what the logs and metrics say. It sends its own probe traffic (``--rate``, GET
+``--path``), or with ``--rate 0`` just watches DNS and, with ``--health-path``, health checks.
+
+Built on rich (``pip install 'headlesslb[top]'``): its ``Live`` display redraws the table in
+place in any terminal, which hand-written ANSI would have to re-implement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+
+from .core.endpoint import EndpointStatus
+from .core.events import (
+    AttemptFinished,
+    DiscoveryRound,
+    EndpointEjected,
+    EndpointReadmitted,
+    EndpointsChanged,
+    Event,
+    FallbackEngaged,
+    FallbackLeft,
+    HealthChanged,
+)
+
+__all__ = ["WINDOW", "Watcher", "add_top_arguments", "run_top"]
+
+WINDOW = 10.0
+"""Seconds of attempts that requests/s and the error rate are computed over."""
+
+
+def add_top_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``top`` subcommand's own arguments (the discovery ones are the CLI's)."""
+    parser.add_argument(
+        "--rate", type=float, default=10.0, help="probe requests per second (0: only watch)"
+    )
+    parser.add_argument("--path", default="/", help="path the probe requests GET")
+    parser.add_argument(
+        "--health-path", default=None, help="run health checks on this path (default: off)"
+    )
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between redraws")
+    parser.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds"
+    )
+    parser.add_argument("--once", action="store_true", help="print one table and exit")
+
+
+@dataclass(frozen=True, slots=True)
+class _Round:
+    at: float
+    event: DiscoveryRound
+
+
+class Watcher:
+    """An observer keeping what the table shows: recent attempts per Pod, the last DNS round and
+    the latest state changes. Events arrive on the client's loop; the table reads them there."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._since = clock()
+        self.attempts: dict[str, collections.deque[tuple[float, bool]]] = {}
+        self.last_round: _Round | None = None
+        self.changes: collections.deque[str] = collections.deque(maxlen=5)
+
+    def wants_attempts(self) -> bool:
+        """Always: the table counts every attempt."""
+        return True
+
+    def __call__(self, event: Event) -> None:
+        """Keep what the table needs from ``event``."""
+        now = self._clock()
+        stamp = time.strftime("%H:%M:%S")
+        if isinstance(event, AttemptFinished):
+            if event.address is not None and event.error != "cancelled":
+                failed = event.error is not None or (event.status or 0) >= 500
+                self.attempts.setdefault(event.address, collections.deque()).append((now, failed))
+        elif isinstance(event, DiscoveryRound):
+            self.last_round = _Round(now, event)
+        elif isinstance(event, EndpointEjected):
+            self.changes.append(f"{stamp} {event.endpoint} ejected: {event.reason}")
+        elif isinstance(event, EndpointReadmitted):
+            self.changes.append(f"{stamp} {event.endpoint} readmitted: {event.reason.value}")
+        elif isinstance(event, HealthChanged):
+            state = "healthy" if event.healthy else "unhealthy"
+            self.changes.append(f"{stamp} {event.endpoint} is now {state}")
+        elif isinstance(event, EndpointsChanged):
+            for endpoint in event.added:
+                self.changes.append(f"{stamp} {endpoint} joined DNS")
+            for endpoint in event.removed:
+                self.changes.append(f"{stamp} {endpoint} left DNS")
+        elif isinstance(event, FallbackEngaged):
+            self.changes.append(f"{stamp} fallback {event.fallback} engaged: {event.reason}")
+        elif isinstance(event, FallbackLeft):
+            self.changes.append(f"{stamp} fallback {event.fallback} left")
+
+    def rates(self, address: str) -> tuple[float, float | None]:
+        """Requests per second and error rate (None: no request) over the last :data:`WINDOW`."""
+        recent = self.attempts.get(address)
+        if not recent:
+            return 0.0, None
+        horizon = self._clock() - WINDOW
+        while recent and recent[0][0] < horizon:
+            recent.popleft()
+        if not recent:
+            return 0.0, None
+        failed = sum(1 for _, bad in recent if bad)
+        span = min(WINDOW, max(self._clock() - self._since, 1.0))  # just started: a shorter window
+        return len(recent) / span, failed / len(recent)
+
+    def dns_line(self) -> str:
+        """The last DNS round, in words."""
+        last = self.last_round
+        if last is None:
+            return "DNS: no round yet"
+        event, ago = last.event, self._clock() - last.at
+        if not event.ok:
+            return f"DNS: FAILING ({event.error}); keeping {event.known} endpoints; {ago:.1f} s ago"
+        partial = " (partial)" if event.partial else ""
+        return (
+            f"DNS: {event.endpoints} endpoints{partial}, TTL {event.ttl:g} s,"
+            f" {event.duration * 1000:.1f} ms, {ago:.1f} s ago"
+        )
+
+
+def _state(status: EndpointStatus, now: float) -> str:
+    if status.ejected_until is not None:
+        return f"ejected ({max(0.0, status.ejected_until - now):.1f} s)"
+    if status.draining:
+        return "draining"
+    return "healthy" if status.healthy else "unhealthy"
+
+
+def render(service: str, statuses: list[EndpointStatus], watcher: Watcher, sent: int) -> Any:
+    """The table (a rich renderable) for one redraw."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    now = time.monotonic()
+    table = Table(title=f"headlesslb top {service}", title_justify="left")
+    for column in ("POD", "ADDRESS", "STATE", "IN-FLIGHT", "REQ/S", "ERRORS", "EWMA"):
+        table.add_column(column, justify="right" if column in ("IN-FLIGHT", "REQ/S") else "left")
+    for status in statuses:
+        host = f"[{status.ip}]" if ":" in status.ip else status.ip
+        address = f"{host}:{status.port}"
+        rate, errors = watcher.rates(address)
+        state = _state(status, now)
+        style = "green" if state == "healthy" else "red"
+        ewma = "-" if status.ewma_latency is None else f"{status.ewma_latency * 1000:.1f} ms"
+        table.add_row(
+            status.hostname or "-",
+            address,
+            Text(state, style=style),
+            str(status.in_flight),
+            f"{rate:.1f}",
+            "-" if errors is None else f"{errors:.0%}",
+            ewma,
+        )
+    footer = [Text(watcher.dns_line()), Text(f"probe requests sent: {sent}")]
+    footer += [Text(line, style="dim") for line in watcher.changes]
+    return Group(table, *footer)
+
+
+async def _top(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from .aio.client import HeadlessClient
+    from .core.health import HealthCheck
+
+    watcher = Watcher()
+    health = None if args.health_path is None else HealthCheck(path=args.health_path, interval=1)
+    sent = 0
+    async with HeadlessClient(
+        args.service,
+        port=args.port,
+        nameservers=args.nameserver,
+        namespace=args.namespace,
+        cluster_domain=args.cluster_domain,
+        ip_family=args.ip_family,
+        resolv_conf=args.resolv_conf,
+        discovery_timeout=args.timeout,
+        health=health,
+        observers=[watcher],
+    ) as client:
+        service = client.transport.service.host
+
+        async def probe() -> None:
+            nonlocal sent
+            while True:
+                await anyio.sleep(1 / args.rate)
+                sent += 1
+                # A failure is counted per attempt by the watcher; the next probe goes on.
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.get(args.path)
+
+        async def draw() -> None:
+            await client.transport.runtime.wait_ready()
+            if args.once:
+                await anyio.sleep(args.interval)
+                Console().print(render(service, client.endpoints(), watcher, sent))
+                return
+            started = time.monotonic()
+            with Live(auto_refresh=False, console=Console()) as live:
+                while args.duration is None or time.monotonic() - started < args.duration:
+                    live.update(render(service, client.endpoints(), watcher, sent), refresh=True)
+                    await anyio.sleep(args.interval)
+
+        async with anyio.create_task_group() as tg:
+            if args.rate > 0:
+                tg.start_soon(probe)
+            await draw()
+            tg.cancel_scope.cancel()
+    return 0
+
+
+def run_top(args: argparse.Namespace) -> int:
+    """Run ``headlesslb top`` with parsed arguments; returns the exit code."""
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        print("headlesslb top needs rich: pip install 'headlesslb[top]'", file=sys.stderr)
+        return 2
+    for name in ("rate", "interval"):
+        value = getattr(args, name)
+        if not value >= (0 if name == "rate" else 0.05):
+            print(f"headlesslb top: --{name} out of range: {value}", file=sys.stderr)
+            return 2
+    return anyio.run(_top, args)

@@ -27,6 +27,12 @@ import pytest
 from headlesslb.testing import ClusterError, LocalCluster
 
 
+@pytest.fixture
+def local_cluster(headlesslb_cluster: LocalCluster) -> LocalCluster:
+    """The plugin's fresh cluster per test, under a short name."""
+    return headlesslb_cluster
+
+
 def client(**kwargs: object) -> httpx.Client:
     # trust_env=False: never pick up proxy settings, every byte must stay on loopback.
     return httpx.Client(trust_env=False, timeout=5.0, **kwargs)  # type: ignore[arg-type]
@@ -573,7 +579,7 @@ def test_errors(local_cluster: LocalCluster) -> None:
     assert local_cluster.pods("web")[0].name == "web-0"
 
 
-def test_module_fixture_is_shared(local_cluster_module: LocalCluster) -> None:
-    assert not local_cluster_module.closed
-    local_cluster_module.add_deployment("shared", 1)
-    assert len(local_cluster_module.pods("shared")) == 1
+def test_module_fixture_is_shared(headlesslb_cluster_module: LocalCluster) -> None:
+    assert not headlesslb_cluster_module.closed
+    headlesslb_cluster_module.add_deployment("shared", 1)
+    assert len(headlesslb_cluster_module.pods("shared")) == 1

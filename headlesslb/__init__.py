@@ -13,6 +13,7 @@ from .core.names import ServiceName, expand_service_name
 from .core.options import RequestOptions
 from .core.pickers import ConsistentHash
 from .core.pool import OutlierPolicy
+from .core.report import AttemptReport, Report
 from .core.retry import RetryBudget, RetryPolicy
 from .core.schedule import RefreshPolicy
 from .errors import (
@@ -31,6 +32,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttemptReport",
     "ClientClosed",
     "ConfigurationError",
     "ConsistentHash",
@@ -49,6 +51,7 @@ __all__ = [
     "OrdinalNotFound",
     "OutlierPolicy",
     "RefreshPolicy",
+    "Report",
     "RequestOptions",
     "Resolution",
     "RetryBudget",

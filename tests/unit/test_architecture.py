@@ -111,6 +111,7 @@ def _reachable(module: str) -> set[str]:
 def test_public_names_are_pinned() -> None:
     assert sorted(headlesslb.__all__) == sorted(
         [
+            "AttemptReport",
             "ClientClosed",
             "ConfigurationError",
             "ConsistentHash",
@@ -128,7 +129,8 @@ def test_public_names_are_pinned() -> None:
             "NotStarted",
             "OrdinalNotFound",
             "OutlierPolicy",
-            "RefreshPolicy",
+                    "RefreshPolicy",
+            "Report",
             "RequestOptions",
             "Resolution",
             "RetryBudget",

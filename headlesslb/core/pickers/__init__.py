@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Literal
 
 from ...errors import ConfigurationError
 from ..clock import Clock, monotonic
@@ -35,10 +36,14 @@ __all__ = [
     "PickContext",
     "Picker",
     "PickerFactory",
+    "PickerName",
     "RoundRobin",
     "key_hash",
     "make_picker",
 ]
+
+PickerName = Literal["round_robin", "least_request", "peak_ewma"]
+"""The built-in balancing policies, by name (``picker=`` also takes a PickerFactory)."""
 
 PICKERS: dict[str, Callable[[random.Random | None, Clock, float], PickerFactory]] = {
     "round_robin": lambda rng, clock, decay: RoundRobin(rng),
@@ -49,7 +54,7 @@ PICKERS: dict[str, Callable[[random.Random | None, Clock, float], PickerFactory]
 
 
 def make_picker(
-    spec: str | PickerFactory,
+    spec: PickerName | PickerFactory,
     *,
     rng: random.Random | None = None,
     clock: Clock = monotonic,

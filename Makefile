@@ -30,7 +30,7 @@ lint: $(VENV)/.test-installed
 	$(PY) -m ruff check headlesslb tests benchmarks examples
 
 typecheck: $(VENV)/.test-installed
-	$(PY) -m mypy --strict headlesslb
+	$(PY) -m mypy --strict headlesslb examples
 
 unit: $(VENV)/.test-installed
 	$(PY) -m pytest tests/unit

@@ -36,9 +36,10 @@ _LIFESPAN_TIMEOUT = 30.0
 """Seconds an app's lifespan startup or shutdown may take before the Pod gives up on it."""
 
 
-class ClientKwargs(TypedDict):
+class ClientKwargs(TypedDict, total=False):
     """What a client needs to reach the local cluster instead of the Pod's own resolv.conf:
-    ``HeadlessClient("web-hl", **cluster.client_kwargs())``."""
+    ``HeadlessClient("web-hl", **cluster.client_kwargs())``. ``ClientKwargs()`` (empty) means
+    the Pod's own DNS, as in a real cluster."""
 
     nameservers: list[str]
     namespace: str

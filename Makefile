@@ -42,6 +42,7 @@ bench: $(VENV)/.test-installed
 	$(PY) benchmarks/sharding.py
 	$(PY) benchmarks/slow_pod.py
 	$(PY) benchmarks/failover.py
+	$(PY) benchmarks/clusterip_spread.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

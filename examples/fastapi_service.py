@@ -120,10 +120,12 @@ def create_app(settings: Settings, client_kwargs: ClientKwargs | None = None) ->
     return app
 
 
+# --8<-- [start:local_app]
 def local_app(pod: PodContext) -> FastAPI:
     """The same service on a LocalCluster Pod: the cluster's DNS, probes every 0.2 s."""
     return create_app(Settings(health_interval=0.2), pod.client_kwargs())
 
 
+# --8<-- [end:local_app]
 app = create_app(Settings.from_env())
 """What ``uvicorn fastapi_service:app`` serves in a Pod (examples/Dockerfile)."""

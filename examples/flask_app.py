@@ -25,6 +25,7 @@ from headlesslb.sync import HeadlessClient
 from headlesslb.testing import ClientKwargs, PodContext
 
 
+# --8<-- [start:create_app]
 def create_app(
     backend: str = "web-hl",
     fallback: str | None = "web-lb",
@@ -54,6 +55,7 @@ def create_app(
     return app
 
 
+# --8<-- [end:create_app]
 def local_app(pod: PodContext) -> flask.Flask:
     """The same app on a LocalCluster Pod, pointed at the cluster's DNS."""
     return create_app(client_kwargs=pod.client_kwargs())

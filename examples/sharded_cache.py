@@ -30,6 +30,7 @@ from headlesslb.testing import ClientKwargs, PodContext
 LEADER = 0
 
 
+# --8<-- [start:client]
 class ShardedCache:
     """A client of the cache StatefulSet (thread-safe, blocking)."""
 
@@ -97,6 +98,7 @@ class ShardedCache:
         return owner(response.extensions["headlesslb"])
 
 
+# --8<-- [end:client]
 def owner(report: Report) -> str | None:
     """The Pod that answered a request."""
     return report["hostname"]

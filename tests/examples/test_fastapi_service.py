@@ -13,6 +13,7 @@ from headlesslb.testing import LocalCluster
 from .helpers import http, wait_until
 
 
+# --8<-- [start:test]
 def test_users_are_sharded_and_a_failing_pod_gets_nothing() -> None:
     with LocalCluster(ttl=1) as cluster:
         cluster.add_statefulset("web", replicas=3, publish_not_ready=True)
@@ -41,6 +42,7 @@ def test_users_are_sharded_and_a_failing_pod_gets_nothing() -> None:
         assert cluster.requests_served("web-2") == 0
 
 
+# --8<-- [end:test]
 def test_settings_from_the_environment() -> None:
     settings = fastapi_service.Settings.from_env(
         {"BACKEND_SERVICE": "db-hl", "BACKEND_FALLBACK": "", "BACKEND_HEALTH_INTERVAL": "2"}

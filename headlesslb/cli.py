@@ -262,8 +262,9 @@ def register_get(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--cacert", type=_checked(_cacert), default=None,
         help="CA bundle (PEM) to verify the Pods' certificates with (default: the system's)",
     )  # fmt: skip
-    parser.add_argument("--key", default=None, help="shard by this key")
-    parser.add_argument(
+    routing = parser.add_mutually_exclusive_group()  # a request shards or pins, not both
+    routing.add_argument("--key", default=None, help="shard by this key")
+    routing.add_argument(
         "--ordinal", type=_checked(_ordinal), default=None, help="pin to this StatefulSet ordinal"
     )
     parser.add_argument(

@@ -131,6 +131,7 @@ def test_version_and_python_dash_m() -> None:
         (["-X", "GE T"], "argument -X/--request: method"),
         (["--fallback", "http://lb/path"], "argument --fallback: fallback URL"),
         (["--cacert", "/nonexistent.pem"], "argument --cacert: cannot load CA bundle"),
+        (["--key", "a", "--ordinal", "1"], "argument --ordinal: not allowed with argument --key"),
     ],
 )
 def test_cli_messages_name_the_flag(

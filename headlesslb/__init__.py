@@ -15,6 +15,7 @@ from .core.names import ServiceName, expand_service_name
 from .core.options import RequestOptions
 from .core.pickers import ConsistentHash, SlowStart
 from .core.pool import OutlierPolicy
+from .core.report import AttemptReport, Report
 from .core.retry import RetryBudget, RetryPolicy
 from .core.schedule import RefreshPolicy
 from .core.throttle import AdaptiveThrottle
@@ -39,6 +40,7 @@ _logging.getLogger("headlesslb").addHandler(_logging.NullHandler())
 
 __all__ = [
     "AdaptiveThrottle",
+    "AttemptReport",
     "ClientClosed",
     "ConfigurationError",
     "ConsistentHash",
@@ -57,6 +59,7 @@ __all__ = [
     "OrdinalNotFound",
     "OutlierPolicy",
     "RefreshPolicy",
+    "Report",
     "RequestOptions",
     "Resolution",
     "RetryBudget",

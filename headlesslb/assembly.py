@@ -14,9 +14,10 @@ import difflib
 import os
 import random
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from http.cookiejar import CookieJar
+from typing import IO, Any, Literal, TypedDict
 
 import httpx
 
@@ -39,7 +40,7 @@ from .core.names import (
     validate_statefulset,
 )
 from .core.options import EXTENSION, merged
-from .core.pickers import ConsistentHash, Ordinal, SlowStart, make_picker
+from .core.pickers import ConsistentHash, Ordinal, PickerName, SlowStart, make_picker
 from .core.pickers.base import HashKey, PickerFactory
 from .core.pool import OutlierPolicy, Pool
 from .core.retry import RetryPolicy
@@ -53,10 +54,12 @@ from .io.refresher import Discovery
 from .telemetry.logs import LogObserver
 
 __all__ = [
+    "BodyRequestArgs",
     "ClientBase",
     "ClientOptions",
     "Discovery",
     "Parts",
+    "RequestArgs",
     "TransportOptions",
     "assemble",
     "check_option_names",
@@ -75,7 +78,7 @@ class TransportOptions(TypedDict, total=False):
     """A named port (SRV, per-Pod port and hostname) or a number (A/AAAA) [the scheme's]."""
     scheme: Literal["http", "https"]
     """How Pods are reached; decides TLS, never a URL ["http"]."""
-    picker: str | PickerFactory
+    picker: PickerName | PickerFactory
     """"round_robin", "least_request", "peak_ewma" or a picker factory ["round_robin"]."""
     sharding: PickerFactory | None
     """The picker for ``key=`` requests [``ConsistentHash()``; ``ConsistentHash(
@@ -145,6 +148,70 @@ class ClientOptions(TransportOptions, total=False):
     """Headers sent with every request [None]."""
     follow_redirects: bool
     """[False]; a redirect to the Service goes through the balancer, elsewhere straight."""
+
+
+# -- request arguments, typed as httpx types its own (httpx keeps these aliases private) ----------
+PrimitiveData = str | int | float | bool | None
+QueryParamTypes = (
+    httpx.QueryParams
+    | Mapping[str, PrimitiveData | Sequence[PrimitiveData]]
+    | list[tuple[str, PrimitiveData]]
+    | tuple[tuple[str, PrimitiveData], ...]
+    | str
+    | bytes
+)
+HeaderTypes = (
+    httpx.Headers
+    | Mapping[str, str]
+    | Mapping[bytes, bytes]
+    | Sequence[tuple[str, str]]
+    | Sequence[tuple[bytes, bytes]]
+)
+CookieTypes = httpx.Cookies | CookieJar | dict[str, str] | list[tuple[str, str]]
+TimeoutTypes = (
+    float | None | tuple[float | None, float | None, float | None, float | None] | httpx.Timeout
+)
+AuthTypes = (
+    tuple[str | bytes, str | bytes] | Callable[[httpx.Request], httpx.Request] | httpx.Auth
+)
+RequestContent = str | bytes | Iterable[bytes] | AsyncIterable[bytes]
+FileContent = IO[bytes] | bytes | str
+FileTypes = (
+    FileContent
+    | tuple[str | None, FileContent]
+    | tuple[str | None, FileContent, str | None]
+    | tuple[str | None, FileContent, str | None, Mapping[str, str]]
+)
+RequestFiles = Mapping[str, FileTypes] | Sequence[tuple[str, FileTypes]]
+
+
+class RequestArgs(TypedDict, total=False):
+    """The keyword arguments of ``get``, ``head``, ``options`` and ``delete``: httpx's, plus the
+    routing options. Typed, so a misspelt keyword is a type error, as on plain httpx."""
+
+    key: HashKey | None
+    """Shard by this key: the same key goes to the same Pod."""
+    ordinal: int | None
+    """Pin to this StatefulSet ordinal (no other Pod, no fallback)."""
+    idempotent: bool | None
+    """Allow retrying a non-idempotent method after it may have reached a Pod."""
+    params: QueryParamTypes | None
+    headers: HeaderTypes | None
+    cookies: CookieTypes | None
+    auth: AuthTypes | None
+    follow_redirects: bool
+    timeout: TimeoutTypes
+    extensions: Mapping[str, Any] | None
+
+
+class BodyRequestArgs(RequestArgs, total=False):
+    """The keyword arguments of ``request``, ``stream``, ``post``, ``put`` and ``patch``: those
+    of :class:`RequestArgs` and a body, as httpx's."""
+
+    content: RequestContent | None
+    data: Mapping[str, Any] | None
+    files: RequestFiles | None
+    json: Any
 
 
 _OPTION_NAMES = frozenset(TransportOptions.__annotations__)
@@ -242,7 +309,7 @@ def assemble(
     *,
     port: int | str | None = None,
     scheme: Literal["http", "https"] = "http",
-    picker: str | PickerFactory = "round_robin",
+    picker: PickerName | PickerFactory = "round_robin",
     sharding: PickerFactory | None = None,
     slow_start: SlowStart | None = None,
     writes_to: int | None = None,

@@ -1,29 +1,168 @@
-"""The ``headlesslb`` command: ``resolve`` a Service, ``get`` through it, ``top``, ``demo``."""
+"""The ``headlesslb`` command: ``resolve`` a Service, ``get`` through it, watch it live
+(``top``), or run the ``demo``.
+
+One function registers each subcommand (its parser, and the function that runs it), so adding a
+subcommand is one ``register`` function and one line in :func:`build_parser`. Every flag is
+checked by its argparse ``type``, so a bad value is reported against the flag that carried it
+(``argument --port: port 0 is out of range 1-65535``), never against a Python keyword argument.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 
+from . import __version__
+from .core import validate
 from .core.names import (
+    ORDINAL_MAX,
     detect_namespace,
     expand_service_name,
     load_resolv_conf,
-    nameservers_from,
+    parse_nameserver,
     parse_port,
+    validate_domain,
+    validate_label,
 )
 from .errors import ConfigurationError, HeadlessLBError
 from .io.dns import DnsDiscovery
+from .io.fallback import parse_url
 from .top import add_top_arguments, run_top
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_NO_ENDPOINTS = 1
+"""``resolve``: DNS answered NXDOMAIN or no usable record; ``get``: a non-2xx response."""
+EXIT_ERROR = 2
+"""Bad input (argparse's own code for usage errors too), or DNS/HTTP failed."""
+EXIT_INTERRUPTED = 130
+
+Runner = Callable[[argparse.Namespace], int]
 
 
+# -- flag types: each turns the library's ConfigurationError into argparse's error for the flag ----
+def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def check(text: str) -> Any:
+        try:
+            return parse(text)
+        except ConfigurationError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    check.__name__ = parse.__name__  # argparse names the type in its fallback message
+    return check
+
+
+def _port(text: str) -> int | str:
+    port = parse_port(text)
+    assert port is not None  # parse_port returns None only for None
+    return port
+
+
+def _nameserver(text: str) -> str:
+    parse_nameserver(text)
+    return text
+
+
+def _namespace(text: str) -> str:
+    return validate_label("namespace", text)
+
+
+def _domain(text: str) -> str:
+    return validate_domain("cluster domain", text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigurationError(f"expected a number of seconds, not {text!r}") from None
+    return float(validate.number("seconds", value, min=0, exclusive_min=True))
+
+
+def _ordinal(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigurationError(f"expected a StatefulSet ordinal (an int), not {text!r}") from None
+    return validate.count("ordinal", value, max=ORDINAL_MAX)
+
+
+def _fallback(text: str) -> str:
+    if "://" in text:
+        parse_url(text)
+    else:
+        expand_service_name(text, namespace="default", cluster_domain="cluster.local")
+    return text
+
+
+def _method(text: str) -> str:
+    method = text.upper()
+    validate.http_methods("method", [method])
+    return method
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    name = name.strip()
+    if not sep or not name or any(c.isspace() for c in name):
+        raise ConfigurationError(f"expected 'Name: value', not {text!r}")
+    return name, value.strip()
+
+
+def _cacert(text: str) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=text)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"cannot load CA bundle {text!r}: {exc}") from None
+
+
+# -- shared flags ----------------------------------------------------------------------------------
+def _add_discovery_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("service", help="web-hl, web-hl.ns, or an FQDN")
+    parser.add_argument(
+        "--port",
+        type=_checked(_port),
+        default=None,
+        help="named port (SRV lookup, e.g. http) or a number (default: the scheme's)",
+    )
+    parser.add_argument(
+        "--nameserver",
+        action="append",
+        type=_checked(_nameserver),
+        default=None,
+        help="ip[:port] of a DNS server (repeatable; default: resolv.conf)",
+    )
+    parser.add_argument("--namespace", type=_checked(_namespace), default=None)
+    parser.add_argument("--cluster-domain", type=_checked(_domain), default=None)
+    parser.add_argument("--ip-family", default="ipv4", choices=["ipv4", "ipv6", "dual"])
+    parser.add_argument("--resolv-conf", default="/etc/resolv.conf")
+    parser.add_argument(
+        "--timeout", type=_checked(_seconds), default=3.0, help="DNS timeout, seconds"
+    )
+
+
+def _nameservers(args: argparse.Namespace) -> list[str]:
+    """The --nameserver flags, else resolv.conf's; none at all is an error naming the flag."""
+    if args.nameserver:
+        return list(args.nameserver)
+    servers = list(load_resolv_conf(args.resolv_conf).nameservers)
+    if not servers:
+        raise ConfigurationError(
+            f"{args.resolv_conf} lists no nameserver: pass --nameserver ip[:port]"
+        )
+    return servers
+
+
+# -- resolve ---------------------------------------------------------------------------------------
 def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     cells = [[str(c) for c in header]] + [["-" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
@@ -34,22 +173,19 @@ def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _add_discovery_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("service", help="web-hl, web-hl.ns, or an FQDN")
-    parser.add_argument(
-        "--port", default=None, help="named port (SRV lookup, e.g. http) or a number (default: 80)"
+def register_resolve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``headlesslb resolve``: the endpoints DNS gives, as a table or JSON."""
+    parser = sub.add_parser(
+        "resolve",
+        help="list a headless Service's endpoints from DNS",
+        description="List the endpoints DNS gives for a headless Service. Exits 1 when DNS"
+        " answers NXDOMAIN or nothing usable, 2 on bad input or when DNS cannot be asked.",
     )
+    _add_discovery_args(parser)
     parser.add_argument(
-        "--nameserver",
-        action="append",
-        default=None,
-        help="ip[:port] of a DNS server (repeatable; default: resolv.conf)",
+        "-o", "--output", choices=["table", "json"], default="table", help="(default: table)"
     )
-    parser.add_argument("--namespace", default=None)
-    parser.add_argument("--cluster-domain", default=None)
-    parser.add_argument("--ip-family", default="ipv4", choices=["ipv4", "ipv6", "dual"])
-    parser.add_argument("--resolv-conf", default="/etc/resolv.conf")
-    parser.add_argument("--timeout", type=float, default=3.0, help="DNS timeout, seconds")
+    parser.set_defaults(run=lambda args: anyio.run(_resolve, args))
 
 
 async def _resolve(args: argparse.Namespace) -> int:
@@ -59,34 +195,120 @@ async def _resolve(args: argparse.Namespace) -> int:
         namespace=args.namespace or detect_namespace(resolv),
         cluster_domain=args.cluster_domain or resolv.cluster_domain,
     )
-    port = parse_port(args.port)
     discovery = DnsDiscovery(
         service,
-        port=80 if port is None else port,
-        nameservers=nameservers_from(args.nameserver or list(resolv.nameservers) or _none(args)),
+        port=80 if args.port is None else args.port,
+        nameservers=tuple(parse_nameserver(spec) for spec in _nameservers(args)),
         ip_family=args.ip_family,
         timeout=args.timeout,
     )
     resolution = await discovery.resolve()
-    ttl = f"{resolution.ttl:g}"
-    rows = [(e.ip, e.port, e.hostname, e.ordinal, ttl) for e in resolution.endpoints]
-    print(f"{service.fqdn}: {len(rows)} endpoint(s)")
-    if rows:
-        print(_table(rows, ("IP", "PORT", "HOSTNAME", "ORDINAL", "TTL")))
-    return 0
+    endpoints = resolution.endpoints
+    if args.output == "json":
+        document = {
+            "service": service.fqdn,
+            "ttl": resolution.ttl,
+            "partial": resolution.partial,
+            "endpoints": [
+                {"ip": e.ip, "port": e.port, "hostname": e.hostname, "ordinal": e.ordinal}
+                for e in endpoints
+            ],
+        }
+        print(json.dumps(document, indent=2))
+    else:
+        ttl = f"{resolution.ttl:g}"
+        rows = [(e.ip, e.port, e.hostname, e.ordinal, ttl) for e in endpoints]
+        print(f"{service.fqdn}: {len(rows)} endpoint(s)")
+        if rows:
+            print(_table(rows, ("IP", "PORT", "HOSTNAME", "ORDINAL", "TTL")))
+    if not endpoints:
+        what = f"port {args.port!r} of " if isinstance(args.port, str) else ""
+        print(
+            f"headlesslb: DNS has no endpoints for {what}{service.fqdn}"
+            " (NXDOMAIN or an empty answer)",
+            file=sys.stderr,
+        )
+        return EXIT_NO_ENDPOINTS
+    return EXIT_OK
 
 
-def _none(args: argparse.Namespace) -> list[str]:
-    raise ConfigurationError(f"{args.resolv_conf} lists no nameserver: pass --nameserver ip:port")
+# -- get -------------------------------------------------------------------------------------------
+def register_get(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``headlesslb get``: one request through the balancer, with curl's -X, -H and -d."""
+    parser = sub.add_parser(
+        "get",
+        help="send one request to a Pod of the Service",
+        description="Send one request through headlesslb to one Pod of the Service; the body"
+        " goes to stdout, the routing report (JSON) to stderr. Exits 1 on a non-2xx response.",
+    )
+    _add_discovery_args(parser)
+    parser.add_argument("path", nargs="?", default="/")
+    parser.add_argument(
+        "-X", "--request", dest="method", metavar="METHOD", type=_checked(_method), default=None,
+        help="HTTP method (default: GET, or POST with -d)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-H", "--header", dest="headers", metavar="HEADER", action="append", default=[],
+        type=_checked(_header), help="'Name: value' (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-d", "--data", metavar="DATA", action="append", default=[],
+        help="request body, as curl: '@file' reads a file, '@-' stdin; repeats join with '&';"
+        " sets Content-Type application/x-www-form-urlencoded unless -H gives one",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scheme", choices=["http", "https"], default="http",
+        help="how Pods are reached; https verifies the certificate for the Service's FQDN",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cacert", type=_checked(_cacert), default=None,
+        help="CA bundle (PEM) to verify the Pods' certificates with (default: the system's)",
+    )  # fmt: skip
+    routing = parser.add_mutually_exclusive_group()  # a request shards or pins, not both
+    routing.add_argument("--key", default=None, help="shard by this key")
+    routing.add_argument(
+        "--ordinal", type=_checked(_ordinal), default=None, help="pin to this StatefulSet ordinal"
+    )
+    parser.add_argument(
+        "--fallback", type=_checked(_fallback), default=None,
+        help="ClusterIP/LB Service name or http(s)://host[:port] URL",
+    )  # fmt: skip
+    parser.set_defaults(run=lambda args: anyio.run(_get, args))
+
+
+def _body(args: argparse.Namespace) -> bytes | None:
+    if not args.data:
+        return None
+    parts = []
+    for item in args.data:
+        if item == "@-":
+            parts.append(sys.stdin.buffer.read())
+        elif item.startswith("@"):
+            try:
+                parts.append(Path(item[1:]).read_bytes())
+            except OSError as exc:
+                raise ConfigurationError(f"-d {item}: cannot read {item[1:]!r}: {exc}") from None
+        else:
+            parts.append(item.encode())
+    return b"&".join(parts)
 
 
 async def _get(args: argparse.Namespace) -> int:
     from .aio.client import HeadlessClient
 
+    if args.cacert is not None and args.scheme != "https":
+        raise ConfigurationError("--cacert verifies https Pods: add --scheme https")
+    body = _body(args)
+    headers = dict(args.headers)
+    if body is not None and not any(name.lower() == "content-type" for name in headers):
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    method = args.method or ("POST" if body is not None else "GET")
     async with HeadlessClient(
         args.service,
         port=args.port,
-        nameservers=args.nameserver,
+        scheme=args.scheme,
+        verify=True if args.cacert is None else args.cacert,
+        nameservers=_nameservers(args),
         namespace=args.namespace,
         cluster_domain=args.cluster_domain,
         ip_family=args.ip_family,
@@ -94,45 +316,61 @@ async def _get(args: argparse.Namespace) -> int:
         discovery_timeout=args.timeout,
         fallback=args.fallback,
     ) as client:
-        response = await client.get(args.path, key=args.key, ordinal=args.ordinal)
+        response = await client.request(
+            method, args.path, content=body, headers=headers, key=args.key, ordinal=args.ordinal
+        )
         print(json.dumps(response.extensions.get("headlesslb"), default=str), file=sys.stderr)
         sys.stdout.write(response.text)
-        return 0 if response.is_success else 1
+        return EXIT_OK if response.is_success else EXIT_NO_ENDPOINTS
+
+
+# -- top -------------------------------------------------------------------------------------------
+def register_top(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``headlesslb top``: a live per-Pod view (see :mod:`headlesslb.top`)."""
+    parser = sub.add_parser("top", help="a live per-Pod view: state, load, errors, latency, DNS")
+    _add_discovery_args(parser)
+    add_top_arguments(parser)
+    parser.set_defaults(run=run_top)
+
+
+# -- demo ------------------------------------------------------------------------------------------
+def register_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``headlesslb demo``: the narrated demo on a local cluster."""
+    parser = sub.add_parser("demo", help="watch requests spread over a local cluster's Pods")
+    parser.add_argument("--fast", action="store_true", help="shorter phases (for tests)")
+    parser.set_defaults(run=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(fast=args.fast)
+
+
+# -- entry point -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The ``headlesslb`` parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(prog="headlesslb", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"headlesslb {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register_resolve(sub)
+    register_get(sub)
+    register_top(sub)
+    register_demo(sub)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``headlesslb`` command."""
-    parser = argparse.ArgumentParser(prog="headlesslb", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    resolve = sub.add_parser("resolve", help="list a headless Service's endpoints from DNS")
-    _add_discovery_args(resolve)
-    get = sub.add_parser("get", help="GET a path from one Pod of the Service")
-    _add_discovery_args(get)
-    get.add_argument("path", nargs="?", default="/")
-    get.add_argument("--key", default=None, help="shard by this key")
-    get.add_argument("--ordinal", type=int, default=None, help="pin to this StatefulSet ordinal")
-    get.add_argument("--fallback", default=None, help="ClusterIP/LB Service name or URL")
-    top = sub.add_parser("top", help="a live per-Pod view: state, load, errors, latency, DNS")
-    _add_discovery_args(top)
-    add_top_arguments(top)
-    demo = sub.add_parser("demo", help="watch requests spread over a local cluster's Pods")
-    demo.add_argument("--fast", action="store_true", help="shorter phases (for tests)")
-    args = parser.parse_args(argv)
+    """Entry point of the ``headlesslb`` command (and of ``python -m headlesslb``)."""
+    args = build_parser().parse_args(argv)
+    run: Runner = args.run
     try:
-        if args.command == "resolve":
-            return anyio.run(_resolve, args)
-        if args.command == "get":
-            return anyio.run(_get, args)
-        if args.command == "top":
-            return run_top(args)
-        from .demo import run_demo
-
-        return run_demo(fast=args.fast)
+        return run(args)
     except (HeadlessLBError, httpx.HTTPError) as exc:
         print(f"headlesslb: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
 from typing_extensions import Unpack
 
-from ..assembly import ClientBase, ClientOptions, client_settings
-from ..core.pickers.base import HashKey
+from ..assembly import BodyRequestArgs, ClientBase, ClientOptions, RequestArgs, client_settings
 from ..errors import NotStarted
 from .transport import HeadlessTransport
 
@@ -73,14 +72,7 @@ class HeadlessClient(ClientBase):
             )
 
     async def request(
-        self,
-        method: str,
-        url: httpx.URL | str,
-        *,
-        key: HashKey | None = None,
-        ordinal: int | None = None,
-        idempotent: bool | None = None,
-        **kwargs: Any,
+        self, method: str, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
     ) -> httpx.Response:
         """Send a request to one Pod: ``key`` shards, ``ordinal`` pins, ``idempotent`` allows
         retrying a non-idempotent method after it may have reached a Pod. Other keyword
@@ -90,59 +82,54 @@ class HeadlessClient(ClientBase):
         auth = kwargs.pop("auth", httpx.USE_CLIENT_DEFAULT)
         # The whole body is read anyway: reading it inside the transport lets a connection lost
         # mid-body be retried on another Pod like any other failure.
-        request = self.build_request(
-            method, url, key=key, ordinal=ordinal, idempotent=idempotent, read_body=True, **kwargs
-        )
+        request = self.build_request(method, url, read_body=True, **kwargs)
         return await self.http.send(request, auth=auth, follow_redirects=follow)
 
     @asynccontextmanager
     async def stream(
-        self,
-        method: str,
-        url: httpx.URL | str,
-        *,
-        key: HashKey | None = None,
-        ordinal: int | None = None,
-        idempotent: bool | None = None,
-        **kwargs: Any,
+        self, method: str, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
     ) -> AsyncIterator[httpx.Response]:
         """Like :meth:`request`, with the body read as you iterate it (``async with``)."""
         self._check_open()
         follow = kwargs.pop("follow_redirects", httpx.USE_CLIENT_DEFAULT)
         auth = kwargs.pop("auth", httpx.USE_CLIENT_DEFAULT)
-        request = self.build_request(
-            method, url, key=key, ordinal=ordinal, idempotent=idempotent, **kwargs
-        )
+        request = self.build_request(method, url, **kwargs)
         response = await self.http.send(request, auth=auth, follow_redirects=follow, stream=True)
         try:
             yield response
         finally:
             await response.aclose()
 
-    async def get(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+    async def get(self, url: httpx.URL | str, **kwargs: Unpack[RequestArgs]) -> httpx.Response:
         """GET (see :meth:`request` for routing keywords)."""
         return await self.request("GET", url, **kwargs)
 
-    async def head(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+    async def head(self, url: httpx.URL | str, **kwargs: Unpack[RequestArgs]) -> httpx.Response:
         """HEAD (see :meth:`request`)."""
         return await self.request("HEAD", url, **kwargs)
 
-    async def options(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+    async def options(self, url: httpx.URL | str, **kwargs: Unpack[RequestArgs]) -> httpx.Response:
         """OPTIONS (see :meth:`request`)."""
         return await self.request("OPTIONS", url, **kwargs)
 
-    async def post(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+    async def post(
+        self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
+    ) -> httpx.Response:
         """POST (see :meth:`request`)."""
         return await self.request("POST", url, **kwargs)
 
-    async def put(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+    async def put(
+        self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
+    ) -> httpx.Response:
         """PUT (see :meth:`request`)."""
         return await self.request("PUT", url, **kwargs)
 
-    async def patch(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+    async def patch(
+        self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
+    ) -> httpx.Response:
         """PATCH (see :meth:`request`)."""
         return await self.request("PATCH", url, **kwargs)
 
-    async def delete(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+    async def delete(self, url: httpx.URL | str, **kwargs: Unpack[RequestArgs]) -> httpx.Response:
         """DELETE (see :meth:`request`)."""
         return await self.request("DELETE", url, **kwargs)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import (
     ClientClosed,
@@ -53,6 +52,7 @@ from .names import ServiceName, split_ordinal
 from .options import WRITE_METHODS, RequestOptions
 from .pickers.base import NO_CONTEXT, PickContext
 from .pool import Attempt, Outcome, Pool
+from .report import AttemptReport, Report
 from .retry import Failure, RetryBudget, RetryPolicy, RetryVerdict, rejection
 from .snapshot import EndpointState, Snapshot
 from .throttle import Throttle
@@ -161,9 +161,9 @@ class AttemptRecord:
     """How the failure counts for balancing (set when ``error`` is)."""
     fallback: bool = False
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> AttemptReport:
         """The record as the user-facing report shows it."""
-        record: dict[str, Any] = {"endpoint": self.endpoint}
+        record: AttemptReport = {"endpoint": self.endpoint}
         if self.fallback:
             record["fallback"] = True
         else:
@@ -395,11 +395,11 @@ class Call:
         budget = "; retry budget exhausted" if self.budget_exhausted else ""
         return f"{len(parts)} attempt(s): {', '.join(parts)}{budget}"
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> Report:
         """What ``response.extensions["headlesslb"]`` holds."""
         fallback = self.fallback_address
         endpoint = None if fallback else self.endpoint
-        report: dict[str, Any] = {
+        report: Report = {
             "endpoint": endpoint.authority if endpoint else fallback,
             "hostname": endpoint.hostname if endpoint else None,
             "ordinal": endpoint.ordinal if endpoint else None,

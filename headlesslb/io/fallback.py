@@ -23,7 +23,7 @@ from .cache import LookupCache
 from .dns import DnsDiscovery, IpFamily
 from .outcomes import classify
 
-__all__ = ["DEFAULT_PORTS", "Fallback", "authority"]
+__all__ = ["DEFAULT_PORTS", "Fallback", "authority", "parse_url"]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -57,7 +57,7 @@ class Fallback:
         self._discovery: DnsDiscovery | None = None
         self._cache: LookupCache[None, Endpoint] = LookupCache(refresh, clock, max_entries=1)
         if "://" in spec:
-            self.scheme, self.host, self.port = _parse_url(spec)
+            self.scheme, self.host, self.port = parse_url(spec)
             self.name = spec
         else:
             service = expand_service_name(spec, namespace=namespace, cluster_domain=cluster_domain)
@@ -129,7 +129,7 @@ class Fallback:
         return endpoint.ip, endpoint.port
 
 
-def _parse_url(spec: str) -> tuple[str, str, int]:
+def parse_url(spec: str) -> tuple[str, str, int]:
     """(scheme, host, port) of a fallback URL; anything it would have to drop is refused."""
     try:
         url = httpx.URL(spec)

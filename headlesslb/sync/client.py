@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
 from typing_extensions import Unpack
 
-from ..assembly import ClientBase, ClientOptions, client_settings
-from ..core.pickers.base import HashKey
+from ..assembly import BodyRequestArgs, ClientBase, ClientOptions, RequestArgs, client_settings
 from ..errors import NotStarted
 from .transport import HeadlessTransport
 
@@ -74,14 +73,7 @@ class HeadlessClient(ClientBase):
             raise NotStarted("this HeadlessClient was closed: make a new one")
 
     def request(
-        self,
-        method: str,
-        url: httpx.URL | str,
-        *,
-        key: HashKey | None = None,
-        ordinal: int | None = None,
-        idempotent: bool | None = None,
-        **kwargs: Any,
+        self, method: str, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
     ) -> httpx.Response:
         """Send a request to one Pod: ``key`` shards, ``ordinal`` pins, ``idempotent`` allows
         retrying a non-idempotent method after it may have reached a Pod. Other keyword
@@ -89,59 +81,54 @@ class HeadlessClient(ClientBase):
         self._check_open()
         follow = kwargs.pop("follow_redirects", httpx.USE_CLIENT_DEFAULT)
         auth = kwargs.pop("auth", httpx.USE_CLIENT_DEFAULT)
-        request = self.build_request(
-            method, url, key=key, ordinal=ordinal, idempotent=idempotent, read_body=True, **kwargs
-        )
+        request = self.build_request(method, url, read_body=True, **kwargs)
         return self.http.send(request, auth=auth, follow_redirects=follow)
 
     @contextmanager
     def stream(
-        self,
-        method: str,
-        url: httpx.URL | str,
-        *,
-        key: HashKey | None = None,
-        ordinal: int | None = None,
-        idempotent: bool | None = None,
-        **kwargs: Any,
+        self, method: str, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
     ) -> Iterator[httpx.Response]:
         """Like :meth:`request`, with the body read as you iterate it (``with``)."""
         self._check_open()
         follow = kwargs.pop("follow_redirects", httpx.USE_CLIENT_DEFAULT)
         auth = kwargs.pop("auth", httpx.USE_CLIENT_DEFAULT)
-        request = self.build_request(
-            method, url, key=key, ordinal=ordinal, idempotent=idempotent, **kwargs
-        )
+        request = self.build_request(method, url, **kwargs)
         response = self.http.send(request, auth=auth, follow_redirects=follow, stream=True)
         try:
             yield response
         finally:
             response.close()
 
-    def get(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+    def get(self, url: httpx.URL | str, **kwargs: Unpack[RequestArgs]) -> httpx.Response:
         """GET (see :meth:`request` for routing keywords)."""
         return self.request("GET", url, **kwargs)
 
-    def head(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+    def head(self, url: httpx.URL | str, **kwargs: Unpack[RequestArgs]) -> httpx.Response:
         """HEAD (see :meth:`request`)."""
         return self.request("HEAD", url, **kwargs)
 
-    def options(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+    def options(self, url: httpx.URL | str, **kwargs: Unpack[RequestArgs]) -> httpx.Response:
         """OPTIONS (see :meth:`request`)."""
         return self.request("OPTIONS", url, **kwargs)
 
-    def post(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+    def post(
+        self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
+    ) -> httpx.Response:
         """POST (see :meth:`request`)."""
         return self.request("POST", url, **kwargs)
 
-    def put(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+    def put(
+        self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
+    ) -> httpx.Response:
         """PUT (see :meth:`request`)."""
         return self.request("PUT", url, **kwargs)
 
-    def patch(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+    def patch(
+        self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
+    ) -> httpx.Response:
         """PATCH (see :meth:`request`)."""
         return self.request("PATCH", url, **kwargs)
 
-    def delete(self, url: httpx.URL | str, **kwargs: Any) -> httpx.Response:
+    def delete(self, url: httpx.URL | str, **kwargs: Unpack[RequestArgs]) -> httpx.Response:
         """DELETE (see :meth:`request`)."""
         return self.request("DELETE", url, **kwargs)

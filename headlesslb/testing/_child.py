@@ -24,6 +24,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
+from ._apps import AppSpec, PodContext, UserApp, load_app
 from ._dns import DnsServer, Zone, a_record, make_soa, srv_record
 from ._lb import LbProxy
 from ._model import (
@@ -61,6 +62,8 @@ class Workload:
     headless: str | None
     lb: str | None
     pods: dict[str, Pod] = field(default_factory=dict)
+    app: AppSpec | None = None
+    """The user's app every Pod serves (None: the echo app)."""
 
 
 @dataclass
@@ -239,12 +242,31 @@ class Cluster:
             serve=wl.serve,
             tls=wl.tls,
         )
-        if wl.serve:
-            pod.server = PodServer(pod)
-            await pod.server.start()
+        try:
+            if wl.app is not None:
+                pod.app = self._user_app(wl.app, pod)
+            if wl.serve:
+                pod.server = PodServer(pod)
+                await pod.server.start()
+        except BaseException:
+            self._free_pod_ips.append(pod.ip)  # a Pod that never started gives its address back
+            raise
         wl.pods[name] = pod
         self.pods[name] = pod
         return pod
+
+    def _user_app(self, spec: AppSpec, pod: Pod) -> UserApp:
+        context = PodContext(
+            name=pod.name,
+            namespace=pod.namespace,
+            ip=pod.ip,
+            port=pod.port,
+            hostname=pod.hostname,
+            ordinal=pod.ordinal,
+            workload=pod.workload,
+            nameserver=f"{self.dns.ip}:{self.dns.port}",
+        )
+        return UserApp(*load_app(spec, context))
 
     def _remove_pod(self, wl: Workload, pod: Pod) -> None:
         if pod.server is not None:
@@ -307,6 +329,7 @@ class Cluster:
         publish_not_ready: bool,
         tls: tuple[str, str] | None,
         serve: bool,
+        app: AppSpec | None = None,
     ) -> list[PodInfo]:
         self._check_new_name(name, "workload")
         if name in self.workloads:
@@ -320,6 +343,8 @@ class Cluster:
             raise ClusterError("headless and lb must be different names")
         if tls is not None and not serve:
             raise ClusterError("tls needs serve=True")
+        if app is not None and not serve:
+            raise ClusterError("app needs serve=True")
         wl = Workload(
             name=name,
             kind=kind,
@@ -330,6 +355,7 @@ class Cluster:
             tls=tuple(tls) if tls else None,  # type: ignore[arg-type]
             headless=headless,
             lb=lb,
+            app=app,
         )
         self.workloads[name] = wl
         if headless is not None:
@@ -340,7 +366,13 @@ class Cluster:
             svc = Service(lb, wl.namespace, "lb", name, False, ip=self._alloc_lb_ip())
             self.services[lb] = svc
             await self._start_lb(svc)
-        await self._scale(wl, replicas)
+        try:
+            await self._scale(wl, replicas)
+        except BaseException:
+            # A workload whose Pods cannot start (an app that does not import, a port in use)
+            # is not left half-made: its name can be used again.
+            await self.op_delete_workload(name)
+            raise
         return [p.info() for p in wl.pods.values()]
 
     async def _start_lb(self, svc: Service) -> None:
@@ -364,10 +396,11 @@ class Cluster:
         publish_not_ready: bool,
         tls: tuple[str, str] | None,
         serve: bool,
+        app: AppSpec | None = None,
     ) -> list[PodInfo]:
         return await self._add_workload(
             "statefulset", name, replicas, headless, lb, port, port_name, namespace,
-            publish_not_ready, tls, serve,
+            publish_not_ready, tls, serve, app,
         )  # fmt: skip
 
     async def op_add_deployment(
@@ -382,10 +415,11 @@ class Cluster:
         publish_not_ready: bool,
         tls: tuple[str, str] | None,
         serve: bool,
+        app: AppSpec | None = None,
     ) -> list[PodInfo]:
         return await self._add_workload(
             "deployment", name, replicas, headless, lb, port, port_name, namespace,
-            publish_not_ready, tls, serve,
+            publish_not_ready, tls, serve, app,
         )  # fmt: skip
 
     async def op_scale(self, name: str, replicas: int) -> list[PodInfo]:
@@ -577,6 +611,9 @@ class Cluster:
         for pod in self.pods.values():
             if pod.server is not None:
                 pod.server.kill()
+        for pod in self.pods.values():
+            if pod.app is not None:
+                await pod.app.stopped()
         await self.dns.stop()
 
 

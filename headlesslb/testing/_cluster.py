@@ -21,6 +21,7 @@ from typing import Any, Final, cast
 
 from ..core.names import validate_domain, validate_label
 from ..core.validate import count, number
+from ._apps import AppSpec, ClientKwargs, app_spec
 from ._model import (
     ClusterError,
     DnsMode,
@@ -275,6 +276,13 @@ class LocalCluster:
         """The cluster domain, absolute (``"cluster.local."``)."""
         return self._origin
 
+    def client_kwargs(self, namespace: str | None = None) -> ClientKwargs:
+        """The arguments a headlesslb client needs to use this cluster instead of the machine's
+        resolv.conf: ``HeadlessClient("web-hl", port="http", **cluster.client_kwargs())``."""
+        if namespace is not None:
+            validate_label("namespace", namespace)
+        return {"nameservers": [self.nameserver], "namespace": namespace or self.namespace}
+
     @property
     def ttl(self) -> int:
         """TTL of every cluster record."""
@@ -295,6 +303,8 @@ class LocalCluster:
         publish_not_ready: bool = True,
         tls: tuple[str, str] | None = None,
         serve: bool = True,
+        app: str | None = None,
+        factory: bool = False,
     ) -> list[PodInfo]:
         """Create a StatefulSet: Pods ``<name>-0`` … with stable hostnames and ordinals.
 
@@ -302,6 +312,14 @@ class LocalCluster:
         ``<name>-hl`` / ``<name>-lb``; None for none). ``tls=(certfile, keyfile)`` serves
         HTTPS. ``serve=False`` makes DNS-only Pods. ``publish_not_ready`` (default True, as
         StatefulSet peers usually need) keeps not-ready Pods in the headless Service's DNS.
+
+        ``app="package.module:attribute"`` serves your own ASGI app (FastAPI, Starlette, ...) or
+        WSGI app (Flask, Django, ...) on every Pod instead of the echo app, with its ASGI
+        lifespan run per Pod; with ``factory=True`` the attribute is called with each Pod's
+        :class:`PodContext` and returns that Pod's own app (per-Pod state, and
+        ``context.client_kwargs()`` for a headlesslb client inside the app). The cluster
+        process imports it, so it must be importable from ``sys.path``. The Pod controls
+        (``kill``, ``slow``, ``fail``, ``reset``, ``set_ready``) and counters work on it too.
         Returns the Pods, all listening.
         """
         return cast(
@@ -318,6 +336,7 @@ class LocalCluster:
                 publish_not_ready,
                 _tls(tls),
                 serve,
+                _app(app, factory),
             ),
         )
 
@@ -334,11 +353,14 @@ class LocalCluster:
         publish_not_ready: bool = False,
         tls: tuple[str, str] | None = None,
         serve: bool = True,
+        app: str | None = None,
+        factory: bool = False,
     ) -> list[PodInfo]:
         """Create a Deployment: Pods ``<name>-<random5>`` with no hostname.
 
         Their SRV targets and per-Pod names are ``<ip-with-dashes>.<svc>.<ns>.svc.<domain>``.
-        Other arguments as for ``add_statefulset`` (``publish_not_ready`` defaults to False).
+        Other arguments as for ``add_statefulset`` (``publish_not_ready`` defaults to False),
+        ``app=`` and ``factory=`` included.
         """
         return cast(
             list[PodInfo],
@@ -354,6 +376,7 @@ class LocalCluster:
                 publish_not_ready,
                 _tls(tls),
                 serve,
+                _app(app, factory),
             ),
         )
 
@@ -532,6 +555,14 @@ class LocalCluster:
     def reset_stats(self) -> None:
         """Zero every counter (Pods, LB and DNS)."""
         self._call("reset_stats")
+
+
+def _app(app: str | None, factory: bool) -> AppSpec | None:
+    if app is None:
+        if factory:
+            raise ClusterError("factory=True needs app='package.module:factory'")
+        return None
+    return app_spec(app, factory)
 
 
 def _tls(tls: tuple[str, str] | None) -> tuple[str, str] | None:

@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from ._behaviour import PodBehaviour, Verdict
+from ._apps import UserApp
 from ._model import ClusterError, PodInfo, tcp_socket
 
 Scope = MutableMapping[str, Any]
@@ -51,6 +52,8 @@ class Pod:
     """Requests turned away by the Pod's rate limit (counted in ``served`` too)."""
     behaviour: PodBehaviour = field(default_factory=PodBehaviour, repr=False)
     server: PodServer | None = field(default=None, repr=False)
+    app: UserApp | None = field(default=None, repr=False)
+    """The user's app this Pod serves instead of the echo app (``add_*(app=...)``)."""
 
     def info(self) -> PodInfo:
         """A picklable snapshot for the parent."""
@@ -99,7 +102,7 @@ class PodServer:
         sock.setblocking(False)
         certfile, keyfile = self.pod.tls or (None, None)
         config = uvicorn.Config(
-            self._app,
+            self._app if self.pod.app is None else self._user_app,
             http="h11",
             ws="none",
             interface="asgi3",
@@ -119,6 +122,12 @@ class PodServer:
         # gives a listening server we stop ourselves.
         server.lifespan = config.lifespan_class(config)
         self._killed = asyncio.Event()
+        if self.pod.app is not None:
+            try:
+                await self.pod.app.started(self.pod.name)
+            except BaseException:
+                sock.close()
+                raise
         await server.startup(sockets=[sock])
         self._server = server
 
@@ -128,6 +137,8 @@ class PodServer:
         if server is None:
             return
         self._killed.set()
+        if self.pod.app is not None:
+            self.pod.app.stop()
         for listener in server.servers:
             listener.close()
         for connection in list(server.server_state.connections):
@@ -139,6 +150,18 @@ class PodServer:
         # A killed Pod must not answer later: wake up early and let the (aborted) send no-op.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._killed.wait(), seconds)
+
+    async def sleep_unless_killed(self, seconds: float) -> None:
+        """Sleep, waking early if the Pod is killed (for apps other than the echo app)."""
+        await self._sleep(seconds)
+
+    def transport_for(self, client: Any) -> asyncio.Transport | None:
+        """The transport of one connection, by the ASGI scope's ``client``."""
+        return self._transport_for(client)
+
+    async def _user_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.pod.app is not None
+        await self.pod.app.serve(self, scope, receive, send)
 
     def _transport_for(self, client: Any) -> asyncio.Transport | None:
         if self._server is None:

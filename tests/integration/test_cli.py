@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import trustme
 
-from headlesslb.cli import main
+import headlesslb
+from headlesslb import HeadlessClient
+from headlesslb.cli import EXIT_ERROR, EXIT_NO_ENDPOINTS, main
+from headlesslb.errors import ConfigurationError
 from headlesslb.testing import LocalCluster
+
+
+def _dns(cluster: LocalCluster) -> list[str]:
+    return ["--nameserver", cluster.nameserver, "--namespace", "default"]
 
 
 def test_resolve_prints_a_table(cluster: LocalCluster, capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,6 +72,133 @@ def test_get_pins_an_ordinal(cluster: LocalCluster, capsys: pytest.CaptureFixtur
     captured = capsys.readouterr()
     assert code == 0
     assert '"pod": "web-1"' in captured.out.replace('":"', '": "')
+
+
+def test_resolve_as_json(cluster: LocalCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["resolve", "web-hl", *_dns(cluster), "--port", "http", "-o", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["service"] == "web-hl.default.svc.cluster.local."
+    assert document["ttl"] == 1 and document["partial"] is False
+    assert sorted(document["endpoints"], key=lambda e: e["ordinal"]) == [
+        {"ip": p.ip, "port": p.port, "hostname": p.name, "ordinal": p.ordinal}
+        for p in cluster.pods("web")
+    ]
+
+
+@pytest.mark.parametrize("output", ["table", "json"])
+def test_resolve_of_a_missing_service_fails(
+    cluster: LocalCluster, capsys: pytest.CaptureFixture[str], output: str
+) -> None:
+    code = main(["resolve", "nothing-hl", *_dns(cluster), "-o", output])
+    captured = capsys.readouterr()
+    assert code == EXIT_NO_ENDPOINTS
+    assert "no endpoints for nothing-hl.default.svc.cluster.local." in captured.err
+    if output == "json":
+        assert json.loads(captured.out)["endpoints"] == []
+
+
+def test_resolve_of_an_empty_service_fails(
+    cluster: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A port the Service does not have is a mistake worth its own message.
+    assert main(["resolve", "web-hl", *_dns(cluster), "--port", "grpc"]) == EXIT_ERROR
+    assert "has no port named 'grpc'" in capsys.readouterr().err
+    cluster.scale("web", 0)
+    assert main(["resolve", "web-hl", *_dns(cluster), "--port", "http"]) == EXIT_NO_ENDPOINTS
+    captured = capsys.readouterr()
+    assert "0 endpoint(s)" in captured.out
+    assert "no endpoints for port 'http' of web-hl" in captured.err
+
+
+def test_version_and_python_dash_m() -> None:
+    for command in (["-m", "headlesslb", "--version"], ["-m", "headlesslb.cli", "--version"]):
+        result = subprocess.run(
+            [sys.executable, *command], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"headlesslb {headlesslb.__version__}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "0"], "argument --port: port 0 is out of range 1-65535"),
+        (["--nameserver", "dns.local"], "argument --nameserver: nameserver 'dns.local'"),
+        (["--namespace", "Bad_NS"], "argument --namespace: namespace"),
+        (["--timeout", "0"], "argument --timeout: seconds must be"),
+        (["--ordinal", "-1"], "argument --ordinal: ordinal must be an int >= 0"),
+        (["-H", "no colon"], "argument -H/--header: expected 'Name: value'"),
+        (["-X", "GE T"], "argument -X/--request: method"),
+        (["--fallback", "http://lb/path"], "argument --fallback: fallback URL"),
+        (["--cacert", "/nonexistent.pem"], "argument --cacert: cannot load CA bundle"),
+        (["--key", "a", "--ordinal", "1"], "argument --ordinal: not allowed with argument --key"),
+    ],
+)
+def test_cli_messages_name_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["get", "web-hl", "--nameserver", "127.0.0.1:9", *argv])
+    assert exited.value.code == EXIT_ERROR
+    assert message in capsys.readouterr().err
+
+
+def test_cli_names_flags_where_the_api_names_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "resolv.conf"
+    empty.write_text("search default.svc.cluster.local\n")
+    for command in ("resolve", "get"):
+        code = main([command, "web-hl", "--namespace", "x", "--resolv-conf", str(empty)])
+        assert code == EXIT_ERROR
+        assert "pass --nameserver ip[:port]" in capsys.readouterr().err
+    # The API, for the same mistake, names its keyword argument.
+    with pytest.raises(ConfigurationError, match=r"pass nameservers=\['ip:port'"):
+        HeadlessClient("web-hl", namespace="x", resolv_conf=str(empty))
+    with pytest.raises(ConfigurationError, match=r"^nameservers\[0\]: nameserver 'dns.local'"):
+        HeadlessClient("web-hl", namespace="x", nameservers=["dns.local"])
+
+
+def test_get_sends_method_headers_and_data_like_curl(
+    cluster: LocalCluster, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    body = tmp_path / "body.txt"
+    body.write_bytes(b"0123456789")
+    argv = ["get", "web-hl", "/items", *_dns(cluster), "--port", "http", "--ordinal", "2"]
+    assert main([*argv, "-d", "a=1", "-d", f"@{body}", "-H", "X-Trace: abc"]) == 0
+    echoed = json.loads(capsys.readouterr().out)
+    # curl: -d means POST, and repeated -d join with '&'.
+    assert (echoed["pod"], echoed["method"], echoed["body_len"]) == ("web-2", "POST", 14)
+    assert main([*argv, "-X", "put", "-d", "x"]) == 0
+    echoed = json.loads(capsys.readouterr().out)
+    assert (echoed["method"], echoed["body_len"]) == ("PUT", 1)
+    assert main([*argv, "-X", "DELETE"]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == "DELETE"
+
+
+def test_get_over_https_with_a_ca_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("web-hl.default.svc.cluster.local")
+    certfile, keyfile, cafile = (tmp_path / n for n in ("cert.pem", "key.pem", "ca.pem"))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    ca.cert_pem.write_to_path(str(cafile))
+    with LocalCluster() as cluster:
+        cluster.add_statefulset("web", replicas=2, tls=(str(certfile), str(keyfile)))
+        argv = ["get", "web-hl", "/secure", *_dns(cluster), "--port", "http", "--scheme", "https"]
+        assert main([*argv, "--cacert", str(cafile)]) == 0
+        captured = capsys.readouterr()
+        assert json.loads(captured.out)["host"] == "web-hl.default.svc.cluster.local"
+        assert json.loads(captured.err)["hostname"] in {"web-0", "web-1"}
+        # Without the CA the Pods' certificate is not trusted: a typed failure, exit 2.
+        assert main(argv) == EXIT_ERROR
+        assert "certificate verify failed" in capsys.readouterr().err.lower()
+        # --cacert without https would be an option silently ignored: refused.
+        plain = ["get", "web-hl", *_dns(cluster), "--cacert", str(cafile)]
+        assert main(plain) == EXIT_ERROR
+        assert "--cacert verifies https Pods: add --scheme https" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -27,6 +27,12 @@ import pytest
 from headlesslb.testing import ClusterError, LocalCluster
 
 
+@pytest.fixture
+def local_cluster(headlesslb_cluster: LocalCluster) -> LocalCluster:
+    """The plugin's fresh cluster per test, under a short name."""
+    return headlesslb_cluster
+
+
 def client(**kwargs: object) -> httpx.Client:
     # trust_env=False: never pick up proxy settings, every byte must stay on loopback.
     return httpx.Client(trust_env=False, timeout=5.0, **kwargs)  # type: ignore[arg-type]
@@ -573,38 +579,36 @@ def test_errors(local_cluster: LocalCluster) -> None:
     assert local_cluster.pods("web")[0].name == "web-0"
 
 
-def test_module_fixture_is_shared(local_cluster_module: LocalCluster) -> None:
-    assert not local_cluster_module.closed
-    local_cluster_module.add_deployment("shared", 1)
-    assert len(local_cluster_module.pods("shared")) == 1
-
-
+def test_module_fixture_is_shared(headlesslb_cluster_module: LocalCluster) -> None:
+    assert not headlesslb_cluster_module.closed
+    headlesslb_cluster_module.add_deployment("shared", 1)
+    assert len(headlesslb_cluster_module.pods("shared")) == 1
 def test_rate_limit_answers_429_with_retry_after_and_exempts_probes(
-    local_cluster: LocalCluster,
+    headlesslb_cluster: LocalCluster,
 ) -> None:
-    local_cluster.add_statefulset("web", 1)
-    url = local_cluster.url("web-0", "/a")
-    local_cluster.rate_limit("web-0", 0.1, burst=2, retry_after=7)
+    headlesslb_cluster.add_statefulset("web", 1)
+    url = headlesslb_cluster.url("web-0", "/a")
+    headlesslb_cluster.rate_limit("web-0", 0.1, burst=2, retry_after=7)
     assert [get(url).status_code for _ in range(2)] == [200, 200]
     rejected = get(url)
     assert rejected.status_code == 429 and rejected.headers["retry-after"] == "7"
-    assert get(local_cluster.url("web-0", "/healthz")).status_code == 200
-    assert local_cluster.stats()["rejected"] == {"web-0": 1}
-    local_cluster.rate_limit("web-0", 0.1, burst=1, status=503, retry_after=1)
+    assert get(headlesslb_cluster.url("web-0", "/healthz")).status_code == 200
+    assert headlesslb_cluster.stats()["rejected"] == {"web-0": 1}
+    headlesslb_cluster.rate_limit("web-0", 0.1, burst=1, status=503, retry_after=1)
     assert get(url).status_code == 200
     assert get(url).status_code == 503
-    local_cluster.rate_limit("web-0", None)
+    headlesslb_cluster.rate_limit("web-0", None)
     assert all(get(url).status_code == 200 for _ in range(5))
-    local_cluster.reset_stats()
-    assert local_cluster.stats()["rejected"] == {"web-0": 0}
+    headlesslb_cluster.reset_stats()
+    assert headlesslb_cluster.stats()["rejected"] == {"web-0": 0}
 
 
 def test_cold_start_is_slow_from_the_first_request_then_normal(
-    local_cluster: LocalCluster,
+    headlesslb_cluster: LocalCluster,
 ) -> None:
-    local_cluster.add_statefulset("web", 1)
-    url = local_cluster.url("web-0")
-    local_cluster.cold_start("web-0", seconds=0.5, latency=0.3)
+    headlesslb_cluster.add_statefulset("web", 1)
+    url = headlesslb_cluster.url("web-0")
+    headlesslb_cluster.cold_start("web-0", seconds=0.5, latency=0.3)
     time.sleep(0.6)  # the cold period counts from the first request, not from the call
     t0 = time.monotonic()
     get(url)
@@ -619,15 +623,15 @@ def test_cold_start_is_slow_from_the_first_request_then_normal(
         pytest.fail("the Pod never warmed up")
 
 
-def test_stragglers_make_a_share_of_responses_slower(local_cluster: LocalCluster) -> None:
-    local_cluster.add_statefulset("web", 1)
-    url = local_cluster.url("web-0")
-    local_cluster.slow("web-0", 0.05)
-    local_cluster.stragglers("web-0", fraction=1.0, factor=6.0)
+def test_stragglers_make_a_share_of_responses_slower(headlesslb_cluster: LocalCluster) -> None:
+    headlesslb_cluster.add_statefulset("web", 1)
+    url = headlesslb_cluster.url("web-0")
+    headlesslb_cluster.slow("web-0", 0.05)
+    headlesslb_cluster.stragglers("web-0", fraction=1.0, factor=6.0)
     t0 = time.monotonic()
     get(url)
     assert time.monotonic() - t0 >= 0.3
-    local_cluster.stragglers("web-0", 0.0)
+    headlesslb_cluster.stragglers("web-0", 0.0)
 
 
 @pytest.mark.parametrize(
@@ -641,9 +645,9 @@ def test_stragglers_make_a_share_of_responses_slower(local_cluster: LocalCluster
     ],
 )
 def test_load_controls_refuse_bad_values(
-    local_cluster: LocalCluster, control: str, args: tuple[float, ...], message: str
+    headlesslb_cluster: LocalCluster, control: str, args: tuple[float, ...], message: str
 ) -> None:
-    local_cluster.add_statefulset("web", 1)
+    headlesslb_cluster.add_statefulset("web", 1)
     kwargs = {"status": 418} if message == "status" else {}
     with pytest.raises(ClusterError, match=message):
-        getattr(local_cluster, control)("web-0", *args, **kwargs)
+        getattr(headlesslb_cluster, control)("web-0", *args, **kwargs)

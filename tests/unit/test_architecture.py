@@ -113,6 +113,7 @@ def test_public_names_are_pinned() -> None:
     assert sorted(headlesslb.__all__) == sorted(
         [
             "AdaptiveThrottle",
+            "AttemptReport",
             "ClientClosed",
             "ConfigurationError",
             "ConsistentHash",
@@ -130,7 +131,8 @@ def test_public_names_are_pinned() -> None:
             "NotStarted",
             "OrdinalNotFound",
             "OutlierPolicy",
-            "RefreshPolicy",
+                    "RefreshPolicy",
+            "Report",
             "RequestOptions",
             "Resolution",
             "RetryBudget",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Literal
 
 from ...errors import ConfigurationError
 from ..clock import Clock, monotonic
@@ -36,11 +37,15 @@ __all__ = [
     "PickContext",
     "Picker",
     "PickerFactory",
+    "PickerName",
     "RoundRobin",
     "SlowStart",
     "key_hash",
     "make_picker",
 ]
+
+PickerName = Literal["round_robin", "least_request", "peak_ewma"]
+"""The built-in balancing policies, by name (``picker=`` also takes a PickerFactory)."""
 
 PICKERS: dict[
     str, Callable[[random.Random | None, Clock, float, SlowStart | None], PickerFactory]
@@ -55,7 +60,7 @@ PICKERS: dict[
 
 
 def make_picker(
-    spec: str | PickerFactory,
+    spec: PickerName | PickerFactory,
     *,
     rng: random.Random | None = None,
     clock: Clock = monotonic,

@@ -16,6 +16,7 @@ from .core.pool import OutlierPolicy
 from .core.retry import RetryBudget, RetryPolicy
 from .core.schedule import RefreshPolicy
 from .errors import (
+    AnswerTooLarge,
     ClientClosed,
     ConfigurationError,
     DeadlineExceeded,
@@ -31,6 +32,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnswerTooLarge",
     "ClientClosed",
     "ConfigurationError",
     "ConsistentHash",

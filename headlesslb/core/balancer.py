@@ -36,14 +36,15 @@ class Balancer:
     def prepare(self, snapshot: Snapshot) -> None:
         """Do the slow part of switching to ``snapshot`` now: build hash tables and the like.
 
-        Runs the factories' optional ``prepare(snapshot)`` for the pickers in use (a client that
-        never sent a keyed request gets no table). Safe in a worker thread: it installs nothing,
-        the next pick on the event loop does, with the cheap ``build``.
+        Runs every configured factory's optional ``prepare(snapshot)``, from the first
+        membership on, so that not even the first keyed request builds a table on the request
+        path (a Maglev table over 1,000 Pods is 40-120 ms of pure Python). Safe in a worker
+        thread: it installs nothing, the next pick on the event loop does, with the cheap
+        ``build``.
         """
-        in_use = self._installed[1]
-        for i, factory in enumerate(self._factories):
+        for factory in self._factories:
             warm = getattr(factory, "prepare", None)
-            if callable(warm) and (i == 0 or in_use[i] is not None):
+            if callable(warm):
                 warm(snapshot)
 
     def _install(self, snapshot: Snapshot) -> list[Picker | None]:

@@ -115,6 +115,7 @@ def test_public_names_are_pinned() -> None:
             "ConfigurationError",
             "ConsistentHash",
             "DeadlineExceeded",
+            "AnswerTooLarge",
             "DiscoveryError",
             "Endpoint",
             "EndpointStatus",

@@ -56,9 +56,11 @@ sees either the old table or the complete new one, never a half-built one.
 :meth:`ConsistentHash.build` (which may run on the loop) never builds a table when one exists:
 until the new table is published, the picker for the new snapshot serves from the previous table —
 members that left count as ineligible (fallover), members that joined own no keys yet — and it
-switches itself to the new table on its first pick after publication. Only the very first build
-(no table yet: the first keyed request) is done inline, as is the rare build whose previous table
-shares no eligible member with the new snapshot (the whole membership replaced at once).
+switches itself to the new table on its first pick after publication. The first table too is
+built in that worker thread, from the first membership on (``Balancer.prepare`` prepares every
+configured factory, used yet or not), so no keyed request builds one inline; the exception is the
+rare build whose previous table shares no eligible member with the new snapshot (the whole
+membership replaced at once), done by the first keyed pick that sees it.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ import dns.query
 import dns.rrset
 from _common import print_table, write_results
 
+import headlesslb.io.runtime as runtime_module
 import headlesslb.sync
 from headlesslb import HeadlessTransport, RefreshPolicy
 from headlesslb.io.dns import DnsDiscovery
@@ -93,29 +94,60 @@ def _warm(cluster: LocalCluster, fqdn: str) -> bytes:
     return reply.to_wire(max_size=65535)
 
 
-async def _async_stall(refresh: Callable[[], Awaitable[object]]) -> tuple[float, float]:
-    """(longest gap between ticks, wall time) of one refresh, in ms."""
+class _Holds:
+    """The longest CPU stretch a table build ran between two pauses (it holds the GIL then)."""
+
     longest = 0.0
+
+    @classmethod
+    def install(cls) -> None:
+        real = runtime_module.hand_back_gil
+        last = [time.thread_time()]
+
+        def pause() -> None:
+            now = time.thread_time()
+            cls.longest = max(cls.longest, now - last[0])
+            real()
+            last[0] = time.thread_time()
+
+        runtime_module.hand_back_gil = pause
+
+    @classmethod
+    def take(cls) -> float:
+        longest, cls.longest = cls.longest, 0.0
+        return longest * 1e3
+
+
+async def _async_stall(refresh: Callable[[], Awaitable[object]]) -> tuple[float, float, float]:
+    """(longest gap between ticks, longest loop-thread CPU between ticks, wall time) in ms.
+
+    The gap is what every other task waited, machine noise included; the CPU between two
+    ticks is what the refresh's longest step cost the loop, which descheduling cannot inflate.
+    """
+    longest = longest_cpu = 0.0
     stop = False
 
     async def ticker() -> None:
-        nonlocal longest
+        nonlocal longest, longest_cpu
         last = time.perf_counter()
+        last_cpu = time.thread_time()
         while not stop:
             await anyio.lowlevel.checkpoint()
             now = time.perf_counter()
+            now_cpu = time.thread_time()
             longest = max(longest, now - last)
-            last = now
+            longest_cpu = max(longest_cpu, now_cpu - last_cpu)
+            last, last_cpu = now, now_cpu
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker)
         await anyio.sleep(0.01)
-        longest = 0.0
+        longest = longest_cpu = 0.0
         start = time.perf_counter()
         await refresh()
         wall = time.perf_counter() - start
         stop = True
-    return longest * 1e3, wall * 1e3
+    return longest * 1e3, longest_cpu * 1e3, wall * 1e3
 
 
 async def _loop_cpu(refresh: Callable[[], Awaitable[object]]) -> float:
@@ -127,13 +159,13 @@ async def _loop_cpu(refresh: Callable[[], Awaitable[object]]) -> float:
     return (time.thread_time() - start) * 1e3
 
 
-async def _idle_gap(seconds: float) -> tuple[float, float]:
+async def _idle_gap(seconds: float) -> tuple[float, float, float]:
     """The ticker's longest gap with nothing else running: the machine's noise floor."""
     return await _async_stall(lambda: anyio.sleep(seconds))
 
 
-def _sync_stall(refresh: Callable[[], object]) -> tuple[float, float]:
-    """(longest gap of a request thread looping on time.sleep(0), wall time) in ms."""
+def _sync_stall(refresh: Callable[[], object]) -> tuple[float, float, float]:
+    """(longest gap of a request thread looping on time.sleep(0), 0, wall time) in ms."""
     longest = 0.0
     stop = threading.Event()
     started = threading.Event()
@@ -158,26 +190,31 @@ def _sync_stall(refresh: Callable[[], object]) -> tuple[float, float]:
     wall = time.perf_counter() - start
     stop.set()
     thread.join()
-    return longest * 1e3, wall * 1e3
+    return longest * 1e3, 0.0, wall * 1e3
 
 
 def _row(
     size: int,
     case: str,
     client: str,
-    samples: list[tuple[float, float]],
+    samples: list[tuple[float, float, float]],
     cpu: list[float],
     parse: float,
+    holds: float | None = None,
 ) -> dict[str, object]:
-    stalls = [s for s, _ in samples]
+    stalls = [s for s, _, _ in samples]
     return {
         "pods": size,
         "case": case,
         "client": client,
-        "stall_ms_median": round(statistics.median(stalls), 3),
-        "stall_ms_max": round(max(stalls), 3),
-        "loop_cpu_ms": round(statistics.median(cpu), 3) if cpu else None,
-        "round_ms_median": round(statistics.median(w for _, w in samples), 2),
+        "gap_ms_median": round(statistics.median(stalls), 2),
+        "gap_ms_max": round(max(stalls), 2),
+        "loop_step_cpu_ms_max": round(max(c for _, c, _ in samples), 2)
+        if client == "async"
+        else None,
+        "build_hold_cpu_ms_max": None if holds is None else round(holds, 2),
+        "loop_cpu_ms": round(statistics.median(cpu), 2) if cpu else None,
+        "round_ms_median": round(statistics.median(w for _, _, w in samples), 1),
         "dnspython_parse_ms": round(parse, 1),
     }
 
@@ -196,6 +233,7 @@ async def _measure_async(cluster: LocalCluster, size: int, rounds: int) -> list[
         refresh = transport.refresher.refresh
         # changed: one Pod more or fewer each round.
         samples, cpu, parse = [], [], []
+        _Holds.take()
         for i in range(2 * rounds):
             cluster.scale("big", size + (1 if i % 2 == 0 else 0))
             parse.append(_dnspython_parse_ms(_warm(cluster, fqdn)))
@@ -203,7 +241,10 @@ async def _measure_async(cluster: LocalCluster, size: int, rounds: int) -> list[
                 samples.append(await _async_stall(refresh))
             else:
                 cpu.append(await _loop_cpu(refresh))
-        rows.append(_row(size, "changed", "async", samples, cpu, statistics.median(parse)))
+        rows.append(
+            _row(size, "changed", "async", samples, cpu, statistics.median(parse), _Holds.take())
+        )
+        changed_wall = statistics.median(w for _, _, w in samples)
         cluster.scale("big", size)
         _warm(cluster, fqdn)
         await refresh()
@@ -211,7 +252,9 @@ async def _measure_async(cluster: LocalCluster, size: int, rounds: int) -> list[
         samples = [await _async_stall(refresh) for _ in range(rounds)]
         cpu = [await _loop_cpu(refresh) for _ in range(rounds)]
         rows.append(_row(size, "unchanged", "async", samples, cpu, statistics.median(parse)))
-        idle = [await _idle_gap(statistics.median(w for _, w in samples) / 1e3)]
+        # The machine's own noise over windows as long as a changed round: a process that is
+        # descheduled shows a gap too, whatever it was doing.
+        idle = [await _idle_gap(changed_wall / 1e3) for _ in range(3)]
         rows.append(_row(size, "idle (noise)", "async", idle, [], 0.0))
     shuffling = _Shuffling(
         transport.parts.service, port=cluster.port, nameservers=[cluster.dns_address]
@@ -252,6 +295,7 @@ def _measure_sync(cluster: LocalCluster, size: int, rounds: int) -> list[dict[st
             return portal.call(_loop_cpu, transport.refresher.refresh)
 
         samples, cpus, parse = [], [], []
+        _Holds.take()
         for i in range(2 * rounds):
             cluster.scale("big", size + (1 if i % 2 == 0 else 0))
             parse.append(_dnspython_parse_ms(_warm(cluster, fqdn)))
@@ -259,7 +303,9 @@ def _measure_sync(cluster: LocalCluster, size: int, rounds: int) -> list[dict[st
                 samples.append(_sync_stall(refresh))
             else:
                 cpus.append(cpu())
-        rows.append(_row(size, "changed", "sync", samples, cpus, statistics.median(parse)))
+        rows.append(
+            _row(size, "changed", "sync", samples, cpus, statistics.median(parse), _Holds.take())
+        )
         cluster.scale("big", size)
         _warm(cluster, fqdn)
         refresh()
@@ -276,6 +322,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows: list[dict[str, object]] = []
+    _Holds.install()
     with LocalCluster(ttl=5) as cluster:
         for size in sizes:
             cluster.add_deployment("big", size, lb=None, serve=False)

@@ -587,3 +587,11 @@ def test_jump_start_is_validated(start: object) -> None:
 def test_jump_start_is_for_ordinals_only() -> None:
     with pytest.raises(ConfigurationError, match="start"):
         ConsistentHash("endpoint", start=0)
+
+
+def test_a_table_build_pauses_often_and_builds_the_same_table() -> None:
+    ids = [f"10.0.{i // 250}.{i % 250}:80" for i in range(600)]
+    pauses: list[int] = []
+    paused = MaglevTable(ids, ids, 65537, pause=lambda: pauses.append(1))
+    assert paused.entries == MaglevTable(ids, ids, 65537).entries
+    assert len(pauses) > 65537 // 1024  # about every thousand fills, more as the table fills

@@ -66,7 +66,7 @@ membership replaced at once), done by the first keyed pick that sees it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Set
+from collections.abc import Callable, Iterable, Set
 from typing import Literal
 
 from ...errors import ConfigurationError
@@ -350,13 +350,14 @@ class ConsistentHash:
         self._table: _Table | None = None
         self._lock = threading.Lock()
 
-    def prepare(self, snapshot: Snapshot) -> None:
+    def prepare(self, snapshot: Snapshot, pause: Callable[[], None] | None = None) -> None:
         """Build the Maglev table for ``snapshot``'s members unless it exists (slow; thread-safe).
 
         Meant for a worker thread after a membership change; a no-op for ``over="ordinal"``.
+        ``pause`` is called about every millisecond of the build (see :class:`MaglevTable`).
         """
         if self.over == "endpoint" and snapshot.members:
-            self._ensure(snapshot.members)
+            self._ensure(snapshot.members, pause)
 
     def build(self, snapshot: Snapshot) -> MaglevPicker | JumpPicker | _NoMembers:
         """A picker for ``snapshot``; builds a table inline only if none exists yet."""
@@ -375,7 +376,9 @@ class ConsistentHash:
             return MaglevPicker(self._ensure(members), snapshot)
         return picker
 
-    def _ensure(self, members: tuple[EndpointState, ...]) -> _Table:
+    def _ensure(
+        self, members: tuple[EndpointState, ...], pause: Callable[[], None] | None = None
+    ) -> _Table:
         table = self._table
         if table is not None and table.members == members:
             return table
@@ -386,7 +389,7 @@ class ConsistentHash:
             size = self.table_size
             if size is None or size < len(members):
                 size = maglev_table_size(len(members), self.table_size_factor)
-            maglev = MaglevTable(members, [identity(s) for s in members], size)
+            maglev = MaglevTable(members, [identity(s) for s in members], size, pause)
             table = _Table(members, maglev)
             self._table = table  # the one publishing assignment
             return table

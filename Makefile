@@ -42,6 +42,9 @@ bench: $(VENV)/.test-installed
 	$(PY) benchmarks/sharding.py
 	$(PY) benchmarks/slow_pod.py
 	$(PY) benchmarks/failover.py
+	$(PY) benchmarks/refresh_stall.py
+	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/dns_load.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -102,13 +102,15 @@ class _Holds:
     @classmethod
     def install(cls) -> None:
         real = runtime_module.hand_back_gil
-        last = [time.thread_time()]
+        last = threading.local()  # thread_time() is per thread: so is the last pause
 
         def pause() -> None:
             now = time.thread_time()
-            cls.longest = max(cls.longest, now - last[0])
+            before = getattr(last, "cpu", None)
+            if before is not None:
+                cls.longest = max(cls.longest, now - before)
             real()
-            last[0] = time.thread_time()
+            last.cpu = time.thread_time()
 
         runtime_module.hand_back_gil = pause
 

@@ -531,7 +531,10 @@ class Cluster:
         self.changed()
 
     def op_dns_query_count(self) -> DnsQueryCount:
-        return DnsQueryCount(self.dns.total, dict(self.dns.counts))
+        dns_server = self.dns
+        return DnsQueryCount(
+            dns_server.total, dict(dns_server.counts), dns_server.bytes_sent, dns_server.tcp_replies
+        )
 
     def op_reset_dns_query_count(self) -> None:
         self.dns.reset_counts()

@@ -119,6 +119,9 @@ class DnsServer:
         """Selective modes by (qname, qtype), either one None for "any"; see :meth:`mode_for`."""
         self.counts: Counter[tuple[str, str]] = Counter()
         self.total = 0
+        self.bytes_sent = 0
+        """Bytes of the replies sent (DNS messages, with TCP's length prefix)."""
+        self.tcp_replies = 0
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tcp_writers: set[asyncio.StreamWriter] = set()
@@ -204,6 +207,8 @@ class DnsServer:
         """Forget the query counters."""
         self.counts.clear()
         self.total = 0
+        self.bytes_sent = 0
+        self.tcp_replies = 0
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._tcp_writers.add(writer)
@@ -223,6 +228,13 @@ class DnsServer:
 
     def handle(self, wire: bytes, *, tcp: bool) -> bytes | None:
         """Answer one wire-format query; None means "say nothing"."""
+        reply = self._handle(wire, tcp=tcp)
+        if reply is not None:
+            self.bytes_sent += len(reply) + (2 if tcp else 0)
+            self.tcp_replies += tcp
+        return reply
+
+    def _handle(self, wire: bytes, *, tcp: bool) -> bytes | None:
         try:
             query = dns.message.from_wire(wire)
         except dns.exception.DNSException:

@@ -85,6 +85,9 @@ bench: $(VENV)/.test-installed
 	$(PY) benchmarks/bounded_load.py
 	$(PY) benchmarks/telemetry_overhead.py
 	$(PY) benchmarks/clusterip_spread.py
+	$(PY) benchmarks/refresh_stall.py
+	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/dns_load.py
 
 clean:
 	rm -rf $(VENV) $(MIN_VENV) site .mypy_cache .ruff_cache .pytest_cache .hypothesis

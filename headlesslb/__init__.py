@@ -20,6 +20,7 @@ from .core.retry import RetryBudget, RetryPolicy
 from .core.schedule import RefreshPolicy
 from .core.throttle import AdaptiveThrottle
 from .errors import (
+    AnswerTooLarge,
     ClientClosed,
     ConfigurationError,
     DeadlineExceeded,
@@ -40,6 +41,7 @@ _logging.getLogger("headlesslb").addHandler(_logging.NullHandler())
 
 __all__ = [
     "AdaptiveThrottle",
+    "AnswerTooLarge",
     "AttemptReport",
     "ClientClosed",
     "ConfigurationError",

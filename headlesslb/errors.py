@@ -10,6 +10,7 @@ from __future__ import annotations
 import httpx
 
 __all__ = [
+    "AnswerTooLarge",
     "ClientClosed",
     "ConfigurationError",
     "DeadlineExceeded",
@@ -54,6 +55,13 @@ class DiscoveryError(HeadlessLBError, httpx.TransportError):
     NXDOMAIN and empty answers are not errors: they mean "no endpoints". On the request path it is
     raised only when nothing was ever discovered and no fallback is configured.
     """
+
+
+class AnswerTooLarge(DiscoveryError):
+    """A DNS answer did not fit in one message even over TCP (64 KiB: about 4,090 IPv4 or 2,340
+    IPv6 addresses), so it came truncated. Discovery never uses a silently partial Pod list: the
+    refresher keeps the last complete one. (An SRV answer that is too big is no error: discovery
+    then reads the A/AAAA records, on the port the SRV records give.)"""
 
 
 class NotStarted(HeadlessLBError, RuntimeError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -153,6 +154,9 @@ class Attempt:
         self._pool._finish(self, outcome)
 
 
+_by_key = operator.attrgetter("key")
+
+
 class Pool:
     """Membership and per-endpoint state, with an immutable :class:`Snapshot` for pickers."""
 
@@ -176,6 +180,8 @@ class Pool:
         self._states: dict[tuple[str, int], EndpointState] = {}
         self._snapshot = EMPTY_SNAPSHOT
         self._next_deadline = math.inf
+        self._applied: tuple[Endpoint, ...] | None = None
+        """The endpoints tuple of the last update, to recognise the same one at once."""
 
     # -- reading -----------------------------------------------------------------------------
     @property
@@ -200,28 +206,42 @@ class Pool:
 
     # -- discovery ---------------------------------------------------------------------------
     def update(self, resolution: Resolution) -> Snapshot:
-        """Replace membership with what discovery found; stats of kept endpoints survive."""
+        """Replace membership with what discovery found; stats of kept endpoints survive.
+
+        Cheap when nothing changed: the very ``endpoints`` tuple applied last time (discovery
+        hands it back for an unchanged answer) costs nothing, and an equal one no new objects.
+        """
+        endpoints = resolution.endpoints
+        if endpoints is self._applied and self._snapshot.version:
+            return self._snapshot
+        states = self._states
         fresh: dict[tuple[str, int], EndpointState] = {}
-        old_states = self._states
-        old_endpoints = {s.endpoint for s in old_states.values()}
+        old_states = states
         # The first Pods a pool gets are where it starts, not newcomers: no slow start for them.
         joined = self._clock() if old_states else -math.inf
-        for ep in resolution.endpoints:
-            state = self._states.get(ep.key)
+        # Hostnames count too: ordinal tables change when a Pod's name does.
+        membership_changed = False
+        for ep in endpoints:
+            key = (ep.ip, ep.port)
+            state = states.get(key)
             if state is None:
                 state = EndpointState(ep)
                 state.health_ok = state.admitted = self._new_endpoints_healthy
                 state.since = joined
-            else:
+                membership_changed = True
+            elif state.endpoint is not ep:
+                if state.endpoint != ep:
+                    membership_changed = True
                 state.endpoint = ep  # hostname/ordinal may have appeared (SRV answered later)
             state.draining = False
-            fresh[ep.key] = state
-        # Hostnames count too: ordinal tables change when a Pod's name does.
-        membership_changed = {s.endpoint for s in fresh.values()} != old_endpoints
-        for key, state in self._states.items():
+            fresh[key] = state
+        if len(fresh) != len(states):
+            membership_changed = True  # every fresh key was an old one: some old ones left
+        for key, state in states.items():
             if key not in fresh:
                 state.draining = True  # in-flight attempts still finish through their Attempt
         self._states = fresh
+        self._applied = endpoints
         if not membership_changed and self._snapshot.version:
             return self._snapshot  # the usual refresh: same Pods, nothing to rebuild
         snapshot = self._rebuild(membership_changed=membership_changed)
@@ -405,8 +425,11 @@ class Pool:
     # -- snapshots ---------------------------------------------------------------------------
     def _rebuild(self, *, membership_changed: bool) -> Snapshot:
         old = self._snapshot
-        members = tuple(sorted(self._states.values(), key=lambda s: s.key))
-        eligible = tuple(s for s in members if s.available)
+        members = tuple(sorted(self._states.values(), key=_by_key))
+        # ``available`` spelled out: a property call per member is a third of a rebuild's cost.
+        eligible = tuple(
+            [s for s in members if s.ejected_until is None and s.health_ok and not s.draining]
+        )
         panic = bool(members) and len(eligible) * 100 < len(members) * self.outlier.panic_threshold
         by_ordinal = {s.endpoint.ordinal: s for s in members if s.endpoint.ordinal is not None}
         if panic:

@@ -28,24 +28,33 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import random
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Literal
 
 import anyio
-import dns.asyncbackend
-import dns.asyncresolver
-import dns.exception
-import dns.message
-import dns.nameserver
-import dns.rdataclass
-import dns.rdatatype
-import dns.resolver
-import dns.rrset
+import anyio.lowlevel
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ..core.endpoint import Endpoint, Resolution
 from ..core.names import ORDINAL_MAX, ServiceName, is_dns_label, split_ordinal, split_ordinal_text
-from ..errors import ConfigurationError, DiscoveryError
+from ..errors import AnswerTooLarge, ConfigurationError, DiscoveryError
+from .dnswire import (
+    AAAA,
+    RDTYPE_NAMES,
+    SRV,
+    STEP,
+    MalformedReply,
+    Reply,
+    address_text,
+    advance,
+    build_query,
+    reading,
+    reply_id,
+)
+from .dnswire import A as A_TYPE
 
 __all__ = ["DnsDiscovery", "IpFamily"]
 
@@ -56,24 +65,73 @@ _MAX_TTL = 3600
 """Cap on a TTL from DNS, in seconds (CoreDNS never serves more for cluster names)."""
 _MAX_NOTED = 256
 """Skipped records remembered per DnsDiscovery, so a bad record is logged once, not every round."""
+_MAX_REMEMBERED_REPLIES = 8
+"""Replies kept per DnsDiscovery to recognise an unchanged one by its bytes (the Service's A,
+AAAA and SRV answers; a Pod looked up by name now and then comes and goes)."""
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _MAX_TARGET_LOOKUPS = 16
 """SRV targets we resolve one by one when the additional section lacks them; beyond, one A query."""
-_RDTYPES: dict[str, tuple[dns.rdatatype.RdataType, ...]] = {
-    "ipv4": (dns.rdatatype.A,),
-    "ipv6": (dns.rdatatype.AAAA,),
-    "dual": (dns.rdatatype.A, dns.rdatatype.AAAA),
+_RDTYPES: dict[str, tuple[int, ...]] = {
+    "ipv4": (A_TYPE,),
+    "ipv6": (AAAA,),
+    "dual": (A_TYPE, AAAA),
 }
+_ADDRESS_LIMIT = {A_TYPE: "about 4,090 IPv4", AAAA: "about 2,340 IPv6"}
+"""What one 64 KiB DNS message over TCP can carry, for the error that says so."""
+_RCODES = {1: "FORMERR", 2: "SERVFAIL", 4: "NOTIMP", 5: "REFUSED"}
+_query_ids = random.SystemRandom()
+"""Unpredictable query IDs (with the OS's random source port): no blind spoofing."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class _Answer:
-    rrset: dns.rrset.RRset | None
-    response: dns.message.Message | None
+    """One query's answer, reduced to what discovery reads (records of class IN)."""
+
+    name: str
+    """Where the records are: the question's name, after any CNAME chain in the answer."""
+    addresses: tuple[bytes, ...] = ()
+    """Raw A (4 bytes) or AAAA (16 bytes) addresses at ``name``."""
+    srv: tuple[tuple[str, int], ...] = ()
+    """(target, port) of the SRV records at ``name``."""
+    record_ttl: int | None = None
+    """The smallest TTL of those records; None when there are none."""
+    negative_ttl: int | None = None
+    """min(SOA TTL, SOA minimum) when the server sent its SOA (a negative answer)."""
+    additional: tuple[tuple[str, tuple[bytes, ...]], ...] = ()
+    """(owner, raw addresses) of the additional section's A/AAAA records."""
+    truncated: bool = False
+    """The server set TC over TCP: the answer did not fit in one 64 KiB message."""
+    fingerprint: frozenset[object] = field(default_factory=frozenset)
+    """The records as a set, order ignored: equal for the same records in another order."""
 
     @property
     def ttl(self) -> float | None:
-        return _sane_ttl(self.rrset.ttl) if self.rrset is not None else None
+        return _sane_ttl(self.record_ttl) if self.record_ttl is not None else None
+
+    @property
+    def has_records(self) -> bool:
+        return bool(self.addresses or self.srv)
+
+
+def answer_from_reply(reply: Reply, qname: str, qtype: int) -> _Answer:
+    """The :class:`_Answer` a reply to (``qname``, ``qtype``) gives."""
+    name = reply.final_name(qname)
+    additional = tuple((owner, tuple(raw)) for owner, raw in reply.additional.items())
+    srv = tuple(reply.srv.get(name, ())) if qtype == SRV else ()
+    addresses = () if qtype == SRV else tuple(reply.addresses.get(name, ()))
+    records: list[object] = [*srv, *addresses]
+    if srv:  # the Pods' addresses come with SRV records: they are part of what it says
+        records += [(owner, ip) for owner, ips in additional for ip in ips]
+    return _Answer(
+        name,
+        addresses=addresses,
+        srv=srv,
+        record_ttl=reply.answer_ttl.get(name),
+        negative_ttl=reply.soa_ttl,
+        additional=additional,
+        truncated=reply.truncated,
+        fingerprint=frozenset(records),
+    )
 
 
 @dataclass(slots=True)
@@ -84,6 +142,16 @@ class _Round:
     """When each query must have answered (a little before the round's own deadline)."""
     failures: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Built:
+    """The endpoints a round built, and from which records: an unchanged answer reuses them,
+    and a changed one the Endpoint objects of the addresses it still lists."""
+
+    fingerprint: tuple[object, ...]
+    endpoints: tuple[Endpoint, ...]
+    by_ip: dict[str, Endpoint]
 
 
 class DnsDiscovery:
@@ -119,23 +187,23 @@ class DnsDiscovery:
         self.ip_family: IpFamily = ip_family
         self.timeout = timeout
         self.statefulset = statefulset
-        self._resolver = dns.asyncresolver.Resolver(configure=False)
-        self._resolver.nameservers = [dns.nameserver.Do53Nameserver(ip, p) for ip, p in nameservers]
-        # Per-try timeout; the round as a whole is bounded by fail_after below.
-        self._resolver.timeout = min(timeout, 1.0)
-        self._resolver.lifetime = timeout
-        self._resolver.cache = None
+        self.nameservers: tuple[tuple[str, int], ...] = tuple(nameservers)
+        # One try per nameserver waits this long; the round as a whole is bounded below.
+        self._try_timeout = min(timeout, 1.0)
+        self._edns_payload = edns_payload or None
         self._noted: dict[str, None] = {}  # skipped records already logged, oldest first
-        if edns_payload:
-            self._resolver.use_edns(0, 0, edns_payload)
-        else:
-            self._resolver.use_edns(False)
+        self._replies: dict[tuple[str, int], tuple[bytes, _Answer]] = {}
+        self._built: _Built | None = None
+        self._said_srv_too_big = False
+        self._over_tcp: set[tuple[str, int]] = set()
+        """Questions whose last answer was too big for UDP."""
 
     async def resolve(self) -> Resolution:
         """One round. NXDOMAIN/no data → empty Resolution; DNS failure → DiscoveryError.
 
         When only some of the round's queries fail, the Resolution holds what the others gave
-        and is marked ``partial``.
+        and is marked ``partial``. When the records are the same as last round's (in any order),
+        the Resolution carries the very same ``endpoints`` tuple, so the pool can tell at once.
         """
         rnd = self._new_round()
         try:
@@ -151,6 +219,9 @@ class DnsDiscovery:
             ) from None
         finally:
             self._log_skipped(rnd)
+        if len(resolution.endpoints) > STEP:
+            # Building the endpoints was one step; the pool's update is the next one.
+            await anyio.lowlevel.checkpoint()
         return self._finish(resolution, rnd, self.service.fqdn)
 
     async def resolve_name(self, name: str, port: int) -> Resolution:
@@ -173,34 +244,74 @@ class DnsDiscovery:
         answers = await self._query_all(
             [(self.service.fqdn, t) for t in _RDTYPES[self.ip_family]], rnd
         )
-        endpoints = sorted(
-            {Endpoint(ip, port) for a in answers for ip in _addresses(a, rnd)},
-            key=lambda e: e.key,
-        )
-        return Resolution(tuple(endpoints), _min_ttl(answers))
+        fingerprint = (port, *(None if a is None else a.fingerprint for a in answers))
+        endpoints = self._reuse(fingerprint)
+        if endpoints is None:
+            ips: set[str] = set()
+            for a in answers:
+                if a is not None:
+                    ips.update(await _usable_cooperatively(a, rnd))
+            # One port for all: sorting the address texts sorts by (ip, port).
+            known = self._built.by_ip if self._built is not None else {}
+            built = []
+            for ip in sorted(ips):
+                endpoint = known.get(ip)
+                if endpoint is None or endpoint.port != port or endpoint.hostname is not None:
+                    endpoint = Endpoint(ip, port)
+                built.append(endpoint)
+            endpoints = self._remember(fingerprint, built)
+        return Resolution(endpoints, _min_ttl(answers))
 
     async def _resolve_srv(self, port_name: str, rnd: _Round) -> Resolution:
         srv_name = self.service.srv_name(port_name)
-        (srv,) = await self._query_all([(srv_name, dns.rdatatype.SRV)], rnd)
+        (srv,) = await self._query_all([(srv_name, SRV)], rnd)
         assert srv is not None  # a single query that failed raised
-        if srv.rrset is None:
+        if not srv.srv:
+            if srv.truncated:
+                raise AnswerTooLarge(
+                    f"{srv_name} SRV: the answer is larger than one DNS message (64 KiB over"
+                    " TCP) and not one record fitted"
+                )
             await self._explain_missing_port(port_name, rnd)
             return Resolution((), _min_ttl([srv]))
+        answers: list[_Answer | None] = [srv]
+        if not srv.truncated:
+            # The same records as last round, with every address in the additional section.
+            reused = self._reuse((None, srv.fingerprint))
+            if reused is not None:
+                return Resolution(reused, _min_ttl(answers))
+        targets = _srv_targets(srv_name, srv.srv, rnd)
+        if srv.truncated:
+            # Past ~1,150 Pods of a Deployment the SRV answer exceeds 64 KiB: the Pods' port
+            # is the one the records that fitted give, and A/AAAA records list every Pod.
+            if not self._said_srv_too_big:
+                self._said_srv_too_big = True
+                log.warning(
+                    "the SRV answer for %s does not fit in one DNS message (%d of its records"
+                    " fitted): discovering Pods from A/AAAA records on the SRV port instead;"
+                    " hostnames and ordinals are not known this way",
+                    srv_name,
+                    len(srv.srv),
+                )
+            return await self._addresses_with_srv_port(srv_name, targets, {}, answers, rnd)
         # Pods' addresses normally come in the additional section. A large answer drops them
         # (as CoreDNS does), and asking per Pod would be a query storm: past a few, one A/AAAA
         # query for the Service gives the addresses, without hostnames.
-        addresses = _additional_addresses(srv.response, _RDTYPES[self.ip_family], rnd)
-        targets = _srv_targets(srv_name, srv.rrset, rnd)
+        addresses = _additional_addresses(srv, _RDTYPES[self.ip_family], rnd)
         missing = [t for t in targets if t not in addresses]
-        answers: list[_Answer | None] = [srv]
         if len(missing) > _MAX_TARGET_LOOKUPS:
             return await self._addresses_with_srv_port(srv_name, targets, addresses, answers, rnd)
-        if missing:
-            queries = [(t, rdtype) for t in missing for rdtype in _RDTYPES[self.ip_family]]
+        extra: list[_Answer | None] = []
+        queries = [(t, rdtype) for t in missing for rdtype in _RDTYPES[self.ip_family]]
+        if queries:
             extra = await self._query_all(queries, rnd)
             answers.extend(extra)
-            for (target, _), answer in zip(queries, extra, strict=True):
-                addresses.setdefault(target, []).extend(_addresses(answer, rnd))
+        fingerprint = (None, *(None if a is None else a.fingerprint for a in answers))
+        reused = self._reuse(fingerprint)
+        if reused is not None:
+            return Resolution(reused, _min_ttl(answers))
+        for (target, _), answer in zip(queries, extra, strict=True):
+            addresses.setdefault(target, []).extend(_addresses(answer, rnd))
         endpoints: dict[tuple[str, int], Endpoint] = {}
         for target, port in targets.items():
             ips = addresses.get(target, [])
@@ -210,7 +321,8 @@ class DnsDiscovery:
             for ip in ips:
                 endpoints.setdefault((ip, port), Endpoint(ip, port, hostname))
         with_ordinals = _assign_ordinals(endpoints.values(), self.statefulset)
-        return Resolution(tuple(sorted(with_ordinals, key=lambda e: e.key)), _min_ttl(answers))
+        built = self._remember(fingerprint, sorted(with_ordinals, key=_endpoint_key))
+        return Resolution(built, _min_ttl(answers))
 
     async def _addresses_with_srv_port(
         self,
@@ -227,25 +339,30 @@ class DnsDiscovery:
                 " addresses; cannot tell which Pod listens where"
             )
         (port,) = ports
-        named: dict[str, str | None] = {}
-        for t in targets:
-            ips = addresses.get(t, [])
-            hostname = _pod_hostname(t, ips, self.service)
-            if hostname is not None and _impossible_pod(hostname, t, rnd):
-                hostname = None  # its address, if the Service's A records list it, stays nameless
-            for ip in ips:
-                named[ip] = hostname
         a_answers = await self._query_all(
             [(self.service.fqdn, rdtype) for rdtype in _RDTYPES[self.ip_family]], rnd
         )
-        ips = sorted({ip for a in a_answers for ip in _addresses(a, rnd)})
-        endpoints = _assign_ordinals(
-            (Endpoint(ip, port, named.get(ip)) for ip in ips), self.statefulset
+        fingerprint = (
+            port,
+            frozenset((t, tuple(ips)) for t, ips in addresses.items()),
+            *(None if a is None else a.fingerprint for a in a_answers),
         )
-        return Resolution(
-            tuple(sorted(endpoints, key=lambda e: e.key)),
-            _min_ttl([*answers, *a_answers]),
-        )
+        endpoints = self._reuse(fingerprint)
+        if endpoints is None:
+            named: dict[str, str | None] = {}
+            for t in targets:
+                ips = addresses.get(t, [])
+                hostname = _pod_hostname(t, ips, self.service)
+                if hostname is not None and _impossible_pod(hostname, t, rnd):
+                    hostname = None  # its address, if the A records list it, stays nameless
+                for ip in ips:
+                    named[ip] = hostname
+            ips = sorted({ip for a in a_answers for ip in _addresses(a, rnd)})
+            built = _assign_ordinals(
+                (Endpoint(ip, port, named.get(ip)) for ip in ips), self.statefulset
+            )
+            endpoints = self._remember(fingerprint, sorted(built, key=_endpoint_key))
+        return Resolution(endpoints, _min_ttl([*answers, *a_answers]))
 
     async def _explain_missing_port(self, port_name: str, rnd: _Round) -> None:
         # No SRV: either the Service is gone (fine: no endpoints) or the port name is wrong, which
@@ -253,11 +370,27 @@ class DnsDiscovery:
         answers = await self._query_all(
             [(self.service.fqdn, t) for t in _RDTYPES[self.ip_family]], rnd
         )
-        if any(a is not None and a.rrset is not None for a in answers):
+        if any(a is not None and a.has_records for a in answers):
             raise DiscoveryError(
                 f"Service {self.service.host} exists but has no port named {port_name!r}"
                 f" (no SRV record {self.service.srv_name(port_name)})"
             )
+
+    # -- unchanged answers -------------------------------------------------------------------------
+    def _reuse(self, fingerprint: tuple[object, ...]) -> tuple[Endpoint, ...] | None:
+        """Last round's endpoints if this round's records are the same (in any order)."""
+        built = self._built
+        if built is not None and built.fingerprint == fingerprint:
+            return built.endpoints
+        return None
+
+    def _remember(
+        self, fingerprint: tuple[object, ...], endpoints: Iterable[Endpoint]
+    ) -> tuple[Endpoint, ...]:
+        kept = tuple(endpoints)
+        built = _Built(fingerprint, kept, {e.ip: e for e in kept})
+        self._built = built
+        return built.endpoints
 
     # -- rounds ------------------------------------------------------------------------------------
     def _new_round(self) -> _Round:
@@ -289,37 +422,33 @@ class DnsDiscovery:
             noted[what] = None
 
     # -- queries -----------------------------------------------------------------------------------
-    async def _query_all(
-        self, queries: list[tuple[str, dns.rdatatype.RdataType]], rnd: _Round
-    ) -> list[_Answer | None]:
+    async def _query_all(self, queries: list[tuple[str, int]], rnd: _Round) -> list[_Answer | None]:
         """Answers in the order of ``queries``, ``None`` for those that failed.
 
         Failures are noted in ``rnd``; only when every query failed is one DiscoveryError raised.
         """
         results: list[_Answer | None] = [None] * len(queries)
         errors: list[DiscoveryError] = []
-        # The backend is chosen per call: dnspython caches the first one it sniffs, which breaks a
-        # process that runs both asyncio and trio (design §8).
-        backend = dns.asyncbackend.get_backend(dns.asyncbackend.sniff())
 
-        async def one(i: int, name: str, rdtype: dns.rdatatype.RdataType) -> None:
+        async def one(i: int, name: str, rdtype: int) -> None:
             # Nothing may escape: a failure in one query must not cancel the others (nor come
             # out of the task group as an ExceptionGroup).
             try:
                 with anyio.fail_after(rnd.deadline - anyio.current_time()):
-                    results[i] = await self._query(name, rdtype, backend)
+                    results[i] = await self._query(name, rdtype)
             except TimeoutError:
                 errors.append(
                     DiscoveryError(
-                        f"DNS did not answer {name} {rdtype.name} in time"
+                        f"DNS did not answer {name} {RDTYPE_NAMES[rdtype]} in time"
                         f" (nameservers {self._nameserver_text()})"
                     )
                 )
             except DiscoveryError as exc:
                 errors.append(exc)
             except Exception as exc:  # a bug: say so, but keep it a typed error for callers
-                log.error("DNS query %s %s failed unexpectedly", name, rdtype.name, exc_info=exc)
-                error = DiscoveryError(f"DNS query {name} {rdtype.name} failed: {exc!r}")
+                what = f"{name} {RDTYPE_NAMES[rdtype]}"
+                log.error("DNS query %s failed unexpectedly", what, exc_info=exc)
+                error = DiscoveryError(f"DNS query {what} failed: {exc!r}")
                 error.__cause__ = exc
                 errors.append(error)
 
@@ -338,49 +467,160 @@ class DnsDiscovery:
         rnd.failures.extend(str(e) for e in errors)
         return results
 
-    # ``backend`` is a dns.asyncbackend.Backend, which dnspython re-exports only implicitly.
-    async def _query(
-        self, name: str, rdtype: dns.rdatatype.RdataType, backend: Any
-    ) -> _Answer:
-        try:
-            answer = await self._resolver.resolve(
-                name, rdtype, search=False, raise_on_no_answer=False, backend=backend
+    async def _query(self, name: str, rdtype: int) -> _Answer:
+        """One question, asked of each nameserver in turn until one answers it."""
+        qname = name.lower()
+        what = f"{name} {RDTYPE_NAMES[rdtype]}"
+        key = (qname, rdtype)
+        servers = list(self.nameservers)
+        problems: list[str] = []
+        while servers:
+            for server in list(servers):
+                try:
+                    wire, qid = await self._exchange(server, qname, rdtype)
+                    known = self._replies.get(key)
+                    if known is not None and known[0] == wire[2:]:
+                        return known[1]  # byte for byte the last reply: nothing to read again
+                    reply = await _read_cooperatively(wire, qid, qname, rdtype)
+                except TimeoutError:
+                    continue  # asked again next time round, until the query's deadline
+                except (OSError, MalformedReply, anyio.EndOfStream, anyio.IncompleteRead) as exc:
+                    problems.append(f"{_server_text(server)}: {exc or type(exc).__name__}")
+                    servers.remove(server)
+                    continue
+                if reply.rcode in (0, 3):  # NOERROR, NXDOMAIN
+                    return self._answer(key, wire, reply, what)
+                rcode = _RCODES.get(reply.rcode, f"rcode {reply.rcode}")
+                problems.append(f"{_server_text(server)} answered {rcode}")
+                servers.remove(server)
+        raise DiscoveryError(
+            f"no nameserver could answer {what} (SERVFAIL/REFUSED): {'; '.join(problems)}"
+        )
+
+    def _answer(self, key: tuple[str, int], wire: bytes, reply: Reply, what: str) -> _Answer:
+        qname, rdtype = key
+        answer = answer_from_reply(reply, qname, rdtype)
+        if answer.truncated and rdtype != SRV:
+            raise AnswerTooLarge(
+                f"{what}: the answer is larger than one DNS message (64 KiB over TCP) can carry,"
+                f" {_ADDRESS_LIMIT[rdtype]} addresses, and came truncated after"
+                f" {len(answer.addresses)}; discovering only those would hide Pods. Split the"
+                " Service, or give the client fewer Pods to see"
             )
-        except dns.resolver.NXDOMAIN as exc:
-            responses: dict[Any, dns.message.Message] = exc.kwargs.get("responses") or {}
-            return _Answer(None, next(iter(responses.values()), None))
-        except dns.resolver.NoNameservers as exc:
-            raise DiscoveryError(
-                f"no nameserver could answer {name} {rdtype.name} (SERVFAIL/REFUSED): {exc}"
-            ) from exc
-        except dns.exception.Timeout as exc:
-            raise DiscoveryError(
-                f"DNS timed out for {name} {rdtype.name} (nameservers {self._nameserver_text()})"
-            ) from exc
-        except (dns.exception.DNSException, OSError) as exc:
-            raise DiscoveryError(f"DNS query {name} {rdtype.name} failed: {exc}") from exc
-        return _Answer(answer.rrset, answer.response)
+        replies = self._replies
+        replies.pop(key, None)
+        if len(replies) >= _MAX_REMEMBERED_REPLIES:
+            del replies[next(iter(replies))]
+        replies[key] = (wire[2:], answer)
+        return answer
+
+    async def _exchange(
+        self, server: tuple[str, int], qname: str, rdtype: int
+    ) -> tuple[bytes, int]:
+        """Ask one nameserver over UDP, and over TCP when the UDP reply is truncated.
+
+        Returns the reply's bytes and the query ID it must carry; only the ID (and, over UDP,
+        the TC bit) has been looked at. A question whose last answer needed TCP goes straight
+        to TCP (RFC 7766 allows it): a 1,000-Pod Service would otherwise cost a truncated UDP
+        round trip every refresh.
+        """
+        key = (qname, rdtype)
+        if key not in self._over_tcp:
+            qid = _query_ids.getrandbits(16)
+            query = build_query(qname, rdtype, qid, self._edns_payload)
+            with anyio.fail_after(self._try_timeout):
+                wire = await _udp_exchange(server, query, qid)
+            if len(wire) < 12 or not wire[2] & 0x02:  # not truncated (a short one fails reading)
+                return wire, qid
+        qid = _query_ids.getrandbits(16)
+        query = build_query(qname, rdtype, qid, None)
+        with anyio.fail_after(self._try_timeout):
+            async with await anyio.connect_tcp(*server) as tcp:
+                await tcp.send(len(query).to_bytes(2, "big") + query)
+                received = BufferedByteReceiveStream(tcp)
+                size = int.from_bytes(await received.receive_exactly(2), "big")
+                wire = await received.receive_exactly(size)
+        if len(wire) > (self._edns_payload or 512):
+            self._over_tcp.add(key)
+        else:
+            self._over_tcp.discard(key)  # small again: UDP will do
+        return wire, qid
 
     def _nameserver_text(self) -> str:
-        return ", ".join(str(ns) for ns in self._resolver.nameservers)
+        return ", ".join(_server_text(s) for s in self.nameservers)
+
+
+async def _udp_exchange(server: tuple[str, int], query: bytes, qid: int) -> bytes:
+    """Send ``query`` from a fresh socket (a new random source port each time) and wait for the
+    reply with ``qid``. A plain non-blocking socket: anyio's UDP sockets resolve even an IP
+    address through getaddrinfo in a worker thread, which cost more than the whole exchange."""
+    ip, _ = server
+    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.connect(server)  # the kernel now drops datagrams from any other address
+        sock.send(query)
+        while True:
+            await anyio.wait_readable(sock)
+            try:
+                wire = sock.recv(65535)
+            except BlockingIOError:
+                continue
+            if reply_id(wire) == qid:
+                return wire
+            # Otherwise a late reply to an earlier query, or a spoofing attempt: keep waiting.
+
+
+async def _read_cooperatively(wire: bytes, qid: int, qname: str, rdtype: int) -> Reply:
+    """Read a reply, letting the event loop run other tasks every few hundred records: a
+    4,000-record answer never holds the loop (or, in the sync client, the GIL) for long."""
+    steps = reading(wire, qid, qname, rdtype)
+    while (reply := advance(steps)) is None:
+        await anyio.lowlevel.checkpoint()
+    return reply
+
+
+def _server_text(server: tuple[str, int]) -> str:
+    ip, port = server
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _endpoint_key(endpoint: Endpoint) -> tuple[str, int]:
+    return endpoint.key
+
+
+async def _usable_cooperatively(answer: _Answer, rnd: _Round) -> list[str]:
+    """:func:`_addresses` for a big answer, in steps with the event loop running in between."""
+    raw = answer.addresses
+    if len(raw) <= STEP:
+        return _usable_addresses(answer.name, raw, rnd)
+    found: list[str] = []
+    for start in range(0, len(raw), STEP):
+        await anyio.lowlevel.checkpoint()
+        found += _usable_addresses(answer.name, raw[start : start + STEP], rnd)
+    return found
 
 
 def _addresses(answer: _Answer | None, rnd: _Round) -> list[str]:
-    return [] if answer is None else _usable_addresses(answer.rrset, rnd)
+    return [] if answer is None else _usable_addresses(answer.name, answer.addresses, rnd)
 
 
-def _usable_addresses(rrset: dns.rrset.RRset | None, rnd: _Round) -> list[str]:
-    """The addresses of an A/AAAA rrset that can be a Pod's; the others are noted as skipped."""
-    if rrset is None:
-        return []
+def _usable_addresses(owner: str, raw: Iterable[bytes], rnd: _Round) -> list[str]:
+    """The addresses that can be a Pod's; the others are noted as skipped."""
     found = []
-    for rd in rrset:
-        ip = ipaddress.ip_address(rd.address)
+    for packed in raw:
+        if len(packed) == 4:
+            first = packed[0]
+            # 0.0.0.0/8, multicast 224/4, reserved 240/4 (broadcast too), link-local 169.254/16:
+            # read off the bytes, since ipaddress costs more than the rest of a record together.
+            if first and first < 224 and not (first == 169 and packed[1] == 254):
+                found.append(address_text(packed))
+                continue
+        ip = ipaddress.ip_address(packed)
         why = _unusable(ip)
         if why is None:
             found.append(str(ip))
         else:
-            rnd.skipped.append(f"{ip} ({rrset.name}): {why}, no Pod has such an address")
+            rnd.skipped.append(f"{ip} ({owner}): {why}, no Pod has such an address")
     return found
 
 
@@ -399,18 +639,16 @@ def _unusable(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     return None
 
 
-def _srv_targets(srv_name: str, rrset: dns.rrset.RRset, rnd: _Round) -> dict[str, int]:
-    """SRV target (case-folded) → port, without the records that cannot lead to a Pod."""
+def _srv_targets(srv_name: str, records: Iterable[tuple[str, int]], rnd: _Round) -> dict[str, int]:
+    """SRV target (lower-case already) → port, without the records that cannot lead to a Pod."""
     targets: dict[str, int] = {}
-    for rd in rrset:
-        # DNS names compare case-insensitively: fold them once here.
-        target = rd.target.to_text().lower()
+    for target, port in records:
         if target == ".":
             rnd.skipped.append(f"{srv_name} SRV target '.': service not available (RFC 2782)")
-        elif rd.port == 0:
+        elif port == 0:
             rnd.skipped.append(f"{srv_name} SRV {target} port 0: no Pod listens on port 0")
         else:
-            targets[target] = rd.port
+            targets[target] = port
     return targets
 
 
@@ -426,24 +664,20 @@ def _min_ttl(answers: Iterable[_Answer | None]) -> float:
         return min(ttls)
     # Negative answer: cache it for the SOA minimum if the server said, else the refresher's floor.
     for a in got:
-        if a.response is not None:
-            for rrset in a.response.authority:
-                if rrset.rdtype == dns.rdatatype.SOA:
-                    return min(_sane_ttl(rrset.ttl), _sane_ttl(rrset[0].minimum))
+        if a.negative_ttl is not None:
+            return _sane_ttl(a.negative_ttl)
     return 0.0
 
 
 def _additional_addresses(
-    response: dns.message.Message | None,
-    rdtypes: tuple[dns.rdatatype.RdataType, ...],
-    rnd: _Round,
+    answer: _Answer, rdtypes: tuple[int, ...], rnd: _Round
 ) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    if response is not None:
-        for rrset in response.additional:
-            if rrset.rdtype in rdtypes and rrset.rdclass == dns.rdataclass.IN:
-                name = rrset.name.to_text().lower()
-                found.setdefault(name, []).extend(_usable_addresses(rrset, rnd))
+    sizes = {4 if t == A_TYPE else 16 for t in rdtypes}
+    for owner, raw in answer.additional:
+        wanted = [r for r in raw if len(r) in sizes]
+        if wanted:
+            found.setdefault(owner, []).extend(_usable_addresses(owner, wanted, rnd))
     return found
 
 

@@ -9,6 +9,8 @@ shell when membership changed, so it can close connections to Pods that left.
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -25,6 +27,16 @@ from .sender import PodSender
 __all__ = ["Runtime"]
 
 Address = tuple[str, int]
+
+_GIL_HAND_BACK = 0.0001
+"""Seconds a table build in a worker thread sleeps every millisecond of work. Sleeping 0 would
+release the GIL only to take it straight back; this long, a waiting thread (the event loop, a
+request thread) surely gets it, instead of waiting out the 5 ms switch interval."""
+
+
+def hand_back_gil() -> None:
+    """Let other threads run for a moment (a table build's pause, in a worker thread)."""
+    time.sleep(_GIL_HAND_BACK)
 
 
 class Runtime:
@@ -43,7 +55,7 @@ class Runtime:
             parts.refresh,
             clock=parts.clock,
             rng=parts.rng,
-            prepare=parts.balancer.prepare,
+            prepare=functools.partial(parts.balancer.prepare, pause=hand_back_gil),
             on_change=self._membership_changed,
             events=parts.events,
         )

@@ -40,7 +40,7 @@ from ._model import (
 from ._pods import Pod, PodServer
 
 # Address plan inside 127.B.C.0/24 (+ the next /24s for Pods); see LocalCluster's docstring.
-_POD_SUBNETS = 6
+_POD_SUBNETS = 17  # 4,318 Pods: big Services (DNS-only Pods need no server)
 _LB_FIRST, _LB_LAST = 100, 254
 _DNS_HOST = 53
 _PROBE_HOST = 1
@@ -581,7 +581,10 @@ class Cluster:
         self.changed()
 
     def op_dns_query_count(self) -> DnsQueryCount:
-        return DnsQueryCount(self.dns.total, dict(self.dns.counts))
+        dns_server = self.dns
+        return DnsQueryCount(
+            dns_server.total, dict(dns_server.counts), dns_server.bytes_sent, dns_server.tcp_replies
+        )
 
     def op_reset_dns_query_count(self) -> None:
         self.dns.reset_counts()

@@ -115,8 +115,9 @@ class LocalCluster:
     It runs in its own process (multiprocessing "spawn") on its own asyncio loop; every method
     here is a synchronous request to that process. Addresses: a random block 127.B.C.0/24 with
     the DNS server on 127.B.C.53 (UDP and TCP, same ephemeral port), LB Services on
-    127.B.C.100+, and Pods on 127.B.C+1.1 … 127.B.C+6.254, each Pod on its own IP. Every Pod and
-    LB Service listens on the cluster's port (``cluster.port``) unless a workload picks another.
+    127.B.C.100+, and Pods on 127.B.C+1.1 … 127.B.C+17.254 (4,318 of them), each Pod on its own
+    IP. Every Pod and LB Service listens on the cluster's port (``cluster.port``) unless a
+    workload picks another.
 
     Workload and Service names are unique across the whole cluster, whatever their namespace.
     Scripts that start a cluster need the usual ``if __name__ == "__main__":`` guard ("spawn"

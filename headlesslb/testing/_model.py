@@ -89,6 +89,10 @@ class DnsQueryCount:
     by_query: dict[tuple[str, str], int] = field(default_factory=dict)
     """Keyed by (lower-case absolute qname, rdtype text), e.g. ``("web.ns.svc.cluster.local.",
     "A")``."""
+    bytes_sent: int = 0
+    """Bytes of every reply sent (TCP's 2-byte length prefix included)."""
+    tcp_replies: int = 0
+    """Replies sent over TCP."""
 
     def count(self, name: str, rdtype: str = "A") -> int:
         """Queries for ``name`` (absolute or not, any case) and ``rdtype``."""

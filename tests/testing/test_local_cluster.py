@@ -64,7 +64,7 @@ def query(
     *,
     tcp: bool = False,
     edns: int | None = None,
-    timeout: float = 2.0,
+    timeout: float = 10.0,  # a first 1,000-record answer takes the server a while to render
 ) -> dns.message.Message:
     ip, port = cluster.dns_address
     if edns is None:

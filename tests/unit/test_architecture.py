@@ -118,6 +118,7 @@ def test_public_names_are_pinned() -> None:
             "ConfigurationError",
             "ConsistentHash",
             "DeadlineExceeded",
+            "AnswerTooLarge",
             "DiscoveryError",
             "Endpoint",
             "EndpointStatus",

@@ -18,12 +18,21 @@ import pytest
 
 from headlesslb.core.names import expand_service_name
 from headlesslb.errors import DiscoveryError
-from headlesslb.io.dns import DnsDiscovery, _Answer
+from headlesslb.io.dns import DnsDiscovery, _Answer, answer_from_reply
+from headlesslb.io.dnswire import read_reply
 
 pytestmark = pytest.mark.anyio
 
 SVC = "web-hl.default.svc.cluster.local."
 SRV = f"_http._tcp.{SVC}"
+
+
+def _read(response: dns.message.Message, name: str, rdtype: str) -> _Answer:
+    """What DnsDiscovery reads from ``response``, through the wire (as a server would send it)."""
+    wire = response.to_wire()
+    qtype = dns.rdatatype.from_text(rdtype).value
+    qname = name.lower()
+    return answer_from_reply(read_reply(wire, response.id, qname, qtype), qname, qtype)
 
 
 def answer(
@@ -39,7 +48,7 @@ def answer(
     for line in additional:
         owner, kind, value = line.split()
         response.additional.append(dns.rrset.from_text(owner, ttl, "IN", kind, value))
-    return _Answer(rrset, response)
+    return _read(response, name, rdtype)
 
 
 def nxdomain(name: str, soa_ttl: int = 30, minimum: int = 10) -> _Answer:
@@ -54,7 +63,7 @@ def nxdomain(name: str, soa_ttl: int = 30, minimum: int = 10) -> _Answer:
             f"ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 {minimum}",
         )
     )
-    return _Answer(None, response)
+    return _read(response, name, "A")
 
 
 HANG = object()
@@ -72,8 +81,8 @@ class Scripted(DnsDiscovery):
         self.answers = answers
         self.asked: list[tuple[str, str]] = []
 
-    async def _query(self, name: str, rdtype: dns.rdatatype.RdataType, backend: object) -> _Answer:
-        key = (name, rdtype.name)
+    async def _query(self, name: str, rdtype: int) -> _Answer:
+        key = (name, dns.rdatatype.to_text(rdtype))
         self.asked.append(key)
         got = self.answers.get(key)
         if isinstance(got, BaseException):

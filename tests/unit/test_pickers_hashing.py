@@ -366,12 +366,26 @@ def test_new_membership_serves_from_previous_table_until_prepared() -> None:
     assert all(after[k] is pick(fresh, k) for k in keys)
 
 
-def test_prepare_leaves_unused_sharding_alone() -> None:
+def test_prepare_builds_the_table_before_any_keyed_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     pool = make_pool(endpoints(range(4)))
     factory = ConsistentHash()
     balancer = Balancer(pool, RoundRobin(random.Random(0)), sharding=factory)
-    balancer.prepare(pool.snapshot)
-    assert factory._table is None  # no keyed request yet: no table
+    worker = threading.Thread(target=balancer.prepare, args=(pool.snapshot,))
+    worker.start()
+    worker.join()
+    assert factory._table is not None  # built off the request path, from the first membership
+    built = []
+    real = MaglevTable.__init__
+
+    def counting(self: MaglevTable[object], *args: object, **kwargs: object) -> None:
+        built.append(1)
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MaglevTable, "__init__", counting)
+    assert balancer.pick(PickContext(key="user-1")) in pool.snapshot.members
+    assert built == []  # the first keyed request found the table ready
 
 
 def test_whole_membership_replaced_builds_inline() -> None:
@@ -573,3 +587,11 @@ def test_jump_start_is_validated(start: object) -> None:
 def test_jump_start_is_for_ordinals_only() -> None:
     with pytest.raises(ConfigurationError, match="start"):
         ConsistentHash("endpoint", start=0)
+
+
+def test_a_table_build_pauses_often_and_builds_the_same_table() -> None:
+    ids = [f"10.0.{i // 250}.{i % 250}:80" for i in range(600)]
+    pauses: list[int] = []
+    paused = MaglevTable(ids, ids, 65537, pause=lambda: pauses.append(1))
+    assert paused.entries == MaglevTable(ids, ids, 65537).entries
+    assert len(pauses) > 65537 // 1024  # about every thousand fills, more as the table fills

@@ -56,15 +56,17 @@ sees either the old table or the complete new one, never a half-built one.
 :meth:`ConsistentHash.build` (which may run on the loop) never builds a table when one exists:
 until the new table is published, the picker for the new snapshot serves from the previous table —
 members that left count as ineligible (fallover), members that joined own no keys yet — and it
-switches itself to the new table on its first pick after publication. Only the very first build
-(no table yet: the first keyed request) is done inline, as is the rare build whose previous table
-shares no eligible member with the new snapshot (the whole membership replaced at once).
+switches itself to the new table on its first pick after publication. The first table too is
+built in that worker thread, from the first membership on (``Balancer.prepare`` prepares every
+configured factory, used yet or not), so no keyed request builds one inline; the exception is the
+rare build whose previous table shares no eligible member with the new snapshot (the whole
+membership replaced at once), done by the first keyed pick that sees it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Set
+from collections.abc import Callable, Iterable, Set
 from typing import Literal
 
 from ...errors import ConfigurationError
@@ -355,13 +357,14 @@ class ConsistentHash:
         self._table: _Table | None = None
         self._lock = threading.Lock()
 
-    def prepare(self, snapshot: Snapshot) -> None:
+    def prepare(self, snapshot: Snapshot, pause: Callable[[], None] | None = None) -> None:
         """Build the Maglev table for ``snapshot``'s members unless it exists (slow; thread-safe).
 
         Meant for a worker thread after a membership change; a no-op for ``over="ordinal"``.
+        ``pause`` is called about every millisecond of the build (see :class:`MaglevTable`).
         """
         if self.over == "endpoint" and snapshot.members:
-            self._ensure(snapshot.members)
+            self._ensure(snapshot.members, pause)
 
     def build(self, snapshot: Snapshot) -> Picker:
         """A picker for ``snapshot``; builds a table inline only if none exists yet. With a
@@ -386,7 +389,9 @@ class ConsistentHash:
             return MaglevPicker(self._ensure(members), snapshot)
         return picker
 
-    def _ensure(self, members: tuple[EndpointState, ...]) -> _Table:
+    def _ensure(
+        self, members: tuple[EndpointState, ...], pause: Callable[[], None] | None = None
+    ) -> _Table:
         table = self._table
         if table is not None and table.members == members:
             return table
@@ -397,7 +402,7 @@ class ConsistentHash:
             size = self.table_size
             if size is None or size < len(members):
                 size = maglev_table_size(len(members), self.table_size_factor)
-            maglev = MaglevTable(members, [identity(s) for s in members], size)
+            maglev = MaglevTable(members, [identity(s) for s in members], size, pause)
             table = _Table(members, maglev)
             self._table = table  # the one publishing assignment
             return table

@@ -13,7 +13,7 @@ Nothing here knows about snapshots or pickers: :mod:`headlesslb.pickers.hashing`
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import compress, repeat
 from math import isqrt
 from operator import is_
@@ -172,6 +172,10 @@ class MaglevTable(Generic[T]):
     :func:`endpoint_hashes` of its identity; items take turns, in the order of their sorted
     identities, claiming their next unclaimed preferred slot until every slot is owned — the
     population of the Maglev paper, so the table is the same whatever order items come in.
+
+    ``pause``, if given, is called about every millisecond of the build: a worker thread passes
+    one that hands the GIL back for a moment, so that the event loop (or a request thread) never
+    waits for the whole build, or for the interpreter's 5 ms switch interval.
     """
 
     __slots__ = ("entries", "items", "size")
@@ -184,7 +188,11 @@ class MaglevTable(Generic[T]):
     """Number of slots, a prime."""
 
     def __init__(
-        self, items: Sequence[T], identities: Sequence[str], size: int | None = None
+        self,
+        items: Sequence[T],
+        identities: Sequence[str],
+        size: int | None = None,
+        pause: Callable[[], None] | None = None,
     ) -> None:
         if len(items) != len(identities):
             raise ValueError("need exactly one identity per item")
@@ -199,11 +207,14 @@ class MaglevTable(Generic[T]):
         ordered = tuple(items[i] for i in order)
         positions: list[int] = []
         skips: list[int] = []
-        for i in order:
+        pause = pause or _no_pause
+        for done, i in enumerate(order, 1):
+            if not done % _PAUSE_EVERY:
+                pause()
             h1, h2 = endpoint_hashes(identities[i])
             positions.append(h1 % m)
             skips.append(h2 % (m - 1) + 1 if m > 1 else 1)
-        self.entries = _populate(ordered, positions, skips, m)
+        self.entries = _populate(ordered, positions, skips, m, pause)
         self.items = ordered
         self.size = m
 
@@ -216,7 +227,23 @@ class MaglevTable(Generic[T]):
         return h % self.size
 
 
-def _populate(items: tuple[T, ...], positions: list[int], skips: list[int], m: int) -> list[T]:
+def _no_pause() -> None:
+    """The default ``pause``: carry on."""
+
+
+_PAUSE_EVERY = 1024
+"""Fills between two pauses while probing an empty table (well under a millisecond of work)."""
+_TAIL_PAUSE_EVERY = 8
+"""Fills between two pauses in the tail, where each costs O(free slots)."""
+
+
+def _populate(
+    items: tuple[T, ...],
+    positions: list[int],
+    skips: list[int],
+    m: int,
+    pause: Callable[[], None],
+) -> list[T]:
     # The build's hot loop. Everything is a local, items go straight into the table (no index →
     # item pass afterwards), each item's cursor is kept as a position instead of recomputing
     # (offset + j × skip) % m, and a compare-and-subtract replaces the modulo.
@@ -229,6 +256,7 @@ def _populate(items: tuple[T, ...], positions: list[int], skips: list[int], m: i
     stop = max(m - isqrt(m) * 2 // 3, 0)
     turn = 0
     rounds = range(n)
+    next_pause = _PAUSE_EVERY
     while filled < stop:
         for i in rounds:
             c = positions[i]
@@ -246,7 +274,11 @@ def _populate(items: tuple[T, ...], positions: list[int], skips: list[int], m: i
             if filled == stop:
                 turn = i + 1
                 break
-    _fill_tail(table, items, positions, skips, m, turn)
+            if filled >= next_pause:
+                pause()
+                # A fill costs m / free probes on average: pause more often as the table fills.
+                next_pause = filled + max(16, _PAUSE_EVERY * (m - filled) // m)
+    _fill_tail(table, items, positions, skips, m, turn, pause)
     return table  # type: ignore[return-value]  # every slot is filled now
 
 
@@ -257,14 +289,25 @@ def _fill_tail(
     skips: list[int],
     m: int,
     turn: int,
+    pause: Callable[[], None],
 ) -> None:
     # Item i's next slot is the free slot x reached first along its permutation from its cursor
     # c, i.e. the one with the smallest j = (x − c) × skip⁻¹ mod m. Identical to probing.
-    free = list(compress(range(m), map(is_, table, repeat(None))))
+    free: list[int] = []
+    chunk = _PAUSE_EVERY * 64
+    for start in range(0, m, chunk):
+        # One C-level pass over a big table holds the GIL throughout: in chunks, with pauses.
+        stop = min(start + chunk, m)
+        free += compress(range(start, stop), map(is_, table[start:stop], repeat(None)))
+        pause()
     n = len(items)
     inverses: dict[int, int] = {}
     i = turn
+    fills = 0
     while free:
+        fills += 1
+        if not fills % _TAIL_PAUSE_EVERY:
+            pause()
         if i >= n:
             i = 0
         c = positions[i]

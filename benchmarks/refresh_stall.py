@@ -1,0 +1,348 @@
+"""How long one DNS refresh holds the event loop (async) or the GIL (sync), at 100-4,000 Pods.
+
+A LocalCluster serves a Deployment of N DNS-only Pods (A records, numeric port). For each size:
+
+- ``changed``: one Pod is added or removed before each round (the answer and membership change);
+- ``unchanged``: the same answer again, byte for byte (an authoritative server such as CoreDNS
+  without ``loadbalance``);
+- ``reordered``: the same records in another order each round (CoreDNS's ``loadbalance`` plugin
+  shuffles A records): replies captured from the cluster, shuffled, replayed by the benchmark.
+
+Async: a ticker task runs ``await anyio.lowlevel.checkpoint()`` in a loop on the client's event
+loop; the longest gap between two ticks during a round is the longest stall the round caused
+(every other task waits that long). Sync: a "request thread" loops on ``time.sleep(0)`` (which
+releases the GIL) while the discovery thread refreshes; its longest gap is how long the refresh
+held the GIL against request threads. ``loop_cpu_ms`` is the CPU time one round costs the
+loop's thread (Python and the kernel's socket calls), measured in rounds without the ticker.
+``dnspython_parse_ms`` is what the replaced code spent parsing the same reply with
+``dns.message.from_wire`` on the loop, for comparison. Targets (issue #12): ≤ 5 ms at 1,000 and
+≤ 20 ms at 4,000 when changed, ≤ 1 ms unchanged.
+
+    python benchmarks/refresh_stall.py [--rounds 7] [--sizes 100,1000,4000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import threading
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+import anyio.lowlevel
+import dns.message
+import dns.query
+import dns.rrset
+from _common import print_table, write_results
+
+import headlesslb.io.runtime as runtime_module
+import headlesslb.sync
+from headlesslb import HeadlessTransport, RefreshPolicy
+from headlesslb.io.dns import DnsDiscovery
+from headlesslb.testing import LocalCluster
+
+# Rounds are triggered by the benchmark, never by the TTL.
+_QUIET = RefreshPolicy(min_interval=3600, max_interval=3600, first_resolution_timeout=30)
+
+
+class _Shuffling(DnsDiscovery):
+    """Replays the cluster's reply with its records in a new order every time (CoreDNS's
+    ``loadbalance``), so every round's bytes differ while the records do not."""
+
+    variants: list[bytes]
+
+    async def _exchange(
+        self, server: tuple[str, int], qname: str, rdtype: int
+    ) -> tuple[bytes, int]:
+        wire = self.variants[0]
+        self.variants.append(self.variants.pop(0))
+        return wire, int.from_bytes(wire[:2], "big")
+
+
+def _shuffled_replies(cluster: LocalCluster, fqdn: str, count: int) -> list[bytes]:
+    ip, port = cluster.dns_address
+    reply = dns.query.tcp(dns.message.make_query(fqdn, "A"), ip, port=port, timeout=60)
+    (rrset,) = reply.answer
+    out = []
+    rng = random.Random(7)
+    for _ in range(count):
+        items = list(rrset)
+        rng.shuffle(items)
+        shuffled = dns.rrset.RRset(rrset.name, rrset.rdclass, rrset.rdtype)
+        shuffled.update_ttl(rrset.ttl)
+        for rd in items:
+            shuffled.add(rd)
+        reply.answer = [shuffled]
+        out.append(reply.to_wire(max_size=65535))
+    return out
+
+
+def _dnspython_parse_ms(wire: bytes) -> float:
+    start = time.perf_counter()
+    dns.message.from_wire(wire)
+    return (time.perf_counter() - start) * 1e3
+
+
+def _warm(cluster: LocalCluster, fqdn: str) -> bytes:
+    """Ask as the client will (UDP, then TCP), so the server has rendered the reply already."""
+    ip, port = cluster.dns_address
+    query = dns.message.make_query(fqdn, "A", use_edns=0, payload=1232)
+    dns.query.udp(query, ip, port=port, timeout=60)
+    reply = dns.query.tcp(dns.message.make_query(fqdn, "A"), ip, port=port, timeout=60)
+    return reply.to_wire(max_size=65535)
+
+
+class _Holds:
+    """The longest CPU stretch a table build ran between two pauses (it holds the GIL then)."""
+
+    longest = 0.0
+
+    @classmethod
+    def install(cls) -> None:
+        real = runtime_module.hand_back_gil
+        last = threading.local()  # thread_time() is per thread: so is the last pause
+
+        def pause() -> None:
+            now = time.thread_time()
+            before = getattr(last, "cpu", None)
+            if before is not None:
+                cls.longest = max(cls.longest, now - before)
+            real()
+            last.cpu = time.thread_time()
+
+        runtime_module.hand_back_gil = pause
+
+    @classmethod
+    def take(cls) -> float:
+        longest, cls.longest = cls.longest, 0.0
+        return longest * 1e3
+
+
+async def _async_stall(refresh: Callable[[], Awaitable[object]]) -> tuple[float, float, float]:
+    """(longest gap between ticks, longest loop-thread CPU between ticks, wall time) in ms.
+
+    The gap is what every other task waited, machine noise included; the CPU between two
+    ticks is what the refresh's longest step cost the loop, which descheduling cannot inflate.
+    """
+    longest = longest_cpu = 0.0
+    stop = False
+
+    async def ticker() -> None:
+        nonlocal longest, longest_cpu
+        last = time.perf_counter()
+        last_cpu = time.thread_time()
+        while not stop:
+            await anyio.lowlevel.checkpoint()
+            now = time.perf_counter()
+            now_cpu = time.thread_time()
+            longest = max(longest, now - last)
+            longest_cpu = max(longest_cpu, now_cpu - last_cpu)
+            last, last_cpu = now, now_cpu
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        await anyio.sleep(0.01)
+        longest = longest_cpu = 0.0
+        start = time.perf_counter()
+        await refresh()
+        wall = time.perf_counter() - start
+        stop = True
+    return longest * 1e3, longest_cpu * 1e3, wall * 1e3
+
+
+async def _loop_cpu(refresh: Callable[[], Awaitable[object]]) -> float:
+    """CPU time (ms) one refresh costs the thread whose event loop runs it (no ticker running):
+    Python's work and the kernel's socket calls; descheduling by other processes does not count,
+    unlike a gap."""
+    start = time.thread_time()
+    await refresh()
+    return (time.thread_time() - start) * 1e3
+
+
+async def _idle_gap(seconds: float) -> tuple[float, float, float]:
+    """The ticker's longest gap with nothing else running: the machine's noise floor."""
+    return await _async_stall(lambda: anyio.sleep(seconds))
+
+
+def _sync_stall(refresh: Callable[[], object]) -> tuple[float, float, float]:
+    """(longest gap of a request thread looping on time.sleep(0), 0, wall time) in ms."""
+    longest = 0.0
+    stop = threading.Event()
+    started = threading.Event()
+
+    def ticker() -> None:
+        nonlocal longest
+        last = time.perf_counter()
+        started.set()
+        while not stop.is_set():
+            time.sleep(0)
+            now = time.perf_counter()
+            longest = max(longest, now - last)
+            last = now
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    started.wait()
+    time.sleep(0.01)
+    longest = 0.0
+    start = time.perf_counter()
+    refresh()
+    wall = time.perf_counter() - start
+    stop.set()
+    thread.join()
+    return longest * 1e3, 0.0, wall * 1e3
+
+
+def _row(
+    size: int,
+    case: str,
+    client: str,
+    samples: list[tuple[float, float, float]],
+    cpu: list[float],
+    parse: float,
+    holds: float | None = None,
+) -> dict[str, object]:
+    stalls = [s for s, _, _ in samples]
+    return {
+        "pods": size,
+        "case": case,
+        "client": client,
+        "gap_ms_median": round(statistics.median(stalls), 2),
+        "gap_ms_max": round(max(stalls), 2),
+        "loop_step_cpu_ms_max": round(max(c for _, c, _ in samples), 2)
+        if client == "async"
+        else None,
+        "build_hold_cpu_ms_max": None if holds is None else round(holds, 2),
+        "loop_cpu_ms": round(statistics.median(cpu), 2) if cpu else None,
+        "round_ms_median": round(statistics.median(w for _, _, w in samples), 1),
+        "dnspython_parse_ms": round(parse, 1),
+    }
+
+
+async def _measure_async(cluster: LocalCluster, size: int, rounds: int) -> list[dict[str, object]]:
+    fqdn = cluster.fqdn("big-hl")
+    options = dict(
+        port=cluster.port,
+        nameservers=[cluster.nameserver],
+        namespace=cluster.namespace,
+        refresh=_QUIET,
+    )
+    rows = []
+    async with HeadlessTransport("big-hl", **options) as transport:  # type: ignore[arg-type]
+        await transport.refresher.wait_ready()
+        refresh = transport.refresher.refresh
+        # changed: one Pod more or fewer each round.
+        samples, cpu, parse = [], [], []
+        _Holds.take()
+        for i in range(2 * rounds):
+            cluster.scale("big", size + (1 if i % 2 == 0 else 0))
+            parse.append(_dnspython_parse_ms(_warm(cluster, fqdn)))
+            if i < rounds:
+                samples.append(await _async_stall(refresh))
+            else:
+                cpu.append(await _loop_cpu(refresh))
+        rows.append(
+            _row(size, "changed", "async", samples, cpu, statistics.median(parse), _Holds.take())
+        )
+        changed_wall = statistics.median(w for _, _, w in samples)
+        cluster.scale("big", size)
+        _warm(cluster, fqdn)
+        await refresh()
+        assert len(transport.pool.snapshot.members) == size
+        samples = [await _async_stall(refresh) for _ in range(rounds)]
+        cpu = [await _loop_cpu(refresh) for _ in range(rounds)]
+        rows.append(_row(size, "unchanged", "async", samples, cpu, statistics.median(parse)))
+        # The machine's own noise over windows as long as a changed round: a process that is
+        # descheduled shows a gap too, whatever it was doing.
+        idle = [await _idle_gap(changed_wall / 1e3) for _ in range(3)]
+        rows.append(_row(size, "idle (noise)", "async", idle, [], 0.0))
+    shuffling = _Shuffling(
+        transport.parts.service, port=cluster.port, nameservers=[cluster.dns_address]
+    )
+    shuffling.variants = _shuffled_replies(cluster, fqdn, 3)
+    shuffled_parse = statistics.median(_dnspython_parse_ms(w) for w in shuffling.variants)
+    async with HeadlessTransport(
+        "big-hl", discovery=shuffling, refresh=_QUIET, namespace=cluster.namespace
+    ) as transport:
+        await transport.refresher.wait_ready()
+        refresh = transport.refresher.refresh
+        samples = [await _async_stall(refresh) for _ in range(rounds)]
+        cpu = [await _loop_cpu(refresh) for _ in range(rounds)]
+        assert len(transport.pool.snapshot.members) == size
+        rows.append(_row(size, "reordered", "async", samples, cpu, shuffled_parse))
+    return rows
+
+
+def _measure_sync(cluster: LocalCluster, size: int, rounds: int) -> list[dict[str, object]]:
+    fqdn = cluster.fqdn("big-hl")
+    rows = []
+    transport = headlesslb.sync.HeadlessTransport(
+        "big-hl",
+        port=cluster.port,
+        nameservers=[cluster.nameserver],
+        namespace=cluster.namespace,
+        refresh=_QUIET,
+    )
+    with transport:
+        portal = transport._portal  # the discovery thread's loop (benchmark only)
+        assert portal is not None
+        portal.call(transport.refresher.wait_ready)
+
+        def refresh() -> object:
+            return portal.call(transport.refresher.refresh)
+
+        def cpu() -> float:
+            return portal.call(_loop_cpu, transport.refresher.refresh)
+
+        samples, cpus, parse = [], [], []
+        _Holds.take()
+        for i in range(2 * rounds):
+            cluster.scale("big", size + (1 if i % 2 == 0 else 0))
+            parse.append(_dnspython_parse_ms(_warm(cluster, fqdn)))
+            if i < rounds:
+                samples.append(_sync_stall(refresh))
+            else:
+                cpus.append(cpu())
+        rows.append(
+            _row(size, "changed", "sync", samples, cpus, statistics.median(parse), _Holds.take())
+        )
+        cluster.scale("big", size)
+        _warm(cluster, fqdn)
+        refresh()
+        samples = [_sync_stall(refresh) for _ in range(rounds)]
+        cpus = [cpu() for _ in range(rounds)]
+        rows.append(_row(size, "unchanged", "sync", samples, cpus, statistics.median(parse)))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--sizes", default="100,1000,4000")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows: list[dict[str, object]] = []
+    _Holds.install()
+    with LocalCluster(ttl=5) as cluster:
+        for size in sizes:
+            cluster.add_deployment("big", size, lb=None, serve=False)
+            rows += anyio.run(_measure_async, cluster, size, args.rounds)
+            rows += _measure_sync(cluster, size, args.rounds)
+            cluster.delete_workload("big")
+    print_table(rows, title="Event-loop (async) / GIL (sync) stall per DNS refresh")
+    write_results(
+        "refresh_stall",
+        rows,
+        params={"rounds": args.rounds, "sizes": sizes},
+        target={
+            "changed_1000_ms": 5,
+            "changed_4000_ms": 20,
+            "unchanged_ms": 1,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

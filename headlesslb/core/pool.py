@@ -428,7 +428,14 @@ class Pool:
         members = tuple(sorted(self._states.values(), key=_by_key))
         # ``available`` spelled out: a property call per member is a third of a rebuild's cost.
         eligible = tuple(
-            [s for s in members if s.ejected_until is None and s.health_ok and not s.draining]
+            [
+                s
+                for s in members
+                if s.ejected_until is None
+                and s.held_until is None
+                and s.health_ok
+                and not s.draining
+            ]
         )
         panic = bool(members) and len(eligible) * 100 < len(members) * self.outlier.panic_threshold
         by_ordinal = {s.endpoint.ordinal: s for s in members if s.endpoint.ordinal is not None}

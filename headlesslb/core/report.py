@@ -47,6 +47,8 @@ class Report(TypedDict):
     """True when the fallback Service answered."""
     retry_budget_exhausted: bool
     """True when a retry was wanted but the retry budget was empty."""
+    throttled: NotRequired[bool]
+    """Present (True) when the adaptive throttle kept a retry from being sent."""
     service: NotRequired[str | None]
     """The fallback Service's name (only when ``fallback`` is True)."""
     discovery_error: NotRequired[str | None]

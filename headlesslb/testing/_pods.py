@@ -13,8 +13,8 @@ from typing import Any
 
 import uvicorn
 
-from ._behaviour import PodBehaviour, Verdict
 from ._apps import UserApp
+from ._behaviour import PodBehaviour, Verdict
 from ._model import ClusterError, PodInfo, tcp_socket
 
 Scope = MutableMapping[str, Any]

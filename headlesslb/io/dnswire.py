@@ -119,8 +119,9 @@ def read_reply(wire: bytes, qid: int, qname: str, qtype: int) -> Reply:
     Raises :class:`MalformedReply` for anything that is not a well-formed reply to that query.
     """
     steps = reading(wire, qid, qname, qtype)
-    while (reply := advance(steps)) is None:
-        pass
+    reply = advance(steps)
+    while reply is None:  # no loop to yield to here: run every step at once
+        reply = advance(steps)
     return reply
 
 

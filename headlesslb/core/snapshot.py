@@ -116,6 +116,15 @@ class Snapshot:
     panic: bool = False
     """True when too few members are healthy and the pool balances over all of them."""
     by_ordinal: Mapping[int, EndpointState] = field(default_factory=lambda: _EMPTY)
+    """Every member with an ordinal: pinning reaches any Pod, subset or not."""
+    in_use: tuple[EndpointState, ...] | None = None
+    """With subsetting, the members this client uses or stands ready to (health checks probe
+    these); None without subsetting: every member."""
+
+    @property
+    def watched(self) -> tuple[EndpointState, ...]:
+        """The members health checks probe: :attr:`in_use`, else every member."""
+        return self.members if self.in_use is None else self.in_use
 
 
 EMPTY_SNAPSHOT = Snapshot(version=0, membership_version=0, members=(), eligible=())

@@ -12,7 +12,7 @@ from headlesslb.core.clock import ManualClock
 from headlesslb.core.endpoint import Endpoint, Resolution
 from headlesslb.core.pool import Pool
 from headlesslb.core.snapshot import EndpointState
-from headlesslb.core.subset import Subsetter, placement, van_der_corput, window
+from headlesslb.core.subset import Subsetter, as_subset, placement, van_der_corput, window
 
 
 def pods(count: int, *, ordinals: bool = True) -> tuple[Endpoint, ...]:
@@ -109,3 +109,20 @@ def test_identity_from_the_environment() -> None:
 def test_bad_subsets_are_refused(size: object, client: object, match: str) -> None:
     with pytest.raises(ConfigurationError, match=match):
         Subset(size, client)  # type: ignore[arg-type]
+
+
+def test_health_checks_watch_at_most_twice_n_while_pods_start_unhealthy() -> None:
+    place = Subset(10, client=0).place({}, random.Random(0))
+    pool = Pool(clock=ManualClock(), new_endpoints_healthy=False, subset=Subsetter(10, place))
+    pool.update(Resolution(pods(500), 5.0))
+    assert len(pool.snapshot.watched) == 20 and not pool.snapshot.eligible
+    for state in pool.snapshot.watched[:15]:
+        pool.set_health(state.key, True)
+    assert len(pool.snapshot.eligible) == 10
+
+
+@pytest.mark.parametrize("value", ["10", True, 2.0])
+def test_the_subset_argument_is_checked(value: object) -> None:
+    with pytest.raises(ConfigurationError, match="subset must be"):
+        as_subset(value)
+    assert as_subset(3) == Subset(3) and as_subset(None) is None

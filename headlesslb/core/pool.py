@@ -445,8 +445,9 @@ class Pool:
         by_ordinal = {s.endpoint.ordinal: s for s in members if s.endpoint.ordinal is not None}
         if panic:
             eligible = tuple(s for s in members if s.admitted)
-        in_use = None
+        in_use = core = None
         if self.subset is not None:
+            core = self.subset.core(members)
             # Panic is judged over the whole Service; the subset then picks among what is
             # usable, so an ejected member is replaced from the ring before anything else.
             eligible, in_use = self.subset.choose(members, frozenset(eligible))
@@ -458,6 +459,7 @@ class Pool:
             panic=panic,
             by_ordinal=by_ordinal,
             in_use=in_use,
+            subset=core,
         )
         self._next_deadline = self._earliest_deadline()
         return self._snapshot

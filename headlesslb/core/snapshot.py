@@ -120,6 +120,14 @@ class Snapshot:
     in_use: tuple[EndpointState, ...] | None = None
     """With subsetting, the members this client uses or stands ready to (health checks probe
     these); None without subsetting: every member."""
+    subset: tuple[EndpointState, ...] | None = None
+    """With subsetting, the client's N members along the ring whatever their health, sorted by
+    (ip, port), one tuple per membership; None without subsetting."""
+
+    @property
+    def table_members(self) -> tuple[EndpointState, ...]:
+        """The members hash tables are built over: the subset, else every member."""
+        return self.members if self.subset is None else self.subset
 
     @property
     def watched(self) -> tuple[EndpointState, ...]:

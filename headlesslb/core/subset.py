@@ -155,20 +155,28 @@ class Subsetter:
     has no usable member at all, as without subsetting.
     """
 
-    __slots__ = ("_members", "_order", "place", "size")
+    __slots__ = ("_core", "_members", "_order", "place", "size")
 
     def __init__(self, size: int, place: ClientPlace) -> None:
         self.size = size
         self.place = place
         self._members: tuple[EndpointState, ...] | None = None
         self._order: tuple[EndpointState, ...] = ()
+        self._core: tuple[EndpointState, ...] = ()
 
     def order(self, members: tuple[EndpointState, ...]) -> tuple[EndpointState, ...]:
         """All members in the order this client takes them; cached per membership."""
         if members != self._members:  # same objects compare by identity first: cheap
             self._order = window(placement(members), self.place.position)
+            self._core = tuple(sorted(self._order[: self.size], key=_by_key))
             self._members = members
         return self._order
+
+    def core(self, members: tuple[EndpointState, ...]) -> tuple[EndpointState, ...]:
+        """The first ``size`` members along the ring, healthy or not, sorted by (ip, port): the
+        same tuple for as long as membership stays, so hash tables over it stay too."""
+        self.order(members)
+        return self._core
 
     def choose(
         self, members: tuple[EndpointState, ...], usable: frozenset[EndpointState]

@@ -126,3 +126,21 @@ def test_the_subset_argument_is_checked(value: object) -> None:
     with pytest.raises(ConfigurationError, match="subset must be"):
         as_subset(value)
     assert as_subset(3) == Subset(3) and as_subset(None) is None
+
+
+def test_keys_spread_over_the_subset_and_stay_inside_it() -> None:
+    from headlesslb.core.balancer import Balancer
+    from headlesslb.core.pickers import ConsistentHash, make_picker
+    from headlesslb.core.pickers.base import PickContext
+
+    pool = make_pool(3, pods(100), ManualClock())
+    balancer = Balancer(pool, make_picker("round_robin"), sharding=ConsistentHash())
+    owners = collections.Counter(balancer.pick(PickContext(key=f"k{i}")) for i in range(2000))
+    assert set(owners) == set(pool.snapshot.eligible)
+    assert max(owners.values()) < 2 * 2000 / 10
+    first = pool.snapshot.eligible[0]
+    pool.eject(first.key)
+    moved = {balancer.pick(PickContext(key=f"k{i}")) for i in range(2000)}
+    assert first not in moved and moved <= set(pool.snapshot.eligible) | set(
+        pool.snapshot.subset or ()
+    )

@@ -18,6 +18,7 @@ from .core.pool import OutlierPolicy
 from .core.report import AttemptReport, Report
 from .core.retry import RetryBudget, RetryPolicy
 from .core.schedule import RefreshPolicy
+from .core.subset import Subset
 from .core.throttle import AdaptiveThrottle
 from .errors import (
     AnswerTooLarge,
@@ -68,6 +69,7 @@ __all__ = [
     "RetryPolicy",
     "ServiceName",
     "SlowStart",
+    "Subset",
     "Throttled",
     "__version__",
     "expand_service_name",

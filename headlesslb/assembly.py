@@ -11,6 +11,7 @@ about TLS, hosts and ports. Nothing here starts any I/O.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import random
 import ssl
@@ -45,6 +46,7 @@ from .core.pickers.base import HashKey, PickerFactory
 from .core.pool import OutlierPolicy, Pool
 from .core.retry import RetryPolicy
 from .core.schedule import RefreshPolicy
+from .core.subset import Subset, Subsetter, as_subset
 from .core.throttle import AdaptiveThrottle
 from .errors import ConfigurationError, InvalidRequest
 from .io.cache import LookupCache
@@ -67,6 +69,8 @@ __all__ = [
     "client_settings",
 ]
 
+log = logging.getLogger("headlesslb.pool")
+
 PINNED_CACHE_SIZE = 1024
 """Pods looked up by their own name kept at once."""
 
@@ -86,6 +90,11 @@ class TransportOptions(TypedDict, total=False):
     slow_start: SlowStart | None
     """Ramp up Pods that just joined or came back from an ejection, in the named pickers
     [None: off]."""
+    subset: int | Subset | None
+    """Deterministic subsetting: use only this many Pods, chosen from the client's identity
+    (``Subset(10, client=...)``; an int reads POD_NAME / HOSTNAME) so a fleet spreads evenly
+    and holds N connections per client, not one per Pod; ``ordinal=`` still reaches any Pod
+    (docs/scale.md) [None: every Pod]."""
     writes_to: int | None
     """Send writes to this StatefulSet ordinal [None]."""
     fallback: str | None
@@ -312,6 +321,7 @@ def assemble(
     picker: PickerName | PickerFactory = "round_robin",
     sharding: PickerFactory | None = None,
     slow_start: SlowStart | None = None,
+    subset: int | Subset | None = None,
     writes_to: int | None = None,
     fallback: str | None = None,
     nameservers: Sequence[str] | None = None,
@@ -412,6 +422,18 @@ def assemble(
     else:
         servers = ()
     the_rng = rng or random.Random()
+    the_subset = as_subset(subset)
+    subsetter = None
+    if the_subset is not None:
+        place = the_subset.place(os.environ, the_rng)
+        subsetter = Subsetter(the_subset.size, place)
+        log.info(
+            "%s: a subset of %d Pods, client placed by %s (%s)",
+            service,
+            the_subset.size,
+            place.mode,
+            place.identity,
+        )
     events = _event_hub(service_name.host, observers, opentelemetry)
     refresh = refresh or RefreshPolicy()
     retry = retry or RetryPolicy()
@@ -421,6 +443,7 @@ def assemble(
         rng=the_rng,
         new_endpoints_healthy=health is None or not health.start_unhealthy,
         events=events,
+        subset=subsetter,
     )
     balancer = Balancer(
         pool,

@@ -28,6 +28,7 @@ from .events import (
     ReadmitReason,
 )
 from .snapshot import EMPTY_SNAPSHOT, EndpointState, Snapshot
+from .subset import Subsetter
 
 __all__ = [
     "Attempt",
@@ -169,7 +170,10 @@ class Pool:
         on_refused: Callable[[], None] | None = None,
         new_endpoints_healthy: bool = True,
         events: EventHub | None = None,
+        subset: Subsetter | None = None,
     ) -> None:
+        self.subset = subset
+        """Deterministic subsetting: which members this client uses (None: all)."""
         self.outlier = outlier or OutlierPolicy()
         self.events = events
         """Where membership, ejection, readmission and health changes are reported."""
@@ -441,6 +445,12 @@ class Pool:
         by_ordinal = {s.endpoint.ordinal: s for s in members if s.endpoint.ordinal is not None}
         if panic:
             eligible = tuple(s for s in members if s.admitted)
+        in_use = core = None
+        if self.subset is not None:
+            core = self.subset.core(members)
+            # Panic is judged over the whole Service; the subset then picks among what is
+            # usable, so an ejected member is replaced from the ring before anything else.
+            eligible, in_use = self.subset.choose(members, frozenset(eligible))
         self._snapshot = Snapshot(
             version=old.version + 1,
             membership_version=old.membership_version + (1 if membership_changed else 0),
@@ -448,6 +458,8 @@ class Pool:
             eligible=eligible,
             panic=panic,
             by_ordinal=by_ordinal,
+            in_use=in_use,
+            subset=core,
         )
         self._next_deadline = self._earliest_deadline()
         return self._snapshot

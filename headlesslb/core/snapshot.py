@@ -116,6 +116,23 @@ class Snapshot:
     panic: bool = False
     """True when too few members are healthy and the pool balances over all of them."""
     by_ordinal: Mapping[int, EndpointState] = field(default_factory=lambda: _EMPTY)
+    """Every member with an ordinal: pinning reaches any Pod, subset or not."""
+    in_use: tuple[EndpointState, ...] | None = None
+    """With subsetting, the members this client uses or stands ready to (health checks probe
+    these); None without subsetting: every member."""
+    subset: tuple[EndpointState, ...] | None = None
+    """With subsetting, the client's N members along the ring whatever their health, sorted by
+    (ip, port), one tuple per membership; None without subsetting."""
+
+    @property
+    def table_members(self) -> tuple[EndpointState, ...]:
+        """The members hash tables are built over: the subset, else every member."""
+        return self.members if self.subset is None else self.subset
+
+    @property
+    def watched(self) -> tuple[EndpointState, ...]:
+        """The members health checks probe: :attr:`in_use`, else every member."""
+        return self.members if self.in_use is None else self.in_use
 
 
 EMPTY_SNAPSHOT = Snapshot(version=0, membership_version=0, members=(), eligible=())

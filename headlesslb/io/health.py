@@ -152,8 +152,9 @@ class HealthChecker:
         return self._running
 
     async def _round(self, limiter: anyio.CapacityLimiter) -> None:
-        members = self.pool.snapshot.members
-        self.tracker.forget_except({m.key for m in members})
+        snapshot = self.pool.snapshot
+        self.tracker.forget_except({m.key for m in snapshot.members})
+        members = snapshot.watched  # with subsetting, only the Pods this client uses
 
         async def probe(endpoint: Endpoint) -> None:
             async with limiter:

@@ -7,7 +7,7 @@ import collections
 import anyio
 import pytest
 
-from headlesslb import OrdinalNotFound, OutlierPolicy
+from headlesslb import OrdinalNotFound, OutlierPolicy, Subset
 from headlesslb.core.pickers import ConsistentHash
 from headlesslb.testing import LocalCluster
 
@@ -126,3 +126,18 @@ async def test_in_flight_counts_never_leak(cluster: LocalCluster) -> None:
             pass  # body never read: closing the stream still ends the attempt
         assert response.status_code == 200
         assert [s.in_flight for s in client.endpoints()] == [0, 0, 0]
+
+
+async def test_subset_uses_n_pods_replaces_a_dead_one_and_pins_any(cluster: LocalCluster) -> None:
+    # Client index 1 sits at 0.5 on the ring: web-1 (0.5), then web-0 (0.0); web-2 (0.25) is out.
+    cluster.reset_stats()
+    async with make_client(cluster, subset=Subset(2, client=1)) as client:
+        assert set(await served_by(client, 30)) == {"web-0", "web-1"}
+        assert cluster.requests_served("web-2") == 0  # never picked, so never connected to
+        assert set(await served_by(client, 3, ordinal=2)) == {"web-2"}  # pinning reaches any
+        cluster.kill("web-1")
+
+        async def replaced() -> bool:
+            return set(await served_by(client, 10)) == {"web-0", "web-2"}
+
+        await eventually(replaced, within=5)

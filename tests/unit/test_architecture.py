@@ -140,6 +140,7 @@ def test_public_names_are_pinned() -> None:
             "RetryPolicy",
             "ServiceName",
             "SlowStart",
+            "Subset",
             "Throttled",
             "__version__",
             "expand_service_name",

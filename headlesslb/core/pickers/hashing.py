@@ -199,7 +199,7 @@ class MaglevPicker:
         if published is self._seen or published is None:
             return
         self._seen = published
-        if published.members == self._snapshot.members:
+        if published.members == self._snapshot.table_members:
             self._use(published)
             self._factory = None
 
@@ -363,8 +363,8 @@ class ConsistentHash:
         Meant for a worker thread after a membership change; a no-op for ``over="ordinal"``.
         ``pause`` is called about every millisecond of the build (see :class:`MaglevTable`).
         """
-        if self.over == "endpoint" and snapshot.members:
-            self._ensure(snapshot.members, pause)
+        if self.over == "endpoint" and snapshot.table_members:
+            self._ensure(snapshot.table_members, pause)
 
     def build(self, snapshot: Snapshot) -> Picker:
         """A picker for ``snapshot``; builds a table inline only if none exists yet. With a
@@ -376,7 +376,7 @@ class ConsistentHash:
     def _build(self, snapshot: Snapshot) -> MaglevPicker | JumpPicker | _NoMembers:
         if self.over == "ordinal":
             return JumpPicker(snapshot, self.start)
-        members = snapshot.members
+        members = snapshot.table_members
         if not members:
             return _NoMembers()
         table = self._table

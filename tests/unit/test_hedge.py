@@ -122,3 +122,17 @@ def test_single_pod_is_never_hedged_to_itself() -> None:
     assert (
         hedger(HedgePolicy(delay=0.01), clock).target(b, {only.key}, 0, HedgePlan(0.01, 1)) is None
     )
+
+
+@pytest.mark.parametrize("flavor", ["async", "sync"])
+def test_the_hedge_option_is_checked_on_both_transports(flavor: str) -> None:
+    import headlesslb
+    import headlesslb.sync
+
+    module = headlesslb if flavor == "async" else headlesslb.sync
+    with pytest.raises(ConfigurationError, match="hedge"):
+        module.HeadlessTransport("web-hl.default", hedge=0.05, nameservers=["127.0.0.1:53"])  # type: ignore[arg-type]
+    transport = module.HeadlessTransport(
+        "web-hl.default", hedge=HedgePolicy(delay=0.05), nameservers=["127.0.0.1:53"]
+    )
+    assert transport._router.hedger is not None

@@ -11,6 +11,7 @@ from .aio.client import HeadlessClient
 from .aio.transport import HeadlessTransport
 from .core.endpoint import Endpoint, EndpointStatus, Resolution
 from .core.health import HealthCheck
+from .core.hedge import HedgePolicy
 from .core.names import ServiceName, expand_service_name
 from .core.options import RequestOptions
 from .core.pickers import ConsistentHash, SlowStart
@@ -55,6 +56,7 @@ __all__ = [
     "HeadlessLBError",
     "HeadlessTransport",
     "HealthCheck",
+    "HedgePolicy",
     "InvalidRequest",
     "InvalidServiceName",
     "NoEndpointsAvailable",

@@ -29,6 +29,7 @@ from .core.clock import Clock, monotonic
 from .core.endpoint import Endpoint, EndpointStatus
 from .core.events import EventHub, Observer
 from .core.health import HealthCheck
+from .core.hedge import HedgePolicy, Hedger
 from .core.names import (
     ORDINAL_MAX,
     ServiceName,
@@ -120,6 +121,9 @@ class TransportOptions(TypedDict, total=False):
     throttle: AdaptiveThrottle | None
     """Client-side adaptive throttling: shed requests locally (``Throttled``) while the Pods
     reject most of them for load [None: off]."""
+    hedge: HedgePolicy | None
+    """Hedged requests: an idempotent request with no answer after a delay gets a second
+    attempt to another Pod, the first answer wins, charged to the retry budget [None: off]."""
     discovery_timeout: float
     """Seconds one DNS round may take [3.0]."""
     discovery: Discovery | None
@@ -180,9 +184,7 @@ CookieTypes = httpx.Cookies | CookieJar | dict[str, str] | list[tuple[str, str]]
 TimeoutTypes = (
     float | None | tuple[float | None, float | None, float | None, float | None] | httpx.Timeout
 )
-AuthTypes = (
-    tuple[str | bytes, str | bytes] | Callable[[httpx.Request], httpx.Request] | httpx.Auth
-)
+AuthTypes = tuple[str | bytes, str | bytes] | Callable[[httpx.Request], httpx.Request] | httpx.Auth
 RequestContent = str | bytes | Iterable[bytes] | AsyncIterable[bytes]
 FileContent = IO[bytes] | bytes | str
 FileTypes = (
@@ -335,6 +337,7 @@ def assemble(
     health: HealthCheck | None = None,
     retry: RetryPolicy | None = None,
     throttle: AdaptiveThrottle | None = None,
+    hedge: HedgePolicy | None = None,
     discovery_timeout: float = 3.0,
     discovery: Discovery | None = None,
     pod_transport: Any = None,
@@ -362,6 +365,7 @@ def assemble(
         ("health", health, HealthCheck),
         ("retry", retry, RetryPolicy),
         ("throttle", throttle, AdaptiveThrottle),
+        ("hedge", hedge, HedgePolicy),
         ("slow_start", slow_start, SlowStart),
         ("limits", limits, httpx.Limits),
         ("rng", rng, random.Random),
@@ -404,9 +408,7 @@ def assemble(
     resolv = load_resolv_conf(resolv_conf)
     namespace = namespace or detect_namespace(resolv)
     cluster_domain = cluster_domain or resolv.cluster_domain
-    service_name = expand_service_name(
-        service, namespace=namespace, cluster_domain=cluster_domain
-    )
+    service_name = expand_service_name(service, namespace=namespace, cluster_domain=cluster_domain)
     parsed_port = parse_port(port)
     the_port: int | str = DEFAULT_PORTS[scheme] if parsed_port is None else parsed_port
     # DNS is needed unless discovery is given and the fallback (if any) is a URL.
@@ -482,12 +484,13 @@ def assemble(
             clock=clock,
         )
     )
+    budget = retry.budget(clock)
     router = Router(
         service=service_name,
         pool=pool,
         balancer=balancer,
         retry=retry,
-        budget=retry.budget(clock),
+        budget=budget,
         rng=the_rng,
         port=the_port,
         clock=clock,
@@ -497,6 +500,7 @@ def assemble(
         fallback_name=None if the_fallback is None else the_fallback.name,
         throttle=None if throttle is None else throttle.build(clock, the_rng),
         events=events,
+        hedger=None if hedge is None else Hedger(hedge, retry, budget, clock=clock),
     )
     return Parts(
         service=service_name,
@@ -528,9 +532,7 @@ def assemble(
     )
 
 
-def _event_hub(
-    service: str, observers: Sequence[Observer], opentelemetry: bool | None
-) -> EventHub:
+def _event_hub(service: str, observers: Sequence[Observer], opentelemetry: bool | None) -> EventHub:
     """The client's event stream with its observers: logging, the user's, OpenTelemetry."""
     events = EventHub(service)
     events.subscribe(LogObserver())

@@ -52,9 +52,7 @@ def add_top_arguments(parser: argparse.ArgumentParser) -> None:
         "--health-path", default=None, help="run health checks on this path (default: off)"
     )
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between redraws")
-    parser.add_argument(
-        "--duration", type=float, default=None, help="stop after this many seconds"
-    )
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--once", action="store_true", help="print one table and exit")
 
 

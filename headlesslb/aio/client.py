@@ -112,15 +112,11 @@ class HeadlessClient(ClientBase):
         """OPTIONS (see :meth:`request`)."""
         return await self.request("OPTIONS", url, **kwargs)
 
-    async def post(
-        self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
-    ) -> httpx.Response:
+    async def post(self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]) -> httpx.Response:
         """POST (see :meth:`request`)."""
         return await self.request("POST", url, **kwargs)
 
-    async def put(
-        self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
-    ) -> httpx.Response:
+    async def put(self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]) -> httpx.Response:
         """PUT (see :meth:`request`)."""
         return await self.request("PUT", url, **kwargs)
 

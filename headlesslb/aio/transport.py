@@ -166,7 +166,10 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             if kind is Send:
                 assert isinstance(step, Send)
                 try:
-                    response = await self._attempt(request, step, read_body)
+                    if step.hedge_after is None:
+                        response = await self._attempt(request, step, read_body)
+                    else:
+                        response = await self._race(call, request, step, read_body)
                 except httpx.TransportError as exc:
                     step = call.failed(exc, *classify(exc))
                     continue
@@ -196,6 +199,43 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             else:
                 assert isinstance(step, Fail)
                 raise step.error
+
+    async def _race(
+        self, call: Call, request: httpx.Request, step: Send, read_body: bool
+    ) -> httpx.Response:
+        """``step``, and a hedge to another Pod if the core sends one after ``hedge_after``:
+        the first to finish wins, the other is cancelled (httpcore closes a connection whose
+        exchange was cancelled, so it is never reused half-read) and the core records it."""
+        assert step.hedge_after is not None
+        first: list[tuple[Send, httpx.Response | httpx.TransportError]] = []
+
+        async def run(attempt: Send) -> None:
+            try:
+                result: httpx.Response | httpx.TransportError = await self._attempt(
+                    request, attempt, read_body
+                )
+            except httpx.TransportError as exc:
+                result = exc
+            if first:  # both finished at once: this one lost, its answer is dropped
+                if isinstance(result, httpx.Response):
+                    with anyio.CancelScope(shield=True):
+                        await result.aclose()
+                return
+            first.append((attempt, result))
+            group.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(run, step)
+            await anyio.sleep(step.hedge_after)
+            hedge = None if first else call.hedge()
+            if hedge is not None:
+                group.start_soon(run, hedge)
+            await anyio.sleep_forever()  # until the first to finish cancels the group
+        winner, result = first[0]
+        call.settle(winner.attempt)
+        if isinstance(result, httpx.TransportError):
+            raise result
+        return result
 
     async def _attempt(self, request: httpx.Request, step: Send, read_body: bool) -> httpx.Response:
         endpoint = step.endpoint
@@ -281,4 +321,3 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 verify=parts.verify, cert=parts.cert, http2=parts.http2
             )
         return await self._passthrough_transport.handle_async_request(request)
-

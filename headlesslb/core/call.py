@@ -48,6 +48,7 @@ from .events import (
     RetryBudgetExhausted,
     RetryScheduled,
 )
+from .hedge import HedgePlan, Hedger
 from .names import ServiceName, split_ordinal
 from .options import WRITE_METHODS, RequestOptions
 from .pickers.base import NO_CONTEXT, PickContext
@@ -93,6 +94,9 @@ class Send(Step):
     """The per-try timeout, seconds (``None``: only the request's own timeouts)."""
     headers: tuple[tuple[str, str], ...] = ()
     """Headers an observer asked to send with this attempt (tracing's ``traceparent``)."""
+    hedge_after: float | None = None
+    """Seconds after which, with no answer yet, the shell asks :meth:`Call.hedge` for a second
+    attempt (``None``: this attempt is not hedged)."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -203,6 +207,7 @@ class Router:
         last_discovery_error: Callable[[], BaseException | None] = lambda: None,
         throttle: Throttle | None = None,
         events: EventHub | None = None,
+        hedger: Hedger | None = None,
     ) -> None:
         self.service = service
         self.pool = pool
@@ -219,6 +224,8 @@ class Router:
         self.last_discovery_error = last_discovery_error
         self.throttle = throttle
         """Client-side adaptive throttling (None: off)."""
+        self.hedger = hedger
+        """Hedging decisions (None: requests are not hedged)."""
         self.closed = False
         """Set when the client closes: from then on no call sends anything."""
         self.events = events or EventHub(service.host)
@@ -281,6 +288,11 @@ class Call:
     """The by-name lookup this call asked for: a fresh one asks for the same name and port."""
     _announced: AttemptStarted | None = None
     """The event of the attempt in flight, when the call is observed."""
+    _plan: HedgePlan | None = None
+    """How this call may be hedged, decided at its first attempt."""
+    _hedges: int = 0
+    _other: tuple[Attempt, Endpoint, AttemptStarted | None] | None = None
+    """The other attempt of a race in flight (the first one, once a hedge is sent)."""
 
     # -- driving ---------------------------------------------------------------------------------
     def first(self) -> Step:
@@ -301,6 +313,9 @@ class Call:
             AttemptRecord(self.endpoint.authority, self.endpoint.hostname, status=status)
         )
         attempt, self._current = self._current, None
+        hedger = router.hedger
+        if hedger is not None and attempt is not None:
+            hedger.observe(router.clock() - attempt.started)
         if status in _REJECTING and headers is not None and rejection(status, headers):
             return self._rejected(attempt, headers)
         throttle = self.router.throttle
@@ -339,13 +354,72 @@ class Call:
         return self._give_up(error)
 
     def abandon(self) -> None:
-        """The caller gave up (cancelled) during the last :class:`Send`."""
+        """The caller gave up (cancelled) during the last :class:`Send` (or race)."""
+        other, self._other = self._other, None
+        if other is not None and not other[0].finished:
+            other[0].done(Outcome.CANCELLED)
+            if other[2] is not None:
+                self._announced, announced = other[2], self._announced
+                self._finished(other[1].authority, error="cancelled")
+                self._announced = announced
         attempt, self._current = self._current, None
         if attempt is not None and not attempt.finished:
             attempt.done(Outcome.CANCELLED)
         if self._announced is not None:
             address = self.endpoint.authority if self.endpoint is not None else None
             self._finished(None if self._announced.fallback else address, error="cancelled")
+
+    def hedge(self) -> Send | None:
+        """The hedge delay of the :class:`Send` in flight passed with no answer: a second
+        :class:`Send` to another Pod, or None (not sent: cap, no other Pod, budget, closed)."""
+        router, plan = self.router, self._plan
+        if router.closed or plan is None or router.hedger is None or self._current is None:
+            return None
+        state = router.hedger.target(router.balancer, self.tried, self._hedges, plan)
+        if state is None:
+            return None
+        assert self.endpoint is not None
+        self._hedges += 1
+        self._other = (self._current, self.endpoint, self._announced)
+        step = self._send(state)
+        assert isinstance(step, Send)  # not closed (checked above), the throttle is not asked
+        return step
+
+    def settle(self, winner: Attempt) -> None:
+        """Of the two attempts of a race, ``winner`` finished first (its result comes next,
+        through :meth:`responded` or :meth:`failed`); the other was cancelled by the shell and
+        is recorded here as such, once."""
+        other, self._other = self._other, None
+        if other is None:
+            return
+        attempt, endpoint, announced = other
+        if attempt is winner:
+            # The first attempt won: it becomes the current one, the hedge is the loser.
+            assert self._current is not None and self.endpoint is not None
+            attempt, self._current = self._current, attempt
+            endpoint, self.endpoint = self.endpoint, endpoint
+            announced, self._announced = self._announced, announced
+        if not attempt.finished:
+            attempt.done(Outcome.CANCELLED)
+        if announced is not None:
+            events = self.router.events
+            duration = self.router.clock() - announced.started
+            cancelled = Outcome.CANCELLED.value
+            events.emit(
+                AttemptFinished(
+                    events.service,
+                    announced,
+                    endpoint.authority,
+                    duration,
+                    None,
+                    "cancelled",
+                    cancelled,
+                )
+            )
+        record = AttemptRecord(
+            endpoint.authority, endpoint.hostname, error="cancelled", outcome=Outcome.CANCELLED
+        )
+        self.attempts.append(record)
 
     def waited(self) -> Step:
         """The :class:`Backoff` is over."""
@@ -478,7 +552,12 @@ class Call:
         router = self.router
         events = router.events
         start = self._announced = AttemptStarted(
-            events.service, self.method, str(self.url), endpoint, len(self.attempts), router.clock()
+            events.service,
+            self.method,
+            str(self.url),
+            endpoint,
+            len(self.attempts) + (self._other is not None),  # a hedge: one still racing
+            router.clock(),
         )
         events.emit(start)
         return tuple(start.headers.items()) if start.headers else ()
@@ -519,7 +598,8 @@ class Call:
         if router.closed:
             return _closed()
         throttle = router.throttle
-        if throttle is not None and not self.attempts and not throttle.admit():
+        first = not self.attempts and not self._hedges
+        if throttle is not None and first and not throttle.admit():
             return Fail(
                 Throttled(
                     f"request to {router.service.host} shed by the client: its Pods rejected"
@@ -544,9 +624,14 @@ class Call:
         self.tried.add(state.key)
         self.endpoint = endpoint or state.endpoint
         attempt = self._current = self.router.pool.begin(state)
-        if self.observed:
-            return Send(state, attempt, timeout, self._announce(self.endpoint))
-        return Send(state, attempt, timeout)
+        hedge_after = None
+        hedger = router.hedger
+        if first and hedger is not None and self.ctx.ordinal is None:
+            plan = hedger.plan(self.method, self.options.idempotent, replayable=self.replayable)
+            self._plan = plan
+            hedge_after = None if plan is None else plan.delay
+        headers = self._announce(self.endpoint) if self.observed else ()
+        return Send(state, attempt, timeout, headers, hedge_after)
 
     def _next_pinned(self, ordinal: int) -> Step:
         """The Pod with this ordinal: from the pool, else by its own DNS name; never another."""

@@ -248,9 +248,7 @@ def _skip_record(
     return owner, rtype, rclass, ttl, off, off + rdlen
 
 
-def _read_authority(
-    wire: bytes, off: int, count: int, names: dict[int, str], reply: Reply
-) -> int:
+def _read_authority(wire: bytes, off: int, count: int, names: dict[int, str], reply: Reply) -> int:
     for _ in range(count):
         _, rtype, rclass, ttl, data, end = _skip_record(wire, off, names)
         if rtype == SOA and rclass == _IN and reply.soa_ttl is None:
@@ -263,9 +261,7 @@ def _read_authority(
     return off
 
 
-def _read_additional(
-    wire: bytes, off: int, count: int, names: dict[int, str], reply: Reply
-) -> int:
+def _read_additional(wire: bytes, off: int, count: int, names: dict[int, str], reply: Reply) -> int:
     for _ in range(count):
         owner, rtype, rclass, _, data, end = _skip_record(wire, off, names)
         if rclass == _IN and (

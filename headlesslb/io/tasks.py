@@ -88,4 +88,3 @@ class Background:
         with anyio.CancelScope(shield=True):
             for job in jobs:
                 await job.done.wait()
-

@@ -111,21 +111,15 @@ class HeadlessClient(ClientBase):
         """OPTIONS (see :meth:`request`)."""
         return self.request("OPTIONS", url, **kwargs)
 
-    def post(
-        self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
-    ) -> httpx.Response:
+    def post(self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]) -> httpx.Response:
         """POST (see :meth:`request`)."""
         return self.request("POST", url, **kwargs)
 
-    def put(
-        self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
-    ) -> httpx.Response:
+    def put(self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]) -> httpx.Response:
         """PUT (see :meth:`request`)."""
         return self.request("PUT", url, **kwargs)
 
-    def patch(
-        self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
-    ) -> httpx.Response:
+    def patch(self, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]) -> httpx.Response:
         """PATCH (see :meth:`request`)."""
         return self.request("PATCH", url, **kwargs)
 

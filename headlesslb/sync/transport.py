@@ -36,6 +36,7 @@ from ..errors import InvalidRequest, NotStarted
 from ..io.outcomes import classify
 from ..io.runtime import Runtime
 from ..io.sender import with_headers
+from .hedging import HedgeRunner
 from .pool import LockedPool
 from .sender import SyncPodSender, SyncSender, SyncTransportSender
 
@@ -98,6 +99,7 @@ class HeadlessTransport(httpx.BaseTransport):
         self._ready = False
         """Whether :attr:`runtime` was found ready (it stays so): checked once, not per request."""
         self._passthrough_transport: httpx.HTTPTransport | None = None
+        self._hedging = HedgeRunner()
         _LIVE.add(self)
         self._finalizer = weakref.finalize(self, _stop_portal, None, None)
 
@@ -182,6 +184,7 @@ class HeadlessTransport(httpx.BaseTransport):
             self._finalizer.detach()
             _stop_portal(cm, task)
         self._sender.close()
+        self._hedging.close()
         if self._passthrough_transport is not None:
             self._passthrough_transport.close()
 
@@ -193,6 +196,7 @@ class HeadlessTransport(httpx.BaseTransport):
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _stop_portal, None, None)
         self._sender.forget()
+        self._hedging.forget()
         pool = self.pool
         if isinstance(pool, LockedPool):
             pool.forked()
@@ -254,7 +258,12 @@ class HeadlessTransport(httpx.BaseTransport):
             if kind is Send:
                 assert isinstance(step, Send)
                 try:
-                    response = self._attempt(request, step, read_body)
+                    if step.hedge_after is None:
+                        response = self._attempt(request, step, read_body)
+                    else:
+                        response = self._hedging.race(
+                            call, step, lambda send: self._attempt(request, send, read_body)
+                        )
                 except httpx.TransportError as exc:
                     step = call.failed(exc, *classify(exc))
                     continue

@@ -9,7 +9,7 @@ import anyio
 import httpx
 import pytest
 
-from headlesslb import AdaptiveThrottle, ConsistentHash, RetryPolicy, Throttled
+from headlesslb import AdaptiveThrottle, ConsistentHash, HedgePolicy, RetryPolicy, Throttled
 from headlesslb.testing import LocalCluster
 
 from .helpers import make_client
@@ -97,3 +97,23 @@ async def test_bounded_load_spreads_a_hot_key_strict_affinity_does_not(
 
     assert len(await pods_serving(ConsistentHash())) == 1
     assert len(await pods_serving(ConsistentHash(balance_factor=1.25))) == 3
+
+
+async def test_a_hedge_to_another_pod_beats_a_slow_one_and_the_loser_is_cancelled(
+    cluster: LocalCluster,
+) -> None:
+    cluster.slow("web-1", 0.5)
+    hedge = HedgePolicy(delay=0.02)
+    async with make_client(cluster, hedge=hedge, retry=RetryPolicy(budget_ratio=1.0)) as client:
+        hedged = 0
+        for _ in range(6):
+            response = await client.get("/hedged")
+            assert response.status_code == 200
+            report = response.extensions["headlesslb"]
+            assert report["hostname"] != "web-1"  # the slow Pod never wins
+            first = report["attempts"][0]
+            if first["hostname"] == "web-1":
+                hedged += 1
+                assert first["error"] == "cancelled" and len(report["attempts"]) == 2
+        assert hedged >= 1
+        assert all(s.in_flight == 0 for s in client.endpoints())  # the losers were released

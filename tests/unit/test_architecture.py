@@ -126,6 +126,7 @@ def test_public_names_are_pinned() -> None:
             "HeadlessLBError",
             "HeadlessTransport",
             "HealthCheck",
+            "HedgePolicy",
             "InvalidRequest",
             "InvalidServiceName",
             "NoEndpointsAvailable",

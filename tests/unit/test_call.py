@@ -31,6 +31,8 @@ from headlesslb.core.call import (
 )
 from headlesslb.core.clock import ManualClock
 from headlesslb.core.endpoint import Endpoint, Resolution
+from headlesslb.core.events import AttemptFinished, AttemptStarted, Event
+from headlesslb.core.hedge import HedgePolicy, Hedger
 from headlesslb.core.names import expand_service_name
 from headlesslb.core.options import RequestOptions
 from headlesslb.core.pickers import ConsistentHash, Ordinal, make_picker
@@ -142,6 +144,7 @@ def make(
     start_unhealthy: bool = False,
     discovery_error: BaseException | None = None,
     seed: int = 1234,
+    hedge: HedgePolicy | None = None,
 ) -> Env:
     clock = ManualClock()
     rng = random.Random(seed)
@@ -172,6 +175,8 @@ def make(
         fallback_name=FALLBACK_NAME if fallback else None,
         last_discovery_error=lambda: discovery_error,
     )
+    if hedge is not None:
+        router.hedger = Hedger(hedge, retry, router.budget, clock=clock)
     return Env(clock, pool, router)
 
 
@@ -911,7 +916,6 @@ def test_many_mixed_calls_leave_the_books_balanced() -> None:
     assert len(env.pool.reports) == len(env.pool.begun) > 200
 
 
-
 def test_nothing_is_sent_after_the_router_closes() -> None:
     # The shells only call router.close(); the decision "no retry, no fallback, no new send" is
     # the core's, so both clients get it alike.
@@ -927,3 +931,98 @@ def test_nothing_is_sent_after_the_router_closes() -> None:
     assert step.state.in_flight == 0
     later = env.start("GET").first()
     assert isinstance(later, Fail) and isinstance(later.error, ClientClosed)
+
+
+# -- hedging: two attempts in flight ----------------------------------------------------------
+def hedge_env(**kwargs: Any) -> Env:
+    return make(3, retry=NO_BACKOFF, hedge=HedgePolicy(delay=0.05), **kwargs)
+
+
+def test_hedge_goes_to_another_pod_and_the_winner_is_delivered() -> None:
+    env = hedge_env()
+    seen: list[Event] = []
+    env.router.events.subscribe(seen.append)
+    call = env.start("GET")
+    call.observed = True
+    first = call.first()
+    assert isinstance(first, Send) and first.hedge_after == 0.05
+    env.clock.advance(0.05)
+    second = call.hedge()
+    assert second is not None and second.endpoint != first.endpoint
+    assert call.hedge() is None  # max_hedges=1
+    assert first.state.in_flight == 1 and second.state.in_flight == 1
+    env.clock.advance(0.01)
+    call.settle(second.attempt)  # the hedge answered first: the first attempt is cancelled
+    assert first.attempt.finished and first.state.in_flight == 0
+    step = call.responded(200)
+    assert isinstance(step, Deliver)
+    second.attempt.done(Outcome.SUCCESS)
+    report = call.report()
+    assert report["endpoint"] == second.endpoint.authority
+    assert [a.get("error") or a.get("status") for a in report["attempts"]] == ["cancelled", 200]
+    started = [e for e in seen if isinstance(e, AttemptStarted)]
+    finished = [e for e in seen if isinstance(e, AttemptFinished)]
+    assert [e.resend_count for e in started] == [0, 1]
+    assert {e.start for e in finished} == set(started) and len(finished) == 2
+
+
+def test_first_attempt_winning_cancels_the_hedge() -> None:
+    env = hedge_env()
+    call = env.start("GET")
+    first = call.first()
+    assert isinstance(first, Send)
+    second = call.hedge()
+    assert second is not None
+    call.settle(first.attempt)
+    assert second.attempt.finished and second.state.in_flight == 0
+    assert isinstance(call.responded(200), Deliver)
+    first.attempt.done(Outcome.SUCCESS)
+    assert call.report()["endpoint"] == first.endpoint.authority
+
+
+def test_a_failed_winner_is_retried_and_counts_the_cancelled_loser() -> None:
+    env = hedge_env()
+    call = env.start("GET")
+    first = call.first()
+    assert isinstance(first, Send)
+    assert call.hedge() is not None
+    call.settle(first.attempt)
+    step = call.failed(httpx.ReadError("reset"), Failure.MAYBE_PROCESSED, Outcome.RESET)
+    assert isinstance(step, Send)  # attempt 3 of 3
+    assert isinstance(call.responded(200), Deliver)
+    step.attempt.done(Outcome.SUCCESS)
+    assert len(call.attempts) == 3
+
+
+def test_not_hedged_writes_pinned_requests_or_without_a_policy() -> None:
+    env = hedge_env()
+    for call in (env.start("POST"), env.start("GET", ordinal=1)):
+        step = call.first()
+        assert isinstance(step, Send) and step.hedge_after is None and call.hedge() is None
+        call.abandon()
+    plain = make(3).start("GET")
+    step = plain.first()
+    assert isinstance(step, Send) and step.hedge_after is None and plain.hedge() is None
+    plain.abandon()
+
+
+def test_cancelled_during_a_race_reports_both_attempts() -> None:
+    env = hedge_env()
+    call = env.start("GET")
+    first = call.first()
+    second = call.hedge()
+    assert isinstance(first, Send) and second is not None
+    call.abandon()
+    assert first.attempt.finished and second.attempt.finished
+
+
+def test_a_hedge_the_budget_refuses_is_not_sent() -> None:
+    clock_budget = RetryBudget(0.0, 0.0)
+    env = make(3, retry=NO_BACKOFF, budget=clock_budget, hedge=HedgePolicy(delay=0.05))
+    call = env.start("GET")
+    step = call.first()
+    assert isinstance(step, Send) and step.hedge_after == 0.05
+    assert call.hedge() is None
+    assert isinstance(call.responded(200), Deliver)
+    step.attempt.done(Outcome.SUCCESS)
+    assert len(call.attempts) == 1

@@ -1,0 +1,106 @@
+"""The sync shell's half of hedging: run a request's attempts on a small client-owned pool of
+threads, take the first to finish, drop the other.
+
+A blocking attempt cannot be interrupted through httpx's or httpcore's public API before its
+response headers arrive (nothing names the connection a request in flight uses), so the loser
+runs on in its worker until its answer or its per-try timeout; the call core has already
+recorded it as cancelled (its pool ``Attempt`` ends once, the Pod's in-flight count drops at
+once), and its response, if one comes, is closed unread, which closes its connection rather
+than returning it half-read to the pool.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from ..core.call import Call, Send
+from ..errors import ClientClosed
+
+__all__ = ["HedgeRunner"]
+
+_WORKERS = 32
+"""Attempts racing at once across the client; more wait for a worker."""
+
+Result = httpx.Response | BaseException
+
+
+class HedgeRunner:
+    """A client's hedging threads: started on first use, shut down on close, new after fork."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise ClientClosed("the client was closed: nothing more is sent")
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(_WORKERS, "headlesslb-hedge")
+            return self._executor
+
+    def race(
+        self, call: Call, step: Send, send: Callable[[Send], httpx.Response]
+    ) -> httpx.Response:
+        """``step``, and a hedge if the core sends one after ``step.hedge_after``; the first
+        to finish wins (its response, or its transport error raised)."""
+        assert step.hedge_after is not None
+        executor = self._pool()
+        results: queue.SimpleQueue[tuple[Send, Result]] = queue.SimpleQueue()
+        lock = threading.Lock()
+        settled = False
+
+        def run(attempt: Send) -> None:
+            try:
+                result: Result = send(attempt)
+            except BaseException as exc:  # handed to the waiting thread, never lost
+                result = exc
+            with lock:
+                if not settled:
+                    results.put((attempt, result))
+                    return
+            _drop(result)
+
+        executor.submit(run, step)
+        try:
+            try:
+                winner, result = results.get(timeout=step.hedge_after)
+            except queue.Empty:
+                hedge = call.hedge()
+                if hedge is not None:
+                    executor.submit(run, hedge)
+                winner, result = results.get()
+        finally:
+            with lock:
+                settled = True
+            while not results.empty():  # both finished at once: the later one is dropped
+                _drop(results.get_nowait()[1])
+        call.settle(winner.attempt)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def close(self) -> None:
+        """Stop taking attempts; workers finish what they run (the sender is closed too, so
+        that is quick) and exit."""
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    def forget(self) -> None:
+        """In a forked child: the parent's threads do not exist here; start afresh."""
+        self._lock = threading.Lock()
+        self._executor = None
+
+
+def _drop(result: Result) -> None:
+    if isinstance(result, httpx.Response):
+        result.close()  # unread: its connection is closed, not reused half-read

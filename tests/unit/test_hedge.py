@@ -1,0 +1,138 @@
+"""The hedging decisions (:mod:`headlesslb.core.hedge`): policy checks, the learned delay, and
+whether and where a hedge goes. Pure: a :class:`ManualClock`, a seeded rng, no sockets."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from headlesslb.core.balancer import Balancer
+from headlesslb.core.clock import ManualClock
+from headlesslb.core.endpoint import Endpoint, Resolution
+from headlesslb.core.hedge import HedgePlan, HedgePolicy, Hedger, LatencyEstimator
+from headlesslb.core.pickers import ConsistentHash, Ordinal, make_picker
+from headlesslb.core.pool import OutlierPolicy, Pool
+from headlesslb.core.retry import RetryBudget, RetryPolicy
+from headlesslb.errors import ConfigurationError
+
+
+def balancer(n: int, clock: ManualClock) -> Balancer:
+    rng = random.Random(7)
+    pool = Pool(OutlierPolicy(), clock=clock, rng=rng)
+    pool.update(Resolution(tuple(Endpoint(f"10.0.0.{i + 1}", 80) for i in range(n)), 30))
+    return Balancer(
+        pool,
+        make_picker("round_robin", rng=rng, clock=clock),
+        sharding=ConsistentHash(),
+        ordinal=Ordinal(),
+    )
+
+
+def hedger(policy: HedgePolicy, clock: ManualClock, budget: RetryBudget | None = None) -> Hedger:
+    retry = RetryPolicy()
+    return Hedger(policy, retry, budget or RetryBudget(0.2, 10.0, clock=clock), clock=clock)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({}, "HedgePolicy.delay"),
+        ({"delay": 0.1, "quantile": 0.9}, "HedgePolicy.delay"),
+        ({"delay": -1.0}, "HedgePolicy.delay"),
+        ({"delay": float("nan")}, "HedgePolicy.delay"),
+        ({"quantile": 1.0}, "HedgePolicy.quantile"),
+        ({"quantile": 0.0}, "HedgePolicy.quantile"),
+        ({"quantile": 0.9, "min_samples": 0}, "HedgePolicy.min_samples"),
+        ({"quantile": 0.9, "min_samples": 50, "window": 10}, "HedgePolicy.min_samples"),
+        ({"delay": 0.1, "max_hedges": 0}, "HedgePolicy.max_hedges"),
+        ({"delay": 0.1, "max_hedges": True}, "HedgePolicy.max_hedges"),
+        ({"delay": 0.1, "max_age": 0}, "HedgePolicy.max_age"),
+    ],
+)
+def test_bad_policy_is_a_typed_error_naming_the_argument(
+    kwargs: dict[str, object], named: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=named):
+        HedgePolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_estimator_quantile_is_nearest_rank_and_ages_out() -> None:
+    clock = ManualClock()
+    estimator = LatencyEstimator(window=100, max_age=10.0, clock=clock)
+    assert estimator.quantile(0.5) is None
+    for ms in range(1, 101):
+        estimator.record(ms / 1000)
+    estimator.record(float("nan"))
+    estimator.record(-1.0)
+    assert len(estimator) == 100
+    assert estimator.quantile(0.95) == pytest.approx(0.095)
+    assert estimator.quantile(0.5) == pytest.approx(0.050)
+    clock.advance(5.0)
+    estimator.record(1.0)  # the window is full: the oldest sample falls out
+    assert len(estimator) == 100 and estimator.quantile(0.01) == pytest.approx(0.002)
+    clock.advance(5.5)
+    assert len(estimator) == 1 and estimator.quantile(0.5) == 1.0
+
+
+def test_fixed_delay_plans_idempotent_replayable_requests_only() -> None:
+    clock = ManualClock()
+    h = hedger(HedgePolicy(delay=0.05), clock)
+    assert h.plan("GET", None, replayable=True) == HedgePlan(0.05, 1)
+    assert h.plan("get", None, replayable=True) == HedgePlan(0.05, 1)
+    assert h.plan("POST", None, replayable=True) is None
+    assert h.plan("POST", True, replayable=True) == HedgePlan(0.05, 1)  # idempotent=True opts in
+    assert h.plan("GET", False, replayable=True) is None
+    assert h.plan("PUT", None, replayable=False) is None
+
+
+def test_learned_delay_waits_for_min_samples() -> None:
+    clock = ManualClock()
+    h = hedger(HedgePolicy(quantile=0.9, min_samples=10), clock)
+    for i in range(9):
+        h.observe(0.01 * (i + 1))
+    assert h.plan("GET", None, replayable=True) is None
+    h.observe(0.10)
+    assert h.plan("GET", None, replayable=True) == HedgePlan(pytest.approx(0.09), 1)
+
+
+def test_target_is_another_pod_within_the_cap_and_the_budget() -> None:
+    clock = ManualClock()
+    budget = RetryBudget(0.0, 1.0, clock=clock)  # one hedge per second, no request credit
+    h = hedger(HedgePolicy(delay=0.05), clock, budget)
+    b = balancer(2, clock)
+    plan = HedgePlan(0.05, 1)
+    first = b.pick()
+    assert first is not None
+    tried = {first.key}
+    second = h.target(b, tried, 0, plan)
+    assert second is not None and second.key != first.key
+    assert h.target(b, tried, 1, plan) is None  # max_hedges reached
+    assert h.target(b, tried, 0, plan) is None  # the budget refuses a second hedge this second
+    clock.advance(1.0)
+    assert h.target(b, {first.key, second.key}, 0, plan) is None  # no other Pod: not charged
+    assert h.target(b, tried, 0, plan) is not None
+
+
+def test_single_pod_is_never_hedged_to_itself() -> None:
+    clock = ManualClock()
+    b = balancer(1, clock)
+    only = b.pick()
+    assert only is not None
+    assert (
+        hedger(HedgePolicy(delay=0.01), clock).target(b, {only.key}, 0, HedgePlan(0.01, 1)) is None
+    )
+
+
+@pytest.mark.parametrize("flavor", ["async", "sync"])
+def test_the_hedge_option_is_checked_on_both_transports(flavor: str) -> None:
+    import headlesslb
+    import headlesslb.sync
+
+    module = headlesslb if flavor == "async" else headlesslb.sync
+    with pytest.raises(ConfigurationError, match="hedge"):
+        module.HeadlessTransport("web-hl.default", hedge=0.05, nameservers=["127.0.0.1:53"])  # type: ignore[arg-type]
+    transport = module.HeadlessTransport(
+        "web-hl.default", hedge=HedgePolicy(delay=0.05), nameservers=["127.0.0.1:53"]
+    )
+    assert transport._router.hedger is not None

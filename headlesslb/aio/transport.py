@@ -207,14 +207,14 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         the first to finish wins, the other is cancelled (httpcore closes a connection whose
         exchange was cancelled, so it is never reused half-read) and the core records it."""
         assert step.hedge_after is not None
-        first: list[tuple[Send, httpx.Response | httpx.TransportError]] = []
+        first: list[tuple[Send, httpx.Response | Exception]] = []
 
         async def run(attempt: Send) -> None:
             try:
-                result: httpx.Response | httpx.TransportError = await self._attempt(
+                result: httpx.Response | Exception = await self._attempt(
                     request, attempt, read_body
                 )
-            except httpx.TransportError as exc:
+            except Exception as exc:  # raised as itself below, never as an ExceptionGroup
                 result = exc
             if first:  # both finished at once: this one lost, its answer is dropped
                 if isinstance(result, httpx.Response):
@@ -233,7 +233,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             await anyio.sleep_forever()  # until the first to finish cancels the group
         winner, result = first[0]
         call.settle(winner.attempt)
-        if isinstance(result, httpx.TransportError):
+        if isinstance(result, Exception):
             raise result
         return result
 

@@ -1,6 +1,7 @@
 """Fleet DNS load: queries/s and bytes/s at the DNS server for K clients, TTL T, N Pods.
 
-**The model.** Each client (each process, each client object: discovery is per client) asks one
+**The model.** Each client (each process; the client objects here use ``share_discovery=False``,
+each standing for a client Pod, see ``benchmarks/shared_discovery.py``) asks one
 question per refresh round: A for a numeric port. A round comes every ``clamp(T, 1, 30)`` seconds
 shortened by up to 10 % jitter, so on average every ``0.95 × clamp(T, 1, 30)`` s. An answer larger
 than the 1,232-byte EDNS payload (more than ~75 Pods) is asked over TCP directly after the first
@@ -60,7 +61,11 @@ def _client_process(
     async def run() -> None:
         transports = [
             HeadlessTransport(
-                "fleet-hl", port=port, nameservers=[nameserver], namespace=namespace
+                "fleet-hl",
+                port=port,
+                nameservers=[nameserver],
+                namespace=namespace,
+                share_discovery=False,  # each stands for a client Pod of the fleet
             )
             for _ in range(clients)
         ]

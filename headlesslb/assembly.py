@@ -54,6 +54,7 @@ from .io.cache import LookupCache
 from .io.dns import DnsDiscovery, IpFamily
 from .io.fallback import DEFAULT_PORTS, Fallback, authority
 from .io.refresher import Discovery
+from .io.shared import ServiceKey, SharedDiscovery
 from .telemetry.logs import LogObserver
 
 __all__ = [
@@ -128,6 +129,11 @@ class TransportOptions(TypedDict, total=False):
     """Seconds one DNS round may take [3.0]."""
     discovery: Discovery | None
     """Use this instead of DNS (tests, your own service registry) [DNS]."""
+    share_discovery: bool
+    """Share DNS answers with the other async clients of the same Service (same name, port,
+    nameservers, IP family, discovery timeout, StatefulSet and refresh policy) on the same event
+    loop, so K clients cost the DNS server what one does; never a ``discovery=`` of your own
+    (docs/scale.md) [True]."""
     pod_transport: Any
     """An httpx transport that sends each attempt instead of headlesslb's own connection pools
     (``httpx.MockTransport``, respx): it gets requests for ``http(s)://<pod-ip>:<port>/...``
@@ -340,6 +346,7 @@ def assemble(
     hedge: HedgePolicy | None = None,
     discovery_timeout: float = 3.0,
     discovery: Discovery | None = None,
+    share_discovery: bool = True,
     pod_transport: Any = None,
     verify: ssl.SSLContext | str | bool = True,
     cert: Any = None,
@@ -393,6 +400,7 @@ def assemble(
             f"verify must be an ssl.SSLContext, a CA bundle path or a bool, not {verify!r}"
         )
     validate.flag("http2", http2)
+    validate.flag("share_discovery", share_discovery)
     if not callable(clock):
         raise ConfigurationError(f"clock must be a callable returning seconds, not {clock!r}")
     if fallback is not None and not isinstance(fallback, str):
@@ -460,7 +468,7 @@ def assemble(
         ordinal=Ordinal(),
     )
     if discovery is None:
-        discovery = DnsDiscovery(
+        dns = DnsDiscovery(
             service_name,
             port=the_port,
             nameservers=servers,
@@ -468,6 +476,16 @@ def assemble(
             timeout=discovery_timeout,
             statefulset=statefulset,
         )
+        key = ServiceKey(
+            service_name.fqdn,
+            the_port,
+            servers,
+            ip_family,
+            discovery_timeout,
+            statefulset,
+            refresh,
+        )
+        discovery = SharedDiscovery(dns, key, clock) if share_discovery else dns
     the_fallback = (
         None
         if fallback is None

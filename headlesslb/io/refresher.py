@@ -129,12 +129,15 @@ class Refresher:
                 await self._wake.wait()
             self._wake = anyio.Event()
 
-    def request_refresh(self) -> None:
-        """Ask for an early round (a Pod refused a connection); rate-limited, never blocks."""
+    def request_refresh(self) -> bool:
+        """Ask for an early round (a Pod refused a connection); rate-limited, never blocks.
+        Returns whether the round was granted (False: one came too recently)."""
         now = self._clock()
-        if now - self._last_early >= self.policy.early_min_interval:
-            self._last_early = now
-            self._wake.set()
+        if now - self._last_early < self.policy.early_min_interval:
+            return False
+        self._last_early = now
+        self._wake.set()
+        return True
 
     async def refresh(self) -> tuple[bool, float]:
         """A round that started no earlier than this call. Returns (succeeded, ttl).

@@ -23,6 +23,7 @@ from ..core.snapshot import Snapshot
 from .health import HealthChecker, probe_once
 from .refresher import Refresher
 from .sender import PodSender
+from .shared import SharedDiscovery
 
 __all__ = ["Runtime"]
 
@@ -66,7 +67,7 @@ class Runtime:
         self._probes = PodSender(
             verify=parts.verify, cert=parts.cert, http2=parts.http2, limits=parts.limits
         )
-        parts.pool.on_refused = self.refresher.request_refresh
+        parts.pool.on_refused = self.refused
         parts.router.last_discovery_error = lambda: self.refresher.last_error
 
     async def run(self) -> None:
@@ -77,6 +78,9 @@ class Runtime:
                 if self.health is not None:
                     tg.start_soon(self.health.run)
         finally:
+            discovery = self.parts.discovery
+            if isinstance(discovery, SharedDiscovery):
+                discovery.detach()  # the last client of the Service drops the shared answer
             with anyio.CancelScope(shield=True):
                 await self._probes.aclose()
 
@@ -115,6 +119,13 @@ class Runtime:
             return Endpoint(found.ip, found.port, step.hostname, step.ordinal), resolution.ttl
 
         return await cache.get(step.ordinal, lookup)
+
+    def refused(self) -> None:
+        """A Pod refused a connection: ask DNS early, past the answer other clients share."""
+        if self.refresher.request_refresh():
+            discovery = self.parts.discovery
+            if isinstance(discovery, SharedDiscovery):
+                discovery.invalidate()
 
     async def _membership_changed(self, snapshot: Snapshot) -> None:
         if self.health is not None:

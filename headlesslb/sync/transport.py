@@ -154,10 +154,10 @@ class HeadlessTransport(httpx.BaseTransport):
             self._task = portal.start_task_soon(self.runtime.run)
             # A refused connection asks for an early DNS round; request threads must not touch
             # the loop's events themselves: hand the wake-up to the discovery thread.
-            refresher = self.runtime.refresher
+            runtime = self.runtime
 
             async def wake_refresher() -> None:
-                refresher.request_refresh()
+                runtime.refused()
 
             def on_refused() -> None:
                 portal.start_task_soon(wake_refresher)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 from typing import Any
 
 import anyio
@@ -309,3 +310,37 @@ async def test_routing_options_in_extensions_are_kept(cluster: LocalCluster) -> 
         # Keyword arguments win over the extension.
         response = await client.get("/", ordinal=2, extensions={"headlesslb": {"ordinal": 1}})
         assert response.json()["pod"] == "web-2"
+
+
+@pytest.mark.async_only  # the sync client runs each client on its own loop: nothing to share
+async def test_clients_of_one_service_share_one_discovery(cluster: LocalCluster) -> None:
+    from headlesslb.io.shared import registry
+
+    fqdn = cluster.fqdn("web-hl")
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(make_client(cluster, port=cluster.port))
+            for _ in range(4)
+        ]
+        for client in clients:
+            await client.get("/")
+        refreshers = [client.transport.refresher for client in clients]
+        entry = clients[0].transport.parts.discovery.entry
+        assert all(c.transport.parts.discovery.entry is entry for c in clients)
+        cluster.reset_dns_query_count()
+        start = [r.rounds for r in refreshers]
+        await eventually(
+            lambda: all(r.rounds >= s + 2 for r, s in zip(refreshers, start, strict=True)),
+            within=6,
+        )
+        rounds = max(r.rounds - s for r, s in zip(refreshers, start, strict=True))
+        asked = cluster.dns_query_count().count(fqdn, "A")
+        assert asked <= rounds + 1, (asked, rounds)  # four clients, one client's queries
+        await clients[0].aclose()
+        before = cluster.dns_query_count().count(fqdn, "A")
+        await eventually(lambda: cluster.dns_query_count().count(fqdn, "A") > before, within=4)
+        for client in clients[1:]:
+            assert (await client.get("/")).status_code == 200
+        assert not refreshers[0].running and entry.users == 3
+    assert not any(r.running for r in refreshers)
+    assert registry.entries() == 0

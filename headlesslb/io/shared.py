@@ -1,0 +1,204 @@
+"""One DNS discovery per Service per event loop: clients of the same Service share its answers.
+
+Several clients in one process that target the same Service (same expanded name, port,
+nameservers, IP family, discovery timeout, StatefulSet and refresh policy) would each poll DNS on
+their own. With ``share_discovery=True`` (the default) their DNS rounds go through one
+:class:`SharedEntry` per Service and event loop: a round finds the latest answer in it while that
+answer's TTL lasts (handed on with the TTL that is left, so every client's next round lands when
+it expires) and otherwise asks DNS once for all of them (single-flight). K clients cost the DNS
+server what one does.
+
+What is shared is the answer, and only that: each client keeps its own refresher, pool, health
+checks, pickers, events and connections, so closing one changes nothing for the others, and the
+last one to close drops the entry. An answer is at most its TTL old, as from any caching
+resolver (CoreDNS caches too). A failed or partial round is never kept: the next round asks again.
+
+Entries belong to one event loop (an asyncio loop, a trio token): the single-flight event is
+bound to it. The sync client runs each client on its own private loop, so sync clients do not
+share. The registry belongs to one process: a forked child starts with an empty one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+
+import anyio
+
+from ..core.clock import Clock
+from ..core.endpoint import Resolution
+from ..core.schedule import RefreshPolicy
+from .dns import DnsDiscovery
+
+__all__ = ["ServiceKey", "SharedDiscovery", "SharedEntry", "registry"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceKey:
+    """What makes two clients' DNS rounds the same question with the same schedule."""
+
+    fqdn: str
+    port: int | str
+    nameservers: tuple[tuple[str, int], ...]
+    ip_family: str
+    timeout: float
+    statefulset: str | None
+    refresh: RefreshPolicy
+
+
+class SharedEntry:
+    """The latest good answer for one Service on one loop, and the round in flight."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.users = 0
+        self.cached: tuple[Resolution, float] | None = None
+        """The latest complete answer and when it came."""
+        self.generation = 0
+        """Counts the answers kept: a client reuses only one newer than its own last round."""
+        self.inflight: anyio.Event | None = None
+        self.failure: Exception | None = None
+        """The error of the latest round, which the clients waiting on it get too."""
+        self.queries = 0
+        """DNS rounds asked through this entry (diagnostics and tests)."""
+
+    def fresh(self, seen: int) -> Resolution | None:
+        """The cached answer with the TTL it has left, if it is newer than the caller's last
+        round (generation ``seen``) and has not expired; else None."""
+        if self.cached is None or self.generation <= seen:
+            return None
+        resolution, at = self.cached
+        left = resolution.ttl - (self.clock() - at)
+        if left <= 0:
+            return None
+        return Resolution(resolution.endpoints, left, resolution.partial)
+
+    def keep(self, resolution: Resolution) -> None:
+        """Remember a round's answer for the others, if it is complete."""
+        self.cached = None if resolution.partial else (resolution, self.clock())
+        self.generation += 1
+
+
+def _loop_identity() -> object:
+    """The running event loop (asyncio) or trio's token for it: what an entry belongs to."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        import trio
+
+        return trio.lowlevel.current_trio_token()
+
+
+class Registry:
+    """The process's entries, by (loop, :class:`ServiceKey`), counted by their users."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[object, ServiceKey], SharedEntry] = {}
+        self._pid = os.getpid()
+
+    def _current(self) -> dict[tuple[object, ServiceKey], SharedEntry]:
+        if self._pid != os.getpid():  # forked without the at-fork hook (or before it ran)
+            self.reset()
+        return self._entries
+
+    def acquire(self, key: ServiceKey, clock: Clock) -> tuple[object, SharedEntry]:
+        """The entry for ``key`` on the running loop, one more user counted."""
+        entries = self._current()
+        where = (_loop_identity(), key)
+        entry = entries.get(where)
+        if entry is None:
+            entry = entries[where] = SharedEntry(clock)
+        entry.users += 1
+        return where[0], entry
+
+    def release(self, loop: object, key: ServiceKey, entry: SharedEntry) -> None:
+        """One user fewer; the last one drops the entry."""
+        entries = self._current()
+        entry.users -= 1
+        if entry.users <= 0 and entries.get((loop, key)) is entry:
+            del entries[(loop, key)]
+
+    def entries(self) -> int:
+        """How many entries are alive (tests and diagnostics)."""
+        return len(self._current())
+
+    def reset(self) -> None:
+        """Forget every entry (a forked child: its parent's loops are not its own)."""
+        self._entries = {}
+        self._pid = os.getpid()
+
+
+registry = Registry()
+"""The process's one registry."""
+
+os.register_at_fork(after_in_child=registry.reset)
+
+
+class SharedDiscovery:
+    """A client's DNS discovery that shares its rounds with the process's other clients of the
+    same Service (:data:`registry`). It joins the entry at its first round, on its loop, and
+    leaves it at :meth:`detach`."""
+
+    def __init__(self, inner: DnsDiscovery, key: ServiceKey, clock: Clock) -> None:
+        self.inner = inner
+        self.key = key
+        self._clock = clock
+        self._joined: tuple[object, SharedEntry] | None = None
+        self._pid = os.getpid()
+        self._seen = 0
+
+    @property
+    def entry(self) -> SharedEntry | None:
+        """The shared entry once joined (tests and diagnostics)."""
+        return None if self._joined is None else self._joined[1]
+
+    async def resolve(self) -> Resolution:
+        """The Service's endpoints: the shared answer while it lasts, else one round for all."""
+        joined = self._joined
+        if joined is None or self._pid != os.getpid():
+            # First round, or the first in a forked child: its parent's entry is not its own.
+            joined = self._joined = registry.acquire(self.key, self._clock)
+            self._pid = os.getpid()
+            self._seen = 0
+        entry = joined[1]
+        while True:
+            found = entry.fresh(self._seen)
+            if found is not None:
+                self._seen = entry.generation
+                return found
+            inflight = entry.inflight
+            if inflight is None:
+                break
+            await inflight.wait()  # another client's round: share its answer or its failure
+            if entry.failure is not None:
+                raise entry.failure
+        done = entry.inflight = anyio.Event()
+        entry.failure = None
+        try:
+            entry.queries += 1
+            resolution = await self.inner.resolve()
+            entry.keep(resolution)
+            self._seen = entry.generation
+        except Exception as exc:
+            entry.cached, entry.failure = None, exc
+            raise
+        finally:
+            entry.inflight = None
+            done.set()
+        return resolution
+
+    async def resolve_name(self, name: str, port: int) -> Resolution:
+        """A Pod by its own name: the client's own lookup (it has its own cache)."""
+        return await self.inner.resolve_name(name, port)
+
+    def invalidate(self) -> None:
+        """Drop the shared answer: a Pod refused a connection, so the next round asks DNS."""
+        if self._joined is not None:
+            self._joined[1].cached = None
+
+    def detach(self) -> None:
+        """Leave the entry (the client is closing); the last client to leave drops it."""
+        joined, self._joined = self._joined, None
+        if joined is not None and self._pid == os.getpid():
+            registry.release(joined[0], self.key, joined[1])

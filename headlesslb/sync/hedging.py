@@ -1,16 +1,20 @@
 """The sync shell's half of hedging: run a request's attempts on a small client-owned pool of
 threads, take the first to finish, drop the other.
 
-A blocking attempt cannot be interrupted through httpx's or httpcore's public API before its
-response headers arrive (nothing names the connection a request in flight uses), so the loser
-runs on in its worker until its answer or its per-try timeout; the call core has already
-recorded it as cancelled (its pool ``Attempt`` ends once, the Pod's in-flight count drops at
-once), and its response, if one comes, is closed unread, which closes its connection rather
-than returning it half-read to the pool.
+Each attempt runs under its own :class:`~headlesslb.sync.sender.CancelToken`. Once the winner is
+known, the call core records the loser as cancelled (its pool ``Attempt`` ends once, the Pod's
+in-flight count drops at once), then the loser's token is cancelled: the sender shuts down the
+socket its worker is blocked on, so the worker returns at once with a transport error that is
+dropped here (never the caller's), and httpcore closes that connection rather than returning
+it half-read to the pool. A response the loser got in time is closed unread, which closes its
+connection too. Two cases still run on until their answer or per-try timeout: an attempt on an
+HTTP/2 connection (shared with other requests, so never shut for one) and one sent through a
+``pod_transport=`` (no socket of ours).
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -20,6 +24,7 @@ import httpx
 
 from ..core.call import Call, Send
 from ..errors import ClientClosed
+from .sender import CancelToken, cancellable
 
 __all__ = ["HedgeRunner"]
 
@@ -55,10 +60,12 @@ class HedgeRunner:
         results: queue.SimpleQueue[tuple[Send, Result]] = queue.SimpleQueue()
         lock = threading.Lock()
         settled = False
+        tokens: list[tuple[Send, CancelToken]] = []
 
-        def run(attempt: Send) -> None:
+        def run(attempt: Send, token: CancelToken) -> None:
             try:
-                result: Result = send(attempt)
+                with cancellable(token):
+                    result: Result = send(attempt)
             except BaseException as exc:  # handed to the waiting thread, never lost
                 result = exc
             with lock:
@@ -67,28 +74,38 @@ class HedgeRunner:
                     return
             _drop(result)
 
-        executor.submit(run, step)
+        def submit(attempt: Send) -> None:
+            token = CancelToken()
+            tokens.append((attempt, token))
+            executor.submit(run, attempt, token)
+
+        submit(step)
         try:
             try:
                 winner, result = results.get(timeout=step.hedge_after)
             except queue.Empty:
                 hedge = call.hedge()
                 if hedge is not None:
-                    executor.submit(run, hedge)
+                    # Closed meanwhile (the executor refuses): the first attempt fails at once.
+                    with contextlib.suppress(RuntimeError):
+                        submit(hedge)
                 winner, result = results.get()
         finally:
             with lock:
                 settled = True
             while not results.empty():  # both finished at once: the later one is dropped
                 _drop(results.get_nowait()[1])
-        call.settle(winner.attempt)
+        call.settle(winner.attempt)  # the loser is recorded as cancelled before it is stopped
+        for attempt, token in tokens:
+            if attempt is not winner:
+                token.cancel()
         if isinstance(result, BaseException):
             raise result
         return result
 
     def close(self) -> None:
-        """Stop taking attempts; workers finish what they run (the sender is closed too, so
-        that is quick) and exit."""
+        """Stop taking attempts; workers finish what they run (the sender is closed too: its
+        sockets are shut down, so that is quick) and exit."""
         with self._lock:
             self._closed = True
             executor, self._executor = self._executor, None

@@ -24,7 +24,7 @@ from ..errors import ClientClosed
 from ..io.outcomes import classify, map_httpcore_errors
 from ..io.sender import pod_request, report_attempt, transport_request
 
-__all__ = ["SyncPodSender", "SyncSender", "SyncTransportSender"]
+__all__ = ["CancelToken", "SyncPodSender", "SyncSender", "SyncTransportSender", "cancellable"]
 
 Address = tuple[str, int]
 
@@ -200,6 +200,115 @@ class SyncPodSender:
                 pool.close()
 
 
+class CancelToken:
+    """Cancels one blocking attempt from another thread: :meth:`cancel` shuts down the socket
+    the attempt's thread is reading or writing now, and its next read, write or connect fails
+    at once. Only sends made under :func:`cancellable` with this token are affected."""
+
+    __slots__ = ("_cancelled", "_lock", "_sock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._sock: socket.socket | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """Stop the attempt now; safe from any thread, and twice."""
+        with self._lock:
+            self._cancelled = True
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            _shut(sock)
+
+    def _enter(self, sock: socket.socket | None, error: type[httpcore.NetworkError]) -> None:
+        with self._lock:
+            if self._cancelled:
+                raise error("the attempt was cancelled (a hedge won)")
+            self._sock = sock
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._sock = None
+
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def cancellable(token: CancelToken) -> Iterator[None]:
+    """Sends in this thread, while inside, are stopped by ``token.cancel()``."""
+    previous = getattr(_local, "token", None)
+    _local.token = token
+    try:
+        yield
+    finally:
+        _local.token = previous
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed already
+        # The plain socket's shutdown, also for an SSLSocket: its own would drop the SSL
+        # object under the reading thread.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _Stream(httpcore.NetworkStream):
+    """httpcore's stream, with reads and writes stoppable by the calling thread's
+    :class:`CancelToken`. Without one (every request that is not a hedged attempt) the cost is
+    one thread-local lookup per call. An HTTP/2 connection is shared by requests of other
+    threads, so its socket is never shut for one of them (its attempt runs on, as before)."""
+
+    __slots__ = ("_inner", "_network", "_shared", "_sock")
+
+    def __init__(self, network: _Network, inner: httpcore.NetworkStream) -> None:
+        self._network = network
+        self._inner = inner
+        sock = inner.get_extra_info("socket")
+        self._sock = sock if isinstance(sock, socket.socket) else None
+        ssl_object = inner.get_extra_info("ssl_object")
+        self._shared = ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        token: CancelToken | None = getattr(_local, "token", None)
+        if token is None or self._shared:
+            return self._inner.read(max_bytes, timeout)
+        token._enter(self._sock, httpcore.ReadError)
+        try:
+            return self._inner.read(max_bytes, timeout)
+        finally:
+            token._leave()
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        token: CancelToken | None = getattr(_local, "token", None)
+        if token is None or self._shared:
+            return self._inner.write(buffer, timeout)
+        token._enter(self._sock, httpcore.WriteError)
+        try:
+            return self._inner.write(buffer, timeout)
+        finally:
+            token._leave()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        # TLS replaces the socket object: note the new stream too.
+        return self._network._note(self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
 class _Network(httpcore.NetworkBackend):
     """httpcore's blocking backend, remembering the streams it opens so that :meth:`shutdown`
     can wake the threads blocked on them. Closing a socket does not wake a thread blocked
@@ -207,14 +316,14 @@ class _Network(httpcore.NetworkBackend):
     answer, however late, then failed on a closed fd. ``shutdown(SHUT_RDWR)`` wakes it now.
     Once shut, no connection is opened (one that finishes connecting is closed at once).
 
-    Reads and writes go straight to httpcore's own stream (no layer of ours on the hot path):
-    a stream is only noted when it is opened, and again when a TLS upgrade replaces it.
+    Its streams (:class:`_Stream`) also let a :class:`CancelToken` stop the one attempt of the
+    thread it was set in: the loser of a hedged race.
     """
 
     def __init__(self) -> None:
         self._backend = httpcore.SyncBackend()
         self._lock = threading.Lock()
-        self._streams: weakref.WeakSet[httpcore.NetworkStream] = weakref.WeakSet()
+        self._streams: weakref.WeakSet[_Stream] = weakref.WeakSet()
         self._shut = False
 
     def connect_tcp(
@@ -225,29 +334,24 @@ class _Network(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        if self._shut:
-            raise httpcore.ConnectError("the client was closed: no new connection is opened")
-        return self._note(
+        token: CancelToken | None = getattr(_local, "token", None)
+        if self._shut or (token is not None and token.cancelled):
+            raise httpcore.ConnectError("the client was closed or the attempt cancelled")
+        stream = self._note(
             self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
         )
+        if token is not None and token.cancelled:  # cancelled while connecting
+            stream.close()
+            raise httpcore.ConnectError("the attempt was cancelled (a hedge won)")
+        return stream
 
-    def _note(self, stream: httpcore.NetworkStream) -> httpcore.NetworkStream:
+    def _note(self, inner: httpcore.NetworkStream) -> _Stream:
+        stream = _Stream(self, inner)
         with self._lock:
             if not self._shut:
                 self._streams.add(stream)
-                upgrade = stream.start_tls
-
-                def start_tls(
-                    ssl_context: ssl.SSLContext,
-                    server_hostname: str | None = None,
-                    timeout: float | None = None,
-                ) -> httpcore.NetworkStream:
-                    # TLS replaces the socket object: note the new stream too.
-                    return self._note(upgrade(ssl_context, server_hostname, timeout))
-
-                stream.start_tls = start_tls  # type: ignore[method-assign]
                 return stream
-        stream.close()
+        inner.close()
         raise httpcore.ConnectError("the client was closed: no new connection is opened")
 
     def sleep(self, seconds: float) -> None:
@@ -259,12 +363,8 @@ class _Network(httpcore.NetworkBackend):
             self._shut = True
             streams = list(self._streams)
         for stream in streams:
-            sock = stream.get_extra_info("socket")
-            if isinstance(sock, socket.socket):
-                with contextlib.suppress(OSError):  # closed already
-                    # The plain socket's shutdown, also for an SSLSocket: its own would drop
-                    # the SSL object under the reading thread.
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            if stream._sock is not None:
+                _shut(stream._sock)
 
 
 def _capped(extensions: MutableMapping[str, Any], seconds: float) -> dict[str, Any]:

@@ -4,6 +4,7 @@ bounded-load sharding; async and sync clients alike."""
 from __future__ import annotations
 
 import collections
+import time
 
 import anyio
 import httpx
@@ -12,7 +13,7 @@ import pytest
 from headlesslb import AdaptiveThrottle, ConsistentHash, HedgePolicy, RetryPolicy, Throttled
 from headlesslb.testing import LocalCluster
 
-from .helpers import make_client
+from .helpers import SyncAsAsync, make_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.both_clients]
 
@@ -100,13 +101,18 @@ async def test_bounded_load_spreads_a_hot_key_strict_affinity_does_not(
 
 
 async def test_a_hedge_to_another_pod_beats_a_slow_one_and_the_loser_is_cancelled(
-    cluster: LocalCluster,
+    cluster: LocalCluster, client_flavor: str
 ) -> None:
-    cluster.slow("web-1", 0.5)
+    cluster.slow("web-1", 1.0)
+    slow = cluster.pod("web-1")
     hedge = HedgePolicy(delay=0.02)
     async with make_client(cluster, hedge=hedge, retry=RetryPolicy(budget_ratio=1.0)) as client:
+        # Named, not only generated, so that this test's sync row does build the sync client.
+        assert isinstance(client, SyncAsAsync) == (client_flavor == "sync")
+        sender = client.transport._sender
         hedged = 0
         for _ in range(6):
+            sent = time.monotonic()
             response = await client.get("/hedged")
             assert response.status_code == 200
             report = response.extensions["headlesslb"]
@@ -115,5 +121,10 @@ async def test_a_hedge_to_another_pod_beats_a_slow_one_and_the_loser_is_cancelle
             if first["hostname"] == "web-1":
                 hedged += 1
                 assert first["error"] == "cancelled" and len(report["attempts"]) == 2
+                # The loser is stopped, not left blocked (the sync shell's worker thread too):
+                # its send ends, releasing the slow Pod's address, before that Pod answers.
+                while (slow.ip, slow.port) in sender._active:
+                    assert time.monotonic() < sent + 1.0, "the losing attempt ran on"
+                    await anyio.sleep(0.005)
         assert hedged >= 1
         assert all(s.in_flight == 0 for s in client.endpoints())  # the losers were released

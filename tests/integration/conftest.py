@@ -53,6 +53,16 @@ def client_flavor(request: pytest.FixtureRequest) -> Iterator[str]:
         helpers.FLAVOR["client"] = "async"
 
 
+@pytest.fixture(autouse=True)
+def _client_matrix(request: pytest.FixtureRequest) -> None:
+    """Set up ``client_flavor`` for every row of the matrix, named by the test or not: a
+    parameter added in ``pytest_generate_tests`` is not a fixture the test requests, so
+    without this its sync rows would build the async client."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if "client_flavor" in params:
+        request.getfixturevalue("client_flavor")
+
+
 @pytest.fixture
 def cluster() -> Iterator[LocalCluster]:
     """StatefulSet ``web`` ×3 behind headless ``web-hl`` and LB ``web-lb``; DNS TTL 1 s."""

@@ -76,6 +76,21 @@ class _SyncTransportView:
         return None if health is None else _OnPortal(health, self._transport)
 
 
+class _InThread:
+    """A blocking object driven from an async test: each method call runs in a worker thread."""
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._obj, name)
+
+        async def in_thread(*args: Any, **kwargs: Any) -> Any:
+            return await _in_thread(value, *args, **kwargs)
+
+        return in_thread if callable(value) else value
+
+
 class SyncAsAsync:
     """The sync client driven from an async test: each blocking call runs in a worker thread,
     so the same test body checks both clients (the behaviour matrix)."""
@@ -83,6 +98,8 @@ class SyncAsAsync:
     def __init__(self, client: headlesslb.sync.HeadlessClient) -> None:
         self.sync = client
         self.transport = _SyncTransportView(client.transport)
+        self.http = _InThread(client.http)
+        """The client's own ``httpx.Client``, awaitable like ``HeadlessClient.http``."""
 
     async def __aenter__(self) -> SyncAsAsync:
         await _in_thread(self.sync.__enter__)

@@ -232,6 +232,7 @@ async def test_leaving_the_context_leaves_no_task_or_socket(cluster: LocalCluste
         await client.get("/")
 
 
+@pytest.mark.async_only  # NotStarted outside `async with`: the async API itself
 async def test_client_used_outside_async_with(cluster: LocalCluster) -> None:
     client = make_client(cluster)
     with pytest.raises(NotStarted, match="not entered"):

@@ -222,6 +222,7 @@ async def test_writes_to_wins_over_key_for_writes(cluster: LocalCluster) -> None
 
 
 # -- 7. closing from another task ----------------------------------------------------------------
+@pytest.mark.async_only  # tasks of one loop; the sync client: any thread (test_fork.py)
 async def test_client_opened_in_one_task_can_be_closed_from_another(
     cluster: LocalCluster,
 ) -> None:

@@ -357,11 +357,7 @@ class Call:
         """The caller gave up (cancelled) during the last :class:`Send` (or race)."""
         other, self._other = self._other, None
         if other is not None and not other[0].finished:
-            other[0].done(Outcome.CANCELLED)
-            if other[2] is not None:
-                self._announced, announced = other[2], self._announced
-                self._finished(other[1].authority, error="cancelled")
-                self._announced = announced
+            self._cancel_racer(*other)
         attempt, self._current = self._current, None
         if attempt is not None and not attempt.finished:
             attempt.done(Outcome.CANCELLED)
@@ -399,23 +395,7 @@ class Call:
             attempt, self._current = self._current, attempt
             endpoint, self.endpoint = self.endpoint, endpoint
             announced, self._announced = self._announced, announced
-        if not attempt.finished:
-            attempt.done(Outcome.CANCELLED)
-        if announced is not None:
-            events = self.router.events
-            duration = self.router.clock() - announced.started
-            cancelled = Outcome.CANCELLED.value
-            events.emit(
-                AttemptFinished(
-                    events.service,
-                    announced,
-                    endpoint.authority,
-                    duration,
-                    None,
-                    "cancelled",
-                    cancelled,
-                )
-            )
+        self._cancel_racer(attempt, endpoint, announced, Outcome.CANCELLED.value)
         record = AttemptRecord(
             endpoint.authority, endpoint.hostname, error="cancelled", outcome=Outcome.CANCELLED
         )
@@ -572,11 +552,35 @@ class Call:
     ) -> None:
         start, self._announced = self._announced, None
         assert start is not None
+        self._emit_finished(start, address, status, error, outcome)
+
+    def _emit_finished(
+        self,
+        start: AttemptStarted,
+        address: str | None,
+        status: int | None,
+        error: str | None,
+        outcome: str | None,
+    ) -> None:
         events = self.router.events
         duration = self.router.clock() - start.started
         events.emit(
             AttemptFinished(events.service, start, address, duration, status, error, outcome)
         )
+
+    def _cancel_racer(
+        self,
+        attempt: Attempt,
+        endpoint: Endpoint,
+        announced: AttemptStarted | None,
+        outcome: str | None = None,
+    ) -> None:
+        """A racing attempt the call no longer waits for (the loser, or both when the caller
+        gives up): its pool Attempt ends once, as cancelled, and its event says so."""
+        if not attempt.finished:
+            attempt.done(Outcome.CANCELLED)
+        if announced is not None:
+            self._emit_finished(announced, endpoint.authority, None, "cancelled", outcome)
 
     def _next_attempt(self) -> Step:
         ctx = self.ctx

@@ -13,11 +13,14 @@ their sockets, its locks are new, and its background thread is started again on 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -152,17 +155,10 @@ class HeadlessTransport(httpx.BaseTransport):
             cm = _PortalThread("headlesslb discovery")
             portal = cm.__enter__()
             self._task = portal.start_task_soon(self.runtime.run)
-            # A refused connection asks for an early DNS round; request threads must not touch
-            # the loop's events themselves: hand the wake-up to the discovery thread.
-            runtime = self.runtime
-
-            async def wake_refresher() -> None:
-                runtime.refused()
-
-            def on_refused() -> None:
-                portal.start_task_soon(wake_refresher)
-
-            self.pool.on_refused = on_refused
+            # A refused connection asks for an early DNS round. The pool calls this under its
+            # lock, which the discovery thread may be waiting for: hand the wake-up to the loop
+            # without waiting for it (portal.start_task_soon waits, and deadlocked both).
+            self.pool.on_refused = functools.partial(cm.call_soon, self.runtime.refused)
             self._portal_cm, self._portal = cm, portal
             self._finalizer.detach()
             self._finalizer = weakref.finalize(self, _stop_portal, cm, self._task)
@@ -371,11 +367,13 @@ class _PortalThread(AbstractContextManager[anyio.from_thread.BlockingPortal]):
         self._name = name
         self._thread: threading.Thread | None = None
         self._portal: anyio.from_thread.BlockingPortal | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __enter__(self) -> anyio.from_thread.BlockingPortal:
         started: Future[anyio.from_thread.BlockingPortal] = Future()
 
         async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
             async with anyio.from_thread.BlockingPortal() as portal:
                 started.set_result(portal)
                 await portal.sleep_until_stopped()
@@ -391,6 +389,14 @@ class _PortalThread(AbstractContextManager[anyio.from_thread.BlockingPortal]):
         thread.start()
         self._portal = started.result()
         return self._portal
+
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` on the loop soon, from any thread, without waiting for the loop
+        (a no-op once it has stopped)."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(callback)
 
     def __exit__(
         self,

@@ -13,6 +13,7 @@ Host header naming the Service. ``nameservers`` is not needed when ``discovery=`
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -187,6 +188,32 @@ def test_sync_client_balances_retries_shards_and_pins(
         assert len({c.get("/", key="user-7").text for _ in range(4)}) == 1
         pinned = c.put("/x", content=b"v", ordinal=0)
     assert pinned.text == "10.0.0.1" and pinned.extensions["headlesslb"]["ordinal"] == 0
+
+
+def test_sync_refused_wakeup_never_waits_on_the_discovery_thread(
+    sync_client: Callable[..., headlesslb.sync.HeadlessClient],
+) -> None:
+    """The pool tells of a refused connection under its lock. The discovery thread may be
+    waiting for that lock (a DNS round applying membership), so the wake-up it hands to that
+    thread must not wait for it: waiting deadlocked request threads and discovery for ever."""
+    with sync_client(Pods(), StaticDiscovery(PODS)) as c:
+        transport = c.transport
+        assert transport._portal is not None
+        pool, portal = transport.pool, transport._portal
+        on_refused = pool.on_refused
+        assert on_refused is not None
+        returned = threading.Event()
+        with pool._lock:  # a request thread in the middle of a pool change...
+
+            async def apply_membership() -> None:
+                pool.tick()  # ...while the discovery thread waits for the lock
+
+            portal.start_task_soon(apply_membership)
+            caller = threading.Thread(target=lambda: (on_refused(), returned.set()))
+            caller.start()
+            assert returned.wait(timeout=10), "on_refused waited on the blocked discovery loop"
+        caller.join()
+        assert c.get("/").status_code == 200  # the loop runs on
 
 
 def test_sync_client_picks_up_scaling(

@@ -184,3 +184,28 @@ def test_without_an_sdk_it_wants_no_attempts_and_asks_the_api_once_per_recheck(
     now[0] += otel.RECHECK
     assert not observer.wants_attempts()
     assert asked == 2
+
+
+def test_a_global_sdk_configured_later_is_seen_at_the_next_look_and_traces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        pytest.skip("a global tracer provider is set in this process")
+    observer = OpenTelemetryObserver()
+    now = [1000.0]
+    monkeypatch.setattr(otel.time, "monotonic", lambda: now[0])
+    observer._next_look = 0.0
+    assert not observer.wants_attempts()
+    # What opentelemetry-instrument does, without touching this process's real global provider.
+    sdk = Sdk()
+    monkeypatch.setattr(otel.trace, "get_tracer_provider", lambda: sdk.tracer_provider)
+    assert not observer.wants_attempts()  # not looked again yet
+    now[0] += otel.RECHECK
+    assert observer.wants_attempts()
+    start = AttemptStarted(SERVICE, "GET", URL, WEB_0, 0, 1.0)
+    observer(start)
+    observer(AttemptFinished(SERVICE, start, WEB_0.authority, 0.002, 200))
+    (span,) = sdk.finished()
+    assert span.name == "GET" and "traceparent" in start.headers
+    sdk.tracer_provider.shutdown()
+    sdk.meter_provider.shutdown()

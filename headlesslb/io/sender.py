@@ -85,9 +85,19 @@ def with_headers(
 ) -> list[tuple[bytes, bytes]]:
     """``headers`` plus ``extra`` (an observer's ``traceparent``), replacing same-named ones:
     an attempt carries its own trace context, not one the request came in with."""
-    names = {name.lower().encode("latin-1") for name, _ in extra}
-    kept = [(name, value) for name, value in headers if name.lower() not in names]
-    return kept + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra]
+    # Plain loops: comprehensions are a function call each (before Python 3.12), per attempt.
+    added = []
+    names = set()
+    for name, value in extra:
+        raw = name.encode("latin-1")
+        names.add(raw.lower())
+        added.append((raw, value.encode("latin-1")))
+    merged = []
+    for header in headers:
+        if header[0].lower() not in names:
+            merged.append(header)
+    merged += added
+    return merged
 
 
 def transport_request(

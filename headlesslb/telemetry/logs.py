@@ -25,6 +25,7 @@ from typing import Any
 from ..core.endpoint import Endpoint
 from ..core.events import (
     AttemptFinished,
+    AttemptStarted,
     DiscoveryRound,
     EndpointEjected,
     EndpointReadmitted,
@@ -70,9 +71,12 @@ class LogObserver:
     def __call__(self, event: Event) -> None:
         """Log ``event`` if it is one a log line is kept for."""
         kind = type(event)
+        if kind is AttemptStarted:
+            return  # the line is written when the attempt ends
         if kind is AttemptFinished:
             assert isinstance(event, AttemptFinished)
-            self._attempt(event)
+            if attempt_log.isEnabledFor(logging.DEBUG):
+                self._attempt(event)
         elif kind is EndpointsChanged:
             assert isinstance(event, EndpointsChanged)
             self._membership(event)
@@ -195,8 +199,6 @@ class LogObserver:
             )
 
     def _attempt(self, event: AttemptFinished) -> None:
-        if not attempt_log.isEnabledFor(logging.DEBUG):
-            return
         start = event.start
         result = event.status if event.status is not None else f"{event.error} ({event.outcome})"
         target = "fallback " if start.fallback else ""

@@ -25,9 +25,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..core.endpoint import Endpoint
 from ..core.events import (
     AttemptFinished,
     AttemptStarted,
@@ -74,6 +76,8 @@ _METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 )
 _STATES = ("healthy", "ejected", "unhealthy")
+_MAX_TARGETS = 1024
+"""Cached attribute sets kept (URLs are per request: a cache past this size starts over)."""
 
 
 def api_available() -> bool:
@@ -87,6 +91,46 @@ def _configured(provider: object, proxies: tuple[type, ...]) -> bool:
     return not isinstance(provider, proxies) and not type(provider).__module__.startswith(
         "opentelemetry.metrics"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """An attempt's span name and attributes, and its duration's attributes, for one URL,
+    method and Pod (the parts known when it starts)."""
+
+    name: str
+    span_attributes: dict[str, Any]
+    metric_key: tuple[str, str, int]
+    """``(method, server.address, server.port)``: with status and error, an attribute set."""
+    metric_attributes: dict[str, Any]
+
+    @classmethod
+    def of(cls, url: str, method: str, endpoint: Endpoint | None) -> _Target:
+        """Parse ``url`` (credentials redacted from ``url.full``) and name ``endpoint``."""
+        parts = urlsplit(url)
+        full = url
+        if "@" in parts.netloc:
+            host = parts.netloc.rpartition("@")[2]
+            full = parts._replace(netloc=f"REDACTED:REDACTED@{host}").geturl()
+        address = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        name = method if method in _METHODS else "_OTHER"
+        server: dict[str, Any] = {
+            "http.request.method": name,
+            "server.address": address,
+            "server.port": port,
+        }
+        span = {**server, "url.full": full}
+        if name == "_OTHER":
+            span["http.request.method_original"] = method
+        if endpoint is not None:
+            span["network.peer.address"] = endpoint.ip
+            span["network.peer.port"] = endpoint.port
+            if endpoint.hostname is not None:  # its ordinal, if any, is in its name
+                span["headlesslb.pod.hostname"] = endpoint.hostname
+        else:
+            span["headlesslb.fallback"] = True
+        return cls(name, span, (name, address, port), server)
 
 
 class OpenTelemetryObserver:
@@ -110,17 +154,19 @@ class OpenTelemetryObserver:
 
         self._tracing_on = tracer_provider is not None
         self._metrics_on = meter_provider is not None
-        self._next_look = 0.0
-        self._look()
         # Proxies until an SDK is set: they start delegating to it by themselves.
         self._tracer = trace.get_tracer(
             METER_NAME, __version__, tracer_provider=tracer_provider, schema_url=_SCHEMA
         )
+        self._next_look = time.monotonic() + RECHECK
+        self._look()
         meter = metrics.get_meter(
             METER_NAME, __version__, meter_provider=meter_provider, schema_url=_SCHEMA
         )
-        self._spans: dict[AttemptStarted, Any] = {}
-        self._servers: dict[str, tuple[str, int | None, str]] = {}
+        self._spans: dict[AttemptStarted, tuple[Any, _Target]] = {}
+        self._targets: dict[tuple[Any, ...], _Target] = {}
+        self._durations: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._services: dict[str, dict[str, Any]] = {}
         self._counts: dict[str, EndpointCounts] = {}
         self._lock = threading.Lock()
         self._duration = meter.create_histogram(
@@ -164,31 +210,26 @@ class OpenTelemetryObserver:
     # -- is anyone listening ---------------------------------------------------------------------
     def wants_attempts(self) -> bool:
         """Attempt events only while an SDK (or an explicit provider) records them."""
-        return self._tracing() or self._metering()
-
-    def _tracing(self) -> bool:
-        if not self._tracing_on and self._due():
-            self._look()
-        return self._tracing_on
-
-    def _metering(self) -> bool:
-        if not self._metrics_on and self._due():
-            self._look()
-        return self._metrics_on
-
-    def _due(self) -> bool:
-        # Asking the API for its providers reads os.environ (about 1 µs a request): with no SDK,
-        # look again at most every RECHECK seconds, so one configured later is seen that soon.
+        if self._tracing_on and self._metrics_on:
+            return True
+        # Asking the API for its providers reads os.environ (about 1 µs a request): while either
+        # SDK is missing, look again at most every RECHECK seconds, so one configured later is
+        # seen that soon. Asked once per request: events use the flags as they are.
         now = time.monotonic()
-        if now < self._next_look:
-            return False
-        self._next_look = now + RECHECK
-        return True
+        if now >= self._next_look:
+            self._next_look = now + RECHECK
+            self._look()
+        return self._tracing_on or self._metrics_on
 
     def _look(self) -> None:
         """Whether an SDK is configured now; once it is, it stays (the API sets it once)."""
         proxies = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-        self._tracing_on = self._tracing_on or _configured(trace.get_tracer_provider(), proxies)
+        if not self._tracing_on and _configured(trace.get_tracer_provider(), proxies):
+            self._tracing_on = True
+            # The global SDK's own tracer: the proxy would cost two calls more per span.
+            from .. import __version__
+
+            self._tracer = trace.get_tracer(METER_NAME, __version__, schema_url=_SCHEMA)
         metered = _configured(metrics.get_meter_provider(), (metrics.NoOpMeterProvider,))
         self._metrics_on = self._metrics_on or metered
 
@@ -198,15 +239,14 @@ class OpenTelemetryObserver:
         kind = type(event)
         if kind is AttemptStarted:
             assert isinstance(event, AttemptStarted)
-            if self._tracing():
-                self._start_span(event)
+            self._start(event)
         elif kind is AttemptFinished:
             assert isinstance(event, AttemptFinished)
             self._finish(event)
         elif kind is RetryScheduled:
-            self._retries.add(1, {"service": event.service})
+            self._retries.add(1, self._by_service(event.service))
         elif kind is RetryBudgetExhausted:
-            self._exhausted.add(1, {"service": event.service})
+            self._exhausted.add(1, self._by_service(event.service))
         elif kind is DiscoveryRound:
             assert isinstance(event, DiscoveryRound)
             outcome = "ok" if event.ok else "error"
@@ -214,66 +254,62 @@ class OpenTelemetryObserver:
                 event.duration, {"service": event.service, "outcome": outcome}
             )
             if not event.ok:
-                self._dns_errors.add(1, {"service": event.service})
+                self._dns_errors.add(1, self._by_service(event.service))
         elif kind is EndpointEjected:
             assert isinstance(event, EndpointEjected)
-            self._ejections.add(1, {"service": event.service})
+            self._ejections.add(1, self._by_service(event.service))
             self._counts[event.service] = event.counts
         elif kind in (EndpointsChanged, EndpointReadmitted, HealthChanged):
             assert isinstance(event, EndpointsChanged | EndpointReadmitted | HealthChanged)
             self._counts[event.service] = event.counts
 
-    def _server(self, url: str) -> tuple[str, int | None, str]:
-        """``server.address``, ``server.port`` and ``url.full`` (credentials redacted)."""
-        server = self._servers.get(url)
-        if server is None:
-            parts = urlsplit(url)
-            default = 443 if parts.scheme == "https" else 80
-            full = url
-            if "@" in parts.netloc:
-                host = parts.netloc.rpartition("@")[2]
-                full = parts._replace(netloc=f"REDACTED:REDACTED@{host}").geturl()
-            server = (parts.hostname or "", parts.port or default, full)
-            with self._lock:
-                if len(self._servers) > 256:  # URLs are per request: keep the cache small
-                    self._servers.clear()
-                self._servers[url] = server
-        return server
+    def _by_service(self, service: str) -> dict[str, Any]:
+        attributes = self._services.get(service)
+        if attributes is None:
+            attributes = self._services[service] = {"service": service}
+        return attributes
 
-    def _start_span(self, event: AttemptStarted) -> None:
-        method = event.method if event.method in _METHODS else "_OTHER"
-        host, port, full = self._server(event.url)
-        attributes: dict[str, Any] = {
-            "http.request.method": method,
-            "server.address": host,
-            "url.full": full,
-        }
-        if port is not None:
-            attributes["server.port"] = port
-        if method == "_OTHER":
-            attributes["http.request.method_original"] = event.method
-        if event.resend_count:
-            attributes["http.request.resend_count"] = event.resend_count
+    def _target(self, event: AttemptStarted) -> _Target:
+        """What an attempt's span and measurement say of its request and Pod, built once per
+        URL, method and Pod: the SDK copies attribute dicts, so the same one serves each time."""
         endpoint = event.endpoint
-        if endpoint is not None:
-            attributes["network.peer.address"] = endpoint.ip
-            attributes["network.peer.port"] = endpoint.port
-            if endpoint.hostname is not None:  # its ordinal, if any, is in its name
-                attributes["headlesslb.pod.hostname"] = endpoint.hostname
+        if endpoint is None:
+            key: tuple[Any, ...] = (event.url, event.method, None, None, None)
         else:
-            attributes["headlesslb.fallback"] = True
-        span = self._tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
+            key = (event.url, event.method, endpoint.ip, endpoint.port, endpoint.hostname)
+        target = self._targets.get(key)
+        if target is None:
+            target = _Target.of(event.url, event.method, endpoint)
+            with self._lock:
+                if len(self._targets) >= _MAX_TARGETS:  # URLs are per request: keep it small
+                    self._targets.clear()
+                self._targets[key] = target
+        return target
+
+    def _start(self, event: AttemptStarted) -> None:
+        if not self._tracing_on:
+            return
+        target = self._target(event)
+        attributes = target.span_attributes
+        if event.resend_count:
+            attributes = {**attributes, "http.request.resend_count": event.resend_count}
+        span = self._tracer.start_span(target.name, kind=SpanKind.CLIENT, attributes=attributes)
         propagate.inject(event.headers, context=trace.set_span_in_context(span))
-        self._spans[event] = span
+        self._spans[event] = (span, target)
 
     def _finish(self, event: AttemptFinished) -> None:
         start = event.start
-        span = self._spans.pop(start, None)
+        started = self._spans.pop(start, None)
         status, error = event.status, event.error
         error_type = error
         if error_type is None and status is not None and status >= 400:
             error_type = str(status)
-        if span is not None:
+        if started is None:
+            if not self._metrics_on:
+                return
+            target = self._target(start)
+        else:
+            span, target = started
             if start.endpoint is None and event.address is not None:
                 ip, _, peer_port = event.address.rpartition(":")
                 span.set_attribute("network.peer.address", ip.strip("[]"))
@@ -282,21 +318,25 @@ class OpenTelemetryObserver:
                 span.set_attribute("http.response.status_code", status)
             if error_type is not None:
                 span.set_attribute("error.type", error_type)
-                span.set_status(StatusCode.ERROR, error if error is not None else None)
+                span.set_status(StatusCode.ERROR, error)
             span.end()
-        if self._metering():
-            host, port, _ = self._server(start.url)
-            method = start.method if start.method in _METHODS else "_OTHER"
-            attributes: dict[str, Any] = {"http.request.method": method, "server.address": host}
-            if port is not None:
-                attributes["server.port"] = port
+            if not self._metrics_on:
+                return
+        outcome = (target.metric_key, status, error_type)
+        attributes = self._durations.get(outcome)
+        if attributes is None:
+            attributes = dict(target.metric_attributes)
             if status is not None:
                 attributes["http.response.status_code"] = status
             if error_type is not None:
                 attributes["error.type"] = error_type
-            self._duration.record(event.duration, attributes)
-            if start.fallback:
-                self._fallback.add(1, {"service": event.service})
+            with self._lock:
+                if len(self._durations) >= _MAX_TARGETS:  # error types may be many: bounded
+                    self._durations.clear()
+                self._durations[outcome] = attributes
+        self._duration.record(event.duration, attributes)
+        if start.endpoint is None:
+            self._fallback.add(1, self._by_service(event.service))
 
     def _observe_endpoints(self, options: Any) -> Iterable[Any]:
         for service, counts in list(self._counts.items()):

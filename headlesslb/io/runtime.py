@@ -20,7 +20,8 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import anyio
@@ -134,7 +135,15 @@ class Runtime:
         if parts is not mine and members:
             pool = mine.pool
             added = tuple(m.endpoint for m in members)
-            _tell(parts.events, EndpointsChanged(parts.events.service, added, (), pool.counts()))
+            event = EndpointsChanged(parts.events.service, added, (), pool.counts())
+            # An observer another attached client has too saw the membership come already.
+            known = {
+                _identity(o)
+                for c in self._clients
+                if c is not client
+                for o in c.parts.events.observers
+            }
+            _tell((parts.events,), event, known)
 
         def detach() -> None:
             with self._clients_lock:
@@ -143,8 +152,7 @@ class Runtime:
         return detach
 
     def _fan_out(self, event: Event) -> None:
-        for client in self._clients:
-            _tell(client.parts.events, event)
+        _tell([client.parts.events for client in self._clients], event, set())
 
     async def run(self) -> None:
         """Discovery and (when configured) health checks, until cancelled."""
@@ -234,13 +242,26 @@ class Runtime:
         )
 
 
-def _tell(events: EventHub, event: Event) -> None:
-    """Hand a shared runtime's ``event`` to a client's observers, but not its log observer (the
-    runtime's own logs it, once for every client)."""
-    for observer in events.observers:
-        if isinstance(observer, LogObserver):
-            continue
-        try:
-            observer(event)
-        except Exception:
-            log.exception("headlesslb observer %r failed on %r", observer, event)
+def _identity(observer: object) -> tuple[int, str]:
+    """What makes two subscriptions one observer: the object, or a method's object and name
+    (``metrics.observe`` is a new bound method at each access)."""
+    owner = getattr(observer, "__self__", None)
+    if owner is None or isinstance(owner, types.ModuleType):
+        return id(observer), ""
+    return id(owner), getattr(observer, "__name__", "")
+
+
+def _tell(hubs: Iterable[EventHub], event: Event, told: set[tuple[int, str]]) -> None:
+    """Hand a shared runtime's ``event`` to the observers of clients' ``hubs``: each observer
+    once (one subscribed to several clients gets one event, not several), none in ``told``
+    (see :func:`_identity`), and no log observer (the runtime's own logs it, once for all)."""
+    for events in hubs:
+        for observer in events.observers:
+            identity = _identity(observer)
+            if isinstance(observer, LogObserver) or identity in told:
+                continue
+            told.add(identity)
+            try:
+                observer(event)
+            except Exception:
+                log.exception("headlesslb observer %r failed on %r", observer, event)

@@ -253,3 +253,21 @@ def test_leases_in_a_forked_child_start_empty(monkeypatch: pytest.MonkeyPatch) -
     assert len(leases) == 0
     _, created = leases.acquire("k", lambda: 2, lambda value: True)
     assert created
+
+
+@pytest.mark.anyio
+async def test_an_observer_of_several_clients_gets_each_shared_event_once() -> None:
+    dns = StaticDiscovery(["10.0.0.1:80"])
+    first, second = Client(dns), Client(dns)
+    seen: list[Event] = []
+    for client in (first, second):
+        client.parts.events.subscribe(seen.append)  # one metrics object for every client
+    runtime = Runtime(first.parts, first.retire)
+    runtime.share()
+    await runtime.refresher.refresh()
+    runtime.attach(second.parts, second.retire)  # no replay: this observer saw the Pods join
+    assert len(second.changes()) == 1
+    dns.set(["10.0.0.2:80"])
+    await runtime.refresher.refresh()
+    assert sum(isinstance(e, EndpointsChanged) for e in seen) == 2  # one per change
+    assert seen == first.seen  # what one client's own observer got: nothing twice

@@ -130,10 +130,11 @@ class TransportOptions(TypedDict, total=False):
     discovery: Discovery | None
     """Use this instead of DNS (tests, your own service registry) [DNS]."""
     share_discovery: bool
-    """Share DNS answers with the other async clients of the same Service (same name, port,
-    nameservers, IP family, discovery timeout, StatefulSet and refresh policy) on the same event
-    loop, so K clients cost the DNS server what one does; never a ``discovery=`` of your own
-    (docs/scale.md) [True]."""
+    """Share one runtime (refresh loop, pool, balancer, health checker) with the other clients
+    of the same Service and configuration in this process (async: on the same event loop; sync:
+    one background thread), so K clients cost the DNS server and the Pods what one does, and
+    share DNS answers with those whose configuration differs; never a ``discovery=`` or ``rng=``
+    of your own (docs/scale.md) [True]."""
     pod_transport: Any
     """An httpx transport that sends each attempt instead of headlesslb's own connection pools
     (``httpx.MockTransport``, respx): it gets requests for ``http(s)://<pod-ip>:<port>/...``

@@ -44,6 +44,7 @@ Address = tuple[str, int]
 Retire = Callable[[set[Address]], Awaitable[None]]
 
 log = logging.getLogger("headlesslb.background")
+events_log = logging.getLogger("headlesslb.events")
 
 _GIL_HAND_BACK = 0.0001
 """Seconds a table build in a worker thread sleeps every millisecond of work. Sleeping 0 would
@@ -264,4 +265,4 @@ def _tell(hubs: Iterable[EventHub], event: Event, told: set[tuple[int, str]]) ->
             try:
                 observer(event)
             except Exception:
-                log.exception("headlesslb observer %r failed on %r", observer, event)
+                events_log.exception("headlesslb observer %r failed on %r", observer, event)

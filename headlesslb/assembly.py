@@ -15,7 +15,7 @@ import logging
 import os
 import random
 import ssl
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http.cookiejar import CookieJar
 from typing import IO, Any, Literal, TypedDict
@@ -130,10 +130,11 @@ class TransportOptions(TypedDict, total=False):
     discovery: Discovery | None
     """Use this instead of DNS (tests, your own service registry) [DNS]."""
     share_discovery: bool
-    """Share DNS answers with the other async clients of the same Service (same name, port,
-    nameservers, IP family, discovery timeout, StatefulSet and refresh policy) on the same event
-    loop, so K clients cost the DNS server what one does; never a ``discovery=`` of your own
-    (docs/scale.md) [True]."""
+    """Share one runtime (refresh loop, pool, balancer, health checker) with the other clients
+    of the same Service and configuration in this process (async: on the same event loop; sync:
+    one background thread), so K clients cost the DNS server and the Pods what one does, and
+    share DNS answers with those whose configuration differs; never a ``discovery=`` or ``rng=``
+    of your own (docs/scale.md) [True]."""
     pod_transport: Any
     """An httpx transport that sends each attempt instead of headlesslb's own connection pools
     (``httpx.MockTransport``, respx): it gets requests for ``http(s)://<pod-ip>:<port>/...``
@@ -292,6 +293,9 @@ class Parts:
     """Every spelling of the Service's name a URL may use."""
     url_port: int | None
     """The only explicit port a URL naming the Service may give (None: none)."""
+    share_key: Hashable | None = None
+    """What makes two clients' background parts interchangeable (:func:`share_key`): clients
+    with equal keys share one runtime, pool and health checker; None never shares."""
 
     def checked_pod_transport(self, kind: type) -> Any:
         """``pod_transport`` if it is a ``kind`` (the shell's httpx transport base) or None."""
@@ -434,6 +438,7 @@ def assemble(
     the_rng = rng or random.Random()
     the_subset = as_subset(subset)
     subsetter = None
+    place = None
     if the_subset is not None:
         place = the_subset.place(os.environ, the_rng)
         subsetter = Subsetter(the_subset.size, place)
@@ -467,6 +472,7 @@ def assemble(
         sharding=sharding or ConsistentHash(),
         ordinal=Ordinal(),
     )
+    the_key: Hashable | None = None
     if discovery is None:
         dns = DnsDiscovery(
             service_name,
@@ -486,6 +492,24 @@ def assemble(
             refresh,
         )
         discovery = SharedDiscovery(dns, key, clock) if share_discovery else dns
+        if share_discovery and rng is None:
+            the_key = share_key(
+                key,
+                host=service_name.host,
+                scheme=scheme,
+                picker=picker,
+                sharding=sharding,
+                slow_start=slow_start,
+                subset=None if subsetter is None else (subsetter.size, place),
+                outlier=pool.outlier,
+                health=health,
+                verify=verify,
+                cert=cert,
+                limits=limits,
+                http2=http2,
+                clock=clock,
+                pool_class=pool_class,
+            )
     the_fallback = (
         None
         if fallback is None
@@ -547,7 +571,66 @@ def assemble(
         events=events,
         hosts=service_hosts(service_name, namespace),
         url_port=the_port if isinstance(the_port, int) else None,
+        share_key=the_key,
     )
+
+
+class _Unshareable(Exception):
+    """A setting two clients cannot be shown to agree on."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Same:
+    """A setting compared by identity: the very same object (an SSLContext, a clock)."""
+
+    value: object
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.value is self.value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+
+def _token(value: object) -> Hashable:
+    """``value`` as a part of a sharing key: itself when it compares by value (numbers, text,
+    the frozen policies), the object's identity when it does not, _Unshareable for a picker
+    factory of the user's own (it may keep state the key cannot see)."""
+    if value is None or isinstance(value, bool | int | float | str | bytes):
+        return value
+    if isinstance(value, tuple):
+        return tuple(_token(v) for v in value)
+    if isinstance(value, httpx.Limits):
+        return ("limits", value.max_connections, value.max_keepalive_connections,
+                value.keepalive_expiry)  # fmt: skip
+    if isinstance(value, ConsistentHash):
+        return ("consistent_hash", value.over, value.table_size_factor, value.table_size,
+                value.start, value.balance_factor)  # fmt: skip
+    if isinstance(value, PickerFactory):
+        raise _Unshareable
+    if type(value).__eq__ is not object.__eq__ and getattr(value, "__dataclass_params__", None):
+        try:
+            hash(value)
+        except TypeError:
+            return _Same(value)
+        return value  # a frozen policy (RefreshPolicy, OutlierPolicy, HealthCheck, SlowStart)
+    return _Same(value)
+
+
+def share_key(dns: ServiceKey, **settings: object) -> Hashable | None:
+    """What decides a client's background parts, as one key: two clients with equal keys may
+    share one runtime (refresher, pool, balancer, health checks, probe connections).
+
+    ``dns`` is what decides DNS rounds (:class:`~headlesslb.io.shared.ServiceKey`); ``settings``
+    the rest: pool (outlier policy, health check, subset and place, the pool class), pickers
+    (picker, sharding, slow start), what probes use (scheme, host, TLS, limits, HTTP/2), the
+    clock. None when one of them cannot be compared safely (a picker factory of the user's own):
+    such a client runs its own.
+    """
+    try:
+        return (dns, *((name, _token(value)) for name, value in sorted(settings.items())))
+    except _Unshareable:
+        return None
 
 
 def _event_hub(service: str, observers: Sequence[Observer], opentelemetry: bool | None) -> EventHub:

@@ -8,11 +8,15 @@ The client's configuration decides the scheme (TLS or not) and the port: a URL t
 Service with another scheme or port is refused before a byte leaves (:class:`InvalidRequest`).
 Discovery and health checks (:class:`~headlesslb.io.runtime.Runtime`) run in the background from
 the transport's entry until it is closed, from any task (:mod:`headlesslb.io.tasks`); nothing
-outlives it, and nothing is sent after close.
+outlives it, and nothing is sent after close. Transports of the same Service and configuration
+on one event loop share one runtime (``share_discovery=True``, :data:`_RUNTIMES`): it belongs
+to the loop, not to the first transport's task, and the last transport to close stops it.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from types import TracebackType
 from typing import Literal
 
@@ -28,9 +32,15 @@ from ..errors import DeadlineExceeded, InvalidRequest, NotStarted
 from ..io.outcomes import classify
 from ..io.runtime import Runtime
 from ..io.sender import AsyncSender, PodSender, TransportSender, with_headers
+from ..io.shared import Lease, Leases, loop_identity
 from ..io.tasks import Background
 
 __all__ = ["HeadlessTransport"]
+
+_RUNTIMES: Leases[_Running] = Leases()
+"""The runtimes async transports share, by (event loop, ``Parts.share_key``)."""
+
+os.register_at_fork(after_in_child=_RUNTIMES.reset)
 
 
 class HeadlessTransport(httpx.AsyncBaseTransport):
@@ -76,6 +86,8 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         self.health = self.runtime.health
         self._passthrough_transport: httpx.AsyncHTTPTransport | None = None
         self._background = Background()
+        self._lease: Lease[_Running] | None = None
+        self._detach: Callable[[], None] | None = None
         self._state: Literal["new", "open", "closed"] = "new"
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -83,8 +95,33 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         if self._state != "new":
             raise NotStarted("a HeadlessTransport can be entered once; make a new one")
         self._state = "open"
-        self._background.spawn("discovery and health checks", self.runtime.run)
+        key = self.parts.share_key
+        if key is None:
+            self._background.spawn("discovery and health checks", self.runtime.run)
+            return self
+        own = self.runtime
+        lease, made = _RUNTIMES.acquire(
+            (loop_identity(), key), lambda: _Running(own), lambda running: running.alive
+        )
+        running = lease.value
+        self._lease = lease
+        if made:
+            own.share()
+            # The loop's task, not this one's: closing this transport leaves the others working.
+            running.background.spawn("discovery and health checks", own.run)
+            self._detach = own.detach_first
+        else:
+            self._adopt(running.runtime)
         return self
+
+    def _adopt(self, runtime: Runtime) -> None:
+        """Use another transport's runtime (same Service and configuration on this loop)."""
+        self._detach = runtime.attach(self.parts, self._sender.retire)
+        self.runtime = runtime
+        self.refresher = runtime.refresher
+        self.health = runtime.health
+        self.pool = self.parts.pool
+        self.balancer = self.parts.balancer
 
     async def __aexit__(
         self,
@@ -105,7 +142,14 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         self._state = "closed"
         self._router.close()  # calls in flight send nothing more
         with anyio.CancelScope(shield=True):
-            await self._background.aclose()
+            lease, self._lease = self._lease, None
+            if lease is None:
+                await self._background.aclose()
+            else:
+                if self._detach is not None:
+                    self._detach()
+                if _RUNTIMES.release(lease):  # the last transport of the runtime stops it
+                    await lease.value.background.aclose()
             await self._sender.aclose()
             if self._passthrough_transport is not None:
                 await self._passthrough_transport.aclose()
@@ -321,3 +365,18 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 verify=parts.verify, cert=parts.cert, http2=parts.http2
             )
         return await self._passthrough_transport.handle_async_request(request)
+
+
+class _Running:
+    """A shared runtime and the loop's background task running it."""
+
+    __slots__ = ("background", "runtime")
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.background = Background()
+
+    @property
+    def alive(self) -> bool:
+        """Whether its task still runs (one that failed was logged: it is not handed out)."""
+        return self.background.running > 0

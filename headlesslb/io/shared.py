@@ -14,15 +14,23 @@ last one to close drops the entry. An answer is at most its TTL old, as from any
 resolver (CoreDNS caches too). A failed or partial round is never kept: the next round asks again.
 
 Entries belong to one event loop (an asyncio loop, a trio token): the single-flight event is
-bound to it. The sync client runs each client on its own private loop, so sync clients do not
-share. The registry belongs to one process: a forked child starts with an empty one.
+bound to it. The registry belongs to one process: a forked child starts with an empty one.
+
+Clients whose whole background configuration is the same share more than answers: one
+:class:`~headlesslb.io.runtime.Runtime` (refresher, pool, health checks), leased from
+:data:`runtimes` (async, per event loop) or the sync shell's process-wide registry, both
+:class:`Leases`. A client whose runtime is shared still uses this module's answers too, so clients
+that differ only in, say, their outlier policy still ask DNS once between them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import anyio
 
@@ -31,7 +39,17 @@ from ..core.endpoint import Resolution
 from ..core.schedule import RefreshPolicy
 from .dns import DnsDiscovery
 
-__all__ = ["ServiceKey", "SharedDiscovery", "SharedEntry", "registry"]
+__all__ = [
+    "Lease",
+    "Leases",
+    "ServiceKey",
+    "SharedDiscovery",
+    "SharedEntry",
+    "loop_identity",
+    "registry",
+]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +98,7 @@ class SharedEntry:
         self.generation += 1
 
 
-def _loop_identity() -> object:
+def loop_identity() -> object:
     """The running event loop (asyncio) or trio's token for it: what an entry belongs to."""
     try:
         return asyncio.get_running_loop()
@@ -105,7 +123,7 @@ class Registry:
     def acquire(self, key: ServiceKey, clock: Clock) -> tuple[object, SharedEntry]:
         """The entry for ``key`` on the running loop, one more user counted."""
         entries = self._current()
-        where = (_loop_identity(), key)
+        where = (loop_identity(), key)
         entry = entries.get(where)
         if entry is None:
             entry = entries[where] = SharedEntry(clock)
@@ -202,3 +220,71 @@ class SharedDiscovery:
         joined, self._joined = self._joined, None
         if joined is not None and self._pid == os.getpid():
             registry.release(joined[0], self.key, joined[1])
+
+
+class Lease(Generic[T]):
+    """One shared thing (a running runtime) and how many clients hold it."""
+
+    __slots__ = ("key", "users", "value")
+
+    def __init__(self, key: Hashable, value: T) -> None:
+        self.key = key
+        self.value = value
+        self.users = 1
+
+
+class Leases(Generic[T]):
+    """Shared things by key, counted by their users, for one process; thread-safe.
+
+    :meth:`acquire` hands out the live value for a key or makes one; :meth:`release` says when
+    the last user left, so that user stops it. A forked child starts empty (its parent's threads
+    and loops are not its own)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._leases: dict[Hashable, Lease[T]] = {}
+        self._pid = os.getpid()
+
+    def _current(self) -> dict[Hashable, Lease[T]]:
+        if self._pid != os.getpid():  # forked without the at-fork hook (or before it ran)
+            self.reset()
+        return self._leases
+
+    def acquire(
+        self, key: Hashable, make: Callable[[], T], alive: Callable[[T], bool]
+    ) -> tuple[Lease[T], bool]:
+        """The lease for ``key``, one more user counted, and whether it was made now.
+
+        A value that is no longer ``alive`` (its background work failed, which was logged) is not
+        handed out: a new one is made, and the old one's users keep theirs until they leave.
+        ``make`` runs under the registry's lock: it must not wait on another client.
+        """
+        with self._lock:
+            leases = self._current()
+            lease = leases.get(key)
+            if lease is not None and alive(lease.value):
+                lease.users += 1
+                return lease, False
+            lease = leases[key] = Lease(key, make())
+            return lease, True
+
+    def release(self, lease: Lease[T]) -> bool:
+        """One user fewer; True for the last one, which must stop the value (outside any lock)."""
+        with self._lock:
+            leases = self._current()
+            lease.users -= 1
+            if lease.users > 0:
+                return False
+            if leases.get(lease.key) is lease:
+                del leases[lease.key]
+            return True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._current())
+
+    def reset(self) -> None:
+        """Forget every lease (a forked child)."""
+        self._lock = threading.Lock()
+        self._leases = {}
+        self._pid = os.getpid()

@@ -6,9 +6,15 @@ checks are the async client's own (:class:`~headlesslb.io.runtime.Runtime`), run
 event loop in one background thread: once the first resolution is in, no request ever waits for
 DNS (a refresh-on-request design would make one request per TTL pay for a whole DNS round).
 
+Transports of the same Service and configuration in one process (``share_discovery=True``)
+share one runtime on one background thread (:data:`_RUNTIMES`): one refresher, pool and health
+checker for all of them. It is counted by its transports, closable from any thread, and the last
+one to close stops the thread.
+
 Fork-safe: a transport created, or even used, before ``fork()`` (gunicorn ``--preload``,
 multiprocessing) works in the child. The child drops the parent's connections without touching
-their sockets, its locks are new, and its background thread is started again on first use.
+their sockets, its locks are new, its registry of shared runtimes is empty, and its background
+thread is started again on first use.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from ..errors import InvalidRequest, NotStarted
 from ..io.outcomes import classify
 from ..io.runtime import Runtime
 from ..io.sender import with_headers
+from ..io.shared import Lease, Leases
 from .hedging import HedgeRunner
 from .pool import LockedPool
 from .sender import SyncPodSender, SyncSender, SyncTransportSender
@@ -47,6 +54,11 @@ __all__ = ["HeadlessTransport"]
 
 _LIVE: weakref.WeakSet[HeadlessTransport] = weakref.WeakSet()
 """Every transport of this process, for the fork hook."""
+
+_RUNTIMES: Leases[_Shared] = Leases()
+"""The runtimes sync transports share, by ``Parts.share_key``, each on its own thread."""
+
+os.register_at_fork(after_in_child=_RUNTIMES.reset)
 
 
 def _after_fork_in_child() -> None:
@@ -98,13 +110,16 @@ class HeadlessTransport(httpx.BaseTransport):
         self._portal_cm: AbstractContextManager[anyio.from_thread.BlockingPortal] | None = None
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._task: Future[None] | None = None
+        self._lease: Lease[_Shared] | None = None
         self.runtime = self._new_runtime()
         self._ready = False
         """Whether :attr:`runtime` was found ready (it stays so): checked once, not per request."""
         self._passthrough_transport: httpx.HTTPTransport | None = None
         self._hedging = HedgeRunner()
         _LIVE.add(self)
-        self._finalizer = weakref.finalize(self, _stop_portal, None, None)
+        self._finalizer: weakref.finalize[..., HeadlessTransport] = weakref.finalize(
+            self, _stop_portal, None, None
+        )
 
     def _new_runtime(self) -> Runtime:
         sender = self._sender
@@ -152,17 +167,35 @@ class HeadlessTransport(httpx.BaseTransport):
                 raise NotStarted("this HeadlessTransport was closed: make a new one")
             if self._portal is not None:
                 return
-            cm = _PortalThread("headlesslb discovery")
-            portal = cm.__enter__()
-            self._task = portal.start_task_soon(self.runtime.run)
-            # A refused connection asks for an early DNS round. The pool calls this under its
-            # lock, which the discovery thread may be waiting for: hand the wake-up to the loop
-            # without waiting for it (portal.start_task_soon waits, and deadlocked both).
-            self.pool.on_refused = functools.partial(cm.call_soon, self.runtime.refused)
-            self._portal_cm, self._portal = cm, portal
+            key = self.parts.share_key
+            if key is None:
+                cm, portal, task = _launch(self.runtime)
+                self._portal_cm, self._portal, self._task = cm, portal, task
+                finalizer: weakref.finalize[..., HeadlessTransport] = weakref.finalize(
+                    self, _stop_portal, cm, task
+                )
+            else:
+                own = self.runtime
+                lease, made = _RUNTIMES.acquire(key, lambda: _Shared(own), _Shared.alive)
+                detach = own.detach_first if made else self._adopt(lease.value.runtime)
+                self._lease, self._portal = lease, lease.value.portal
+                finalizer = weakref.finalize(self, _leave, lease, detach)
             self._finalizer.detach()
-            self._finalizer = weakref.finalize(self, _stop_portal, cm, self._task)
+            self._finalizer = finalizer
             self._state = "open"
+
+    def _adopt(self, runtime: Runtime) -> Callable[[], None]:
+        """Use another transport's runtime (same Service and configuration); its detach."""
+        sender = self._sender
+
+        async def retire(keep: set[tuple[str, int]]) -> None:
+            sender.retire(keep)
+
+        detach = runtime.attach(self.parts, retire)
+        self.runtime = runtime
+        self.pool = self.parts.pool
+        self.balancer = self.parts.balancer
+        return detach
 
     def close(self) -> None:
         """Stop discovery and close every connection; safe from any thread, and twice.
@@ -174,11 +207,9 @@ class HeadlessTransport(httpx.BaseTransport):
                 return
             self._state = "closed"
             self._router.close()  # calls in flight send nothing more
-            cm, task = self._portal_cm, self._task
-            self._portal_cm = self._portal = self._task = None
+            self._portal_cm = self._portal = self._task = self._lease = None
         if self._pid == os.getpid():
-            self._finalizer.detach()
-            _stop_portal(cm, task)
+            self._finalizer()  # stops the thread, or leaves the shared one (the last stops it)
         self._sender.close()
         self._hedging.close()
         if self._passthrough_transport is not None:
@@ -188,7 +219,7 @@ class HeadlessTransport(httpx.BaseTransport):
         """In a child after fork(): forget the parent's threads, locks and connections."""
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._portal_cm = self._portal = self._task = None
+        self._portal_cm = self._portal = self._task = self._lease = None
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _stop_portal, None, None)
         self._sender.forget()
@@ -411,6 +442,42 @@ class _PortalThread(AbstractContextManager[anyio.from_thread.BlockingPortal]):
                 portal.call(portal.stop)
         if thread is not None:
             thread.join()
+
+
+def _launch(
+    runtime: Runtime,
+) -> tuple[_PortalThread, anyio.from_thread.BlockingPortal, Future[None]]:
+    """A new background thread running ``runtime``: the thread, its portal, the task."""
+    cm = _PortalThread("headlesslb discovery")
+    portal = cm.__enter__()
+    task = portal.start_task_soon(runtime.run)
+    # A refused connection asks for an early DNS round. The pool calls this under its lock,
+    # which the discovery thread may be waiting for: hand the wake-up to the loop without
+    # waiting for it (portal.start_task_soon waits, and deadlocked both).
+    runtime.parts.pool.on_refused = functools.partial(cm.call_soon, runtime.refused)
+    return cm, portal, task
+
+
+class _Shared:
+    """A runtime shared by the sync transports of one configuration, on its own thread."""
+
+    __slots__ = ("cm", "portal", "runtime", "task")
+
+    def __init__(self, runtime: Runtime) -> None:
+        runtime.share()  # before it runs: its events go to every transport from the start
+        self.runtime = runtime
+        self.cm, self.portal, self.task = _launch(runtime)
+
+    def alive(self) -> bool:
+        """Whether its task still runs (one that failed was logged: it is not handed out)."""
+        return not self.task.done()
+
+
+def _leave(lease: Lease[_Shared], detach: Callable[[], None]) -> None:
+    """A transport leaves its shared runtime; the last one stops its thread."""
+    detach()
+    if _RUNTIMES.release(lease):
+        _stop_portal(lease.value.cm, lease.value.task)
 
 
 def _stop_portal(

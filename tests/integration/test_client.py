@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import threading
 from typing import Any
 
 import anyio
@@ -22,6 +23,7 @@ from headlesslb import (
     NoEndpointsAvailable,
     NotStarted,
 )
+from headlesslb.core.events import AttemptFinished, EndpointsChanged
 from headlesslb.core.names import expand_service_name
 from headlesslb.io.dns import DnsDiscovery
 from headlesslb.testing import LocalCluster
@@ -313,35 +315,66 @@ async def test_routing_options_in_extensions_are_kept(cluster: LocalCluster) -> 
         assert response.json()["pod"] == "web-2"
 
 
-@pytest.mark.async_only  # the sync client runs each client on its own loop: nothing to share
-async def test_clients_of_one_service_share_one_discovery(cluster: LocalCluster) -> None:
+async def test_clients_of_one_service_share_one_runtime(
+    cluster: LocalCluster, client_flavor: str
+) -> None:
+    """Four clients of one Service and configuration: one refresher, pool and health checker
+    (async: on the loop; sync: on one thread), DNS and probes as for one client; the first to
+    close leaves the others working, the last stops it. A fifth, configured otherwise, runs its
+    own."""
+    from headlesslb.aio.transport import _RUNTIMES as async_runtimes
     from headlesslb.io.shared import registry
+    from headlesslb.sync.transport import _RUNTIMES as sync_runtimes
+
+    def discovery_threads() -> int:
+        return sum(t.name == "headlesslb discovery" for t in threading.enumerate())
 
     fqdn = cluster.fqdn("web-hl")
+    check = HealthCheck(interval=0.2)
+    seen: list[list[object]] = [[] for _ in range(4)]
+    threads = discovery_threads()
     async with contextlib.AsyncExitStack() as stack:
         clients = [
-            await stack.enter_async_context(make_client(cluster, port=cluster.port))
-            for _ in range(4)
+            await stack.enter_async_context(
+                make_client(cluster, port=cluster.port, health=check, observers=[box.append])
+            )
+            for box in seen
         ]
+        other = await stack.enter_async_context(
+            make_client(cluster, port=cluster.port, health=HealthCheck(interval=0.3))
+        )
         for client in clients:
             await client.get("/")
-        refreshers = [client.transport.refresher for client in clients]
-        entry = clients[0].transport.parts.discovery.entry
-        assert all(c.transport.parts.discovery.entry is entry for c in clients)
-        cluster.reset_dns_query_count()
-        start = [r.rounds for r in refreshers]
-        await eventually(
-            lambda: all(r.rounds >= s + 2 for r, s in zip(refreshers, start, strict=True)),
-            within=6,
-        )
-        rounds = max(r.rounds - s for r, s in zip(refreshers, start, strict=True))
+        runtime = clients[0].transport.runtime
+        assert all(c.transport.runtime is runtime for c in clients)
+        assert all(c.transport.pool is runtime.parts.pool for c in clients)
+        assert other.transport.runtime is not runtime
+        if client_flavor == "sync":
+            assert discovery_threads() == threads + 2  # one per runtime, not one per client
+        # Membership reaches every client's observers; each client's requests only its own.
+        for box in seen:
+            assert any(isinstance(e, EndpointsChanged) and len(e.added) == 3 for e in box)
+            assert sum(isinstance(e, AttemptFinished) for e in box) == 1
+
+        refresher, health = runtime.refresher, runtime.health
+        own_health = other.transport.runtime.health
+        cluster.reset_stats()
+        rounds, probe_rounds, other_rounds = refresher.rounds, health.rounds, own_health.rounds
+        await eventually(lambda: health.rounds >= probe_rounds + 3, within=5)
+        probes = sum(cluster.stats()["health"].values())
+        other_rounds = own_health.rounds - other_rounds
+        # Probes at the Pods: this runtime's rounds and the other's, 3 Pods each, give or take
+        # a round in flight at either end; four unshared clients would have sent 4x.
+        shared_rounds = health.rounds - probe_rounds
+        assert probes <= 3 * (shared_rounds + other_rounds + 4), (probes, shared_rounds)
         asked = cluster.dns_query_count().count(fqdn, "A")
-        assert asked <= rounds + 1, (asked, rounds)  # four clients, one client's queries
+        assert asked <= 2 * (refresher.rounds - rounds + 2), asked  # two runtimes' rounds
+
         await clients[0].aclose()
-        before = cluster.dns_query_count().count(fqdn, "A")
-        await eventually(lambda: cluster.dns_query_count().count(fqdn, "A") > before, within=4)
+        assert refresher.running and health.running
         for client in clients[1:]:
             assert (await client.get("/")).status_code == 200
-        assert not refreshers[0].running and entry.users == 3
-    assert not any(r.running for r in refreshers)
-    assert registry.entries() == 0
+        await eventually(lambda: refresher.rounds > rounds + 1, within=4)
+    assert not refresher.running and not health.running
+    assert len(async_runtimes) == len(sync_runtimes) == registry.entries() == 0
+    await eventually(lambda: discovery_threads() == threads, within=2)

@@ -294,11 +294,14 @@ def test_forked_child_balances_on_its_own_connections(cluster: LocalCluster) -> 
 
 def test_forked_child_restarts_discovery(cluster: LocalCluster) -> None:
     within = cluster.ttl + 2.0
-    with sync_client(cluster) as client:
+    with sync_client(cluster) as client, sync_client(cluster) as twin:
         assert round_robin(served(client, 3))
+        # Same Service and configuration: one shared runtime on one thread.
+        assert twin.transport.runtime is client.transport.runtime
 
         def child_body(channel: Channel) -> dict[str, Any]:
             first = served(client, 3)  # the first request starts the child's own thread
+            served(twin, 1)  # ...which the twin joins: the child's registry started empty
             channel.send({"first": sorted(first)})
             channel.recv(CHILD_TIMEOUT)  # the parent has scaled the StatefulSet to 4
             deadline = time.monotonic() + within
@@ -311,6 +314,8 @@ def test_forked_child_restarts_discovery(cluster: LocalCluster) -> None:
             return {
                 "seen": seen,
                 "endpoints": sorted(str(e.hostname) for e in client.endpoints()),
+                "twin_endpoints": sorted(str(e.hostname) for e in twin.endpoints()),
+                "shared": twin.transport.runtime is client.transport.runtime,
                 "threads": [t.name for t in threading.enumerate()],
             }
 
@@ -321,8 +326,8 @@ def test_forked_child_restarts_discovery(cluster: LocalCluster) -> None:
             report = child.result()
         assert child.exitcode == 0
         assert "web-3" in report["seen"], f"the child never saw web-3 within {within} s: {report}"
-        assert report["endpoints"] == [*PODS, "web-3"]
-        assert "headlesslb discovery" in report["threads"]
+        assert report["endpoints"] == report["twin_endpoints"] == [*PODS, "web-3"]
+        assert report["shared"] and report["threads"].count("headlesslb discovery") == 1
 
         # The parent's own discovery thread went on running through the fork.
         wait_for(

@@ -1,0 +1,273 @@
+"""One runtime for the clients of one Service and configuration (headlesslb.io.runtime,
+headlesslb.io.shared.Leases, assembly.share_key), without sockets: which configurations share,
+what an attached client gets (the pool, the balancer, events, retired connections), that the
+shared runtime logs each change once, and the registries' counting."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import ssl
+from typing import Any
+
+import httpx
+import pytest
+
+from headlesslb.assembly import Parts, assemble
+from headlesslb.core.clock import ManualClock
+from headlesslb.core.events import DiscoveryRound, EndpointsChanged, Event
+from headlesslb.core.health import HealthCheck
+from headlesslb.core.pickers import ConsistentHash, SlowStart
+from headlesslb.core.pool import OutlierPolicy
+from headlesslb.core.schedule import RefreshPolicy
+from headlesslb.core.subset import Subset
+from headlesslb.io.fallback import Fallback
+from headlesslb.io.runtime import Runtime
+from headlesslb.io.shared import Leases
+from headlesslb.sync.pool import LockedPool
+from headlesslb.testing import StaticDiscovery
+
+WHERE: dict[str, Any] = {"nameservers": ["127.0.0.1:53"], "namespace": "default", "port": 80}
+
+
+def key(**options: Any) -> object:
+    return assemble("web-hl", **{**WHERE, **options}).share_key
+
+
+class OwnPicker:
+    """A picker factory of the user's own: its state cannot be compared, so it never shares."""
+
+    name = "own"
+
+    def build(self, snapshot: Any) -> Any:
+        raise NotImplementedError
+
+
+def test_equal_configurations_share_and_per_client_settings_do_not_matter() -> None:
+    base = key()
+    assert base is not None and key() == base
+    per_client: dict[str, Any] = {
+        "fallback": "web-lb",
+        "observers": [print],
+        "writes_to": 0,
+        "opentelemetry": False,
+        "limits": httpx.Limits(max_connections=5),  # equal values, distinct objects
+    }
+    assert key(**per_client) == key(limits=httpx.Limits(max_connections=5))
+    assert key(health=HealthCheck(interval=1.0)) == key(health=HealthCheck(interval=1.0))
+    assert key(sharding=ConsistentHash(balance_factor=1.5)) == key(
+        sharding=ConsistentHash(balance_factor=1.5)
+    )
+    context = ssl.create_default_context()
+    assert key(scheme="https", verify=context) == key(scheme="https", verify=context)
+    clock = ManualClock()
+    assert key(clock=clock) == key(clock=clock)
+    same_place = Subset(2, client="web-0")
+    assert key(subset=same_place) == key(subset=Subset(2, client="web-0"))
+    assert key(subset=same_place) != key(subset=Subset(2, client="web-1"))
+    assert key(subset=same_place) != key(subset=Subset(3, client="web-0"))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"outlier": OutlierPolicy(consecutive_failures=2)},
+        {"health": HealthCheck()},
+        {"health": HealthCheck(start_unhealthy=True)},
+        {"subset": Subset(2, client="web-1")},
+        {"refresh": RefreshPolicy(min_interval=2.0)},
+        {"statefulset": "web"},
+        {"picker": "least_request"},
+        {"slow_start": SlowStart()},
+        {"sharding": ConsistentHash(balance_factor=1.25)},
+        {"scheme": "https"},
+        {"verify": ssl.create_default_context()},
+        {"http2": True},
+        {"cert": "/tmp/client.pem"},
+        {"clock": ManualClock()},
+        {"port": 81},
+        {"ip_family": "dual"},
+        {"discovery_timeout": 1.0},
+        {"pool_class": LockedPool},
+    ],
+    ids=lambda options: next(iter(options)),
+)
+def test_what_shapes_the_shared_parts_is_in_the_key(options: dict[str, Any]) -> None:
+    assert key(**options) is not None
+    assert key(**options) != key()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"share_discovery": False},
+        {"discovery": StaticDiscovery(["10.0.0.1:80"])},
+        {"rng": random.Random(1)},
+        {"picker": OwnPicker()},
+        {"subset": Subset(2)},  # no identity in this environment: a random place of its own
+    ],
+    ids=lambda options: next(iter(options)),
+)
+def test_what_cannot_be_compared_never_shares(
+    options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in ("POD_NAME", "HOSTNAME"):
+        monkeypatch.delenv(variable, raising=False)
+    first, second = key(**options), key(**options)
+    assert first is None or first != second
+
+
+# -- the runtime ---------------------------------------------------------------------------------
+class Client:
+    """A client's parts, an observer recording what reaches it and a recording retire."""
+
+    def __init__(self, discovery: StaticDiscovery, fallback: str | None = None) -> None:
+        self.seen: list[Event] = []
+        self.retired: list[set[tuple[str, int]]] = []
+        self.parts: Parts = assemble(
+            "web-hl",
+            discovery=discovery,
+            fallback=fallback,
+            observers=[self.seen.append],
+            opentelemetry=False,
+            **WHERE,
+        )
+
+    async def retire(self, keep: set[tuple[str, int]]) -> None:
+        self.retired.append(keep)
+
+    def changes(self) -> list[EndpointsChanged]:
+        return [e for e in self.seen if isinstance(e, EndpointsChanged)]
+
+
+@pytest.mark.anyio
+async def test_attached_clients_share_the_pool_events_and_retirement(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="headlesslb.pool")
+    dns = StaticDiscovery(["10.0.0.1:80", "10.0.0.2:80"])
+    first, second = Client(dns), Client(dns, fallback="web-lb")
+    runtime = Runtime(first.parts, first.retire)
+    runtime.share()
+    await runtime.refresher.refresh()
+    assert len(caplog.records) == 2  # two Pods joined: one line each
+
+    detach = runtime.attach(second.parts, second.retire)
+    pool = first.parts.pool
+    assert second.parts.pool is pool and second.parts.router.pool is pool
+    assert second.parts.balancer is first.parts.balancer
+    assert second.parts.router.balancer is first.parts.balancer
+    assert runtime.clients == 2
+    # The late client learns the membership at once (its metrics start from it), unlogged.
+    (joined,) = second.changes()
+    assert {e.ip for e in joined.added} == {"10.0.0.1", "10.0.0.2"}
+    assert len(caplog.records) == 2
+
+    caplog.clear()
+    first.seen.clear()
+    second.seen.clear()
+    first.retired.clear()
+    # The fallback Service's ClusterIP, as if looked up (its connections are kept open).
+    monkeypatch.setattr(Fallback, "cached", property(lambda self: ("10.9.9.9", 8080)))
+    dns.set(["10.0.0.2:80", "10.0.0.3:80"])
+    await runtime.refresher.refresh()
+    for client in (first, second):
+        (change,) = client.changes()
+        assert [e.ip for e in change.added] == ["10.0.0.3"]
+        assert [e.ip for e in change.removed] == ["10.0.0.1"]
+        assert any(isinstance(e, DiscoveryRound) for e in client.seen)
+    assert len(caplog.records) == 2  # one line per change, not one per client
+    pods = {("10.0.0.2", 80), ("10.0.0.3", 80)}
+    assert first.retired == [pods]
+    assert second.retired[-1] == pods | {("10.9.9.9", 8080)}  # its own fallback is kept
+
+    detach()
+    detach()  # twice is harmless
+    second.seen.clear()
+    dns.set(["10.0.0.3:80"])
+    await runtime.refresher.refresh()
+    assert runtime.clients == 1 and second.changes() == [] and len(first.changes()) == 2
+    runtime.detach_first()
+    assert runtime.clients == 0
+
+
+@pytest.mark.anyio
+async def test_an_unshared_runtime_emits_into_its_client_as_before() -> None:
+    dns = StaticDiscovery(["10.0.0.1:80"])
+    client = Client(dns)
+    runtime = Runtime(client.parts, client.retire)
+    await runtime.refresher.refresh()
+    assert runtime.hub is None and client.parts.pool.events is client.parts.events
+    assert len(client.changes()) == 1 and client.retired == [{("10.0.0.1", 80)}]
+
+
+@pytest.mark.anyio
+async def test_a_failing_retire_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    dns = StaticDiscovery(["10.0.0.1:80"])
+    first, second = Client(dns), Client(dns)
+
+    async def broken(keep: set[tuple[str, int]]) -> None:
+        raise RuntimeError("closed")
+
+    runtime = Runtime(first.parts, broken)
+    runtime.attach(second.parts, second.retire)
+    await runtime.refresher.refresh()
+    assert second.retired == [{("10.0.0.1", 80)}]
+    assert "retiring connections" in caplog.text
+
+
+# -- the registries ------------------------------------------------------------------------------
+def test_leases_count_users_and_replace_a_dead_value() -> None:
+    leases: Leases[list[str]] = Leases()
+    made: list[list[str]] = []
+
+    def make() -> list[str]:
+        made.append(["alive"])
+        return made[-1]
+
+    def alive(value: list[str]) -> bool:
+        return value == ["alive"]
+
+    first, created = leases.acquire("k", make, alive)
+    second, again = leases.acquire("k", make, alive)
+    assert created and not again and first is second and first.users == 2
+    other, _ = leases.acquire("other", make, alive)
+    assert len(leases) == 2 and other is not first
+    assert not leases.release(first)
+    assert leases.release(first)  # the last user: it stops the value
+    assert len(leases) == 1
+    third, _ = leases.acquire("k", make, alive)
+    third.value[0] = "failed"  # its background work died (and was logged)
+    fourth, created = leases.acquire("k", make, alive)
+    assert created and fourth is not third
+    assert leases.release(third)  # the dead one's last user does not drop the new one
+    assert len(leases) == 2
+
+
+def test_leases_in_a_forked_child_start_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    leases: Leases[int] = Leases()
+    leases.acquire("k", lambda: 1, lambda value: True)
+    pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: pid + 1)
+    assert len(leases) == 0
+    _, created = leases.acquire("k", lambda: 2, lambda value: True)
+    assert created
+
+
+@pytest.mark.anyio
+async def test_an_observer_of_several_clients_gets_each_shared_event_once() -> None:
+    dns = StaticDiscovery(["10.0.0.1:80"])
+    first, second = Client(dns), Client(dns)
+    seen: list[Event] = []
+    for client in (first, second):
+        client.parts.events.subscribe(seen.append)  # one metrics object for every client
+    runtime = Runtime(first.parts, first.retire)
+    runtime.share()
+    await runtime.refresher.refresh()
+    runtime.attach(second.parts, second.retire)  # no replay: this observer saw the Pods join
+    assert len(second.changes()) == 1
+    dns.set(["10.0.0.2:80"])
+    await runtime.refresher.refresh()
+    assert sum(isinstance(e, EndpointsChanged) for e in seen) == 2  # one per change
+    assert seen == first.seen  # what one client's own observer got: nothing twice

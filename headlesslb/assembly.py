@@ -640,7 +640,7 @@ def _event_hub(service: str, observers: Sequence[Observer], opentelemetry: bool 
     for observer in observers:
         events.subscribe(observer)
     if opentelemetry is not False:
-        from .telemetry.otel import OpenTelemetryObserver, api_available
+        from .telemetry.otel import OpenTelemetryObserver, api_available, default_observer
 
         if opentelemetry and not api_available():
             raise ConfigurationError(
@@ -650,7 +650,7 @@ def _event_hub(service: str, observers: Sequence[Observer], opentelemetry: bool 
         chosen = any(isinstance(o, OpenTelemetryObserver) for o in observers)
         if api_available() and not chosen:
             # Zero-code instrumentation: the global providers, no setting needed.
-            events.subscribe(OpenTelemetryObserver())
+            events.subscribe(default_observer())
     return events
 
 

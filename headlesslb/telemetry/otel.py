@@ -58,6 +58,7 @@ __all__ = [
     "RECHECK",
     "OpenTelemetryObserver",
     "api_available",
+    "default_observer",
 ]
 
 METER_NAME = "headlesslb"
@@ -83,6 +84,25 @@ _MAX_TARGETS = 1024
 def api_available() -> bool:
     """Whether ``opentelemetry-api`` can be imported."""
     return _API
+
+
+_default: OpenTelemetryObserver | None = None
+_default_lock = threading.Lock()
+
+
+def default_observer() -> OpenTelemetryObserver:
+    """The process's one observer on the global providers, which every client without an
+    observer of its own subscribes (zero-code instrumentation).
+
+    One, not one per client: clients sharing a runtime hand each shared event (an ejection, a
+    membership change) to each distinct observer once, so K clients of one Service count one
+    ejection once, and the endpoints-by-state gauge has one callback per process, not K
+    callbacks reporting the same series."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = OpenTelemetryObserver()
+        return _default
 
 
 def _configured(provider: object, proxies: tuple[type, ...]) -> bool:

@@ -271,3 +271,21 @@ async def test_an_observer_of_several_clients_gets_each_shared_event_once() -> N
     await runtime.refresher.refresh()
     assert sum(isinstance(e, EndpointsChanged) for e in seen) == 2  # one per change
     assert seen == first.seen  # what one client's own observer got: nothing twice
+
+
+def test_clients_share_the_zero_code_opentelemetry_observer() -> None:
+    """One object for every client, so a shared runtime's events reach it once (see the test
+    above): K clients of one Service count one ejection once, not K times."""
+    pytest.importorskip("opentelemetry")
+    from headlesslb.telemetry.otel import OpenTelemetryObserver
+
+    dns = StaticDiscovery(["10.0.0.1:80"])
+    observers = [
+        [
+            o
+            for o in assemble("web-hl", discovery=dns, **WHERE).events.observers
+            if isinstance(o, OpenTelemetryObserver)
+        ]
+        for _ in range(2)
+    ]
+    assert len(observers[0]) == 1 and observers[0] == observers[1]

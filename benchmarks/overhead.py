@@ -11,8 +11,11 @@ figure (target ≥ 0.95).
   HeadlessTransport(...))`` vs ``httpx.Client``, sequentially and with 8 threads.
 
 A reference row, plain ``httpx.Client`` instances taking the 3 Pods in turn, shows what
-spreading the same load over 3 Pods costs the (shared) server side by itself, with no headlesslb
-code at all: with 8 threads it is most of the gap between one Pod and three.
+spreading the same load over 3 Pods costs by itself, with no headlesslb code at all: with 8
+threads it is most of the gap between one Pod and three. Its cost is in the client process
+(about half again as many voluntary context switches per request, GIL hand-offs, with the same
+Pod-side CPU per request), so a last row sends through the sync transport pinned to the very
+Pod of the baseline (``ordinal=0``): headlesslb's own cost, without the spreading.
 
     python benchmarks/overhead.py [--rounds 7] [--requests 1500]
 """
@@ -33,6 +36,7 @@ from _common import print_table, write_results
 
 import headlesslb.sync
 from headlesslb import HeadlessClient
+from headlesslb.core.options import EXTENSION
 from headlesslb.testing import LocalCluster
 
 Send = Callable[[], Awaitable[httpx.Response]]
@@ -111,7 +115,9 @@ def _sync_rate(send: Callable[[], httpx.Response], requests: int, threads: int) 
 def _compare_sync(
     cluster: LocalCluster, rounds: int, requests: int, threads: int
 ) -> list[dict[str, object]]:
-    one_pod = cluster.url(cluster.pods("web")[0].name)
+    first = cluster.pods("web")[0]
+    assert first.name.endswith("-0")  # the Pod that ordinal=0 pins to
+    one_pod = cluster.url(first.name)
     limits = httpx.Limits(
         max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
     )
@@ -136,6 +142,9 @@ def _compare_sync(
             "plain, 3 Pods in turn (reference)": lambda: next(in_turn).get("/bench"),
             "sync client": lambda: client.get("/bench"),
             "httpx.Client + sync transport": lambda: via_transport.get("/bench"),
+            "sync transport, pinned to that Pod (reference)": lambda: via_transport.get(
+                "/bench", extensions={EXTENSION: {"ordinal": 0}}
+            ),
         }
         for send in sends.values():
             _sync_rate(send, 200, threads)  # warm up connections everywhere
@@ -149,6 +158,7 @@ def _compare_sync(
         "plain, 3 Pods in turn (reference)",
         "sync client",
         "httpx.Client + sync transport",
+        "sync transport, pinned to that Pod (reference)",
     ):
         rps = statistics.median(rates[name])
         rows.append(

@@ -3,16 +3,21 @@
 The baseline is what the issue names: a plain httpx client to one Pod (``base_url`` = that Pod,
 the same relative paths). headlesslb balances over the 3 Pods of the same LocalCluster, whose Pods
 all run on one event loop in the cluster's process, so the server side costs the same. Rounds
-alternate plain / headless so machine noise hits both equally, and the ratio of medians is the
-figure (target ≥ 0.95).
+alternate plain / headless so machine noise hits both equally (the sync rows also take turns
+going first), and the ratio of medians is the figure (target ≥ 0.95).
 
 - async: ``HeadlessClient`` vs ``httpx.AsyncClient``, on asyncio and trio, 1 and 16 concurrent;
 - sync: ``headlesslb.sync.HeadlessClient`` and ``httpx.Client(transport=headlesslb.sync.
   HeadlessTransport(...))`` vs ``httpx.Client``, sequentially and with 8 threads.
 
 A reference row, plain ``httpx.Client`` instances taking the 3 Pods in turn, shows what
-spreading the same load over 3 Pods costs the (shared) server side by itself, with no headlesslb
-code at all: with 8 threads it is most of the gap between one Pod and three.
+spreading the same load over 3 Pods costs by itself, with no headlesslb code at all: with 8
+threads it is most of the gap between one Pod and three. Its cost is in the client process
+(about half again as many voluntary context switches per request, GIL hand-offs, with the same
+Pod-side CPU per request: the sync rows report voluntary context switches per request), so a
+last row sends through the sync transport pinned to the very Pod of the baseline
+(``ordinal=0``, parsed from the request's extensions each time): headlesslb's own cost, without
+the spreading.
 
     python benchmarks/overhead.py [--rounds 7] [--requests 1500]
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import resource
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +39,7 @@ from _common import print_table, write_results
 
 import headlesslb.sync
 from headlesslb import HeadlessClient
+from headlesslb.core.options import EXTENSION
 from headlesslb.testing import LocalCluster
 
 Send = Callable[[], Awaitable[httpx.Response]]
@@ -90,14 +97,23 @@ async def _compare(
     }
 
 
-def _sync_rate(send: Callable[[], httpx.Response], requests: int, threads: int) -> float:
-    """Requests per second for ``requests`` blocking sends split over ``threads`` threads."""
+def _switches() -> int:
+    """Voluntary context switches of this process so far (threads blocking: GIL hand-offs)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+
+
+def _sync_rate(
+    send: Callable[[], httpx.Response], requests: int, threads: int, switches: list[float]
+) -> float:
+    """Requests per second for ``requests`` blocking sends split over ``threads`` threads;
+    appends the voluntary context switches per request to ``switches``."""
     per_thread = requests // threads
 
     def worker() -> None:
         for _ in range(per_thread):
             assert send().status_code == 200
 
+    before = _switches()
     start = time.perf_counter()
     if threads == 1:
         worker()
@@ -105,13 +121,17 @@ def _sync_rate(send: Callable[[], httpx.Response], requests: int, threads: int) 
         with ThreadPoolExecutor(threads) as pool:
             for future in [pool.submit(worker) for _ in range(threads)]:
                 future.result()
-    return per_thread * threads / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    switches.append((_switches() - before) / (per_thread * threads))
+    return per_thread * threads / elapsed
 
 
 def _compare_sync(
     cluster: LocalCluster, rounds: int, requests: int, threads: int
 ) -> list[dict[str, object]]:
-    one_pod = cluster.url(cluster.pods("web")[0].name)
+    first = cluster.pods("web")[0]
+    assert first.name.endswith("-0")  # the Pod that ordinal=0 pins to
+    one_pod = cluster.url(first.name)
     limits = httpx.Limits(
         max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
     )
@@ -136,19 +156,26 @@ def _compare_sync(
             "plain, 3 Pods in turn (reference)": lambda: next(in_turn).get("/bench"),
             "sync client": lambda: client.get("/bench"),
             "httpx.Client + sync transport": lambda: via_transport.get("/bench"),
+            "sync transport, pinned to that Pod (reference)": lambda: via_transport.get(
+                "/bench", extensions={EXTENSION: {"ordinal": 0}}
+            ),
         }
         for send in sends.values():
-            _sync_rate(send, 200, threads)  # warm up connections everywhere
+            _sync_rate(send, 200, threads, [])  # warm up connections everywhere
         rates: dict[str, list[float]] = {name: [] for name in sends}
-        for _ in range(rounds):
-            for name, send in sends.items():
-                rates[name].append(_sync_rate(send, requests, threads))
+        switches: dict[str, list[float]] = {name: [] for name in sends}
+        names = list(sends)
+        for round_ in range(rounds):
+            # Each round starts one row later: no row always runs right after another.
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                rates[name].append(_sync_rate(sends[name], requests, threads, switches[name]))
     plain_rps = statistics.median(rates["plain"])
     rows: list[dict[str, object]] = []
     for name in (
         "plain, 3 Pods in turn (reference)",
         "sync client",
         "httpx.Client + sync transport",
+        "sync transport, pinned to that Pod (reference)",
     ):
         rps = statistics.median(rates[name])
         rows.append(
@@ -160,6 +187,8 @@ def _compare_sync(
                 "headless_rps": round(rps, 1),
                 "ratio": round(rps / plain_rps, 3),
                 "ratio_of_best": round(max(rates[name]) / max(rates["plain"]), 3),
+                "switches_per_request": round(statistics.median(switches[name]), 2),
+                "plain_switches_per_request": round(statistics.median(switches["plain"]), 2),
             }
         )
     return rows

@@ -457,7 +457,7 @@ class Call:
             "endpoint": endpoint.authority if endpoint else fallback,
             "hostname": endpoint.hostname if endpoint else None,
             "ordinal": endpoint.ordinal if endpoint else None,
-            "attempts": [a.as_dict() for a in self.attempts],
+            "attempts": list(map(AttemptRecord.as_dict, self.attempts)),  # no listcomp frame
             "fallback": fallback is not None,
             "retry_budget_exhausted": self.budget_exhausted,
         }

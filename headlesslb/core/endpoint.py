@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Endpoint", "EndpointStatus", "Resolution"]
 
@@ -17,17 +17,18 @@ class Endpoint:
     """The Pod's hostname (``web-3``) when a SRV target named it, else ``None``."""
     ordinal: int | None = None
     """The StatefulSet ordinal (``3`` for ``web-3``) when the hostname carries one."""
+    authority: str = field(init=False, repr=False, compare=False)
+    """``ip:port`` as it goes in a URL (IPv6 in brackets). Made once: every request's report
+    and attempt record name it."""
+
+    def __post_init__(self) -> None:
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        object.__setattr__(self, "authority", f"{host}:{self.port}")
 
     @property
     def key(self) -> tuple[str, int]:
         """The identity the pool keys stats by: stats survive refreshes that keep it."""
         return (self.ip, self.port)
-
-    @property
-    def authority(self) -> str:
-        """``ip:port`` as it goes in a URL (IPv6 in brackets)."""
-        host = f"[{self.ip}]" if ":" in self.ip else self.ip
-        return f"{host}:{self.port}"
 
     def __str__(self) -> str:
         name = f"{self.hostname} " if self.hostname else ""

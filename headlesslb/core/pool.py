@@ -110,37 +110,43 @@ class OutlierPolicy:
         validate.number(name + "latency_decay", self.latency_decay, min=0, exclusive_min=True)
 
 
+_BY_STATUS = {
+    429: Outcome.REJECTED,
+    502: Outcome.GATEWAY_ERROR,
+    503: Outcome.GATEWAY_ERROR,
+    504: Outcome.GATEWAY_ERROR,
+}
+"""The statuses that are not a success, and what they mean without a Retry-After header."""
+
+
 def outcome_for_status(status: int, retry_after: bool = False) -> Outcome:
     """Map an HTTP status to an outcome: 429, and 503 with a Retry-After header, mean the
     endpoint rejects for load; otherwise 502/503/504 mean it is unwell."""
-    if status == 429 or (retry_after and status == 503):
+    if retry_after and status == 503:
         return Outcome.REJECTED
-    return Outcome.GATEWAY_ERROR if status in (502, 503, 504) else Outcome.SUCCESS
+    return _BY_STATUS.get(status, Outcome.SUCCESS)
 
 
 def response_outcome(status: int, headers: Iterable[tuple[bytes, bytes]]) -> Outcome:
     """The outcome of a response with these raw headers (a 503 with Retry-After is a
     rejection); the headers are read only for a 503."""
     if status != 503:
-        return outcome_for_status(status)
+        return _BY_STATUS.get(status, Outcome.SUCCESS)  # every response: no second call
     return outcome_for_status(status, any(k.lower() == b"retry-after" for k, _ in headers))
 
 
 class Attempt:
     """One request on one endpoint, in flight until :meth:`done` is called exactly once."""
 
-    __slots__ = ("_done", "_pool", "started", "state")
+    __slots__ = ("_pool", "finished", "started", "state")
 
     def __init__(self, pool: Pool, state: EndpointState, started: float) -> None:
         self._pool = pool
         self.state = state
         self.started = started
-        self._done = False
-
-    @property
-    def finished(self) -> bool:
-        """Whether :meth:`done` was called."""
-        return self._done
+        self.finished = False
+        """Whether :meth:`done` was called (only it sets this: a plain attribute, not a
+        property, because every response body reads it once)."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -149,9 +155,9 @@ class Attempt:
 
     def done(self, outcome: Outcome) -> None:
         """Report how the attempt ended; a second call is a bug and raises RuntimeError."""
-        if self._done:
+        if self.finished:
             raise RuntimeError(f"attempt on {self.state.endpoint} reported twice")
-        self._done = True
+        self.finished = True
         self._pool._finish(self, outcome)
 
 

@@ -14,7 +14,7 @@ from ..core.pool import Outcome
 from ..core.retry import Failure
 from ..errors import ClientClosed
 
-__all__ = ["classify", "is_refused", "map_httpcore_errors"]
+__all__ = ["classify", "httpx_error", "is_refused", "map_httpcore_errors"]
 
 # httpcore's errors and the httpx errors users catch, as httpx's own transport maps them (kept
 # here because that mapping is private to httpx).
@@ -51,11 +51,21 @@ class _MapErrors:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if isinstance(exc, Exception):
-            for kind in type(exc).__mro__:
-                mapped = _ERRORS.get(kind)
-                if mapped is not None:
-                    raise mapped(str(exc)) from exc
+        mapped = httpx_error(exc)
+        if mapped is not None:
+            raise mapped from exc
+
+
+def httpx_error(exc: BaseException | None) -> httpx.TransportError | None:
+    """The httpx error to raise for httpcore's ``exc`` (the most specific one), or None when
+    ``exc`` is not httpcore's. For hot paths that map in an ``except`` clause, which costs
+    nothing until something is raised, rather than with ``map_httpcore_errors()``."""
+    if isinstance(exc, Exception):
+        for kind in type(exc).__mro__:
+            mapped = _ERRORS.get(kind)
+            if mapped is not None:
+                return mapped(str(exc))
+    return None
 
 
 _MAP_ERRORS = _MapErrors()

@@ -140,7 +140,11 @@ def pod_request(
         url=httpcore.URL(scheme=scheme, host=host, port=port, target=request.url.raw_path),
         headers=headers if headers is not None else request.headers.raw,
         content=request.stream,
-        extensions=core_extensions(request, sni, connect_timeout),
+        extensions=(
+            request.extensions  # the usual case (plain http, no per-try timeout): no call
+            if sni is None and connect_timeout is None
+            else core_extensions(request, sni, connect_timeout)
+        ),
     )
 
 

@@ -29,13 +29,14 @@ class LockedPool(Pool):
         with self._lock:
             return super().update(resolution)
 
+    # begin and _finish run for every request: Pool.x(self, ...) builds no super() object.
     def begin(self, state: EndpointState) -> Attempt:
         with self._lock:
-            return super().begin(state)
+            return Pool.begin(self, state)
 
     def _finish(self, attempt: Attempt, outcome: Outcome) -> None:
         with self._lock:
-            super()._finish(attempt, outcome)
+            Pool._finish(self, attempt, outcome)
 
     def eject(self, key: tuple[str, int]) -> bool:
         with self._lock:

@@ -13,7 +13,7 @@ import socket
 import ssl
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any, Protocol
 
 import httpcore
@@ -21,7 +21,7 @@ import httpx
 
 from ..core.pool import Attempt, Outcome, response_outcome
 from ..errors import ClientClosed
-from ..io.outcomes import classify, map_httpcore_errors
+from ..io.outcomes import classify, httpx_error
 from ..io.sender import pod_request, report_attempt, transport_request
 
 __all__ = ["CancelToken", "SyncPodSender", "SyncSender", "SyncTransportSender", "cancellable"]
@@ -83,23 +83,20 @@ class SyncPodSender:
         self._departed: set[Address] = set()
         self._closed = False
 
-    def _acquire(self, address: Address) -> httpcore.ConnectionPool:
-        with self._lock:
-            pool = self._pools.get(address)
-            if pool is None:
-                if self._closed:
-                    raise ClientClosed("the client was closed: no new connection is opened")
-                limits = self._limits
-                pool = self._pools[address] = httpcore.ConnectionPool(
-                    ssl_context=self._ssl_context,
-                    max_connections=limits.max_connections,
-                    max_keepalive_connections=limits.max_keepalive_connections,
-                    keepalive_expiry=limits.keepalive_expiry,
-                    http2=self._http2,
-                    network_backend=self._network,
-                )
-            self._active[address] = self._active.get(address, 0) + 1
-            return pool
+    def _new_pool(self, address: Address) -> httpcore.ConnectionPool:
+        """The first request to ``address``: its connection pool (under the lock)."""
+        if self._closed:
+            raise ClientClosed("the client was closed: no new connection is opened")
+        limits = self._limits
+        pool = self._pools[address] = httpcore.ConnectionPool(
+            ssl_context=self._ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            http2=self._http2,
+            network_backend=self._network,
+        )
+        return pool
 
     def send_to(
         self,
@@ -128,13 +125,20 @@ class SyncPodSender:
         if connect_timeout is not None:
             core_request.extensions = _capped(core_request.extensions, connect_timeout)
         address = (host, port)
-        pool = self._acquire(address)
+        with self._lock:  # counted in until the body closes (_release)
+            pool = self._pools.get(address)
+            if pool is None:
+                pool = self._new_pool(address)
+            active = self._active
+            active[address] = active.get(address, 0) + 1
         try:
-            with map_httpcore_errors():
-                core_response = pool.handle_request(core_request)
-        except BaseException:
+            core_response = pool.handle_request(core_request)
+        except BaseException as exc:
             self._release(address)
-            raise
+            mapped = httpx_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
         status = core_response.status
         return httpx.Response(
             status_code=status,
@@ -237,17 +241,27 @@ class CancelToken:
 
 
 _local = threading.local()
+_armed = [0]
+"""How many threads are inside :func:`cancellable` now. While none is (no hedge in flight: the
+usual case), a stream's read or write skips the thread-local lookup of its token. Only a
+thread's own token stops it, and it counts itself in before setting it, so a zero seen by
+another thread never hides a token that thread would have found."""
+_armed_lock = threading.Lock()
 
 
 @contextlib.contextmanager
 def cancellable(token: CancelToken) -> Iterator[None]:
     """Sends in this thread, while inside, are stopped by ``token.cancel()``."""
+    with _armed_lock:
+        _armed[0] += 1
     previous = getattr(_local, "token", None)
     _local.token = token
     try:
         yield
     finally:
         _local.token = previous
+        with _armed_lock:
+            _armed[0] -= 1
 
 
 def _shut(sock: socket.socket) -> None:
@@ -259,22 +273,31 @@ def _shut(sock: socket.socket) -> None:
 
 class _Stream(httpcore.NetworkStream):
     """httpcore's stream, with reads and writes stoppable by the calling thread's
-    :class:`CancelToken`. Without one (every request that is not a hedged attempt) the cost is
-    one thread-local lookup per call. An HTTP/2 connection is shared by requests of other
-    threads, so its socket is never shut for one of them (its attempt runs on, as before)."""
+    :class:`CancelToken`. While no thread of the process is inside :func:`cancellable` (no
+    hedge in flight) the cost is one list read per call, else one thread-local lookup. An
+    HTTP/2 connection is shared by requests of other threads, so its socket is never shut for
+    one of them (its attempt runs on, as before)."""
 
-    __slots__ = ("_inner", "_network", "_shared", "_sock")
+    __slots__ = ("_inner", "_network", "_shared", "_sock", "close", "get_extra_info")
+
+    # Instance attributes where httpcore's base class has methods (mypy sees an override).
+    close: Callable[[], None]
+    get_extra_info: Callable[[str], Any]  # type: ignore[assignment]
 
     def __init__(self, network: _Network, inner: httpcore.NetworkStream) -> None:
         self._network = network
         self._inner = inner
+        # The inner stream's own methods, not wrappers: httpcore asks every pooled connection
+        # whether it is readable before reusing it, a Python frame saved per request.
+        self.close = inner.close
+        self.get_extra_info = inner.get_extra_info
         sock = inner.get_extra_info("socket")
         self._sock = sock if isinstance(sock, socket.socket) else None
         ssl_object = inner.get_extra_info("ssl_object")
         self._shared = ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2"
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        token: CancelToken | None = getattr(_local, "token", None)
+        token: CancelToken | None = getattr(_local, "token", None) if _armed[0] else None
         if token is None or self._shared:
             return self._inner.read(max_bytes, timeout)
         token._enter(self._sock, httpcore.ReadError)
@@ -284,7 +307,9 @@ class _Stream(httpcore.NetworkStream):
             token._leave()
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        token: CancelToken | None = getattr(_local, "token", None)
+        if not buffer:
+            return None  # h11 hands over empty writes (a GET's body, its end): no I/O to stop
+        token: CancelToken | None = getattr(_local, "token", None) if _armed[0] else None
         if token is None or self._shared:
             return self._inner.write(buffer, timeout)
         token._enter(self._sock, httpcore.WriteError)
@@ -292,9 +317,6 @@ class _Stream(httpcore.NetworkStream):
             return self._inner.write(buffer, timeout)
         finally:
             token._leave()
-
-    def close(self) -> None:
-        self._inner.close()
 
     def start_tls(
         self,
@@ -304,9 +326,6 @@ class _Stream(httpcore.NetworkStream):
     ) -> httpcore.NetworkStream:
         # TLS replaces the socket object: note the new stream too.
         return self._network._note(self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
 
 
 class _Network(httpcore.NetworkBackend):
@@ -334,7 +353,7 @@ class _Network(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        token: CancelToken | None = getattr(_local, "token", None)
+        token: CancelToken | None = getattr(_local, "token", None) if _armed[0] else None
         if self._shut or (token is not None and token.cancelled):
             raise httpcore.ConnectError("the client was closed or the attempt cancelled")
         stream = self._note(
@@ -396,15 +415,20 @@ class _PodStream(httpx.SyncByteStream):
         self._outcome = outcome
         self._open = True
 
+    # Errors are mapped in except clauses, free until one is raised: a with block would cost
+    # two calls per use, and every request reads and closes one body.
     def __iter__(self) -> Iterator[bytes]:
         try:
-            with map_httpcore_errors():
-                yield from self._inner
-        except httpx.TransportError as exc:
-            report_attempt(self._attempt, classify(exc)[1])
-            raise
-        except BaseException:
-            report_attempt(self._attempt, Outcome.CANCELLED)
+            yield from self._inner
+        except BaseException as exc:
+            mapped = httpx_error(exc)
+            if mapped is not None:
+                report_attempt(self._attempt, classify(mapped)[1])
+                raise mapped from exc
+            if isinstance(exc, httpx.TransportError):
+                report_attempt(self._attempt, classify(exc)[1])
+            else:
+                report_attempt(self._attempt, Outcome.CANCELLED)
             raise
 
     def close(self) -> None:
@@ -412,8 +436,12 @@ class _PodStream(httpx.SyncByteStream):
             return
         self._open = False
         try:
-            with map_httpcore_errors():
-                self._inner.close()
+            self._inner.close()
+        except BaseException as exc:
+            mapped = httpx_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
         finally:
             report_attempt(self._attempt, self._outcome)
             self._sender._release(self._address)

@@ -96,6 +96,8 @@ class HeadlessTransport(httpx.BaseTransport):
         self.events = parts.events
         """The event stream: ``events.subscribe(observer)`` (see :mod:`headlesslb.events`)."""
         self._router = parts.router
+        self._raw_scheme = parts.raw_scheme  # read by every attempt: made once
+        self._sni = parts.sni
         pod_transport = parts.checked_pod_transport(httpx.BaseTransport)
         self._sender: SyncSender = (
             SyncTransportSender(pod_transport)
@@ -322,13 +324,13 @@ class HeadlessTransport(httpx.BaseTransport):
                 raise step.error
 
     def _attempt(self, request: httpx.Request, step: Send, read_body: bool) -> httpx.Response:
-        endpoint = step.endpoint
+        endpoint = step.state.endpoint
         response = self._sender.send_to(
             request,
             endpoint.ip,
             endpoint.port,
-            scheme=self.parts.raw_scheme,
-            sni=self.parts.sni,
+            scheme=self._raw_scheme,
+            sni=self._sni,
             headers=with_headers(request.headers.raw, step.headers) if step.headers else None,
             connect_timeout=step.timeout,
             attempt=step.attempt,

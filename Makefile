@@ -58,6 +58,7 @@ test: $(VENV)/.test-installed lint typecheck
 
 lint: $(VENV)/.test-installed
 	$(PY) -m ruff check headlesslb tests benchmarks examples tools
+	$(PY) -m ruff format --check headlesslb tests benchmarks examples tools
 
 typecheck: $(VENV)/.test-installed
 	$(PY) -m mypy --strict headlesslb examples

@@ -82,9 +82,7 @@ def main() -> None:
         cluster.add_deployment("tiny", 3, lb=None, serve=False)
         rows = anyio.run(_measure, cluster, sizes)
     print_table(rows, title="Memory a client holds (tracemalloc): pool, snapshot, pickers, tables")
-    write_results(
-        "memory", rows, params={"sizes": sizes}, target={"per_1000_endpoints_mb": 5.0}
-    )
+    write_results("memory", rows, params={"sizes": sizes}, target={"per_1000_endpoints_mb": 5.0})
 
 
 if __name__ == "__main__":

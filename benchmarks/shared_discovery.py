@@ -154,8 +154,7 @@ def main() -> None:
             f"{flavor}-{k}-{'shared' if s else 'unshared'}": [vars(run) for run in runs]
             for (flavor, k, s), runs in measured.items()
         },
-        note="one process; async on one event loop; the machine is shared with other agents'"
-        " work",
+        note="one process; async on one event loop; the machine is shared with other agents' work",
     )
 
 

@@ -110,9 +110,10 @@ def test_not_ready_addresses_come_with_the_health_check_they_need() -> None:
     (container,) = _containers(stateful[("StatefulSet", "web")])
     readiness_path = container["readinessProbe"]["httpGet"]["path"]
     assert "web-nginx" in str(stateful[("StatefulSet", "web")]["spec"]["template"])
-    assert f"location = {readiness_path}" in stateful[("ConfigMap", "web-nginx")]["data"][
-        "default.conf"
-    ]
+    assert (
+        f"location = {readiness_path}"
+        in stateful[("ConfigMap", "web-nginx")]["data"]["default.conf"]
+    )
     client = _by_kind(EXAMPLES / "k8s" / "client.yaml")[("Deployment", "frontend")]
     (frontend,) = _containers(client)
     env = {e["name"]: e.get("value") for e in frontend["env"]}
@@ -190,16 +191,18 @@ def test_the_dockerfile_copies_what_exists_and_runs_the_example() -> None:
     (container,) = _containers(client)
     assert container["ports"][0]["containerPort"] == port
     (user,) = [args for kind, args in instructions if kind == "USER"]
-    assert int(user.split(":")[0]) == client["spec"]["template"]["spec"]["securityContext"][
-        "runAsUser"
-    ]
+    assert (
+        int(user.split(":")[0])
+        == client["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+    )
 
 
 def test_the_image_pins_satisfy_the_projects_bounds() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     bounds = {
         Requirement(r).name: Requirement(r)
-        for r in project["dependencies"] + project["optional-dependencies"]["test"]
+        for r in project["dependencies"]
+        + project["optional-dependencies"]["test"]
         + project["optional-dependencies"]["testing"]
         if not r.startswith("headlesslb")
     }

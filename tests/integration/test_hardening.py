@@ -67,9 +67,7 @@ async def test_fallback_url_scheme_decides_tls_for_the_fallback(cluster: LocalCl
     lb = cluster.service("web-lb")
     cluster.delete_service("web-hl")
     # Pods would be reached over https, but the fallback URL says http: it is honoured.
-    async with make_client(
-        cluster, scheme="https", fallback=f"http://{lb.ip}:{lb.port}"
-    ) as client:
+    async with make_client(cluster, scheme="https", fallback=f"http://{lb.ip}:{lb.port}") as client:
         response = await client.get("/")
     assert response.status_code == 200
     assert response.extensions["headlesslb"]["fallback"] is True

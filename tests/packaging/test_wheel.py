@@ -87,9 +87,7 @@ def test_the_wheel_metadata(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
-        metadata = email.parser.Parser().parsestr(
-            archive.read(f"{dist_info}/METADATA").decode()
-        )
+        metadata = email.parser.Parser().parsestr(archive.read(f"{dist_info}/METADATA").decode())
         license_text = archive.read(f"{dist_info}/licenses/LICENSE").decode()
     assert metadata["Name"] == "headlesslb" and metadata["Version"] == headlesslb.__version__
     assert metadata["License-Expression"] == "Apache-2.0"

@@ -585,6 +585,8 @@ def test_module_fixture_is_shared(headlesslb_cluster_module: LocalCluster) -> No
     assert not headlesslb_cluster_module.closed
     headlesslb_cluster_module.add_deployment("shared", 1)
     assert len(headlesslb_cluster_module.pods("shared")) == 1
+
+
 def test_rate_limit_answers_429_with_retry_after_and_exempts_probes(
     headlesslb_cluster: LocalCluster,
 ) -> None:

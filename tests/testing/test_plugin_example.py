@@ -15,4 +15,6 @@ async def test_my_client(headlesslb_cluster: LocalCluster) -> None:
     headlesslb_cluster.add_statefulset("web", replicas=3)
     async with HeadlessClient("web-hl", port="http", **headlesslb_cluster.client_kwargs()) as c:
         assert (await c.get("/", ordinal=1)).json()["pod"] == "web-1"
+
+
 # --8<-- [end:example]

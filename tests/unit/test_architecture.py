@@ -133,7 +133,7 @@ def test_public_names_are_pinned() -> None:
             "NotStarted",
             "OrdinalNotFound",
             "OutlierPolicy",
-                    "RefreshPolicy",
+            "RefreshPolicy",
             "Report",
             "RequestOptions",
             "Resolution",
@@ -193,4 +193,3 @@ def test_the_shells_never_import_each_other() -> None:
             assert not any(_layer(m) == "sync" for m in _reachable(module)), module
         if _layer(module) == "sync":
             assert not any(_layer(m) == "aio" for m in _reachable(module)), module
-

@@ -19,7 +19,7 @@ from headlesslb.core.pickers import PICKERS, PickerName
 
 ROOT = Path(__file__).resolve().parents[2]
 
-GOOD = '''
+GOOD = """
 import httpx
 from headlesslb import HeadlessClient, HeadlessTransport, Report, ConsistentHash
 from headlesslb import sync
@@ -53,7 +53,7 @@ def use_sync() -> None:
     with sync.HeadlessClient("web-hl", port=8080, picker="round_robin") as client:
         client.get("/a", key="k", params=[("a", "b")], headers=[("x", "y")])
         client.post("/b", json=[1, 2], timeout=None)
-'''
+"""
 
 BAD = {
     "misspelt-request-keyword": 'await client.get("/a", kye="user-1")',
@@ -66,14 +66,14 @@ BAD = {
     "sync-misspelt-keyword": 'sync.HeadlessClient("web-hl").get("/a", ordnal=1)',
 }
 
-BAD_TEMPLATE = '''
+BAD_TEMPLATE = """
 from headlesslb import HeadlessClient, Report
 from headlesslb import sync
 
 
 async def main(client: HeadlessClient, report: Report) -> None:
     {line}
-'''
+"""
 
 
 def _readme_example() -> str:

@@ -14,6 +14,8 @@ loop; the longest gap between two ticks during a round is the longest stall the 
 releases the GIL) while the discovery thread refreshes; its longest gap is how long the refresh
 held the GIL against request threads. ``loop_cpu_ms`` is the CPU time one round costs the
 loop's thread (Python and the kernel's socket calls), measured in rounds without the ticker.
+``gc_ms_max`` is the longest garbage collection that ran inside a measured round: CPython
+stops every thread for it, so a gap that size is the collector's, not the refresh's.
 ``dnspython_parse_ms`` is what the replaced code spent parsing the same reply with
 ``dns.message.from_wire`` on the loop, for comparison. Targets (issue #12): ≤ 5 ms at 1,000 and
 ≤ 20 ms at 4,000 when changed, ≤ 1 ms unchanged.
@@ -24,6 +26,7 @@ loop's thread (Python and the kernel's socket calls), measured in rounds without
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import threading
@@ -120,6 +123,31 @@ class _Holds:
         return longest * 1e3
 
 
+class _Collections:
+    """The longest garbage collection inside the measured rounds of a case: CPython stops every
+    thread for one, whatever the loop was doing, so a gap the size of one is the collector's.
+    """
+
+    longest = 0.0
+    _started = 0.0
+    measuring = False
+
+    @classmethod
+    def install(cls) -> None:
+        def callback(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                cls._started = time.perf_counter()
+            elif cls.measuring:
+                cls.longest = max(cls.longest, time.perf_counter() - cls._started)
+
+        gc.callbacks.append(callback)
+
+    @classmethod
+    def take(cls) -> float:
+        longest, cls.longest = cls.longest, 0.0
+        return longest * 1e3
+
+
 async def _async_stall(refresh: Callable[[], Awaitable[object]]) -> tuple[float, float, float]:
     """(longest gap between ticks, longest loop-thread CPU between ticks, wall time) in ms.
 
@@ -146,7 +174,9 @@ async def _async_stall(refresh: Callable[[], Awaitable[object]]) -> tuple[float,
         await anyio.sleep(0.01)
         longest = longest_cpu = 0.0
         start = time.perf_counter()
+        _Collections.measuring = True
         await refresh()
+        _Collections.measuring = False
         wall = time.perf_counter() - start
         stop = True
     return longest * 1e3, longest_cpu * 1e3, wall * 1e3
@@ -188,7 +218,9 @@ def _sync_stall(refresh: Callable[[], object]) -> tuple[float, float, float]:
     time.sleep(0.01)
     longest = 0.0
     start = time.perf_counter()
+    _Collections.measuring = True
     refresh()
+    _Collections.measuring = False
     wall = time.perf_counter() - start
     stop.set()
     thread.join()
@@ -215,6 +247,7 @@ def _row(
         if client == "async"
         else None,
         "build_hold_cpu_ms_max": None if holds is None else round(holds, 2),
+        "gc_ms_max": round(_Collections.take(), 2),
         "loop_cpu_ms": round(statistics.median(cpu), 2) if cpu else None,
         "round_ms_median": round(statistics.median(w for _, _, w in samples), 1),
         "dnspython_parse_ms": round(parse, 1),
@@ -325,6 +358,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     rows: list[dict[str, object]] = []
     _Holds.install()
+    _Collections.install()
     with LocalCluster(ttl=5) as cluster:
         for size in sizes:
             cluster.add_deployment("big", size, lb=None, serve=False)

@@ -231,7 +231,7 @@ def _no_pause() -> None:
     """The default ``pause``: carry on."""
 
 
-_PAUSE_EVERY = 1024
+_PAUSE_EVERY = 512
 """Fills between two pauses while probing an empty table (well under a millisecond of work)."""
 _TAIL_PAUSE_EVERY = 8
 """Fills between two pauses in the tail, where each costs O(free slots)."""
@@ -294,7 +294,7 @@ def _fill_tail(
     # Item i's next slot is the free slot x reached first along its permutation from its cursor
     # c, i.e. the one with the smallest j = (x − c) × skip⁻¹ mod m. Identical to probing.
     free: list[int] = []
-    chunk = _PAUSE_EVERY * 64
+    chunk = _PAUSE_EVERY * 16  # about 0.3 ms of C-level scanning between two pauses
     for start in range(0, m, chunk):
         # One C-level pass over a big table holds the GIL throughout: in chunks, with pauses.
         stop = min(start + chunk, m)

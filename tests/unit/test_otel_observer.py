@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -161,11 +161,20 @@ def test_fallback_other_methods_and_credentials(sdk: Sdk) -> None:
     assert retries.value == 1 and retries.attributes == {"service": SERVICE}
 
 
+@pytest.fixture
+def no_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API's own providers, as in a process no SDK was configured in, whatever this one has
+    (run under ``opentelemetry-instrument``, it has one)."""
+    tracer_provider = trace.ProxyTracerProvider()
+    meter_provider = metrics.NoOpMeterProvider()
+    monkeypatch.setattr(otel.trace, "get_tracer_provider", lambda: tracer_provider)
+    monkeypatch.setattr(otel.metrics, "get_meter_provider", lambda: meter_provider)
+
+
+@pytest.mark.usefixtures("no_sdk")
 def test_without_an_sdk_it_wants_no_attempts_and_asks_the_api_once_per_recheck(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        pytest.skip("a global tracer provider is set in this process")
     observer = OpenTelemetryObserver()
     asked = 0
     real = trace.get_tracer_provider
@@ -186,11 +195,10 @@ def test_without_an_sdk_it_wants_no_attempts_and_asks_the_api_once_per_recheck(
     assert asked == 2
 
 
+@pytest.mark.usefixtures("no_sdk")
 def test_a_global_sdk_configured_later_is_seen_at_the_next_look_and_traces(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        pytest.skip("a global tracer provider is set in this process")
     observer = OpenTelemetryObserver()
     now = [1000.0]
     monkeypatch.setattr(otel.time, "monotonic", lambda: now[0])

@@ -12,8 +12,14 @@ Async: a ticker task runs ``await anyio.lowlevel.checkpoint()`` in a loop on the
 loop; the longest gap between two ticks during a round is the longest stall the round caused
 (every other task waits that long). Sync: a "request thread" loops on ``time.sleep(0)`` (which
 releases the GIL) while the discovery thread refreshes; its longest gap is how long the refresh
-held the GIL against request threads. ``loop_cpu_ms`` is the CPU time one round costs the
-loop's thread (Python and the kernel's socket calls), measured in rounds without the ticker.
+held the GIL against request threads, or the machine did not run it. ``held_cpu_ms_max`` tells
+the two apart: the longest CPU time the refresh's threads ran between two ticks (async: the
+loop's thread; sync: every other thread of the process, read from ``/proc``; while the request
+thread waits for the GIL only its holder runs Python). The ``idle (noise)`` rows are the same
+ticker over windows as long as a changed round with nothing to do: a gap there is the
+machine's (sync: alternating with the changed rounds). ``loop_cpu_ms`` is the CPU time one
+round costs the loop's thread (Python and the kernel's socket calls), measured in rounds without
+the ticker.
 ``gc_ms_max`` is the longest garbage collection that ran inside a measured round: CPython
 stops every thread for it, so a gap that size is the collector's, not the refresh's.
 ``dnspython_parse_ms`` is what the replaced code spent parsing the same reply with
@@ -26,12 +32,15 @@ stops every thread for it, so a gap that size is the collector's, not the refres
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import os
 import random
 import statistics
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -40,9 +49,10 @@ import dns.query
 import dns.rrset
 from _common import print_table, write_results
 
-import headlesslb.io.runtime as runtime_module
+import headlesslb.io.pauses as pauses_module
 import headlesslb.sync
 from headlesslb import HeadlessTransport, RefreshPolicy
+from headlesslb.core.balancer import Balancer
 from headlesslb.io.dns import DnsDiscovery
 from headlesslb.testing import LocalCluster
 
@@ -98,24 +108,36 @@ def _warm(cluster: LocalCluster, fqdn: str) -> bytes:
 
 
 class _Holds:
-    """The longest CPU stretch a table build ran between two pauses (it holds the GIL then)."""
+    """The longest CPU stretch a table build ran between two pauses, or from its start to its
+    first pause, or from its last pause to its end (it holds the GIL throughout one)."""
 
     longest = 0.0
 
     @classmethod
     def install(cls) -> None:
-        real = runtime_module.hand_back_gil
+        real_pause = pauses_module._hand_over
+        real_prepare = Balancer.prepare
         last = threading.local()  # thread_time() is per thread: so is the last pause
 
+        def stretch_ends() -> None:
+            cls.longest = max(cls.longest, time.thread_time() - last.cpu)
+
         def pause() -> None:
-            now = time.thread_time()
-            before = getattr(last, "cpu", None)
-            if before is not None:
-                cls.longest = max(cls.longest, now - before)
-            real()
+            if getattr(last, "building", False):
+                stretch_ends()
+            real_pause()
             last.cpu = time.thread_time()
 
-        runtime_module.hand_back_gil = pause
+        def prepare(self: Balancer, *args: Any, **kwargs: Any) -> None:
+            last.building, last.cpu = True, time.thread_time()
+            try:
+                real_prepare(self, *args, **kwargs)
+            finally:
+                stretch_ends()
+                last.building = False
+
+        pauses_module._hand_over = pause
+        Balancer.prepare = prepare  # type: ignore[method-assign]
 
     @classmethod
     def take(cls) -> float:
@@ -196,35 +218,75 @@ async def _idle_gap(seconds: float) -> tuple[float, float, float]:
     return await _async_stall(lambda: anyio.sleep(seconds))
 
 
-def _sync_stall(refresh: Callable[[], object]) -> tuple[float, float, float]:
-    """(longest gap of a request thread looping on time.sleep(0), 0, wall time) in ms."""
-    longest = 0.0
+class _OtherThreadsCpu:
+    """The CPU time (ns) every other thread of this process has run so far, from ``/proc``
+    (``thread_time()`` reads only the calling thread's). A thread that ends keeps its last."""
+
+    def __init__(self) -> None:
+        me = threading.get_native_id()
+        self._fds = [
+            os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+            for tid in os.listdir("/proc/self/task")
+            if int(tid) != me
+        ]
+        self._last = [0] * len(self._fds)
+
+    def read(self) -> int:
+        last = self._last
+        for i, fd in enumerate(self._fds):
+            with contextlib.suppress(ProcessLookupError):  # the thread has ended
+                last[i] = int(os.pread(fd, 64, 0).split(maxsplit=1)[0])
+        return sum(last)
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+
+
+def _sync_stall(
+    refresh: Callable[[], object] | None, idle: float = 0.0
+) -> tuple[float, float, float]:
+    """(longest gap of a request thread looping on time.sleep(0), longest CPU the process's other
+    threads ran between two of its ticks, wall time) in ms. ``refresh=None`` measures ``idle``
+    seconds of nothing: the noise floor.
+
+    While the request thread waits for the GIL, only its holder runs Python: the other threads'
+    CPU during a gap is how long they held the GIL against it. A gap much longer than that is
+    the machine's (the request thread was not scheduled), not the refresh's.
+    """
+    longest = longest_held = 0.0
     stop = threading.Event()
     started = threading.Event()
 
     def ticker() -> None:
-        nonlocal longest
-        last = time.perf_counter()
+        nonlocal longest, longest_held
+        others = _OtherThreadsCpu()
+        last, last_cpu = time.perf_counter(), others.read()
         started.set()
         while not stop.is_set():
             time.sleep(0)
-            now = time.perf_counter()
+            now, now_cpu = time.perf_counter(), others.read()
             longest = max(longest, now - last)
-            last = now
+            longest_held = max(longest_held, (now_cpu - last_cpu) / 1e9)
+            last, last_cpu = now, now_cpu
+        others.close()
 
     thread = threading.Thread(target=ticker)
     thread.start()
     started.wait()
     time.sleep(0.01)
-    longest = 0.0
+    longest = longest_held = 0.0
     start = time.perf_counter()
-    _Collections.measuring = True
-    refresh()
-    _Collections.measuring = False
+    if refresh is None:
+        time.sleep(idle)
+    else:
+        _Collections.measuring = True
+        refresh()
+        _Collections.measuring = False
     wall = time.perf_counter() - start
     stop.set()
     thread.join()
-    return longest * 1e3, 0.0, wall * 1e3
+    return longest * 1e3, longest_held * 1e3, wall * 1e3
 
 
 def _row(
@@ -243,9 +305,7 @@ def _row(
         "client": client,
         "gap_ms_median": round(statistics.median(stalls), 2),
         "gap_ms_max": round(max(stalls), 2),
-        "loop_step_cpu_ms_max": round(max(c for _, c, _ in samples), 2)
-        if client == "async"
-        else None,
+        "held_cpu_ms_max": round(max(c for _, c, _ in samples), 2),
         "build_hold_cpu_ms_max": None if holds is None else round(holds, 2),
         "gc_ms_max": round(_Collections.take(), 2),
         "loop_cpu_ms": round(statistics.median(cpu), 2) if cpu else None,
@@ -329,18 +389,21 @@ def _measure_sync(cluster: LocalCluster, size: int, rounds: int) -> list[dict[st
         def cpu() -> float:
             return portal.call(_loop_cpu, transport.refresher.refresh)
 
-        samples, cpus, parse = [], [], []
+        samples, cpus, parse, idle = [], [], [], []
         _Holds.take()
         for i in range(2 * rounds):
             cluster.scale("big", size + (1 if i % 2 == 0 else 0))
             parse.append(_dnspython_parse_ms(_warm(cluster, fqdn)))
             if i < rounds:
                 samples.append(_sync_stall(refresh))
+                # Alternating with it, as long a window of nothing: the machine's noise.
+                idle.append(_sync_stall(None, idle=samples[-1][2] / 1e3))
             else:
                 cpus.append(cpu())
         rows.append(
             _row(size, "changed", "sync", samples, cpus, statistics.median(parse), _Holds.take())
         )
+        rows.append(_row(size, "idle (noise)", "sync", idle, [], 0.0))
         cluster.scale("big", size)
         _warm(cluster, fqdn)
         refresh()

@@ -45,8 +45,8 @@ class Balancer:
         path (a Maglev table over 1,000 Pods is 40-120 ms of pure Python). Safe in a worker
         thread: it installs nothing, the next pick on the event loop does, with the cheap
         ``build``. ``pause`` is handed to the factories that take one (``ConsistentHash``):
-        they call it about every millisecond of work, and the I/O shell's pause lets the event
-        loop run.
+        they offer it every fraction of a millisecond of work, and the I/O shell's pause lets
+        the event loop and request threads run.
         """
         for factory, takes_pause in zip(self._factories, self._takes_pause, strict=True):
             warm = getattr(factory, "prepare", None)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 import types
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from ..core.endpoint import Endpoint
 from ..core.events import EndpointsChanged, Event, EventHub
 from ..core.snapshot import Snapshot
 from ..telemetry.logs import LogObserver
+from . import pauses
 from .health import HealthChecker, probe_once
 from .refresher import Refresher
 from .sender import PodSender
@@ -45,16 +45,6 @@ Retire = Callable[[set[Address]], Awaitable[None]]
 
 log = logging.getLogger("headlesslb.background")
 events_log = logging.getLogger("headlesslb.events")
-
-_GIL_HAND_BACK = 0.0001
-"""Seconds a table build in a worker thread sleeps every millisecond of work. Sleeping 0 would
-release the GIL only to take it straight back; this long, a waiting thread (the event loop, a
-request thread) surely gets it, instead of waiting out the 5 ms switch interval."""
-
-
-def hand_back_gil() -> None:
-    """Let other threads run for a moment (a table build's pause, in a worker thread)."""
-    time.sleep(_GIL_HAND_BACK)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -85,7 +75,7 @@ class Runtime:
             parts.refresh,
             clock=parts.clock,
             rng=parts.rng,
-            prepare=functools.partial(parts.balancer.prepare, pause=hand_back_gil),
+            prepare=functools.partial(parts.balancer.prepare, pause=pauses.hand_back_gil),
             on_change=self._membership_changed,
             events=parts.events,
         )

@@ -42,6 +42,7 @@ from ..core.endpoint import EndpointStatus
 from ..core.options import EXTENSION, PLAIN, RequestOptions
 from ..core.pool import Pool
 from ..errors import InvalidRequest, NotStarted
+from ..io import pauses
 from ..io.outcomes import classify
 from ..io.runtime import Runtime
 from ..io.sender import with_headers
@@ -412,6 +413,7 @@ class _PortalThread(AbstractContextManager[anyio.from_thread.BlockingPortal]):
                 await portal.sleep_until_stopped()
 
         def run() -> None:
+            pauses.shares_gil_with_request_threads()
             try:
                 anyio.run(serve)
             except BaseException as exc:

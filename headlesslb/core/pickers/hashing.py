@@ -361,7 +361,8 @@ class ConsistentHash:
         """Build the Maglev table for ``snapshot``'s members unless it exists (slow; thread-safe).
 
         Meant for a worker thread after a membership change; a no-op for ``over="ordinal"``.
-        ``pause`` is called about every millisecond of the build (see :class:`MaglevTable`).
+        ``pause`` is offered every fraction of a millisecond of the build (see
+        :class:`MaglevTable`).
         """
         if self.over == "endpoint" and snapshot.table_members:
             self._ensure(snapshot.table_members, pause)

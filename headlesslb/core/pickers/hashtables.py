@@ -173,9 +173,10 @@ class MaglevTable(Generic[T]):
     identities, claiming their next unclaimed preferred slot until every slot is owned — the
     population of the Maglev paper, so the table is the same whatever order items come in.
 
-    ``pause``, if given, is called about every millisecond of the build: a worker thread passes
-    one that hands the GIL back for a moment, so that the event loop (or a request thread) never
-    waits for the whole build, or for the interpreter's 5 ms switch interval.
+    ``pause``, if given, is called every fraction of a millisecond of the build: a worker thread
+    passes one that hands the GIL back for a moment when it has held it long enough
+    (:func:`headlesslb.io.pauses.hand_back_gil`), so that the event loop (or a request thread)
+    never waits for the whole build, or for the interpreter's 5 ms switch interval.
     """
 
     __slots__ = ("entries", "items", "size")
@@ -209,7 +210,7 @@ class MaglevTable(Generic[T]):
         skips: list[int] = []
         pause = pause or _no_pause
         for done, i in enumerate(order, 1):
-            if not done % _PAUSE_EVERY:
+            if not done % _HASHES_BETWEEN_PAUSES:
                 pause()
             h1, h2 = endpoint_hashes(identities[i])
             positions.append(h1 % m)
@@ -231,6 +232,8 @@ def _no_pause() -> None:
     """The default ``pause``: carry on."""
 
 
+_HASHES_BETWEEN_PAUSES = 128
+"""Members hashed between two pauses (about 2 µs each)."""
 _PAUSE_EVERY = 512
 """Fills between two pauses while probing an empty table (well under a millisecond of work)."""
 _TAIL_PAUSE_EVERY = 8
@@ -276,8 +279,9 @@ def _populate(
                 break
             if filled >= next_pause:
                 pause()
-                # A fill costs m / free probes on average: pause more often as the table fills.
-                next_pause = filled + max(16, _PAUSE_EVERY * (m - filled) // m)
+                # A fill costs m / free probes on average: pause more often as the table fills,
+                # at every fill in the end (one then costs about 1.5 × √m probes).
+                next_pause = filled + max(1, _PAUSE_EVERY * (m - filled) // m)
     _fill_tail(table, items, positions, skips, m, turn, pause)
     return table  # type: ignore[return-value]  # every slot is filled now
 

@@ -547,13 +547,19 @@ class DnsDiscovery:
         return ", ".join(_server_text(s) for s in self.nameservers)
 
 
+def _nonblocking_socket(server: tuple[str, int], kind: socket.SocketKind) -> socket.socket:
+    """A fresh non-blocking socket of ``kind`` for the address family of ``server``."""
+    ip, _ = server
+    sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, kind)
+    sock.setblocking(False)
+    return sock
+
+
 async def _udp_exchange(server: tuple[str, int], query: bytes, qid: int) -> bytes:
     """Send ``query`` from a fresh socket (a new random source port each time) and wait for the
     reply with ``qid``. A plain non-blocking socket: anyio's UDP sockets resolve even an IP
     address through getaddrinfo in a worker thread, which cost more than the whole exchange."""
-    ip, _ = server
-    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.setblocking(False)
+    with _nonblocking_socket(server, socket.SOCK_DGRAM) as sock:
         sock.connect(server)  # the kernel now drops datagrams from any other address
         sock.send(query)
         while True:
@@ -571,9 +577,7 @@ async def _tcp_exchange(server: tuple[str, int], query: bytes) -> bytes:
     """Send ``query`` over a fresh TCP connection and read the one reply (both framed by a
     two-byte length, RFC 1035 4.2.2). A plain non-blocking socket, as for UDP: anyio's
     ``connect_tcp`` and streams were a third of the CPU of a round whose answer was unchanged."""
-    ip, _ = server
-    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as sock:
-        sock.setblocking(False)
+    with _nonblocking_socket(server, socket.SOCK_STREAM) as sock:
         if error := sock.connect_ex(server):
             if error != errno.EINPROGRESS:
                 raise OSError(error, f"connecting: {os.strerror(error)}")

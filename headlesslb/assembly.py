@@ -49,7 +49,7 @@ from .core.retry import RetryPolicy
 from .core.schedule import RefreshPolicy
 from .core.subset import Subset, Subsetter, as_subset
 from .core.throttle import AdaptiveThrottle
-from .errors import ConfigurationError, InvalidRequest
+from .errors import ClientClosed, ConfigurationError, HeadlessLBError, InvalidRequest
 from .io.cache import LookupCache
 from .io.dns import DnsDiscovery, IpFamily
 from .io.fallback import DEFAULT_PORTS, Fallback, authority
@@ -706,6 +706,15 @@ class ClientBase:
         """The Pods discovered now, with their health and load."""
         result: list[EndpointStatus] = self.transport.endpoints()
         return result
+
+    def _closed_meanwhile(self, error: RuntimeError) -> None:
+        """Raise :class:`ClientClosed` for httpx's plain ``RuntimeError`` ("the client has been
+        closed") when ``close()`` won a race with this request after its open check; return
+        (for the caller to re-raise ``error``) in every other case."""
+        if getattr(self, "_state", None) == "closed" and not isinstance(error, HeadlessLBError):
+            raise ClientClosed(
+                "the client was closed while this request was being sent: nothing was sent"
+            ) from error
 
     def build_request(
         self,

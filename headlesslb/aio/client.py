@@ -83,7 +83,11 @@ class HeadlessClient(ClientBase):
         # The whole body is read anyway: reading it inside the transport lets a connection lost
         # mid-body be retried on another Pod like any other failure.
         request = self.build_request(method, url, read_body=True, **kwargs)
-        return await self.http.send(request, auth=auth, follow_redirects=follow)
+        try:
+            return await self.http.send(request, auth=auth, follow_redirects=follow)
+        except RuntimeError as error:
+            self._closed_meanwhile(error)
+            raise
 
     @asynccontextmanager
     async def stream(
@@ -94,7 +98,13 @@ class HeadlessClient(ClientBase):
         follow = kwargs.pop("follow_redirects", httpx.USE_CLIENT_DEFAULT)
         auth = kwargs.pop("auth", httpx.USE_CLIENT_DEFAULT)
         request = self.build_request(method, url, **kwargs)
-        response = await self.http.send(request, auth=auth, follow_redirects=follow, stream=True)
+        try:
+            response = await self.http.send(
+                request, auth=auth, follow_redirects=follow, stream=True
+            )
+        except RuntimeError as error:
+            self._closed_meanwhile(error)
+            raise
         try:
             yield response
         finally:

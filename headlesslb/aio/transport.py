@@ -16,9 +16,9 @@ to the loop, not to the first transport's task, and the last transport to close 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Literal
+from typing import Literal, TypeVar
 
 import anyio
 import httpx
@@ -28,7 +28,7 @@ from ..assembly import TransportOptions, assemble, check_option_names, check_url
 from ..core.call import Backoff, Call, Deliver, Fail, LookupPod, Send, SendToFallback, Step
 from ..core.endpoint import EndpointStatus
 from ..core.options import EXTENSION, PLAIN, RequestOptions
-from ..errors import DeadlineExceeded, InvalidRequest, NotStarted
+from ..errors import ClientClosed, DeadlineExceeded, InvalidRequest, NotStarted
 from ..io.outcomes import classify
 from ..io.runtime import Runtime
 from ..io.sender import AsyncSender, PodSender, TransportSender, with_headers
@@ -36,6 +36,8 @@ from ..io.shared import Lease, Leases, loop_identity
 from ..io.tasks import Background
 
 __all__ = ["HeadlessTransport"]
+
+T = TypeVar("T")
 
 _RUNTIMES: Leases[_Running] = Leases()
 """The runtimes async transports share, by (event loop, ``Parts.share_key``)."""
@@ -89,6 +91,9 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         self._lease: Lease[_Running] | None = None
         self._detach: Callable[[], None] | None = None
         self._state: Literal["new", "open", "closed"] = "new"
+        self._waiters: set[anyio.CancelScope] = set()
+        """Requests waiting now for DNS (first answer, lookups) or a back-off: :meth:`aclose`
+        cancels them, so they fail at once rather than when the wait would have ended."""
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> HeadlessTransport:
@@ -141,7 +146,12 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             return
         self._state = "closed"
         self._router.close()  # calls in flight send nothing more
+        for scope in self._waiters:
+            scope.cancel()  # each raises ClientClosed in its own task
         with anyio.CancelScope(shield=True):
+            # The sender first: from here on it opens nothing, and a request that resumes
+            # while the background stops finds it closed.
+            await self._sender.aclose()
             lease, self._lease = self._lease, None
             if lease is None:
                 await self._background.aclose()
@@ -150,7 +160,6 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                     self._detach()
                 if _RUNTIMES.release(lease):  # the last transport of the runtime stops it
                     await lease.value.background.aclose()
-            await self._sender.aclose()
             if self._passthrough_transport is not None:
                 await self._passthrough_transport.aclose()
 
@@ -179,7 +188,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             return await self._pass_through(request, options)
         check_url(parts, request)
         if not self.runtime.ready:
-            await self.runtime.wait_ready()
+            await self._until_closed(self.runtime.wait_ready())
         call = self._router.start(
             request.method,
             options,
@@ -228,11 +237,11 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 return response
             elif kind is Backoff:
                 assert isinstance(step, Backoff)
-                await anyio.sleep(step.seconds)
+                await self._until_closed(anyio.sleep(step.seconds))
                 step = call.waited()
             elif kind is LookupPod:
                 assert isinstance(step, LookupPod)
-                step = call.found(await self.runtime.lookup_pod(step))
+                step = call.found(await self._until_closed(self.runtime.lookup_pod(step)))
             elif kind is SendToFallback:
                 assert isinstance(step, SendToFallback)
                 try:
@@ -243,6 +252,19 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             else:
                 assert isinstance(step, Fail)
                 raise step.error
+
+    async def _until_closed(self, wait: Awaitable[T]) -> T:
+        """``await wait``, unless :meth:`aclose` ends it first: then :class:`ClientClosed`."""
+        scope = anyio.CancelScope()
+        self._waiters.add(scope)
+        try:
+            with scope:
+                if self._state == "closed":
+                    scope.cancel()
+                return await wait
+        finally:
+            self._waiters.discard(scope)
+        raise ClientClosed("the client was closed while this request waited: nothing was sent")
 
     async def _race(
         self, call: Call, request: httpx.Request, step: Send, read_body: bool
@@ -332,7 +354,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         fallback = self.fallback
         assert fallback is not None
         try:
-            host, port = await fallback.address()
+            host, port = await self._until_closed(fallback.address())
         except httpx.TransportError as exc:
             return None, call.fallback_failed(None, exc)
         address = f"{host}:{port}"

@@ -335,6 +335,7 @@ class TransportSender:
 
     def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
         self._transport = transport
+        self._closed = False
 
     async def send_to(
         self,
@@ -349,6 +350,8 @@ class TransportSender:
         attempt: Attempt | None = None,
     ) -> httpx.Response:
         """Send through the transport; the body reports to ``attempt`` when it ends."""
+        if self._closed:
+            raise ClientClosed("the client was closed: nothing more is sent")
         outgoing = transport_request(request, host, port, scheme, sni, headers, connect_timeout)
         response = await self._transport.handle_async_request(outgoing)
         if response.is_closed:  # built with content=/json=: read and closed already
@@ -362,7 +365,8 @@ class TransportSender:
         """Nothing to close: the transport owns its connections."""
 
     async def aclose(self) -> None:
-        """Close the transport."""
+        """Close the transport; nothing is sent afterwards."""
+        self._closed = True
         await self._transport.aclose()
 
 

@@ -82,7 +82,11 @@ class HeadlessClient(ClientBase):
         follow = kwargs.pop("follow_redirects", httpx.USE_CLIENT_DEFAULT)
         auth = kwargs.pop("auth", httpx.USE_CLIENT_DEFAULT)
         request = self.build_request(method, url, read_body=True, **kwargs)
-        return self.http.send(request, auth=auth, follow_redirects=follow)
+        try:
+            return self.http.send(request, auth=auth, follow_redirects=follow)
+        except RuntimeError as error:
+            self._closed_meanwhile(error)
+            raise
 
     @contextmanager
     def stream(
@@ -93,7 +97,11 @@ class HeadlessClient(ClientBase):
         follow = kwargs.pop("follow_redirects", httpx.USE_CLIENT_DEFAULT)
         auth = kwargs.pop("auth", httpx.USE_CLIENT_DEFAULT)
         request = self.build_request(method, url, **kwargs)
-        response = self.http.send(request, auth=auth, follow_redirects=follow, stream=True)
+        try:
+            response = self.http.send(request, auth=auth, follow_redirects=follow, stream=True)
+        except RuntimeError as error:
+            self._closed_meanwhile(error)
+            raise
         try:
             yield response
         finally:

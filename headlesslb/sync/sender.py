@@ -453,6 +453,7 @@ class SyncTransportSender:
 
     def __init__(self, transport: httpx.BaseTransport) -> None:
         self._transport = transport
+        self._closed = False
 
     def send_to(
         self,
@@ -467,6 +468,8 @@ class SyncTransportSender:
         attempt: Attempt | None = None,
     ) -> httpx.Response:
         """Send through the transport; the body reports to ``attempt`` when it ends."""
+        if self._closed:
+            raise ClientClosed("the client was closed: nothing more is sent")
         outgoing = transport_request(request, host, port, scheme, sni, headers, connect_timeout)
         response = self._transport.handle_request(outgoing)
         if response.is_closed:  # built with content=/json=: read and closed already
@@ -483,7 +486,8 @@ class SyncTransportSender:
         """Nothing of ours to drop."""
 
     def close(self) -> None:
-        """Close the transport."""
+        """Close the transport; nothing is sent afterwards."""
+        self._closed = True
         self._transport.close()
 
 

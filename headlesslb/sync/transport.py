@@ -24,13 +24,12 @@ import contextlib
 import functools
 import os
 import threading
-import time
 import weakref
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Awaitable, Callable
+from concurrent.futures import CancelledError, Future
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import anyio.from_thread
 import httpx
@@ -41,7 +40,7 @@ from ..core.call import Backoff, Call, Deliver, Fail, LookupPod, Send, SendToFal
 from ..core.endpoint import EndpointStatus
 from ..core.options import EXTENSION, PLAIN, RequestOptions
 from ..core.pool import Pool
-from ..errors import InvalidRequest, NotStarted
+from ..errors import ClientClosed, InvalidRequest, NotStarted
 from ..io import pauses
 from ..io.outcomes import classify
 from ..io.runtime import Runtime
@@ -52,6 +51,8 @@ from .pool import LockedPool
 from .sender import SyncPodSender, SyncSender, SyncTransportSender
 
 __all__ = ["HeadlessTransport"]
+
+T = TypeVar("T")
 
 _LIVE: weakref.WeakSet[HeadlessTransport] = weakref.WeakSet()
 """Every transport of this process, for the fork hook."""
@@ -109,6 +110,11 @@ class HeadlessTransport(httpx.BaseTransport):
         )
         self._lock = threading.Lock()
         self._state: Literal["new", "open", "closed"] = "new"
+        self._closing = threading.Event()
+        """Set by :meth:`close`: wakes every request thread waiting out a back-off."""
+        self._waits: set[Future[Any]] = set()
+        """What request threads wait for on the discovery thread now (first answer, lookups):
+        :meth:`close` cancels them, so they fail at once rather than when DNS answers."""
         self._pid = os.getpid()
         self._portal_cm: AbstractContextManager[anyio.from_thread.BlockingPortal] | None = None
         self._portal: anyio.from_thread.BlockingPortal | None = None
@@ -203,18 +209,25 @@ class HeadlessTransport(httpx.BaseTransport):
     def close(self) -> None:
         """Stop discovery and close every connection; safe from any thread, and twice.
 
-        A request in flight in another thread fails with a transport error and is not retried.
+        A request in flight in another thread fails with a transport error and is not retried;
+        one waiting for DNS or a back-off fails at once with :class:`ClientClosed`.
         """
         with self._lock:
             if self._state == "closed":
                 return
             self._state = "closed"
             self._router.close()  # calls in flight send nothing more
+            self._closing.set()
+            waits, self._waits = self._waits, set()
             self._portal_cm = self._portal = self._task = self._lease = None
-        if self._pid == os.getpid():
-            self._finalizer()  # stops the thread, or leaves the shared one (the last stops it)
+        for future in waits:
+            future.cancel()  # the waiting thread wakes now; the task on the loop is cancelled
+        # The sender first: from here on it opens nothing, and blocked reads wake. Stopping the
+        # thread may take a moment, and a request resuming meanwhile must find it closed.
         self._sender.close()
         self._hedging.close()
+        if self._pid == os.getpid():
+            self._finalizer()  # stops the thread, or leaves the shared one (the last stops it)
         if self._passthrough_transport is not None:
             self._passthrough_transport.close()
 
@@ -222,6 +235,10 @@ class HeadlessTransport(httpx.BaseTransport):
         """In a child after fork(): forget the parent's threads, locks and connections."""
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._waits = set()  # the parent's threads' waits: nobody waits for them here
+        closing, self._closing = self._closing, threading.Event()  # its lock may be held
+        if closing.is_set():
+            self._closing.set()
         self._portal_cm = self._portal = self._task = self._lease = None
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _stop_portal, None, None)
@@ -260,7 +277,7 @@ class HeadlessTransport(httpx.BaseTransport):
         runtime = self.runtime
         if not self._ready:
             if not runtime.ready:
-                portal.call(runtime.wait_ready)
+                self._on_portal(portal, runtime.wait_ready)
             self._ready = runtime.ready
         call = self._router.start(
             request.method,
@@ -308,11 +325,11 @@ class HeadlessTransport(httpx.BaseTransport):
                 return response
             elif kind is Backoff:
                 assert isinstance(step, Backoff)
-                time.sleep(step.seconds)
+                self._closing.wait(step.seconds)  # close() ends it: the core then says so
                 step = call.waited()
             elif kind is LookupPod:
                 assert isinstance(step, LookupPod)
-                step = call.found(portal.call(runtime.lookup_pod, step))
+                step = call.found(self._on_portal(portal, runtime.lookup_pod, step))
             elif kind is SendToFallback:
                 assert isinstance(step, SendToFallback)
                 try:
@@ -323,6 +340,31 @@ class HeadlessTransport(httpx.BaseTransport):
             else:
                 assert isinstance(step, Fail)
                 raise step.error
+
+    def _on_portal(
+        self,
+        portal: anyio.from_thread.BlockingPortal,
+        func: Callable[..., Awaitable[T]],
+        *args: object,
+    ) -> T:
+        """``func(*args)`` run on the discovery thread, waited for here; :meth:`close` wakes
+        the wait at once with :class:`ClientClosed`."""
+        future = portal.start_task_soon(func, *args)
+        with self._lock:
+            closed = self._state == "closed"
+            if not closed:
+                self._waits.add(future)
+        try:
+            if closed:
+                future.cancel()
+            return future.result()
+        except CancelledError:
+            raise ClientClosed(
+                "the client was closed while this request waited for DNS: nothing was sent"
+            ) from None
+        finally:
+            with self._lock:
+                self._waits.discard(future)
 
     def _attempt(self, request: httpx.Request, step: Send, read_body: bool) -> httpx.Response:
         endpoint = step.state.endpoint
@@ -354,7 +396,7 @@ class HeadlessTransport(httpx.BaseTransport):
         fallback = self.fallback
         assert fallback is not None
         try:
-            host, port = portal.call(fallback.address)
+            host, port = self._on_portal(portal, fallback.address)
         except httpx.TransportError as exc:
             return None, call.fallback_failed(None, exc)
         address = f"{host}:{port}"
@@ -443,7 +485,7 @@ class _PortalThread(AbstractContextManager[anyio.from_thread.BlockingPortal]):
         self._portal = self._thread = None
         if portal is not None:
             with contextlib.suppress(RuntimeError):  # its loop has stopped already
-                portal.call(portal.stop)
+                portal.call(portal.stop, True)  # cancel what is left: nothing waits on close
         if thread is not None:
             thread.join()
 

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import enum
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ..errors import ConfigurationError
+from . import forksafe
 from .endpoint import Endpoint
 
 __all__ = [
@@ -275,11 +275,18 @@ class EventHub:
     unsubscribing are thread-safe; emitting reads an immutable tuple.
     """
 
-    __slots__ = ("_attempt_gates", "_lock", "_observers", "_unconditional", "service")
+    __slots__ = (
+        "__weakref__",
+        "_attempt_gates",
+        "_lock",
+        "_observers",
+        "_unconditional",
+        "service",
+    )
 
     def __init__(self, service: str) -> None:
         self.service = service
-        self._lock = threading.Lock()
+        self._lock = forksafe.lock(self)
         self._observers: tuple[Observer, ...] = ()
         self._attempt_gates: tuple[Callable[[], bool], ...] = ()
         self._unconditional = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 import httpcore
 import httpx
 
+from ..core import forksafe
 from ..core.pool import Attempt, Outcome, response_outcome
 from ..errors import ClientClosed
 from ..io.outcomes import classify, httpx_error
@@ -246,7 +248,14 @@ _armed = [0]
 usual case), a stream's read or write skips the thread-local lookup of its token. Only a
 thread's own token stops it, and it counts itself in before setting it, so a zero seen by
 another thread never hides a token that thread would have found."""
-_armed_lock = threading.Lock()
+_armed_lock = forksafe.lock(sys.modules[__name__], "_armed_lock")
+
+
+def _none_armed() -> None:
+    _armed[0] = 0  # a forked child: the parent's hedge workers are not here
+
+
+forksafe.after_fork(_none_armed)
 
 
 @contextlib.contextmanager

@@ -22,13 +22,14 @@ and ``headlesslb.endpoints`` (by state), ``headlesslb.ejections``, ``headlesslb.
 
 from __future__ import annotations
 
-import threading
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..core import forksafe
 from ..core.endpoint import Endpoint
 from ..core.events import (
     AttemptFinished,
@@ -87,7 +88,7 @@ def api_available() -> bool:
 
 
 _default: OpenTelemetryObserver | None = None
-_default_lock = threading.Lock()
+_default_lock = forksafe.lock(sys.modules[__name__], "_default_lock")
 
 
 def default_observer() -> OpenTelemetryObserver:
@@ -188,7 +189,7 @@ class OpenTelemetryObserver:
         self._durations: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._services: dict[str, dict[str, Any]] = {}
         self._counts: dict[str, EndpointCounts] = {}
-        self._lock = threading.Lock()
+        self._lock = forksafe.lock(self)
         self._duration = meter.create_histogram(
             "http.client.request.duration",
             unit="s",

@@ -28,10 +28,10 @@ distinct values per Service (a Deployment whose Pods come and go), further Pods 
 from __future__ import annotations
 
 import bisect
-import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ..core import forksafe
 from ..core.endpoint import Endpoint
 from ..core.events import (
     AttemptFinished,
@@ -110,7 +110,7 @@ class PrometheusMetrics(Collector):
                 f"registry must be a prometheus_client CollectorRegistry, not {registry!r}"
             )
         self.max_endpoints = max_endpoints
-        self._lock = threading.Lock()
+        self._lock = forksafe.lock(self)
         self._durations: dict[Labels, _Histogram] = {}
         self._dns: dict[Labels, _Histogram] = {}
         self._counters: dict[str, dict[Labels, float]] = {name: {} for name in _COUNTERS}

@@ -367,9 +367,15 @@ class Call:
 
     def hedge(self) -> Send | None:
         """The hedge delay of the :class:`Send` in flight passed with no answer: a second
-        :class:`Send` to another Pod, or None (not sent: cap, no other Pod, budget, closed)."""
+        :class:`Send` to another Pod, or None (not sent: cap, no other Pod, budget, closed, or
+        no time left before the deadline)."""
         router, plan = self.router, self._plan
         if router.closed or plan is None or router.hedger is None or self._current is None:
+            return None
+        left = self._time_left()
+        if left is not None and left <= 0:
+            # Decided before anything is counted (budget token, tried Pod, pool attempt): at the
+            # deadline a hedge could only fail, and the first attempt's own timeout ends there.
             return None
         state = router.hedger.target(router.balancer, self.tried, self._hedges, plan)
         if state is None:
@@ -377,9 +383,7 @@ class Call:
         assert self.endpoint is not None
         self._hedges += 1
         self._other = (self._current, self.endpoint, self._announced)
-        step = self._send(state)
-        assert isinstance(step, Send)  # not closed (checked above), the throttle is not asked
-        return step
+        return self._begin(state, None, left, first=False)
 
     def settle(self, winner: Attempt) -> None:
         """Of the two attempts of a race, ``winner`` finished first (its result comes next,
@@ -612,22 +616,33 @@ class Call:
                     probability=throttle.probability,
                 )
             )
-        retry = router.retry
-        timeout = retry.per_try_timeout
-        if retry.deadline is not None:
+        left = self._time_left()
+        if left is not None and left <= 0:
+            deadline = router.retry.deadline
+            return Fail(
+                DeadlineExceeded(f"request deadline of {deadline:g} s exceeded ({self.summary()})")
+            )
+        return self._begin(state, endpoint, left, first)
+
+    def _time_left(self) -> float | None:
+        """Seconds left before the call's deadline (None: it has none)."""
+        deadline = self.router.retry.deadline
+        return None if deadline is None else deadline - (self.router.clock() - self.started)
+
+    def _begin(
+        self, state: EndpointState, endpoint: Endpoint | None, left: float | None, first: bool
+    ) -> Send:
+        """Count an attempt on ``state`` in the pool and name the step sending it; ``left`` (of
+        the deadline) caps its per-try timeout, and the first attempt learns its hedge plan."""
+        router = self.router
+        timeout = router.retry.per_try_timeout
+        if left is not None:
             # Every attempt fits in what is left of the deadline, so a blocking shell, which
             # cannot cancel from outside, keeps to it as well as an async one.
-            left = retry.deadline - (self.router.clock() - self.started)
-            if left <= 0:
-                return Fail(
-                    DeadlineExceeded(
-                        f"request deadline of {retry.deadline:g} s exceeded ({self.summary()})"
-                    )
-                )
             timeout = left if timeout is None else min(timeout, left)
         self.tried.add(state.key)
         self.endpoint = endpoint or state.endpoint
-        attempt = self._current = self.router.pool.begin(state)
+        attempt = self._current = router.pool.begin(state)
         hedge_after = None
         hedger = router.hedger
         if first and hedger is not None and self.ctx.ordinal is None:

@@ -1026,3 +1026,20 @@ def test_a_hedge_the_budget_refuses_is_not_sent() -> None:
     assert isinstance(call.responded(200), Deliver)
     step.attempt.done(Outcome.SUCCESS)
     assert len(call.attempts) == 1
+
+
+def test_no_hedge_once_the_deadline_has_passed_and_nothing_is_counted() -> None:
+    clock_budget = RetryBudget(0.0, 1.0)  # exactly one token: a hedge would take it
+    retry = RetryPolicy(backoff_base=0.0, backoff_max=0.0, deadline=0.25)
+    env = make(3, retry=retry, budget=clock_budget, hedge=HedgePolicy(delay=0.25))
+    call = env.start("GET")
+    first = call.first()
+    assert isinstance(first, Send) and first.hedge_after == 0.25
+    env.clock.advance(0.25)  # the hedge delay and the deadline end together (exact in binary)
+    assert call.hedge() is None  # not an assertion failure on a Fail step
+    assert call.tried == {first.state.key} and env.pool.begun == [first.attempt]
+    assert call._other is None and call._hedges == 0
+    assert clock_budget.try_withdraw()  # the token is still there (taken now: no retry)
+    timeout = httpx.ReadTimeout("per-try timeout")
+    step = call.failed(timeout, Failure.MAYBE_PROCESSED, Outcome.TIMEOUT)
+    assert isinstance(step, Fail) and step.error is timeout

@@ -1,13 +1,18 @@
 """The hedging decisions (:mod:`headlesslb.core.hedge`): policy checks, the learned delay, and
-whether and where a hedge goes. Pure: a :class:`ManualClock`, a seeded rng, no sockets."""
+whether and where a hedge goes. Pure: a :class:`ManualClock`, a seeded rng, no sockets (the
+shell tests at the end use mocked Pods: ``StaticDiscovery`` and ``httpx.MockTransport``)."""
 
 from __future__ import annotations
 
 import random
+import threading
 
+import httpx
 import pytest
 
+import headlesslb.sync
 from headlesslb.core.balancer import Balancer
+from headlesslb.core.call import Call, Send
 from headlesslb.core.clock import ManualClock
 from headlesslb.core.endpoint import Endpoint, Resolution
 from headlesslb.core.hedge import HedgePlan, HedgePolicy, Hedger, LatencyEstimator
@@ -15,6 +20,7 @@ from headlesslb.core.pickers import ConsistentHash, Ordinal, make_picker
 from headlesslb.core.pool import OutlierPolicy, Pool
 from headlesslb.core.retry import RetryBudget, RetryPolicy
 from headlesslb.errors import ConfigurationError
+from headlesslb.testing import StaticDiscovery
 
 
 def balancer(n: int, clock: ManualClock) -> Balancer:
@@ -136,3 +142,37 @@ def test_the_hedge_option_is_checked_on_both_transports(flavor: str) -> None:
         "web-hl.default", hedge=HedgePolicy(delay=0.05), nameservers=["127.0.0.1:53"]
     )
     assert transport._router.hedger is not None
+
+
+def test_sync_hedge_timer_at_the_deadline_sends_no_hedge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hedge delay outlasts the deadline, so the sync shell asks for the hedge once the
+    deadline has passed. The first attempt answers only after the core has decided (a hook on
+    :meth:`Call.hedge`), so that order holds however slow the machine is."""
+    decided = threading.Event()
+    hedge = Call.hedge
+
+    def hedge_then_answer(call: Call) -> Send | None:
+        try:
+            return hedge(call)
+        finally:
+            decided.set()
+
+    monkeypatch.setattr(Call, "hedge", hedge_then_answer)
+    asked: list[str] = []
+
+    def pod(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.host)
+        assert decided.wait(10)  # a bound for a broken build only
+        return httpx.Response(200, text=request.url.host)
+
+    with headlesslb.sync.HeadlessClient(
+        "web-hl.default",
+        discovery=StaticDiscovery(["web-0=10.0.0.1:80", "web-1=10.0.0.2:80"]),
+        pod_transport=httpx.MockTransport(pod),
+        hedge=HedgePolicy(delay=0.05),
+        retry=RetryPolicy(deadline=0.04),
+    ) as client:
+        response = client.get("/")  # before the fix: AssertionError from Call.hedge
+    assert decided.is_set() and len(asked) == 1  # no hedge was sent
+    assert response.status_code == 200  # the sync shell has no hard cap: the answer stands
+    assert [a.get("status") for a in response.extensions["headlesslb"]["attempts"]] == [200]

@@ -18,6 +18,8 @@ shells' work; that wiring is not in this release (see ``docs/overload.md``).
 from __future__ import annotations
 
 import math
+import threading
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 
@@ -80,45 +82,59 @@ class HedgePolicy:
 
 
 class LatencyEstimator:
-    """Recent latencies (a bounded, aging window) and their quantiles; clock injected."""
+    """Recent latencies (a bounded, aging window) and their quantiles; clock injected.
+
+    Safe to share between threads (the sync client's request threads record and read it at
+    once): one lock guards the window and its sorted copy, which every change keeps in step
+    (a bisection and a short move), so a quantile is a lookup and never a sort.
+    """
 
     def __init__(self, window: int = 1000, max_age: float = 30.0, *, clock: Clock = monotonic):
         count("LatencyEstimator.window", window, min=1)
         number("LatencyEstimator.max_age", max_age, min=0, exclusive_min=True)
-        self._samples: deque[tuple[float, float]] = deque(maxlen=window)
+        self._samples: deque[tuple[float, float]] = deque()
+        """(when, seconds), oldest first."""
+        self._sorted: list[float] = []
+        """The same seconds, ascending."""
+        self._window = window
         self._max_age = max_age
         self._clock = clock
-        self._sorted: list[float] | None = None
+        self._lock = threading.Lock()
 
     def record(self, seconds: float) -> None:
         """One attempt's latency (to response headers); negative or non-finite ones are dropped,
         since they come from a clock mistake rather than a Pod."""
         if not math.isfinite(seconds) or seconds < 0:
             return
-        self._samples.append((self._clock(), seconds))
-        self._sorted = None
+        with self._lock:
+            now = self._clock()  # read under the lock: stamps stay in order in the deque
+            samples, ranked = self._samples, self._sorted
+            if len(samples) >= self._window:
+                del ranked[bisect_left(ranked, samples.popleft()[1])]
+            samples.append((now, seconds))
+            insort(ranked, seconds)
+            self._expire(now)
 
     def __len__(self) -> int:
-        self._expire()
-        return len(self._samples)
+        with self._lock:
+            self._expire(self._clock())
+            return len(self._samples)
 
-    def quantile(self, q: float) -> float | None:
-        """The ``q`` quantile (nearest rank) of the samples in the window; None when empty."""
-        self._expire()
-        if not self._samples:
-            return None
-        if self._sorted is None:
-            self._sorted = sorted(seconds for _, seconds in self._samples)
-        ranked = self._sorted
-        index = min(len(ranked) - 1, max(0, math.ceil(q * len(ranked)) - 1))
-        return ranked[index]
+    def quantile(self, q: float, *, min_samples: int = 1) -> float | None:
+        """The ``q`` quantile (nearest rank) of the samples in the window; None when it holds
+        fewer than ``min_samples`` (judged with the quantile, under one lock)."""
+        with self._lock:
+            self._expire(self._clock())
+            ranked = self._sorted
+            if not ranked or len(ranked) < min_samples:
+                return None
+            return ranked[min(len(ranked) - 1, max(0, math.ceil(q * len(ranked)) - 1))]
 
-    def _expire(self) -> None:
-        horizon = self._clock() - self._max_age
-        samples = self._samples
+    def _expire(self, now: float) -> None:
+        horizon = now - self._max_age
+        samples, ranked = self._samples, self._sorted
         while samples and samples[0][0] < horizon:
-            samples.popleft()
-            self._sorted = None
+            del ranked[bisect_left(ranked, samples.popleft()[1])]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +175,7 @@ class Hedger:
         if policy.delay is not None:
             return HedgePlan(policy.delay, policy.max_hedges)
         assert policy.quantile is not None  # the policy holds exactly one of the two
-        if len(self.latencies) < policy.min_samples:
-            return None
-        delay = self.latencies.quantile(policy.quantile)
+        delay = self.latencies.quantile(policy.quantile, min_samples=policy.min_samples)
         return None if delay is None else HedgePlan(delay, policy.max_hedges)
 
     def observe(self, seconds: float) -> None:

@@ -4,7 +4,9 @@ shell tests at the end use mocked Pods: ``StaticDiscovery`` and ``httpx.MockTran
 
 from __future__ import annotations
 
+import math
 import random
+import sys
 import threading
 
 import httpx
@@ -79,6 +81,45 @@ def test_estimator_quantile_is_nearest_rank_and_ages_out() -> None:
     assert len(estimator) == 100 and estimator.quantile(0.01) == pytest.approx(0.002)
     clock.advance(5.5)
     assert len(estimator) == 1 and estimator.quantile(0.5) == 1.0
+
+
+def test_estimator_shared_by_threads_stays_whole_and_in_order() -> None:
+    """The sync client's request threads record and read one estimator at once. With a switch
+    every microsecond, an unlocked one raised "deque mutated during iteration" from a
+    quantile's sort (and could keep a sorted copy made before the latest sample)."""
+    clock = ManualClock()
+    estimator = LatencyEstimator(window=100, max_age=1.0, clock=clock)
+    errors: list[BaseException] = []
+    together = threading.Barrier(4)
+
+    def hammer(seed: int) -> None:
+        rng = random.Random(seed)
+        together.wait()
+        try:
+            for _ in range(2000):
+                estimator.record(rng.random())
+                estimator.quantile(0.9)
+                len(estimator)
+                if seed == 0:
+                    clock.advance(0.002)  # samples age out meanwhile: expiry races too
+        except BaseException as exc:  # collected, asserted below
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[:3]
+    kept = sorted(seconds for _, seconds in estimator._samples)
+    assert estimator._sorted == kept and 0 < len(estimator) <= 100
+    for q in (0.01, 0.5, 0.9, 0.99):
+        assert estimator.quantile(q) == kept[max(0, math.ceil(q * len(kept)) - 1)]
 
 
 def test_fixed_delay_plans_idempotent_replayable_requests_only() -> None:

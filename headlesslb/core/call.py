@@ -377,7 +377,8 @@ class Call:
             # Decided before anything is counted (budget token, tried Pod, pool attempt): at the
             # deadline a hedge could only fail, and the first attempt's own timeout ends there.
             return None
-        state = router.hedger.target(router.balancer, self.tried, self._hedges, plan)
+        tried, key = self.tried, self.ctx.key
+        state = router.hedger.target(router.balancer, tried, self._hedges, plan, key=key)
         if state is None:
             return None
         assert self.endpoint is not None

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from ..errors import ConfigurationError
 from .balancer import Balancer
 from .clock import Clock, monotonic
-from .pickers.base import PickContext
+from .pickers.base import HashKey, PickContext
 from .retry import Failure, RetryBudget, RetryPolicy
 from .snapshot import EndpointState
 from .validate import count, number
@@ -183,13 +183,23 @@ class Hedger:
         self.latencies.record(seconds)
 
     def target(
-        self, balancer: Balancer, tried: set[tuple[str, int]], hedges_sent: int, plan: HedgePlan
+        self,
+        balancer: Balancer,
+        tried: set[tuple[str, int]],
+        hedges_sent: int,
+        plan: HedgePlan,
+        *,
+        key: HashKey | None,
     ) -> EndpointState | None:
         """The Pod a hedge goes to now, or None: not sent (cap reached, no other Pod, or the
-        retry budget refuses it). A hedge is taken from the budget only when a Pod exists."""
+        retry budget refuses it). A hedge is taken from the budget only when a Pod exists.
+
+        A keyed request's hedge goes where its retry would: the key's next owner (the sharding
+        picker's fall-over past the Pods tried), so the affinity the key is for holds.
+        """
         if hedges_sent >= plan.max_hedges:
             return None
-        state = balancer.pick(PickContext(exclude=frozenset(tried)))
+        state = balancer.pick(PickContext(key, None, frozenset(tried)))
         if state is None or state.key in tried:
             return None
         if not self._budget.try_withdraw():

@@ -1043,3 +1043,23 @@ def test_no_hedge_once_the_deadline_has_passed_and_nothing_is_counted() -> None:
     timeout = httpx.ReadTimeout("per-try timeout")
     step = call.failed(timeout, Failure.MAYBE_PROCESSED, Outcome.TIMEOUT)
     assert isinstance(step, Fail) and step.error is timeout
+
+
+def test_a_keyed_hedge_goes_to_the_keys_next_owner_as_a_retry_does() -> None:
+    # Eight Pods: a hedge picked by the balancing picker would miss the next owner 6 times in 7.
+    budget = RetryBudget(0.0, 1000.0)
+    env = make(8, retry=NO_BACKOFF, budget=budget, hedge=HedgePolicy(delay=0.05))
+    for n in range(12):
+        hedged = env.start("GET", key=f"user-{n}")
+        first = hedged.first()
+        hedge = hedged.hedge()
+        assert isinstance(first, Send) and hedge is not None
+        retried = env.start("GET", key=f"user-{n}")
+        owner = retried.first()
+        assert isinstance(owner, Send) and owner.endpoint == first.endpoint
+        reset = httpx.ReadError("reset")
+        retry = retried.failed(reset, Failure.MAYBE_PROCESSED, Outcome.RESET)
+        assert isinstance(retry, Send)
+        assert hedge.endpoint == retry.endpoint, f"user-{n}"
+        hedged.abandon()
+        retried.abandon()

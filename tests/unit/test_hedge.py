@@ -152,13 +152,15 @@ def test_target_is_another_pod_within_the_cap_and_the_budget() -> None:
     first = b.pick()
     assert first is not None
     tried = {first.key}
-    second = h.target(b, tried, 0, plan)
+    second = h.target(b, tried, 0, plan, key=None)
     assert second is not None and second.key != first.key
-    assert h.target(b, tried, 1, plan) is None  # max_hedges reached
-    assert h.target(b, tried, 0, plan) is None  # the budget refuses a second hedge this second
+    assert h.target(b, tried, 1, plan, key=None) is None  # max_hedges reached
+    refused = h.target(b, tried, 0, plan, key=None)  # the budget refuses a second this second
+    assert refused is None
     clock.advance(1.0)
-    assert h.target(b, {first.key, second.key}, 0, plan) is None  # no other Pod: not charged
-    assert h.target(b, tried, 0, plan) is not None
+    both = {first.key, second.key}
+    assert h.target(b, both, 0, plan, key=None) is None  # no other Pod: not charged
+    assert h.target(b, tried, 0, plan, key=None) is not None
 
 
 def test_single_pod_is_never_hedged_to_itself() -> None:
@@ -166,9 +168,8 @@ def test_single_pod_is_never_hedged_to_itself() -> None:
     b = balancer(1, clock)
     only = b.pick()
     assert only is not None
-    assert (
-        hedger(HedgePolicy(delay=0.01), clock).target(b, {only.key}, 0, HedgePlan(0.01, 1)) is None
-    )
+    h = hedger(HedgePolicy(delay=0.01), clock)
+    assert h.target(b, {only.key}, 0, HedgePlan(0.01, 1), key=None) is None
 
 
 @pytest.mark.parametrize("flavor", ["async", "sync"])

@@ -389,7 +389,18 @@ class Call:
     def settle(self, winner: Attempt) -> None:
         """Of the two attempts of a race, ``winner`` finished first (its result comes next,
         through :meth:`responded` or :meth:`failed`); the other was cancelled by the shell and
-        is recorded here as such, once."""
+        is recorded here, once (pool ``Attempt``, report, ``AttemptFinished``).
+
+        What the loser says about its Pod depends on which one it was. A hedge that lost says
+        nothing (``Outcome.CANCELLED``): it was sent late and cut short. A first attempt that
+        lost to its hedge had no answer for the hedge delay plus the winner's whole latency,
+        so it counts as ``Outcome.TIMEOUT``: a failure toward ejection, and the time it was
+        out as a lower bound of its Pod's latency. Otherwise a Pod that never answers would
+        lose every race unseen, and keep its share of first attempts, each paying the delay
+        and a budget token. (Envoy, hedging on per-try timeout, counts the first attempt as a
+        timeout as soon as the hedge goes out, whoever wins; gRPC's outlier detection counts
+        every cancelled attempt as a failure.)
+        """
         other, self._other = self._other, None
         if other is None:
             return
@@ -400,9 +411,13 @@ class Call:
             attempt, self._current = self._current, attempt
             endpoint, self.endpoint = self.endpoint, endpoint
             announced, self._announced = self._announced, announced
-        self._cancel_racer(attempt, endpoint, announced, Outcome.CANCELLED.value)
+            outcome = Outcome.CANCELLED
+        else:
+            # A close cuts both attempts short: that says nothing about the first one's Pod.
+            outcome = Outcome.CANCELLED if self.router.closed else Outcome.TIMEOUT
+        self._cancel_racer(attempt, endpoint, announced, outcome)
         record = AttemptRecord(
-            endpoint.authority, endpoint.hostname, error="cancelled", outcome=Outcome.CANCELLED
+            endpoint.authority, endpoint.hostname, error="cancelled", outcome=outcome
         )
         self.attempts.append(record)
 
@@ -578,14 +593,16 @@ class Call:
         attempt: Attempt,
         endpoint: Endpoint,
         announced: AttemptStarted | None,
-        outcome: str | None = None,
+        outcome: Outcome | None = None,
     ) -> None:
         """A racing attempt the call no longer waits for (the loser, or both when the caller
-        gives up): its pool Attempt ends once, as cancelled, and its event says so."""
+        gives up): its pool Attempt ends once, as ``outcome`` (None: cancelled, and the event
+        names no outcome), and its event says it was cancelled."""
         if not attempt.finished:
-            attempt.done(Outcome.CANCELLED)
+            attempt.done(outcome or Outcome.CANCELLED)
         if announced is not None:
-            self._emit_finished(announced, endpoint.authority, None, "cancelled", outcome)
+            counted = None if outcome is None else outcome.value
+            self._emit_finished(announced, endpoint.authority, None, "cancelled", counted)
 
     def _next_attempt(self) -> Step:
         ctx = self.ctx

@@ -1,7 +1,9 @@
 """Whether, when and where to hedge a request (pure: clock injected, no I/O).
 
-A hedge is a second attempt of the same request, sent to a *different* Pod when the first has
-not answered after a delay; the first answer wins and the other attempt is cancelled. The delay
+A hedge is a second attempt of the same request, sent to a *different* Pod (for a keyed request,
+the key's next owner, as for a retry) when the first has not answered after a delay, and never
+once the request's deadline has passed; the first attempt to finish wins and the other is
+cancelled. The delay
 is fixed (:attr:`HedgePolicy.delay`) or a learned quantile of recent latencies
 (:attr:`HedgePolicy.quantile`, only once :attr:`HedgePolicy.min_samples` are known), as in
 tower's ``Hedge`` middleware and gRPC's hedging policy.
@@ -11,8 +13,11 @@ Only requests the retry policy calls idempotent are hedged (:meth:`RetryPolicy.m
 every hedge is charged to the :class:`RetryBudget`: a hedge the budget refuses is not sent, so
 hedging can never add more load than retries may.
 
-This module only decides. Waiting for the first of two attempts and cancelling the loser is the
-shells' work; that wiring is not in this release (see ``docs/overload.md``).
+This module only decides. The call core holds the two attempts and records the loser
+(``Call.hedge`` and ``Call.settle`` in :mod:`headlesslb.core.call`); waiting for the first to
+finish and cancelling the other is the shells' work: an anyio task group in
+:mod:`headlesslb.aio.transport`, a client-owned thread pool in :mod:`headlesslb.sync.hedging`
+(see ``docs/overload.md``).
 """
 
 from __future__ import annotations

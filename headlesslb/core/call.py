@@ -367,24 +367,40 @@ class Call:
 
     def hedge(self) -> Send | None:
         """The hedge delay of the :class:`Send` in flight passed with no answer: a second
-        :class:`Send` to another Pod, or None (not sent: cap, no other Pod, budget, closed)."""
+        :class:`Send` to another Pod, or None (not sent: cap, no other Pod, budget, closed, or
+        no time left before the deadline)."""
         router, plan = self.router, self._plan
         if router.closed or plan is None or router.hedger is None or self._current is None:
             return None
-        state = router.hedger.target(router.balancer, self.tried, self._hedges, plan)
+        left = self._time_left()
+        if left is not None and left <= 0:
+            # Decided before anything is counted (budget token, tried Pod, pool attempt): at the
+            # deadline a hedge could only fail, and the first attempt's own timeout ends there.
+            return None
+        tried, key = self.tried, self.ctx.key
+        state = router.hedger.target(router.balancer, tried, self._hedges, plan, key=key)
         if state is None:
             return None
         assert self.endpoint is not None
         self._hedges += 1
         self._other = (self._current, self.endpoint, self._announced)
-        step = self._send(state)
-        assert isinstance(step, Send)  # not closed (checked above), the throttle is not asked
-        return step
+        return self._begin(state, None, left, first=False)
 
     def settle(self, winner: Attempt) -> None:
         """Of the two attempts of a race, ``winner`` finished first (its result comes next,
         through :meth:`responded` or :meth:`failed`); the other was cancelled by the shell and
-        is recorded here as such, once."""
+        is recorded here, once (pool ``Attempt``, report, ``AttemptFinished``).
+
+        What the loser says about its Pod depends on which one it was. A hedge that lost says
+        nothing (``Outcome.CANCELLED``): it was sent late and cut short. A first attempt that
+        lost to its hedge had no answer for the hedge delay plus the winner's whole latency,
+        so it counts as ``Outcome.TIMEOUT``: a failure toward ejection, and the time it was
+        out as a lower bound of its Pod's latency. Otherwise a Pod that never answers would
+        lose every race unseen, and keep its share of first attempts, each paying the delay
+        and a budget token. (Envoy, hedging on per-try timeout, counts the first attempt as a
+        timeout as soon as the hedge goes out, whoever wins; gRPC's outlier detection counts
+        every cancelled attempt as a failure.)
+        """
         other, self._other = self._other, None
         if other is None:
             return
@@ -395,9 +411,13 @@ class Call:
             attempt, self._current = self._current, attempt
             endpoint, self.endpoint = self.endpoint, endpoint
             announced, self._announced = self._announced, announced
-        self._cancel_racer(attempt, endpoint, announced, Outcome.CANCELLED.value)
+            outcome = Outcome.CANCELLED
+        else:
+            # A close cuts both attempts short: that says nothing about the first one's Pod.
+            outcome = Outcome.CANCELLED if self.router.closed else Outcome.TIMEOUT
+        self._cancel_racer(attempt, endpoint, announced, outcome)
         record = AttemptRecord(
-            endpoint.authority, endpoint.hostname, error="cancelled", outcome=Outcome.CANCELLED
+            endpoint.authority, endpoint.hostname, error="cancelled", outcome=outcome
         )
         self.attempts.append(record)
 
@@ -573,14 +593,16 @@ class Call:
         attempt: Attempt,
         endpoint: Endpoint,
         announced: AttemptStarted | None,
-        outcome: str | None = None,
+        outcome: Outcome | None = None,
     ) -> None:
         """A racing attempt the call no longer waits for (the loser, or both when the caller
-        gives up): its pool Attempt ends once, as cancelled, and its event says so."""
+        gives up): its pool Attempt ends once, as ``outcome`` (None: cancelled, and the event
+        names no outcome), and its event says it was cancelled."""
         if not attempt.finished:
-            attempt.done(Outcome.CANCELLED)
+            attempt.done(outcome or Outcome.CANCELLED)
         if announced is not None:
-            self._emit_finished(announced, endpoint.authority, None, "cancelled", outcome)
+            counted = None if outcome is None else outcome.value
+            self._emit_finished(announced, endpoint.authority, None, "cancelled", counted)
 
     def _next_attempt(self) -> Step:
         ctx = self.ctx
@@ -612,22 +634,33 @@ class Call:
                     probability=throttle.probability,
                 )
             )
-        retry = router.retry
-        timeout = retry.per_try_timeout
-        if retry.deadline is not None:
+        left = self._time_left()
+        if left is not None and left <= 0:
+            deadline = router.retry.deadline
+            return Fail(
+                DeadlineExceeded(f"request deadline of {deadline:g} s exceeded ({self.summary()})")
+            )
+        return self._begin(state, endpoint, left, first)
+
+    def _time_left(self) -> float | None:
+        """Seconds left before the call's deadline (None: it has none)."""
+        deadline = self.router.retry.deadline
+        return None if deadline is None else deadline - (self.router.clock() - self.started)
+
+    def _begin(
+        self, state: EndpointState, endpoint: Endpoint | None, left: float | None, first: bool
+    ) -> Send:
+        """Count an attempt on ``state`` in the pool and name the step sending it; ``left`` (of
+        the deadline) caps its per-try timeout, and the first attempt learns its hedge plan."""
+        router = self.router
+        timeout = router.retry.per_try_timeout
+        if left is not None:
             # Every attempt fits in what is left of the deadline, so a blocking shell, which
             # cannot cancel from outside, keeps to it as well as an async one.
-            left = retry.deadline - (self.router.clock() - self.started)
-            if left <= 0:
-                return Fail(
-                    DeadlineExceeded(
-                        f"request deadline of {retry.deadline:g} s exceeded ({self.summary()})"
-                    )
-                )
             timeout = left if timeout is None else min(timeout, left)
         self.tried.add(state.key)
         self.endpoint = endpoint or state.endpoint
-        attempt = self._current = self.router.pool.begin(state)
+        attempt = self._current = router.pool.begin(state)
         hedge_after = None
         hedger = router.hedger
         if first and hedger is not None and self.ctx.ordinal is None:

@@ -1,7 +1,9 @@
 """Whether, when and where to hedge a request (pure: clock injected, no I/O).
 
-A hedge is a second attempt of the same request, sent to a *different* Pod when the first has
-not answered after a delay; the first answer wins and the other attempt is cancelled. The delay
+A hedge is a second attempt of the same request, sent to a *different* Pod (for a keyed request,
+the key's next owner, as for a retry) when the first has not answered after a delay, and never
+once the request's deadline has passed; the first attempt to finish wins and the other is
+cancelled. The delay
 is fixed (:attr:`HedgePolicy.delay`) or a learned quantile of recent latencies
 (:attr:`HedgePolicy.quantile`, only once :attr:`HedgePolicy.min_samples` are known), as in
 tower's ``Hedge`` middleware and gRPC's hedging policy.
@@ -11,20 +13,25 @@ Only requests the retry policy calls idempotent are hedged (:meth:`RetryPolicy.m
 every hedge is charged to the :class:`RetryBudget`: a hedge the budget refuses is not sent, so
 hedging can never add more load than retries may.
 
-This module only decides. Waiting for the first of two attempts and cancelling the loser is the
-shells' work; that wiring is not in this release (see ``docs/overload.md``).
+This module only decides. The call core holds the two attempts and records the loser
+(``Call.hedge`` and ``Call.settle`` in :mod:`headlesslb.core.call`); waiting for the first to
+finish and cancelling the other is the shells' work: an anyio task group in
+:mod:`headlesslb.aio.transport`, a client-owned thread pool in :mod:`headlesslb.sync.hedging`
+(see ``docs/overload.md``).
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 
 from ..errors import ConfigurationError
 from .balancer import Balancer
 from .clock import Clock, monotonic
-from .pickers.base import PickContext
+from .pickers.base import HashKey, PickContext
 from .retry import Failure, RetryBudget, RetryPolicy
 from .snapshot import EndpointState
 from .validate import count, number
@@ -80,45 +87,59 @@ class HedgePolicy:
 
 
 class LatencyEstimator:
-    """Recent latencies (a bounded, aging window) and their quantiles; clock injected."""
+    """Recent latencies (a bounded, aging window) and their quantiles; clock injected.
+
+    Safe to share between threads (the sync client's request threads record and read it at
+    once): one lock guards the window and its sorted copy, which every change keeps in step
+    (a bisection and a short move), so a quantile is a lookup and never a sort.
+    """
 
     def __init__(self, window: int = 1000, max_age: float = 30.0, *, clock: Clock = monotonic):
         count("LatencyEstimator.window", window, min=1)
         number("LatencyEstimator.max_age", max_age, min=0, exclusive_min=True)
-        self._samples: deque[tuple[float, float]] = deque(maxlen=window)
+        self._samples: deque[tuple[float, float]] = deque()
+        """(when, seconds), oldest first."""
+        self._sorted: list[float] = []
+        """The same seconds, ascending."""
+        self._window = window
         self._max_age = max_age
         self._clock = clock
-        self._sorted: list[float] | None = None
+        self._lock = threading.Lock()
 
     def record(self, seconds: float) -> None:
         """One attempt's latency (to response headers); negative or non-finite ones are dropped,
         since they come from a clock mistake rather than a Pod."""
         if not math.isfinite(seconds) or seconds < 0:
             return
-        self._samples.append((self._clock(), seconds))
-        self._sorted = None
+        with self._lock:
+            now = self._clock()  # read under the lock: stamps stay in order in the deque
+            samples, ranked = self._samples, self._sorted
+            if len(samples) >= self._window:
+                del ranked[bisect_left(ranked, samples.popleft()[1])]
+            samples.append((now, seconds))
+            insort(ranked, seconds)
+            self._expire(now)
 
     def __len__(self) -> int:
-        self._expire()
-        return len(self._samples)
+        with self._lock:
+            self._expire(self._clock())
+            return len(self._samples)
 
-    def quantile(self, q: float) -> float | None:
-        """The ``q`` quantile (nearest rank) of the samples in the window; None when empty."""
-        self._expire()
-        if not self._samples:
-            return None
-        if self._sorted is None:
-            self._sorted = sorted(seconds for _, seconds in self._samples)
-        ranked = self._sorted
-        index = min(len(ranked) - 1, max(0, math.ceil(q * len(ranked)) - 1))
-        return ranked[index]
+    def quantile(self, q: float, *, min_samples: int = 1) -> float | None:
+        """The ``q`` quantile (nearest rank) of the samples in the window; None when it holds
+        fewer than ``min_samples`` (judged with the quantile, under one lock)."""
+        with self._lock:
+            self._expire(self._clock())
+            ranked = self._sorted
+            if not ranked or len(ranked) < min_samples:
+                return None
+            return ranked[min(len(ranked) - 1, max(0, math.ceil(q * len(ranked)) - 1))]
 
-    def _expire(self) -> None:
-        horizon = self._clock() - self._max_age
-        samples = self._samples
+    def _expire(self, now: float) -> None:
+        horizon = now - self._max_age
+        samples, ranked = self._samples, self._sorted
         while samples and samples[0][0] < horizon:
-            samples.popleft()
-            self._sorted = None
+            del ranked[bisect_left(ranked, samples.popleft()[1])]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +180,7 @@ class Hedger:
         if policy.delay is not None:
             return HedgePlan(policy.delay, policy.max_hedges)
         assert policy.quantile is not None  # the policy holds exactly one of the two
-        if len(self.latencies) < policy.min_samples:
-            return None
-        delay = self.latencies.quantile(policy.quantile)
+        delay = self.latencies.quantile(policy.quantile, min_samples=policy.min_samples)
         return None if delay is None else HedgePlan(delay, policy.max_hedges)
 
     def observe(self, seconds: float) -> None:
@@ -169,13 +188,23 @@ class Hedger:
         self.latencies.record(seconds)
 
     def target(
-        self, balancer: Balancer, tried: set[tuple[str, int]], hedges_sent: int, plan: HedgePlan
+        self,
+        balancer: Balancer,
+        tried: set[tuple[str, int]],
+        hedges_sent: int,
+        plan: HedgePlan,
+        *,
+        key: HashKey | None,
     ) -> EndpointState | None:
         """The Pod a hedge goes to now, or None: not sent (cap reached, no other Pod, or the
-        retry budget refuses it). A hedge is taken from the budget only when a Pod exists."""
+        retry budget refuses it). A hedge is taken from the budget only when a Pod exists.
+
+        A keyed request's hedge goes where its retry would: the key's next owner (the sharding
+        picker's fall-over past the Pods tried), so the affinity the key is for holds.
+        """
         if hedges_sent >= plan.max_hedges:
             return None
-        state = balancer.pick(PickContext(exclude=frozenset(tried)))
+        state = balancer.pick(PickContext(key, None, frozenset(tried)))
         if state is None or state.key in tried:
             return None
         if not self._budget.try_withdraw():

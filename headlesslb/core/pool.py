@@ -54,9 +54,10 @@ class Outcome(enum.Enum):
     RESET = "reset"
     """The connection broke before a complete response."""
     TIMEOUT = "timeout"
-    """The endpoint did not answer within the per-try timeout."""
+    """The endpoint did not answer within the per-try timeout, or (a hedged request's first
+    attempt) before the hedge sent after it answered."""
     CANCELLED = "cancelled"
-    """The caller gave up; says nothing about the endpoint."""
+    """The caller gave up, or a hedge lost its race; says nothing about the endpoint."""
     REJECTED = "rejected"
     """The endpoint turned the request away for load: 429, or 503 with Retry-After. Neither a
     success nor a failure: it counts toward no ejection, and its (fast) latency never makes the

@@ -2,11 +2,12 @@
 threads, take the first to finish, drop the other.
 
 Each attempt runs under its own :class:`~headlesslb.sync.sender.CancelToken`. Once the winner is
-known, the call core records the loser as cancelled (its pool ``Attempt`` ends once, the Pod's
-in-flight count drops at once), then the loser's token is cancelled: the sender shuts down the
-socket its worker is blocked on, so the worker returns at once with a transport error that is
-dropped here (never the caller's), and httpcore closes that connection rather than returning
-it half-read to the pool. A response the loser got in time is closed unread, which closes its
+known, the call core records the loser (its pool ``Attempt`` ends once, as a timeout for a
+beaten first attempt and as cancelled for a beaten hedge; the Pod's in-flight count drops at
+once), then the loser's token is cancelled: the sender shuts down the socket its worker is
+blocked on, so the worker returns at once with a transport error that is dropped here (never
+the caller's), and httpcore closes that connection rather than returning it half-read to the
+pool. A response the loser got in time is closed unread, which closes its
 connection too. Two cases still run on until their answer or per-try timeout: an attempt on an
 HTTP/2 connection (shared with other requests, so never shut for one) and one sent through a
 ``pod_transport=`` (no socket of ours).
@@ -95,7 +96,7 @@ class HedgeRunner:
                 settled = True
             while not results.empty():  # both finished at once: the later one is dropped
                 _drop(results.get_nowait()[1])
-        call.settle(winner.attempt)  # the loser is recorded as cancelled before it is stopped
+        call.settle(winner.attempt)  # the loser is recorded before it is stopped
         for attempt, token in tokens:
             if attempt is not winner:
                 token.cancel()

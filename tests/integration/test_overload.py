@@ -10,8 +10,17 @@ import anyio
 import httpx
 import pytest
 
-from headlesslb import AdaptiveThrottle, ConsistentHash, HedgePolicy, RetryPolicy, Throttled
+from headlesslb import (
+    AdaptiveThrottle,
+    ConsistentHash,
+    EndpointStatus,
+    HedgePolicy,
+    OutlierPolicy,
+    RetryPolicy,
+    Throttled,
+)
 from headlesslb.testing import LocalCluster
+from tests.hostile.raw_pod import RawPod
 
 from .helpers import SyncAsAsync, make_client
 
@@ -128,3 +137,38 @@ async def test_a_hedge_to_another_pod_beats_a_slow_one_and_the_loser_is_cancelle
                     await anyio.sleep(0.005)
         assert hedged >= 1
         assert all(s.in_flight == 0 for s in client.endpoints())  # the losers were released
+
+
+async def test_a_pod_that_never_answers_is_ejected_though_it_only_ever_loses_races(
+    cluster: LocalCluster,
+) -> None:
+    # Two healthy Pods and one that accepts and never answers. Every first attempt to it loses
+    # to a hedge; when a lost race counted as "cancelled" it was never ejected.
+    cluster.scale("web", 2)
+    with RawPod("silent", host="127.77.10.1", name="mute") as silent:
+        target = f"mute.{cluster.service('web-hl').fqdn}"
+        cluster.add_record(target, "A", silent.ip)
+        cluster.add_record(cluster.srv_name("web-hl"), "SRV", f"0 100 {silent.port} {target}")
+        hedge = HedgePolicy(delay=0.05)
+        async with make_client(cluster, hedge=hedge, retry=RetryPolicy(budget_ratio=1.0)) as client:
+
+            def mute() -> EndpointStatus | None:
+                return next((s for s in client.endpoints() if s.hostname == "mute"), None)
+
+            lost = 0
+            for _ in range(40):  # five lost races eject it: about 15 requests round-robin
+                response = await client.get("/hedged")
+                assert response.status_code == 200
+                report = response.extensions["headlesslb"]
+                assert report["hostname"] != "mute"
+                first = report["attempts"][0]
+                if first["hostname"] == "mute":
+                    lost += 1
+                    assert first["error"] == "cancelled" and first["outcome"] == "timeout"
+                status = mute()
+                if status is not None and not status.healthy:
+                    break
+            status = mute()
+            assert status is not None and not status.healthy, f"not ejected after {lost} lost races"
+            assert status.ejected_until is not None and status.in_flight == 0
+            assert lost == OutlierPolicy().consecutive_failures

@@ -938,8 +938,8 @@ def hedge_env(**kwargs: Any) -> Env:
     return make(3, retry=NO_BACKOFF, hedge=HedgePolicy(delay=0.05), **kwargs)
 
 
-def test_hedge_goes_to_another_pod_and_the_winner_is_delivered() -> None:
-    env = hedge_env()
+def hedged_race(env: Env) -> tuple[Call, Send, Send, list[Event]]:
+    """An observed GET, its first attempt, and the hedge sent when the delay passed."""
     seen: list[Event] = []
     env.router.events.subscribe(seen.append)
     call = env.start("GET")
@@ -949,6 +949,12 @@ def test_hedge_goes_to_another_pod_and_the_winner_is_delivered() -> None:
     env.clock.advance(0.05)
     second = call.hedge()
     assert second is not None and second.endpoint != first.endpoint
+    return call, first, second, seen
+
+
+def test_hedge_goes_to_another_pod_and_the_winner_is_delivered() -> None:
+    env = hedge_env()
+    call, first, second, seen = hedged_race(env)
     assert call.hedge() is None  # max_hedges=1
     assert first.state.in_flight == 1 and second.state.in_flight == 1
     env.clock.advance(0.01)
@@ -1026,3 +1032,104 @@ def test_a_hedge_the_budget_refuses_is_not_sent() -> None:
     assert isinstance(call.responded(200), Deliver)
     step.attempt.done(Outcome.SUCCESS)
     assert len(call.attempts) == 1
+
+
+def test_no_hedge_once_the_deadline_has_passed_and_nothing_is_counted() -> None:
+    clock_budget = RetryBudget(0.0, 1.0)  # exactly one token: a hedge would take it
+    retry = RetryPolicy(backoff_base=0.0, backoff_max=0.0, deadline=0.25)
+    env = make(3, retry=retry, budget=clock_budget, hedge=HedgePolicy(delay=0.25))
+    call = env.start("GET")
+    first = call.first()
+    assert isinstance(first, Send) and first.hedge_after == 0.25
+    env.clock.advance(0.25)  # the hedge delay and the deadline end together (exact in binary)
+    assert call.hedge() is None  # not an assertion failure on a Fail step
+    assert call.tried == {first.state.key} and env.pool.begun == [first.attempt]
+    assert call._other is None and call._hedges == 0
+    assert clock_budget.try_withdraw()  # the token is still there (taken now: no retry)
+    timeout = httpx.ReadTimeout("per-try timeout")
+    step = call.failed(timeout, Failure.MAYBE_PROCESSED, Outcome.TIMEOUT)
+    assert isinstance(step, Fail) and step.error is timeout
+
+
+def test_a_keyed_hedge_goes_to_the_keys_next_owner_as_a_retry_does() -> None:
+    # Eight Pods: a hedge picked by the balancing picker would miss the next owner 6 times in 7.
+    budget = RetryBudget(0.0, 1000.0)
+    env = make(8, retry=NO_BACKOFF, budget=budget, hedge=HedgePolicy(delay=0.05))
+    for n in range(12):
+        hedged = env.start("GET", key=f"user-{n}")
+        first = hedged.first()
+        hedge = hedged.hedge()
+        assert isinstance(first, Send) and hedge is not None
+        retried = env.start("GET", key=f"user-{n}")
+        owner = retried.first()
+        assert isinstance(owner, Send) and owner.endpoint == first.endpoint
+        reset = httpx.ReadError("reset")
+        retry = retried.failed(reset, Failure.MAYBE_PROCESSED, Outcome.RESET)
+        assert isinstance(retry, Send)
+        assert hedge.endpoint == retry.endpoint, f"user-{n}"
+        hedged.abandon()
+        retried.abandon()
+
+
+def test_a_first_attempt_beaten_by_its_hedge_is_a_timeout_a_beaten_hedge_nothing() -> None:
+    env = hedge_env()
+    call, first, hedge, seen = hedged_race(env)
+    env.clock.advance(0.02)  # the hedge answers in 20 ms: the first had none in 70
+    call.settle(hedge.attempt)
+    slow = first.state
+    assert env.pool.reports[-1] == (first.attempt, Outcome.TIMEOUT)
+    assert slow.consecutive_failures == 1 and slow.ewma == pytest.approx(0.07)  # a lower bound
+    assert isinstance(call.responded(200), Deliver)
+    hedge.attempt.done(Outcome.SUCCESS)
+    assert call.report()["attempts"][0] == {
+        "endpoint": slow.endpoint.authority,
+        "hostname": slow.endpoint.hostname,
+        "error": "cancelled",
+        "outcome": "timeout",
+    }
+    lost = [
+        e for e in seen if isinstance(e, AttemptFinished) and e.address == slow.endpoint.authority
+    ]
+    assert [(e.error, e.outcome) for e in lost] == [("cancelled", "timeout")]
+
+    other = env.start("GET")
+    first = other.first()
+    hedge = other.hedge()
+    assert isinstance(first, Send) and hedge is not None
+    env.clock.advance(0.01)
+    before = (hedge.state.consecutive_failures, hedge.state.failures, hedge.state.ewma)
+    other.settle(first.attempt)  # the first answered: the hedge says nothing about its Pod
+    assert env.pool.reports[-1] == (hedge.attempt, Outcome.CANCELLED)
+    assert (hedge.state.consecutive_failures, hedge.state.failures, hedge.state.ewma) == before
+    assert other.attempts[-1].outcome is Outcome.CANCELLED
+    assert isinstance(other.responded(200), Deliver)
+    first.attempt.done(Outcome.SUCCESS)
+
+
+def test_a_pod_whose_first_attempts_always_lose_to_hedges_is_ejected() -> None:
+    env = hedge_env()
+    silent = None
+    for _ in range(OutlierPolicy().consecutive_failures):
+        call = env.start("GET", key="k")  # the key's owner gets every first attempt
+        first = call.first()
+        assert isinstance(first, Send) and (silent is None or first.state is silent)
+        silent = first.state
+        env.clock.advance(0.05)
+        hedge = call.hedge()
+        assert hedge is not None
+        call.settle(hedge.attempt)
+        assert isinstance(call.responded(200), Deliver)
+        hedge.attempt.done(Outcome.SUCCESS)
+    assert silent is not None and silent.ejected_until is not None
+    assert silent not in env.pool.snapshot.eligible
+
+
+def test_a_race_cut_short_by_the_clients_close_counts_against_no_pod() -> None:
+    env = hedge_env()
+    call, first, hedge, _ = hedged_race(env)
+    env.router.close()  # the close breaks both; the hedge's error happens to come first
+    call.settle(hedge.attempt)
+    assert env.pool.reports[-1] == (first.attempt, Outcome.CANCELLED)
+    step = call.failed(httpx.ReadError("closed"), Failure.MAYBE_PROCESSED, Outcome.RESET)
+    assert isinstance(step, Fail)
+    assert env.pool.outcomes()[-2:] == [Outcome.CANCELLED, Outcome.CANCELLED]

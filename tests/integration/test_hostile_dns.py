@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from headlesslb import DiscoveryError, NoEndpointsAvailable
+from headlesslb import DiscoveryError, NoEndpointsAvailable, RefreshPolicy
 from headlesslb.core.names import expand_service_name
 from headlesslb.io.dns import DnsDiscovery
 from headlesslb.testing import ClusterError, LocalCluster
@@ -24,6 +24,10 @@ from .helpers import make_client, served_by
 pytestmark = pytest.mark.anyio
 
 _numbers = itertools.count(1)
+
+
+QUIET = RefreshPolicy(min_interval=3600, max_interval=3600)
+"""Rounds come when the test asks for them."""
 
 
 def unique(prefix: str) -> str:
@@ -246,3 +250,32 @@ async def test_dns_modes_select_by_type_and_name(hostile: LocalCluster) -> None:
         hostile.dns_set_mode("bogus", rdtype="A")  # type: ignore[arg-type]
     with pytest.raises(ClusterError, match="selector"):
         hostile.dns_set_mode("servfail", rdtype="NOPE")
+
+
+async def test_a_question_gone_over_to_tcp_is_asked_over_udp_when_tcp_fails(
+    hostile: LocalCluster,
+) -> None:
+    # After one answer too big for UDP a question goes straight to TCP. When the server's TCP
+    # side then fails while UDP answers, every round used to fail and the Pod list froze.
+    name = unique("tcp")
+    hostile.add_deployment(name, 100, lb=None, serve=False)  # 100 A records: past 1,232 bytes
+    fqdn = hostile.fqdn(f"{name}-hl")
+    hostile.reset_dns_query_count()
+    async with make_client(hostile, f"{name}-hl", port=hostile.port, refresh=QUIET) as client:
+        refresher, pool = client.transport.refresher, client.transport.pool
+        await refresher.wait_ready()
+        assert len(pool.snapshot.members) == 100
+        assert hostile.dns_query_count().count(fqdn, "A") == 2  # truncated over UDP, then TCP
+
+        hostile.dns_set_mode("tcp_reset", name=fqdn)
+        assert not (await refresher.refresh())[0]  # still too big for UDP: the failure stands
+        assert isinstance(refresher.last_error, DiscoveryError)
+        assert len(pool.snapshot.members) == 100
+
+        pods = hostile.scale(name, 3)
+        ok, _ = await refresher.refresh()
+        assert ok and refresher.last_error is None
+        assert {s.key for s in pool.snapshot.members} == {(p.ip, p.port) for p in pods}
+        hostile.reset_dns_query_count()
+        assert (await refresher.refresh())[0]
+        assert hostile.dns_query_count().count(fqdn, "A") == 1  # UDP first again

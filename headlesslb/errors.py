@@ -7,6 +7,8 @@ catches ``httpx.TransportError`` / ``httpx.HTTPError`` keeps working when it ado
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import httpx
 
 __all__ = [
@@ -23,6 +25,8 @@ __all__ = [
     "OrdinalNotFound",
     "Throttled",
 ]
+
+E = TypeVar("E", bound=BaseException)
 
 
 class HeadlessLBError(Exception):
@@ -105,3 +109,18 @@ class Throttled(HeadlessLBError, httpx.TransportError):
     def __init__(self, message: str, *, probability: float) -> None:
         super().__init__(message)
         self.probability = probability
+
+
+def copy_error(error: E) -> E:
+    """A new exception like ``error``: its type, arguments and attributes, without its
+    traceback, chain or notes.
+
+    Raise such a copy, never a remembered exception again: each raise of one object adds the
+    raiser's frames to its traceback, so one failure remembered and raised for every request
+    grows without bound (and is shared by every thread that raises it). ``__init__`` is not
+    called, so errors whose constructors take keyword arguments copy as well.
+    """
+    cls = type(error)
+    copy = cls.__new__(cls, *error.args)
+    copy.__dict__.update((k, v) for k, v in vars(error).items() if k != "__notes__")
+    return copy

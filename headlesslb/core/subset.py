@@ -146,6 +146,18 @@ def window(ring: Sequence[EndpointState], position: float) -> tuple[EndpointStat
     return tuple(ring[start:]) + tuple(ring[:start])
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Placed:
+    """One membership's ring order and core, made together and published together."""
+
+    members: tuple[EndpointState, ...] | None
+    order: tuple[EndpointState, ...]
+    core: tuple[EndpointState, ...]
+
+
+_NONE_PLACED = _Placed(None, (), ())
+
+
 class Subsetter:
     """Chooses a client's members: the first ``size`` usable ones clockwise from its place.
 
@@ -155,28 +167,31 @@ class Subsetter:
     has no usable member at all, as without subsetting.
     """
 
-    __slots__ = ("_core", "_members", "_order", "place", "size")
+    __slots__ = ("_placed", "place", "size")
 
     def __init__(self, size: int, place: ClientPlace) -> None:
         self.size = size
         self.place = place
-        self._members: tuple[EndpointState, ...] | None = None
-        self._order: tuple[EndpointState, ...] = ()
-        self._core: tuple[EndpointState, ...] = ()
+        self._placed = _NONE_PLACED
+
+    def _placed_for(self, members: tuple[EndpointState, ...]) -> _Placed:
+        placed = self._placed
+        if members != placed.members:  # same objects compare by identity first: cheap
+            order = window(placement(members), self.place.position)
+            placed = _Placed(members, order, tuple(sorted(order[: self.size], key=_by_key)))
+            # One assignment of one immutable record: a reader in another thread gets one
+            # membership's order and core, never one's order with another's core.
+            self._placed = placed
+        return placed
 
     def order(self, members: tuple[EndpointState, ...]) -> tuple[EndpointState, ...]:
         """All members in the order this client takes them; cached per membership."""
-        if members != self._members:  # same objects compare by identity first: cheap
-            self._order = window(placement(members), self.place.position)
-            self._core = tuple(sorted(self._order[: self.size], key=_by_key))
-            self._members = members
-        return self._order
+        return self._placed_for(members).order
 
     def core(self, members: tuple[EndpointState, ...]) -> tuple[EndpointState, ...]:
         """The first ``size`` members along the ring, healthy or not, sorted by (ip, port): the
         same tuple for as long as membership stays, so hash tables over it stay too."""
-        self.order(members)
-        return self._core
+        return self._placed_for(members).core
 
     def choose(
         self, members: tuple[EndpointState, ...], usable: frozenset[EndpointState]

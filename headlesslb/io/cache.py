@@ -4,8 +4,9 @@ Two lookups happen outside the refresh loop: a StatefulSet Pod by its own name (
 SRV gives no hostnames) and the fallback Service's address. :class:`LookupCache` keeps their
 answers, found or not, for the record's TTL clamped to the :class:`RefreshPolicy` bounds (whatever
 TTL or SOA minimum a server sends), remembers a failed lookup for a moment so a burst of requests
-with DNS down fails at once instead of queueing timeouts, shares one query among concurrent
-callers of the same name, and forgets an answer the moment a connection to it is refused.
+with DNS down fails at once instead of queueing timeouts (each request with an exception of its
+own), shares one query among concurrent callers of the same name, and forgets an answer the
+moment a connection to it is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import anyio
 
 from ..core.clock import Clock
 from ..core.schedule import RefreshPolicy
-from ..errors import HeadlessLBError
+from ..errors import HeadlessLBError, copy_error
 
 __all__ = ["LookupCache"]
 
@@ -60,12 +61,16 @@ class LookupCache(Generic[K, V]):
         return None if entry is None else entry.value
 
     async def get(self, key: K, lookup: Lookup[V]) -> V | None:
-        """The cached value, or what ``lookup()`` finds; raises the lookup's typed error."""
+        """The cached value, or what ``lookup()`` finds; raises the lookup's typed error (while
+        it is remembered, a new exception of its type and message, caused by it)."""
         while True:
             entry = self._entries.get(key)
             if entry is not None and entry.expires > self._clock():
-                if entry.error is not None:
-                    raise entry.error
+                error = entry.error
+                if error is not None:
+                    # A new exception each time, caused by the remembered one: raising that one
+                    # object for every request would chain every raiser's frames onto it.
+                    raise copy_error(error) from error
                 return entry.value
             flight = self._flights.get(key)
             if flight is None:

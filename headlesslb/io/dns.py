@@ -1,10 +1,11 @@
 """Discovery over headless-Service DNS: A/AAAA, SRV, TTL → :class:`Resolution`.
 
-The I/O shell's DNS half, on dnspython's async resolver. One call to :meth:`DnsDiscovery.resolve`
-is one discovery round; the refresher decides when to call it. Every query is for an absolute name
-(the name was expanded once, in :mod:`headlesslb.names`), a truncated UDP answer is retried over
-TCP by dnspython, and the whole round is bounded by ``anyio.fail_after`` because dnspython's own
-``lifetime`` can overshoot.
+The I/O shell's DNS half, on plain non-blocking sockets (:mod:`.dnswire` writes the queries and
+reads the replies). One call to :meth:`DnsDiscovery.resolve` is one discovery round; the refresher
+decides when to call it. Every query is for an absolute name (the name was expanded once, in
+:mod:`headlesslb.names`), a truncated UDP answer is retried over TCP (a question that went
+straight to TCP is asked over UDP when TCP fails), and the whole round is bounded by
+``anyio.fail_after``.
 
 **A partial failure is partial.** A round's queries run in parallel (A and AAAA in dual stack, the
 A lookups of SRV targets): when some fail, the round keeps what the others answered, logs what
@@ -523,28 +524,49 @@ class DnsDiscovery:
         Returns the reply's bytes and the query ID it must carry; only the ID (and, over UDP,
         the TC bit) has been looked at. A question whose last answer needed TCP goes straight
         to TCP (RFC 7766 allows it): a 1,000-Pod Service would otherwise cost a truncated UDP
-        round trip every refresh.
+        round trip every refresh. When TCP then fails (refused, reset, timed out), the question
+        is asked over UDP in the same exchange: a smaller answer may fit now, and a server
+        whose TCP side broke must not freeze the Pod list. Only a UDP reply truncated again
+        leaves the TCP failure standing.
         """
         key = (qname, rdtype)
-        if key not in self._over_tcp:
-            qid = _query_ids.getrandbits(16)
-            query = build_query(qname, rdtype, qid, self._edns_payload)
-            with anyio.fail_after(self._try_timeout):
-                wire = await _udp_exchange(server, query, qid)
-            if len(wire) < 12 or not wire[2] & 0x02:  # not truncated (a short one fails reading)
+        straight = key in self._over_tcp
+        if not straight:
+            wire, qid = await self._ask_udp(server, qname, rdtype)
+            if not _truncated(wire):
                 return wire, qid
         qid = _query_ids.getrandbits(16)
         query = build_query(qname, rdtype, qid, None)
-        with anyio.fail_after(self._try_timeout):
-            wire = await _tcp_exchange(server, query)
+        try:
+            with anyio.fail_after(self._try_timeout):
+                wire = await _tcp_exchange(server, query)
+        except (OSError, anyio.EndOfStream, anyio.IncompleteRead):  # TimeoutError included
+            if not straight:
+                raise  # UDP was just asked: its answer did not fit
+            wire, qid = await self._ask_udp(server, qname, rdtype)
+            if _truncated(wire):
+                raise
+            self._over_tcp.discard(key)
+            return wire, qid
         if len(wire) > (self._edns_payload or 512):
             self._over_tcp.add(key)
         else:
             self._over_tcp.discard(key)  # small again: UDP will do
         return wire, qid
 
+    async def _ask_udp(self, server: tuple[str, int], qname: str, rdtype: int) -> tuple[bytes, int]:
+        qid = _query_ids.getrandbits(16)
+        query = build_query(qname, rdtype, qid, self._edns_payload)
+        with anyio.fail_after(self._try_timeout):
+            return await _udp_exchange(server, query, qid), qid
+
     def _nameserver_text(self) -> str:
         return ", ".join(_server_text(s) for s in self.nameservers)
+
+
+def _truncated(wire: bytes) -> bool:
+    """Whether a UDP reply has the TC bit (a reply too short to say fails reading later)."""
+    return len(wire) >= 12 and bool(wire[2] & 0x02)
 
 
 def _nonblocking_socket(server: tuple[str, int], kind: socket.SocketKind) -> socket.socket:

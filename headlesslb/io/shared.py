@@ -37,6 +37,7 @@ import anyio
 from ..core.clock import Clock
 from ..core.endpoint import Resolution
 from ..core.schedule import RefreshPolicy
+from ..errors import copy_error
 from .dns import DnsDiscovery
 
 __all__ = [
@@ -189,8 +190,9 @@ class SharedDiscovery:
             if inflight is None:
                 break
             await inflight.wait()  # another client's round: share its answer or its failure
-            if entry.failure is not None:
-                raise entry.failure
+            failure = entry.failure
+            if failure is not None:
+                raise copy_error(failure) from failure  # its own exception: see copy_error
         done = entry.inflight = anyio.Event()
         entry.failure = None
         try:

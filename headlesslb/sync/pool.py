@@ -1,9 +1,13 @@
 """The pool, shared by request threads and the discovery thread: every change under one lock.
 
 The pure :class:`~headlesslb.core.pool.Pool` assumes one thread, as an event loop gives it. In
-the sync client, request threads count attempts in and out while the discovery thread replaces
-membership and the health checker flips verdicts; an unguarded ``in_flight += 1`` from two
-threads can lose a count for good. Reads of the immutable snapshot need no lock.
+the sync client, request threads count attempts in and out and hold off Pods that reject for
+load, while the discovery thread replaces membership and the health checker flips verdicts; an
+unguarded ``in_flight += 1`` from two threads can lose a count for good, and two snapshot
+rebuilds racing can publish the older membership last. So every method that changes the pool
+takes the lock, and only the reads in :data:`LOCK_FREE_READS` do not
+(``tests/unit/test_locked_pool.py`` checks that each of the pool's entry points is one or the
+other).
 """
 
 from __future__ import annotations
@@ -15,7 +19,13 @@ from ..core.endpoint import Resolution
 from ..core.pool import Attempt, Outcome, Pool
 from ..core.snapshot import EndpointState, Snapshot
 
-__all__ = ["LockedPool"]
+__all__ = ["LOCK_FREE_READS", "LockedPool"]
+
+LOCK_FREE_READS = frozenset({"snapshot", "next_deadline", "member", "statuses", "counts"})
+"""The pool's entry points that take no lock. Each reads attributes that changes replace whole
+(the snapshot, the next deadline, the members dict) and changes nothing itself: ``snapshot``
+leaves the one change it may set off, ejections and hold-offs running out, to the locked
+:meth:`LockedPool.tick`."""
 
 
 class LockedPool(Pool):
@@ -45,6 +55,10 @@ class LockedPool(Pool):
     def end_ejection(self, key: tuple[str, int]) -> bool:
         with self._lock:
             return super().end_ejection(key)
+
+    def hold_off(self, state: EndpointState, seconds: float) -> None:
+        with self._lock:
+            super().hold_off(state, seconds)
 
     def set_health(self, key: tuple[str, int], ok: bool) -> None:
         with self._lock:

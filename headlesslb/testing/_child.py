@@ -28,6 +28,7 @@ from ._apps import AppSpec, PodContext, UserApp, load_app
 from ._dns import DnsServer, Zone, a_record, make_soa, srv_record
 from ._lb import LbProxy
 from ._model import (
+    DNS_MODES,
     ClusterError,
     DnsQueryCount,
     Options,
@@ -538,7 +539,7 @@ class Cluster:
     def op_dns_set_mode(
         self, mode: str, name: str | None = None, rdtype: str | None = None
     ) -> None:
-        if mode not in ("normal", "servfail", "refuse", "drop"):
+        if mode not in DNS_MODES:
             raise ClusterError(f"unknown DNS mode {mode!r}")
         try:
             qname = None if name is None else dns.name.from_text(name)

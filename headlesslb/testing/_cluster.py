@@ -538,7 +538,9 @@ class LocalCluster:
     def dns_set_mode(
         self, mode: DnsMode, *, name: str | None = None, rdtype: str | None = None
     ) -> None:
-        """``"normal"``, or break DNS: ``"servfail"``, ``"refuse"`` or ``"drop"`` (no reply).
+        """``"normal"``, or break DNS: ``"servfail"``, ``"refuse"``, ``"drop"`` (no reply), or
+        ``"tcp_reset"`` (a TCP connection asking is reset unanswered, while UDP answers as
+        usual: a server whose TCP side fails, after an answer too big for UDP).
 
         Alone it sets the whole server and clears every selective mode. With ``name`` (taken as
         absolute, any case) and/or ``rdtype`` (``"AAAA"``) only matching queries get ``mode``:

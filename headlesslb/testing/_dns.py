@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,6 +106,10 @@ def make_soa(origin: dns.name.Name, ttl: int) -> dns.rdata.Rdata:
         86400,
         ttl,
     )
+
+
+class _ResetConnection(Exception):
+    """The query's mode is ``tcp_reset``: reset its TCP connection instead of answering."""
 
 
 class DnsServer:
@@ -216,7 +221,14 @@ class DnsServer:
             while True:
                 header = await reader.readexactly(2)
                 wire = await reader.readexactly(int.from_bytes(header, "big"))
-                reply = self.handle(wire, tcp=True)
+                try:
+                    reply = self.handle(wire, tcp=True)
+                except _ResetConnection:
+                    # SO_LINGER 0: closing sends RST, as a TCP side that fails does.
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
                 if reply is not None:
                     writer.write(len(reply).to_bytes(2, "big") + reply)
                     await writer.drain()
@@ -227,7 +239,8 @@ class DnsServer:
             writer.close()
 
     def handle(self, wire: bytes, *, tcp: bool) -> bytes | None:
-        """Answer one wire-format query; None means "say nothing"."""
+        """Answer one wire-format query; None means "say nothing". Over TCP, a query whose mode
+        is ``tcp_reset`` raises :class:`_ResetConnection` (over UDP it is answered as usual)."""
         reply = self._handle(wire, tcp=tcp)
         if reply is not None:
             self.bytes_sent += len(reply) + (2 if tcp else 0)
@@ -249,6 +262,10 @@ class DnsServer:
             mode = self.mode_for(q.name, q.rdtype)
         if mode == "drop":
             return None
+        if mode == "tcp_reset":
+            if tcp:
+                raise _ResetConnection
+            mode = "normal"
         if tcp:
             limit = _TCP_MAX
         elif query.edns < 0:

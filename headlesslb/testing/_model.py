@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 ServiceKind = Literal["headless", "lb"]
 WorkloadKind = Literal["statefulset", "deployment"]
-DnsMode = Literal["normal", "servfail", "refuse", "drop"]
+DnsMode = Literal["normal", "servfail", "refuse", "drop", "tcp_reset"]
+DNS_MODES: tuple[str, ...] = get_args(DnsMode)
 
 
 def tcp_socket() -> socket.socket:

@@ -23,7 +23,7 @@ import anyio.lowlevel
 
 from ..core.endpoint import Endpoint, Resolution
 from ..core.names import split_ordinal
-from ..errors import DiscoveryError
+from ..errors import DiscoveryError, copy_error
 
 __all__ = ["EndpointSpec", "StaticDiscovery", "parse_endpoint"]
 
@@ -166,8 +166,7 @@ class StaticDiscovery:
     def _raise_if_failing(self) -> None:
         error = self.error
         if error is not None:
-            # A fresh exception each time: raising one object twice chains its tracebacks.
-            copy = DiscoveryError(*error.args)
+            copy = copy_error(error)  # a new exception each time: see copy_error
             copy.__cause__ = error.__cause__
             raise copy
 

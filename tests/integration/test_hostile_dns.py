@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
+import traceback
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from headlesslb import DiscoveryError
+from headlesslb import DiscoveryError, NoEndpointsAvailable, RefreshPolicy
 from headlesslb.core.names import expand_service_name
 from headlesslb.io.dns import DnsDiscovery
 from headlesslb.testing import ClusterError, LocalCluster
@@ -23,6 +24,10 @@ from .helpers import make_client, served_by
 pytestmark = pytest.mark.anyio
 
 _numbers = itertools.count(1)
+
+
+QUIET = RefreshPolicy(min_interval=3600, max_interval=3600)
+"""Rounds come when the test asks for them."""
 
 
 def unique(prefix: str) -> str:
@@ -90,6 +95,67 @@ async def test_a_pod_name_failing_fails_only_requests_pinned_to_it(hostile: Loca
             await client.get("/", ordinal=2)
         assert not isinstance(info.value, BaseExceptionGroup)
         assert (await client.get("/", ordinal=0)).json()["pod"] == f"{name}-0"
+
+
+def _chain(error: BaseException | None) -> list[BaseException]:
+    chain = []
+    while error is not None and len(chain) < 1000:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def _frames(error: BaseException) -> int:
+    return sum(len(traceback.extract_tb(e.__traceback__)) for e in _chain(error))
+
+
+async def _raised(
+    attempt: Callable[[], Awaitable[object]], times: int
+) -> list[tuple[BaseException, int]]:
+    """What each of ``times`` calls of ``attempt`` raised (every call must raise), with the
+    frames of its traceback and chain when it was caught."""
+    raised = []
+    for _ in range(times):
+        try:
+            await attempt()
+        except Exception as exc:  # kept to compare, the type is checked after
+            raised.append((exc, _frames(exc)))
+        else:
+            raise AssertionError("the request was expected to fail")
+    return raised
+
+
+def assert_each_raise_is_its_own(raised: list[tuple[BaseException, int]]) -> None:
+    """A new exception for every request, none of which grows: the one raised by the lookup
+    and the ones raised while it is remembered each have one size of traceback and chain."""
+    errors = [exc for exc, _ in raised]
+    assert len({id(e) for e in errors}) == len(errors), "one exception object raised again"
+    assert len({frames for _, frames in raised}) <= 2, [frames for _, frames in raised]
+    assert max(len(_chain(e)) for e in errors) <= 3
+
+
+@pytest.mark.both_clients
+async def test_a_remembered_lookup_failure_is_a_new_exception_for_every_request(
+    hostile: LocalCluster,
+) -> None:
+    # A failed request-path lookup is remembered for a second; raising that one object for
+    # every request chained every raiser's frames onto its traceback (24,000 frames after
+    # 2,000 requests). Both lookups: a Pod by name (SERVFAIL) and the fallback (NXDOMAIN).
+    name = unique("again")
+    hostile.add_statefulset(name, 2, lb=None, serve=False)
+    hostile.dns_set_mode("servfail", name=hostile.pod_fqdn(f"{name}-1"))
+    async with make_client(hostile, f"{name}-hl", port=hostile.port, statefulset=name) as client:
+        pinned = await _raised(lambda: client.get("/", ordinal=1), 20)
+    assert all(isinstance(e, DiscoveryError) for e, _ in pinned), pinned[0]
+    assert_each_raise_is_its_own(pinned)
+
+    async with make_client(
+        hostile, f"{name}-none", port=hostile.port, fallback=f"{name}-gone"
+    ) as client:
+        fallen = await _raised(lambda: client.get("/"), 20)
+    assert all(isinstance(e, NoEndpointsAvailable) for e, _ in fallen), fallen[0]
+    assert all("fallback Service" in str(e) for e, _ in fallen)
+    assert_each_raise_is_its_own(fallen)
 
 
 async def test_dns_that_drops_aaaa_costs_only_the_aaaa_answer(hostile: LocalCluster) -> None:
@@ -184,3 +250,32 @@ async def test_dns_modes_select_by_type_and_name(hostile: LocalCluster) -> None:
         hostile.dns_set_mode("bogus", rdtype="A")  # type: ignore[arg-type]
     with pytest.raises(ClusterError, match="selector"):
         hostile.dns_set_mode("servfail", rdtype="NOPE")
+
+
+async def test_a_question_gone_over_to_tcp_is_asked_over_udp_when_tcp_fails(
+    hostile: LocalCluster,
+) -> None:
+    # After one answer too big for UDP a question goes straight to TCP. When the server's TCP
+    # side then fails while UDP answers, every round used to fail and the Pod list froze.
+    name = unique("tcp")
+    hostile.add_deployment(name, 100, lb=None, serve=False)  # 100 A records: past 1,232 bytes
+    fqdn = hostile.fqdn(f"{name}-hl")
+    hostile.reset_dns_query_count()
+    async with make_client(hostile, f"{name}-hl", port=hostile.port, refresh=QUIET) as client:
+        refresher, pool = client.transport.refresher, client.transport.pool
+        await refresher.wait_ready()
+        assert len(pool.snapshot.members) == 100
+        assert hostile.dns_query_count().count(fqdn, "A") == 2  # truncated over UDP, then TCP
+
+        hostile.dns_set_mode("tcp_reset", name=fqdn)
+        assert not (await refresher.refresh())[0]  # still too big for UDP: the failure stands
+        assert isinstance(refresher.last_error, DiscoveryError)
+        assert len(pool.snapshot.members) == 100
+
+        pods = hostile.scale(name, 3)
+        ok, _ = await refresher.refresh()
+        assert ok and refresher.last_error is None
+        assert {s.key for s in pool.snapshot.members} == {(p.ip, p.port) for p in pods}
+        hostile.reset_dns_query_count()
+        assert (await refresher.refresh())[0]
+        assert hostile.dns_query_count().count(fqdn, "A") == 1  # UDP first again

@@ -334,6 +334,18 @@ def test_dns_modes(local_cluster: LocalCluster) -> None:
         local_cluster.dns_set_mode("bogus")  # type: ignore[arg-type]
 
 
+def test_dns_tcp_reset_mode_resets_tcp_while_udp_answers(local_cluster: LocalCluster) -> None:
+    local_cluster.add_statefulset("web", 2)
+    fqdn, other = local_cluster.fqdn("web-hl"), local_cluster.fqdn("web-lb")
+    local_cluster.dns_set_mode("tcp_reset", name=fqdn)
+    assert len(addresses(query(local_cluster, fqdn))) == 2  # UDP answers as usual
+    with pytest.raises(ConnectionResetError):
+        query(local_cluster, fqdn, tcp=True, timeout=2)
+    assert len(addresses(query(local_cluster, other, tcp=True))) == 1  # only that question
+    local_cluster.dns_set_mode("normal")
+    assert len(addresses(query(local_cluster, fqdn, tcp=True))) == 2
+
+
 def test_query_count(local_cluster: LocalCluster) -> None:
     local_cluster.add_statefulset("web", 1)
     fqdn = local_cluster.fqdn("web-hl")

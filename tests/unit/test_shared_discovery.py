@@ -110,6 +110,12 @@ async def test_rounds_in_flight_are_shared_and_so_are_their_failures() -> None:
         assert inner.calls == before + 1
         assert all(r == expected or isinstance(r, DiscoveryError) for r in results)
         assert len(results) == 3 and len({type(r) for r in results}) == 1
+        if expected is DiscoveryError:
+            # One exception each, the waiters' caused by the round's: one object raised in
+            # every waiting task would gather all their frames on its traceback.
+            assert len({id(r) for r in results}) == 3
+            (raised,) = [r for r in results if isinstance(r, BaseException) and not r.__cause__]
+            assert all(r is raised or r.__cause__ is raised for r in results)
         clock.advance(10.0)
     inner.gate = None
     assert a.entry.cached is None  # a failure is never kept

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import random
+import threading
 
 import pytest
 
@@ -12,7 +13,14 @@ from headlesslb.core.clock import ManualClock
 from headlesslb.core.endpoint import Endpoint, Resolution
 from headlesslb.core.pool import Pool
 from headlesslb.core.snapshot import EndpointState
-from headlesslb.core.subset import Subsetter, as_subset, placement, van_der_corput, window
+from headlesslb.core.subset import (
+    ClientPlace,
+    Subsetter,
+    as_subset,
+    placement,
+    van_der_corput,
+    window,
+)
 
 
 def pods(count: int, *, ordinals: bool = True) -> tuple[Endpoint, ...]:
@@ -144,3 +152,47 @@ def test_keys_spread_over_the_subset_and_stay_inside_it() -> None:
     assert first not in moved and moved <= set(pool.snapshot.eligible) | set(
         pool.snapshot.subset or ()
     )
+
+
+class _PausingSize(Subsetter):
+    """A Subsetter whose ``size``, read once the ring order is known, waits once when armed."""
+
+    def __init__(self, size: int, place: ClientPlace) -> None:
+        self.armed = False
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+        super().__init__(size, place)
+
+    @property  # type: ignore[override]
+    def size(self) -> int:
+        if self.armed:
+            self.armed = False
+            self.paused.set()
+            assert self.resume.wait(5.0)
+        return self._size
+
+    @size.setter
+    def size(self, value: int) -> None:
+        self._size = value
+
+
+def test_a_membership_cached_in_another_thread_meanwhile_never_mixes_with_this_one() -> None:
+    # Two threads place two memberships at once: the first is paused between working out its
+    # ring order and its core, the second places its own meanwhile. What stays cached must be
+    # one membership's order and core, whichever thread published last.
+    place = ClientPlace(0.3, "ordinal", "index 3")
+    subsetter = _PausingSize(3, place)
+    first = tuple(EndpointState(e) for e in pods(8))
+    second = tuple(EndpointState(e) for e in pods(6))
+    subsetter.armed = True
+    thread = threading.Thread(target=subsetter.order, args=(first,), daemon=True)
+    thread.start()
+    assert subsetter.paused.wait(5.0)
+    subsetter.order(second)
+    subsetter.resume.set()
+    thread.join(5.0)
+    assert not thread.is_alive()
+    for members in (first, second, first):
+        order = window(placement(members), place.position)
+        assert subsetter.order(members) == order
+        assert subsetter.core(members) == tuple(sorted(order[:3], key=lambda s: s.key))

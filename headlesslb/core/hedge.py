@@ -23,12 +23,12 @@ finish and cancelling the other is the shells' work: an anyio task group in
 from __future__ import annotations
 
 import math
-import threading
 from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 
 from ..errors import ConfigurationError
+from . import forksafe
 from .balancer import Balancer
 from .clock import Clock, monotonic
 from .pickers.base import HashKey, PickContext
@@ -104,7 +104,7 @@ class LatencyEstimator:
         self._window = window
         self._max_age = max_age
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = forksafe.lock(self)  # request threads of the sync client share it
 
     def record(self, seconds: float) -> None:
         """One attempt's latency (to response headers); negative or non-finite ones are dropped,

@@ -22,6 +22,7 @@ import headlesslb.sync.sender as sync_sender
 import headlesslb.telemetry.otel as otel
 from headlesslb.core import forksafe
 from headlesslb.core.events import EventHub
+from headlesslb.core.hedge import LatencyEstimator
 from headlesslb.telemetry.otel import OpenTelemetryObserver
 from headlesslb.telemetry.prometheus import PrometheusMetrics
 
@@ -93,10 +94,11 @@ def test_forksafe_locks_are_new_in_a_forked_child() -> None:
 
 
 def test_the_library_locks_request_threads_hold_are_new_in_a_forked_child() -> None:
-    # Each is held by request threads (events, metrics, spans, hedge workers) for a moment at a
+    # Each is held by request threads (events, learned hedge delays, metrics, spans, hedge workers) for a moment at a
     # time: a fork in that moment left the child's first request blocked for good.
     locks: list[tuple[object, str]] = [
         (EventHub("web-hl"), "_lock"),
+        (LatencyEstimator(), "_lock"),
         (PrometheusMetrics(registry=CollectorRegistry()), "_lock"),
         (OpenTelemetryObserver(), "_lock"),
         (sys.modules[otel.__name__], "_default_lock"),

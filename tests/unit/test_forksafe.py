@@ -94,8 +94,9 @@ def test_forksafe_locks_are_new_in_a_forked_child() -> None:
 
 
 def test_the_library_locks_request_threads_hold_are_new_in_a_forked_child() -> None:
-    # Each is held by request threads (events, learned hedge delays, metrics, spans, hedge workers) for a moment at a
-    # time: a fork in that moment left the child's first request blocked for good.
+    # Each is held by request threads (events, learned hedge delays, metrics, spans, hedge
+    # workers) for a moment at a time: a fork in that moment left the child's first request
+    # blocked for good.
     locks: list[tuple[object, str]] = [
         (EventHub("web-hl"), "_lock"),
         (LatencyEstimator(), "_lock"),

@@ -162,9 +162,11 @@ async def test_a_pod_that_never_answers_is_ejected_though_it_only_ever_loses_rac
                 report = response.extensions["headlesslb"]
                 assert report["hostname"] != "mute"
                 first = report["attempts"][0]
-                if first["hostname"] == "mute":
-                    lost += 1
-                    assert first["error"] == "cancelled" and first["outcome"] == "timeout"
+                if first["hostname"] == "mute":  # the loser's record comes first
+                    assert first["error"] == "cancelled"
+                    # A first attempt to it lost to its hedge: a timeout. (On a loaded machine a
+                    # hedge to it may also lose to a slow first attempt: that says nothing.)
+                    lost += first["outcome"] == "timeout"
                 status = mute()
                 if status is not None and not status.healthy:
                     break

@@ -1,11 +1,12 @@
 """DNS messages on the wire: the query we send, and a lean, strict reader of the replies.
 
 Why not dnspython's message parser: it builds a ``Name``, an ``Rdata`` and several enums for every
-record, 70-400 µs per record on CPython 3.11 (a 1,000-Pod A answer held the event loop for 70-420
-ms, measured: ``benchmarks/refresh_stall.py``). Discovery needs three things from an answer:
-addresses, SRV (target, port) pairs and TTLs. This reader takes exactly those, with one
-``struct.unpack_from`` per record, names decoded once per distinct compression target, and IPv4
-addresses checked from their bytes; about 1 µs per record.
+record. Measured on CPython 3.11 (``benchmarks/dns_reader.py``, the same replies, alternating
+rounds): dnspython takes about 23 µs per Pod of an A answer and 80 µs per Pod of an SRV answer
+with its glue, where this reader takes 0.3 µs and 4.4 µs (70 and 18 times less). Discovery needs
+three things from an answer: addresses, SRV (target, port) pairs and TTLs. This reader takes
+exactly those, with one ``struct.unpack_from`` per record, names decoded once per distinct
+compression target, and IPv4 addresses checked from their bytes.
 
 Every byte is untrusted: offsets are bounds-checked, compression pointers must point backwards
 (no loops), names are capped at 255 bytes and labels at 63, and anything malformed raises

@@ -17,7 +17,6 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import anyio
-import dns.asyncbackend
 
 __all__ = ["Background"]
 
@@ -34,6 +33,16 @@ class _Job:
         self.name = name
         self.scope = anyio.CancelScope()
         self.done = anyio.Event()
+
+
+def _on_trio() -> bool:
+    """Whether trio runs the current task: anyio runs on asyncio or trio, and only asyncio has
+    a running asyncio loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
 
 
 class Background:
@@ -53,7 +62,7 @@ class Background:
             raise RuntimeError("background work was already stopped")
         job = _Job(name)
         self._jobs.add(job)
-        if dns.asyncbackend.sniff() == "trio":
+        if _on_trio():
             import trio  # only where trio is already running
 
             trio.lowlevel.spawn_system_task(self._run, job, work, name=f"headlesslb {name}")

@@ -46,9 +46,8 @@ _CALL_TIMEOUT = 60.0
 _CLOSE_TIMEOUT = 5.0
 
 
-_EXTRA_MODULES = ("uvicorn",)
-"""What the ``testing`` extra installs that the cluster process needs (dnspython is a core
-dependency)."""
+_EXTRA_MODULES = ("uvicorn", "dns")
+"""What the ``testing`` extra installs that the cluster process needs (dnspython is ``dns``)."""
 
 
 def _install_hint(module: str) -> str:

@@ -99,6 +99,11 @@ def test_the_wheel_metadata(wheel: Path) -> None:
     assert not any(c.startswith("License ::") for c in classifiers)  # PEP 639: the expression
     urls = dict(u.split(", ", 1) for u in metadata.get_all("Project-URL") or [])
     assert {"Homepage", "Documentation", "Source", "Issues"} <= set(urls)
+    # The library reads DNS with its own reader: dnspython is only the local cluster's.
+    requires = metadata.get_all("Requires-Dist") or []
+    assert [r for r in requires if r.startswith("dnspython")] == [
+        'dnspython>=2.6; extra == "testing"'
+    ], requires
     assert "headlesslb/py.typed" in names
     assert "headlesslb/__main__.py" in names
     assert not any(n.startswith(("tests/", "examples/", "benchmarks/")) for n in names)

@@ -224,7 +224,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                     else:
                         response = await self._race(call, request, step, read_body)
                 except httpx.TransportError as exc:
-                    step = call.failed(exc, *classify(exc))
+                    step = call.failed(exc, classify(exc))
                     continue
                 except BaseException:
                     call.abandon()

@@ -9,7 +9,7 @@ or :class:`Fail`::
     step = call.first()
     while True:
         if Send:            send to step.state's Pod (per-try timeout step.timeout)
-                            → call.responded(status) or call.failed(error, failure, outcome)
+                            → call.responded(status) or call.failed(error, verdict)
         if Backoff:         sleep step.seconds                  → call.waited()
         if LookupPod:       resolve the Pod's own DNS name       → call.found(endpoint or None)
         if SendToFallback:  send to the fallback Service         → call.fallback_responded(...)
@@ -54,7 +54,7 @@ from .options import WRITE_METHODS, RequestOptions
 from .pickers.base import NO_CONTEXT, PickContext
 from .pool import Attempt, Outcome, Pool
 from .report import AttemptReport, Report
-from .retry import Failure, RetryBudget, RetryPolicy, RetryVerdict, rejection
+from .retry import Failure, RetryBudget, RetryPolicy, RetryVerdict, Verdict, rejection
 from .snapshot import EndpointState, Snapshot
 from .throttle import Throttle
 
@@ -326,10 +326,11 @@ class Call:
             return self._retry_step()
         return _DELIVER
 
-    def failed(self, error: BaseException, failure: Failure | None, outcome: Outcome) -> Step:
-        """The last :class:`Send` failed with ``error`` (classified as ``failure``/``outcome``),
-        before a response or while reading its body."""
+    def failed(self, error: BaseException, verdict: Verdict) -> Step:
+        """The last :class:`Send` failed with ``error`` (judged ``verdict`` by
+        :func:`headlesslb.io.outcomes.classify`), before a response or while reading its body."""
         assert self.endpoint is not None
+        outcome = verdict.outcome
         attempt, self._current = self._current, None
         if attempt is not None and not attempt.finished:
             attempt.done(Outcome.CANCELLED if self.router.closed else outcome)
@@ -349,7 +350,7 @@ class Call:
             # Nothing is sent after close: no retry, no fallback (the close caused the error).
             error.add_note("headlesslb: the client was closed while this request was in flight")
             return Fail(error)
-        if self._may_retry(failure):
+        if self._may_retry(verdict.failure):
             return self._retry_step()
         return self._give_up(error)
 

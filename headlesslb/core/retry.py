@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
 from .clock import Clock, monotonic
+from .pool import Outcome
 from .validate import count, http_methods, number, ordered, status_codes
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "RetryBudget",
     "RetryPolicy",
     "RetryVerdict",
+    "Verdict",
     "rejection",
     "retry_after_seconds",
 ]
@@ -43,6 +45,17 @@ class Failure(enum.Enum):
     REJECTED = "rejected"
     """The server turned the request away for load (429, or 503 with Retry-After): retried on
     another Pod under the same rules as a retryable status."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What one attempt's end means, decided once: a failed send's by
+    :func:`headlesslb.io.outcomes.classify`."""
+
+    outcome: Outcome
+    """How the attempt counts for balancing: what its pool ``Attempt`` is told."""
+    failure: Failure | None = None
+    """What it means for a retry; None: nothing to retry."""
 
 
 class RetryVerdict(enum.Enum):

@@ -304,7 +304,7 @@ class _PodStream(httpx.AsyncByteStream):
                 async for chunk in self._inner:
                     yield chunk
         except httpx.TransportError as exc:
-            report_attempt(self._attempt, classify(exc)[1])
+            report_attempt(self._attempt, classify(exc).outcome)
             raise
         except BaseException:
             report_attempt(self._attempt, Outcome.CANCELLED)
@@ -385,7 +385,7 @@ class _ReportingStream(httpx.AsyncByteStream):
             async for chunk in self._inner:
                 yield chunk
         except httpx.TransportError as exc:
-            report_attempt(self._attempt, classify(exc)[1])
+            report_attempt(self._attempt, classify(exc).outcome)
             raise
         except BaseException:
             report_attempt(self._attempt, Outcome.CANCELLED)

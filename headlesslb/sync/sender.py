@@ -432,10 +432,10 @@ class _PodStream(httpx.SyncByteStream):
         except BaseException as exc:
             mapped = httpx_error(exc)
             if mapped is not None:
-                report_attempt(self._attempt, classify(mapped)[1])
+                report_attempt(self._attempt, classify(mapped).outcome)
                 raise mapped from exc
             if isinstance(exc, httpx.TransportError):
-                report_attempt(self._attempt, classify(exc)[1])
+                report_attempt(self._attempt, classify(exc).outcome)
             else:
                 report_attempt(self._attempt, Outcome.CANCELLED)
             raise
@@ -512,7 +512,7 @@ class _ReportingStream(httpx.SyncByteStream):
         try:
             yield from self._inner
         except httpx.TransportError as exc:
-            report_attempt(self._attempt, classify(exc)[1])
+            report_attempt(self._attempt, classify(exc).outcome)
             raise
         except BaseException:
             report_attempt(self._attempt, Outcome.CANCELLED)

@@ -312,7 +312,7 @@ class HeadlessTransport(httpx.BaseTransport):
                             call, step, lambda send: self._attempt(request, send, read_body)
                         )
                 except httpx.TransportError as exc:
-                    step = call.failed(exc, *classify(exc))
+                    step = call.failed(exc, classify(exc))
                     continue
                 except BaseException:
                     call.abandon()

@@ -37,7 +37,7 @@ from headlesslb.core.names import expand_service_name
 from headlesslb.core.options import RequestOptions
 from headlesslb.core.pickers import ConsistentHash, Ordinal, make_picker
 from headlesslb.core.pool import Attempt, Outcome, OutlierPolicy, Pool, outcome_for_status
-from headlesslb.core.retry import Failure, RetryBudget, RetryPolicy
+from headlesslb.core.retry import Failure, RetryBudget, RetryPolicy, Verdict
 from headlesslb.core.snapshot import EndpointState
 from headlesslb.errors import (
     ClientClosed,
@@ -301,7 +301,7 @@ def drive(
                 if action.in_body:
                     trace.sends[-1].attempt.done(action.outcome)
                 error = action.kind("scripted failure")
-                step = call.failed(error, action.failure, action.outcome)
+                step = call.failed(error, Verdict(action.outcome, action.failure))
         elif isinstance(step, Backoff):
             clock.advance(step.seconds)
             step = call.waited()
@@ -759,7 +759,7 @@ def test_pinned_pod_looked_up_again_after_a_refusal() -> None:
     assert isinstance(first, LookupPod) and not first.fresh
     send = call.found(answers["web-1"])
     assert isinstance(send, Send)
-    step = call.failed(httpx.ConnectError("refused"), Failure.NOT_SENT, Outcome.REFUSED)
+    step = call.failed(httpx.ConnectError("refused"), Verdict(Outcome.REFUSED, Failure.NOT_SENT))
     while isinstance(step, Backoff):
         step = call.waited()
     assert isinstance(step, LookupPod) and step.fresh and step.hostname == "web-1"
@@ -781,7 +781,7 @@ def test_pinned_pod_refusing_while_the_pool_empties_is_looked_up_again() -> None
     send = call.found(Endpoint("10.0.0.2", 8080, "web-1", 1))
     assert isinstance(send, Send)
     env.pool.update(Resolution((), 30))
-    step = call.failed(httpx.ConnectError("refused"), Failure.NOT_SENT, Outcome.REFUSED)
+    step = call.failed(httpx.ConnectError("refused"), Verdict(Outcome.REFUSED, Failure.NOT_SENT))
     while isinstance(step, Backoff):
         step = call.waited()
     assert isinstance(step, LookupPod) and step.fresh and step.port == 8080
@@ -925,7 +925,7 @@ def test_nothing_is_sent_after_the_router_closes() -> None:
     assert isinstance(step, Send)
     env.router.close()
     error = httpx.ReadError("connection closed by the client's own close")
-    failed = call.failed(error, Failure.MAYBE_PROCESSED, Outcome.RESET)
+    failed = call.failed(error, Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
     assert isinstance(failed, Fail) and failed.error is error  # not retried, not the fallback
     assert "closed" in notes(error)
     assert step.state.in_flight == 0
@@ -993,7 +993,7 @@ def test_a_failed_winner_is_retried_and_counts_the_cancelled_loser() -> None:
     assert isinstance(first, Send)
     assert call.hedge() is not None
     call.settle(first.attempt)
-    step = call.failed(httpx.ReadError("reset"), Failure.MAYBE_PROCESSED, Outcome.RESET)
+    step = call.failed(httpx.ReadError("reset"), Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
     assert isinstance(step, Send)  # attempt 3 of 3
     assert isinstance(call.responded(200), Deliver)
     step.attempt.done(Outcome.SUCCESS)
@@ -1047,7 +1047,7 @@ def test_no_hedge_once_the_deadline_has_passed_and_nothing_is_counted() -> None:
     assert call._other is None and call._hedges == 0
     assert clock_budget.try_withdraw()  # the token is still there (taken now: no retry)
     timeout = httpx.ReadTimeout("per-try timeout")
-    step = call.failed(timeout, Failure.MAYBE_PROCESSED, Outcome.TIMEOUT)
+    step = call.failed(timeout, Verdict(Outcome.TIMEOUT, Failure.MAYBE_PROCESSED))
     assert isinstance(step, Fail) and step.error is timeout
 
 
@@ -1064,7 +1064,7 @@ def test_a_keyed_hedge_goes_to_the_keys_next_owner_as_a_retry_does() -> None:
         owner = retried.first()
         assert isinstance(owner, Send) and owner.endpoint == first.endpoint
         reset = httpx.ReadError("reset")
-        retry = retried.failed(reset, Failure.MAYBE_PROCESSED, Outcome.RESET)
+        retry = retried.failed(reset, Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
         assert isinstance(retry, Send)
         assert hedge.endpoint == retry.endpoint, f"user-{n}"
         hedged.abandon()
@@ -1130,6 +1130,6 @@ def test_a_race_cut_short_by_the_clients_close_counts_against_no_pod() -> None:
     env.router.close()  # the close breaks both; the hedge's error happens to come first
     call.settle(hedge.attempt)
     assert env.pool.reports[-1] == (first.attempt, Outcome.CANCELLED)
-    step = call.failed(httpx.ReadError("closed"), Failure.MAYBE_PROCESSED, Outcome.RESET)
+    step = call.failed(httpx.ReadError("closed"), Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
     assert isinstance(step, Fail)
     assert env.pool.outcomes()[-2:] == [Outcome.CANCELLED, Outcome.CANCELLED]

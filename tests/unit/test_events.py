@@ -35,7 +35,7 @@ from headlesslb.core.names import expand_service_name
 from headlesslb.core.options import RequestOptions
 from headlesslb.core.pickers import ConsistentHash, Ordinal, make_picker
 from headlesslb.core.pool import Outcome, OutlierPolicy, Pool
-from headlesslb.core.retry import Failure, RetryBudget, RetryPolicy
+from headlesslb.core.retry import Failure, RetryBudget, RetryPolicy, Verdict
 from headlesslb.errors import ConfigurationError
 
 SERVICE = expand_service_name("web-hl.default")
@@ -149,7 +149,7 @@ def test_a_retry_shows_as_a_failed_attempt_then_a_resend() -> None:
     call = router.start("GET", RequestOptions(), replayable=True, url="http://web-hl/x")
     step = call.first()
     assert isinstance(step, Send)
-    step = call.failed(ConnectionError("boom"), Failure.NOT_SENT, Outcome.CONNECT_FAILURE)
+    step = call.failed(ConnectionError("boom"), Verdict(Outcome.CONNECT_FAILURE, Failure.NOT_SENT))
     assert isinstance(step, Send)
     step.attempt.done(Outcome.SUCCESS)
     assert isinstance(call.responded(200), Deliver)

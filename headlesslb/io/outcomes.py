@@ -1,7 +1,8 @@
 """What an httpx or httpcore error means: for retries (:class:`~headlesslb.core.retry.Failure`)
 and for balancing (:class:`~headlesslb.core.pool.Outcome`), as one
 :class:`~headlesslb.core.retry.Verdict`. Both shells translate their errors into the call core's
-terms here, and only here.
+terms here, and only here; a response's verdict is
+:meth:`~headlesslb.core.retry.RetryPolicy.judge`'s.
 """
 
 from __future__ import annotations

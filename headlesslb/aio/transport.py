@@ -31,7 +31,7 @@ from ..core.options import EXTENSION, PLAIN, RequestOptions
 from ..errors import ClientClosed, DeadlineExceeded, InvalidRequest, NotStarted
 from ..io.outcomes import classify
 from ..io.runtime import Runtime
-from ..io.sender import AsyncSender, PodSender, TransportSender, with_headers
+from ..io.sender import Answer, AsyncSender, PodSender, TransportSender, with_headers
 from ..io.shared import Lease, Leases, loop_identity
 from ..io.tasks import Background
 
@@ -220,16 +220,16 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 assert isinstance(step, Send)
                 try:
                     if step.hedge_after is None:
-                        response = await self._attempt(request, step, read_body)
+                        response, verdict = await self._attempt(request, step, read_body)
                     else:
-                        response = await self._race(call, request, step, read_body)
+                        response, verdict = await self._race(call, request, step, read_body)
                 except httpx.TransportError as exc:
-                    step = call.failed(exc, *classify(exc))
+                    step = call.failed(exc, classify(exc))
                     continue
                 except BaseException:
                     call.abandon()
                     raise
-                step = call.responded(response.status_code, response.headers)
+                step = call.responded(response.status_code, verdict)
                 if type(step) is not Deliver:
                     await response.aclose()  # a retried answer is dropped, its Pod reported
             elif kind is Deliver:
@@ -268,24 +268,23 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
 
     async def _race(
         self, call: Call, request: httpx.Request, step: Send, read_body: bool
-    ) -> httpx.Response:
+    ) -> Answer:
         """``step``, and a hedge to another Pod if the core sends one after ``hedge_after``:
         the first to finish wins, the other is cancelled (httpcore closes a connection whose
         exchange was cancelled, so it is never reused half-read) and the core records it."""
         assert step.hedge_after is not None
-        first: list[tuple[Send, httpx.Response | Exception]] = []
+        first: list[tuple[Send, Answer | Exception]] = []
 
         async def run(attempt: Send) -> None:
             try:
-                result: httpx.Response | Exception = await self._attempt(
-                    request, attempt, read_body
-                )
+                result: Answer | Exception = await self._attempt(request, attempt, read_body)
             except Exception as exc:  # raised as itself below, never as an ExceptionGroup
                 result = exc
             if first:  # both finished at once: this one lost, its answer is dropped
-                if isinstance(result, httpx.Response):
+                if not isinstance(result, Exception):
+                    response, _ = result
                     with anyio.CancelScope(shield=True):
-                        await result.aclose()
+                        await response.aclose()
                 return
             first.append((attempt, result))
             group.cancel_scope.cancel()
@@ -303,20 +302,15 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             raise result
         return result
 
-    async def _attempt(self, request: httpx.Request, step: Send, read_body: bool) -> httpx.Response:
-        endpoint = step.endpoint
+    async def _attempt(self, request: httpx.Request, step: Send, read_body: bool) -> Answer:
         timeout = step.timeout
-        send = self._sender.send_to
+        send = self._sender.send_attempt
         headers = with_headers(request.headers.raw, step.headers) if step.headers else None
+        policy = self._router.retry
+        parts = self.parts
         if timeout is None:
-            response = await send(
-                request,
-                endpoint.ip,
-                endpoint.port,
-                scheme=self.parts.raw_scheme,
-                sni=self.parts.sni,
-                headers=headers,
-                attempt=step.attempt,
+            response, verdict = await send(
+                request, step, policy, scheme=parts.raw_scheme, sni=parts.sni, headers=headers
             )
         else:
             try:
@@ -324,19 +318,17 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 # budget, so a Pod that silently drops SYNs gives ConnectTimeout (never sent:
                 # retryable for any method), not a read timeout.
                 with anyio.fail_after(timeout * 1.05):
-                    response = await send(
+                    response, verdict = await send(
                         request,
-                        endpoint.ip,
-                        endpoint.port,
-                        scheme=self.parts.raw_scheme,
-                        sni=self.parts.sni,
+                        step,
+                        policy,
+                        scheme=parts.raw_scheme,
+                        sni=parts.sni,
                         headers=headers,
-                        connect_timeout=timeout,
-                        attempt=step.attempt,
                     )
             except TimeoutError:
                 raise httpx.ReadTimeout(
-                    f"{endpoint} gave no response within the per-try timeout of {timeout:g} s",
+                    f"{step.endpoint} gave no response within the per-try timeout of {timeout:g} s",
                     request=request,
                 ) from None
         if read_body:
@@ -346,7 +338,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 with anyio.CancelScope(shield=True):
                     await response.aclose()  # httpx never gets this response: close it here
                 raise
-        return response
+        return response, verdict
 
     async def _to_fallback(
         self, call: Call, request: httpx.Request, step: SendToFallback

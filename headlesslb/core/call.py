@@ -9,7 +9,7 @@ or :class:`Fail`::
     step = call.first()
     while True:
         if Send:            send to step.state's Pod (per-try timeout step.timeout)
-                            → call.responded(status) or call.failed(error, failure, outcome)
+                            → call.responded(status, verdict) or call.failed(error, verdict)
         if Backoff:         sleep step.seconds                  → call.waited()
         if LookupPod:       resolve the Pod's own DNS name       → call.found(endpoint or None)
         if SendToFallback:  send to the fallback Service         → call.fallback_responded(...)
@@ -25,7 +25,7 @@ are typed (:class:`AttemptRecord`); they become dicts only in the user-facing re
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import (
@@ -54,7 +54,7 @@ from .options import WRITE_METHODS, RequestOptions
 from .pickers.base import NO_CONTEXT, PickContext
 from .pool import Attempt, Outcome, Pool
 from .report import AttemptReport, Report
-from .retry import Failure, RetryBudget, RetryPolicy, RetryVerdict, rejection
+from .retry import Failure, RetryBudget, RetryPolicy, RetryVerdict, Verdict
 from .snapshot import EndpointState, Snapshot
 from .throttle import Throttle
 
@@ -72,8 +72,6 @@ __all__ = [
 ]
 
 _NOT_SENT = frozenset({Outcome.REFUSED, Outcome.CONNECT_FAILURE})
-_REJECTING = frozenset({429, 503})
-"""Statuses that may be a rejection for load (503 only with Retry-After)."""
 
 
 # -- steps: what the shell does next ------------------------------------------------------------
@@ -299,9 +297,10 @@ class Call:
         """The first step."""
         return self._next_attempt()
 
-    def responded(self, status: int, headers: Mapping[str, str] | None = None) -> Step:
-        """The Pod of the last :class:`Send` answered with ``status`` (body read, if asked);
-        ``headers`` are the response's (read only for 429 and 503: Retry-After)."""
+    def responded(self, status: int, verdict: Verdict) -> Step:
+        """The Pod of the last :class:`Send` answered with ``status`` (body read, if asked),
+        which its sender judged ``verdict`` (:meth:`RetryPolicy.judge`, at header time; the
+        body reports the verdict's outcome to the pool, this call decides on the rest)."""
         assert self.endpoint is not None
         if self._announced is not None:
             self._finished(self.endpoint.authority, status=status)
@@ -316,20 +315,21 @@ class Call:
         hedger = router.hedger
         if hedger is not None and attempt is not None:
             hedger.observe(router.clock() - attempt.started)
-        if status in _REJECTING and headers is not None and rejection(status, headers):
-            return self._rejected(attempt, headers)
+        failure = verdict.failure
+        if failure is Failure.REJECTED:
+            return self._rejected(attempt, verdict.hold_off)
         throttle = self.router.throttle
         if throttle is not None:
             throttle.answered(True)
-        failure = self.router.retry.failure_for_status(status)
         if failure is not None and self._may_retry(failure):
             return self._retry_step()
         return _DELIVER
 
-    def failed(self, error: BaseException, failure: Failure | None, outcome: Outcome) -> Step:
-        """The last :class:`Send` failed with ``error`` (classified as ``failure``/``outcome``),
-        before a response or while reading its body."""
+    def failed(self, error: BaseException, verdict: Verdict) -> Step:
+        """The last :class:`Send` failed with ``error`` (judged ``verdict`` by
+        :func:`headlesslb.io.outcomes.classify`), before a response or while reading its body."""
         assert self.endpoint is not None
+        outcome = verdict.outcome
         attempt, self._current = self._current, None
         if attempt is not None and not attempt.finished:
             attempt.done(Outcome.CANCELLED if self.router.closed else outcome)
@@ -349,7 +349,7 @@ class Call:
             # Nothing is sent after close: no retry, no fallback (the close caused the error).
             error.add_note("headlesslb: the client was closed while this request was in flight")
             return Fail(error)
-        if self._may_retry(failure):
+        if self._may_retry(verdict.failure):
             return self._retry_step()
         return self._give_up(error)
 
@@ -489,14 +489,15 @@ class Call:
         return report
 
     # -- decisions -------------------------------------------------------------------------------
-    def _rejected(self, attempt: Attempt | None, headers: Mapping[str, str]) -> Step:
-        """The Pod turned the request away for load: hold it off, and retry on another Pod
-        when that is safe, budgeted, and some Pod not tried yet may take it."""
+    def _rejected(self, attempt: Attempt | None, hold_off: float) -> Step:
+        """The Pod turned the request away for load: hold it off for ``hold_off`` seconds, and
+        retry on another Pod when that is safe, budgeted, and some Pod not tried yet may take
+        it."""
         router = self.router
         if router.throttle is not None:
             router.throttle.answered(False)
         if attempt is not None:
-            router.pool.hold_off(attempt.state, router.retry.hold_off_for(headers))
+            router.pool.hold_off(attempt.state, hold_off)
         tried = self.tried
         if self.ctx.ordinal is not None or all(
             s.key in tried for s in router.pool.snapshot.eligible

@@ -12,7 +12,7 @@ import enum
 import math
 import operator
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import validate
@@ -35,8 +35,6 @@ __all__ = [
     "Outcome",
     "OutlierPolicy",
     "Pool",
-    "outcome_for_status",
-    "response_outcome",
 ]
 
 
@@ -46,7 +44,7 @@ class Outcome(enum.Enum):
     SUCCESS = "success"
     """A response came back (any status that does not indicate a sick endpoint)."""
     GATEWAY_ERROR = "gateway_error"
-    """The endpoint answered 502, 503 or 504."""
+    """The endpoint answered 502, 503 (without Retry-After) or 504."""
     CONNECT_FAILURE = "connect_failure"
     """Connecting failed or timed out: the request never left."""
     REFUSED = "refused"
@@ -109,31 +107,6 @@ class OutlierPolicy:
         validate.number(name + "jitter", self.jitter, min=0, max=1, exclusive_max=True)
         validate.flag(name + "eject_on_refused", self.eject_on_refused)
         validate.number(name + "latency_decay", self.latency_decay, min=0, exclusive_min=True)
-
-
-_BY_STATUS = {
-    429: Outcome.REJECTED,
-    502: Outcome.GATEWAY_ERROR,
-    503: Outcome.GATEWAY_ERROR,
-    504: Outcome.GATEWAY_ERROR,
-}
-"""The statuses that are not a success, and what they mean without a Retry-After header."""
-
-
-def outcome_for_status(status: int, retry_after: bool = False) -> Outcome:
-    """Map an HTTP status to an outcome: 429, and 503 with a Retry-After header, mean the
-    endpoint rejects for load; otherwise 502/503/504 mean it is unwell."""
-    if retry_after and status == 503:
-        return Outcome.REJECTED
-    return _BY_STATUS.get(status, Outcome.SUCCESS)
-
-
-def response_outcome(status: int, headers: Iterable[tuple[bytes, bytes]]) -> Outcome:
-    """The outcome of a response with these raw headers (a 503 with Retry-After is a
-    rejection); the headers are read only for a 503."""
-    if status != 503:
-        return _BY_STATUS.get(status, Outcome.SUCCESS)  # every response: no second call
-    return outcome_for_status(status, any(k.lower() == b"retry-after" for k, _ in headers))
 
 
 class Attempt:

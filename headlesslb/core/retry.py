@@ -1,5 +1,10 @@
-"""What is safe to retry, and how much retrying is allowed (pure: clock and rng injected).
+"""What a response means, what is safe to retry, and how much retrying is allowed (pure: clock
+and rng injected).
 
+:meth:`RetryPolicy.judge` is the one place a response's status and headers get a meaning, a
+:class:`Verdict`: how the attempt counts for balancing, what it means for a retry, and how long
+its Pod is held off. The sender asks it once per response, at header time; the response body
+reports the verdict's outcome to the pool and the call core decides on the same verdict.
 :meth:`RetryPolicy.decide` is the one retry decision of the library: idempotency by method or
 option, body replayability, the attempt cap, the statuses and the :class:`RetryBudget` (a
 Finagle-style cap on retries as a share of requests, so a sick Service is not hit by a retry
@@ -15,15 +20,17 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
 from .clock import Clock, monotonic
+from .pool import Outcome
 from .validate import count, http_methods, number, ordered, status_codes
 
 __all__ = [
+    "ANSWERED",
     "IDEMPOTENT_METHODS",
     "Failure",
     "RetryBudget",
     "RetryPolicy",
     "RetryVerdict",
-    "rejection",
+    "Verdict",
     "retry_after_seconds",
 ]
 
@@ -43,6 +50,27 @@ class Failure(enum.Enum):
     REJECTED = "rejected"
     """The server turned the request away for load (429, or 503 with Retry-After): retried on
     another Pod under the same rules as a retryable status."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What one attempt's end means, decided once: a response's by :meth:`RetryPolicy.judge`,
+    a failed send's by :func:`headlesslb.io.outcomes.classify`."""
+
+    outcome: Outcome
+    """How the attempt counts for balancing: what its pool ``Attempt`` is told."""
+    failure: Failure | None = None
+    """What it means for a retry; None: nothing to retry (the answer stands)."""
+    hold_off: float = 0.0
+    """Seconds its Pod gets no new requests (a rejection's, bounded by
+    :attr:`RetryPolicy.max_hold_off`); 0: none."""
+
+
+ANSWERED = Verdict(Outcome.SUCCESS)
+"""The verdict of most responses: an answer that stands and says the Pod is well."""
+
+_GATEWAY_STATUSES = frozenset({502, 503, 504})
+"""Statuses saying the Pod is unwell (a 503 with Retry-After is a rejection instead)."""
 
 
 class RetryVerdict(enum.Enum):
@@ -82,6 +110,9 @@ class RetryPolicy:
     max_hold_off: float = 10.0
     """Cap on a hold-off, seconds, whatever Retry-After asks (a Pod cannot take itself out for
     an hour by mistake); 0 turns hold-offs off."""
+    _verdicts: Mapping[int, Verdict] = field(init=False, repr=False, compare=False)
+    """The verdicts of the statuses that are not a plain answer, rejections aside: made once,
+    so that judging a response costs a lookup."""
 
     def __post_init__(self) -> None:
         name = "RetryPolicy."
@@ -105,6 +136,25 @@ class RetryPolicy:
         object.__setattr__(self, "idempotent_methods", methods)
         number(name + "hold_off", self.hold_off, min=0)
         number(name + "max_hold_off", self.max_hold_off, min=0)
+        retried = self.retry_statuses
+        verdicts = {
+            status: Verdict(
+                Outcome.GATEWAY_ERROR if status in _GATEWAY_STATUSES else Outcome.SUCCESS,
+                Failure.RETRYABLE_STATUS if status in retried else None,
+            )
+            for status in _GATEWAY_STATUSES | retried
+        }
+        object.__setattr__(self, "_verdicts", verdicts)
+
+    def judge(self, status: int, headers: Mapping[str, str]) -> Verdict:
+        """What a response with this status and these headers (case-insensitive, as
+        ``httpx.Headers``; read only for a 429 or 503) means: 429, and 503 with Retry-After,
+        are rejections (``Outcome.REJECTED``, ``Failure.REJECTED``, held off for
+        :meth:`hold_off_for`); 502/503/504 say the Pod is unwell; a status in
+        :attr:`retry_statuses` is retried."""
+        if status == 429 or (status == 503 and "retry-after" in headers):
+            return Verdict(Outcome.REJECTED, Failure.REJECTED, self.hold_off_for(headers))
+        return self._verdicts.get(status, ANSWERED)
 
     def decide(
         self,
@@ -132,10 +182,6 @@ class RetryPolicy:
             return RetryVerdict.OUT_OF_BUDGET
         return RetryVerdict.RETRY
 
-    def failure_for_status(self, status: int) -> Failure | None:
-        """``RETRYABLE_STATUS`` for the statuses retried, else None (the answer stands)."""
-        return Failure.RETRYABLE_STATUS if status in self.retry_statuses else None
-
     def hold_off_for(self, headers: Mapping[str, str]) -> float:
         """Seconds to hold a rejecting Pod off: its Retry-After (delay-seconds, or an HTTP-date
         measured against the response's own Date header, since the core reads no wall clock),
@@ -160,11 +206,6 @@ class RetryPolicy:
     def budget(self, clock: Clock = monotonic) -> RetryBudget:
         """A fresh budget with this policy's numbers."""
         return RetryBudget(self.budget_ratio, self.budget_min_per_second, clock=clock)
-
-
-def rejection(status: int, headers: Mapping[str, str]) -> bool:
-    """Whether a response turns the request away for load: 429, or 503 with Retry-After."""
-    return status == 429 or (status == 503 and "retry-after" in headers)
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

@@ -100,7 +100,7 @@ class Fallback:
     def failed(self, error: httpx.TransportError) -> None:
         """Sending to the fallback failed: a refused connection means the address it had
         resolved is gone, so the next request looks it up again."""
-        if classify(error)[1] is Outcome.REFUSED:
+        if classify(error).outcome is Outcome.REFUSED:
             self.invalidate()
 
     def invalidate(self) -> None:

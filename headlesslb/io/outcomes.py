@@ -1,6 +1,8 @@
 """What an httpx or httpcore error means: for retries (:class:`~headlesslb.core.retry.Failure`)
-and for balancing (:class:`~headlesslb.core.pool.Outcome`). Both shells translate their errors
-into the call core's terms here, and only here.
+and for balancing (:class:`~headlesslb.core.pool.Outcome`), as one
+:class:`~headlesslb.core.retry.Verdict`. Both shells translate their errors into the call core's
+terms here, and only here; a response's verdict is
+:meth:`~headlesslb.core.retry.RetryPolicy.judge`'s.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import httpcore
 import httpx
 
 from ..core.pool import Outcome
-from ..core.retry import Failure
+from ..core.retry import Failure, Verdict
 from ..errors import ClientClosed
 
 __all__ = ["classify", "httpx_error", "is_refused", "map_httpcore_errors"]
@@ -76,23 +78,33 @@ def map_httpcore_errors() -> _MapErrors:
     return _MAP_ERRORS
 
 
-def classify(exc: httpx.TransportError) -> tuple[Failure | None, Outcome]:
-    """(retry phase, balancing outcome) of an attempt that failed with ``exc``.
+# Verdicts are immutable: one of each, shared by every failure of its kind.
+_CLOSED = Verdict(Outcome.CANCELLED)  # says nothing about the Pod
+_REFUSED = Verdict(Outcome.REFUSED, Failure.NOT_SENT)
+_NOT_CONNECTED = Verdict(Outcome.CONNECT_FAILURE, Failure.NOT_SENT)
+_TIMED_OUT = Verdict(Outcome.TIMEOUT, Failure.MAYBE_PROCESSED)
+_BROKEN = Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED)
+_UNRETRYABLE = Verdict(Outcome.RESET)
+
+
+def classify(exc: httpx.TransportError) -> Verdict:
+    """What an attempt that failed with ``exc`` means: its ``failure`` (retry phase; None: not
+    retryable) and ``outcome`` (for balancing).
 
     Only connect-phase errors prove the request never reached the server; everything after the
     connection was made may have been processed.
     """
     if isinstance(exc, ClientClosed):
-        return None, Outcome.CANCELLED  # says nothing about the Pod
+        return _CLOSED
     if isinstance(exc, httpx.ConnectError):
-        return Failure.NOT_SENT, Outcome.REFUSED if is_refused(exc) else Outcome.CONNECT_FAILURE
+        return _REFUSED if is_refused(exc) else _NOT_CONNECTED
     if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-        return Failure.NOT_SENT, Outcome.CONNECT_FAILURE
+        return _NOT_CONNECTED
     if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
-        return Failure.MAYBE_PROCESSED, Outcome.TIMEOUT
+        return _TIMED_OUT
     if isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError):
-        return Failure.MAYBE_PROCESSED, Outcome.RESET
-    return None, Outcome.RESET
+        return _BROKEN
+    return _UNRETRYABLE
 
 
 def is_refused(exc: BaseException) -> bool:

@@ -3,7 +3,9 @@
 :class:`PodSender` sends straight to an ``ip:port`` while the request keeps its Host header, with
 one httpcore connection pool per address; it counts the requests in flight per address, so the
 connections of a Pod that left DNS close as soon as its last request ends, however long that took.
-The response body reports its attempt's outcome to the pool exactly once, when it ends.
+An attempt's response is judged once, at header time (:meth:`RetryPolicy.judge
+<headlesslb.core.retry.RetryPolicy.judge>`): the sender hands the verdict to the shell, for the
+call core, and its body reports the verdict's outcome to the pool exactly once, when it ends.
 :class:`TransportSender` sends through a user's httpx transport instead (``pod_transport=``:
 ``httpx.MockTransport``, respx), for tests with no sockets behind the balancer.
 """
@@ -12,31 +14,53 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol, TypeAlias
 
 import httpcore
 import httpx
 
-from ..core.pool import Attempt, Outcome, response_outcome
+from ..core.call import Send
+from ..core.pool import Attempt, Outcome
+from ..core.retry import ANSWERED, RetryPolicy, Verdict
 from ..errors import ClientClosed
 from .outcomes import classify, map_httpcore_errors
 
 __all__ = [
+    "Answer",
     "AsyncSender",
     "PodSender",
     "TransportSender",
     "pod_request",
     "report_attempt",
+    "transport_answer",
     "transport_request",
     "with_headers",
 ]
 
 Address = tuple[str, int]
 
+Answer: TypeAlias = tuple[httpx.Response, Verdict]
+"""An attempt's response and its verdict, made by the sender at header time."""
+
 
 class AsyncSender(Protocol):
     """What the async shell sends attempts with."""
+
+    async def send_attempt(
+        self,
+        request: httpx.Request,
+        step: Send,
+        policy: RetryPolicy,
+        *,
+        scheme: bytes,
+        sni: str | None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> Answer:
+        """Send the attempt ``step`` (its Pod, pool attempt and per-try timeout): the response
+        and its verdict by ``policy``, whose outcome the body reports to the pool attempt when
+        it ends (a failed send is the caller's to report)."""
+        ...
 
     async def send_to(
         self,
@@ -48,9 +72,8 @@ class AsyncSender(Protocol):
         sni: str | None,
         headers: list[tuple[bytes, bytes]] | None = None,
         connect_timeout: float | None = None,
-        attempt: Attempt | None = None,
     ) -> httpx.Response:
-        """Send ``request`` to ``host:port``; the response body reports to ``attempt``."""
+        """Send ``request`` to ``host:port`` with no attempt to report (the fallback)."""
         ...
 
     async def retire(self, keep: set[Address]) -> None:
@@ -191,6 +214,26 @@ class PodSender:
             )
         return pool
 
+    async def send_attempt(
+        self,
+        request: httpx.Request,
+        step: Send,
+        policy: RetryPolicy,
+        *,
+        scheme: bytes,
+        sni: str | None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> Answer:
+        """Send the attempt ``step`` (its Pod, pool attempt and per-try timeout; see
+        :meth:`send_to`): the response and its verdict by ``policy``, whose outcome the body
+        reports to the pool attempt when it ends (a failed send is the caller's to report)."""
+        endpoint = step.state.endpoint
+        response, body = await self._send(
+            request, endpoint.ip, endpoint.port, scheme, sni, headers, step.timeout, step.attempt
+        )
+        body.verdict = verdict = policy.judge(response.status_code, response.headers)
+        return response, verdict
+
     async def send_to(
         self,
         request: httpx.Request,
@@ -201,11 +244,26 @@ class PodSender:
         sni: str | None,
         headers: list[tuple[bytes, bytes]] | None = None,
         connect_timeout: float | None = None,
-        attempt: Attempt | None = None,
     ) -> httpx.Response:
-        """Send ``request`` to ``host:port``; ``sni`` is the name TLS verifies (https only);
-        ``connect_timeout`` caps the request's own connect timeout; the response body reports
-        the outcome to ``attempt`` when it ends (a failed send is the caller's to report)."""
+        """Send ``request`` to ``host:port`` with no attempt to report (health probes, the
+        fallback); ``sni`` is the name TLS verifies (https only); ``connect_timeout`` caps the
+        request's own connect timeout."""
+        response, _ = await self._send(
+            request, host, port, scheme, sni, headers, connect_timeout, None
+        )
+        return response
+
+    async def _send(
+        self,
+        request: httpx.Request,
+        host: str,
+        port: int,
+        scheme: bytes,
+        sni: str | None,
+        headers: list[tuple[bytes, bytes]] | None,
+        connect_timeout: float | None,
+        attempt: Attempt | None,
+    ) -> tuple[httpx.Response, _PodStream]:
         core_request = pod_request(
             request,
             host,
@@ -224,19 +282,14 @@ class PodSender:
         except BaseException:
             await self._release(address)
             raise
-        status = core_response.status
-        return httpx.Response(
-            status_code=status,
+        body = _PodStream(self, address, core_response.stream, attempt)
+        response = httpx.Response(
+            status_code=core_response.status,
             headers=core_response.headers,
-            stream=_PodStream(
-                self,
-                address,
-                core_response.stream,
-                attempt,
-                response_outcome(status, core_response.headers),
-            ),
+            stream=body,
             extensions=core_response.extensions,
         )
+        return response, body
 
     async def _release(self, address: Address) -> None:
         left = self._active[address] - 1
@@ -279,24 +332,20 @@ class PodSender:
 
 class _PodStream(httpx.AsyncByteStream):
     """A response body from httpcore: errors mapped to httpx's, the request counted until close,
-    and the attempt's outcome reported exactly once, when the body ends."""
+    and the attempt's outcome (its verdict's) reported exactly once, when the body ends."""
 
-    __slots__ = ("_address", "_attempt", "_inner", "_open", "_outcome", "_sender")
+    __slots__ = ("_address", "_attempt", "_inner", "_open", "_sender", "verdict")
 
     def __init__(
-        self,
-        sender: PodSender,
-        address: Address,
-        inner: Any,
-        attempt: Attempt | None,
-        outcome: Outcome,
+        self, sender: PodSender, address: Address, inner: Any, attempt: Attempt | None
     ) -> None:
         self._sender = sender
         self._address = address
         self._inner = inner
         self._attempt = attempt
-        self._outcome = outcome
         self._open = True
+        self.verdict = ANSWERED
+        """What the response means, set by the sender once judged (with no attempt, unused)."""
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -304,7 +353,7 @@ class _PodStream(httpx.AsyncByteStream):
                 async for chunk in self._inner:
                     yield chunk
         except httpx.TransportError as exc:
-            report_attempt(self._attempt, classify(exc)[1])
+            report_attempt(self._attempt, classify(exc).outcome)
             raise
         except BaseException:
             report_attempt(self._attempt, Outcome.CANCELLED)
@@ -318,8 +367,25 @@ class _PodStream(httpx.AsyncByteStream):
             with map_httpcore_errors():
                 await self._inner.aclose()
         finally:
-            report_attempt(self._attempt, self._outcome)
+            report_attempt(self._attempt, self.verdict.outcome)
             await self._sender._release(self._address)
+
+
+def transport_answer(
+    response: httpx.Response,
+    attempt: Attempt,
+    policy: RetryPolicy,
+    reporting: Callable[[Any, Attempt, Verdict], httpx.SyncByteStream | httpx.AsyncByteStream],
+) -> Answer:
+    """A ``pod_transport``'s response to an attempt, judged by ``policy`` (both shells): a body
+    read already reports the verdict's outcome now, another is wrapped by ``reporting`` to
+    report it when it ends."""
+    verdict = policy.judge(response.status_code, response.headers)
+    if response.is_closed:  # built with content=/json=: read and closed already
+        report_attempt(attempt, verdict.outcome)
+    else:
+        response.stream = reporting(response.stream, attempt, verdict)
+    return response, verdict
 
 
 def report_attempt(attempt: Attempt | None, outcome: Outcome) -> None:
@@ -337,6 +403,30 @@ class TransportSender:
         self._transport = transport
         self._closed = False
 
+    async def send_attempt(
+        self,
+        request: httpx.Request,
+        step: Send,
+        policy: RetryPolicy,
+        *,
+        scheme: bytes,
+        sni: str | None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> Answer:
+        """Send the attempt ``step`` through the transport: the response and its verdict by
+        ``policy``, whose outcome the body reports to the pool attempt when it ends."""
+        endpoint = step.state.endpoint
+        response = await self.send_to(
+            request,
+            endpoint.ip,
+            endpoint.port,
+            scheme=scheme,
+            sni=sni,
+            headers=headers,
+            connect_timeout=step.timeout,
+        )
+        return transport_answer(response, step.attempt, policy, _ReportingStream)
+
     async def send_to(
         self,
         request: httpx.Request,
@@ -347,19 +437,12 @@ class TransportSender:
         sni: str | None,
         headers: list[tuple[bytes, bytes]] | None = None,
         connect_timeout: float | None = None,
-        attempt: Attempt | None = None,
     ) -> httpx.Response:
-        """Send through the transport; the body reports to ``attempt`` when it ends."""
+        """Send through the transport, with no attempt to report (the fallback)."""
         if self._closed:
             raise ClientClosed("the client was closed: nothing more is sent")
         outgoing = transport_request(request, host, port, scheme, sni, headers, connect_timeout)
-        response = await self._transport.handle_async_request(outgoing)
-        if response.is_closed:  # built with content=/json=: read and closed already
-            report_attempt(attempt, response_outcome(response.status_code, response.headers.raw))
-        else:
-            outcome = response_outcome(response.status_code, response.headers.raw)
-            response.stream = _ReportingStream(response.stream, attempt, outcome)  # type: ignore[arg-type]
-        return response
+        return await self._transport.handle_async_request(outgoing)
 
     async def retire(self, keep: set[Address]) -> None:
         """Nothing to close: the transport owns its connections."""
@@ -371,21 +454,19 @@ class TransportSender:
 
 
 class _ReportingStream(httpx.AsyncByteStream):
-    """A body from a user's transport that reports its attempt when it ends."""
+    """A body from a user's transport that reports its attempt's verdict when it ends."""
 
-    def __init__(
-        self, inner: httpx.AsyncByteStream, attempt: Attempt | None, outcome: Outcome
-    ) -> None:
+    def __init__(self, inner: httpx.AsyncByteStream, attempt: Attempt, verdict: Verdict) -> None:
         self._inner = inner
         self._attempt = attempt
-        self._outcome = outcome
+        self._verdict = verdict
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._inner:
                 yield chunk
         except httpx.TransportError as exc:
-            report_attempt(self._attempt, classify(exc)[1])
+            report_attempt(self._attempt, classify(exc).outcome)
             raise
         except BaseException:
             report_attempt(self._attempt, Outcome.CANCELLED)
@@ -395,4 +476,4 @@ class _ReportingStream(httpx.AsyncByteStream):
         try:
             await self._inner.aclose()
         finally:
-            report_attempt(self._attempt, self._outcome)
+            report_attempt(self._attempt, self._verdict.outcome)

@@ -21,10 +21,9 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
-
 from ..core.call import Call, Send
 from ..errors import ClientClosed
+from ..io.sender import Answer
 from .sender import CancelToken, cancellable
 
 __all__ = ["HedgeRunner"]
@@ -32,7 +31,7 @@ __all__ = ["HedgeRunner"]
 _WORKERS = 32
 """Attempts racing at once across the client; more wait for a worker."""
 
-Result = httpx.Response | BaseException
+Result = Answer | BaseException
 
 
 class HedgeRunner:
@@ -51,11 +50,9 @@ class HedgeRunner:
                 self._executor = ThreadPoolExecutor(_WORKERS, "headlesslb-hedge")
             return self._executor
 
-    def race(
-        self, call: Call, step: Send, send: Callable[[Send], httpx.Response]
-    ) -> httpx.Response:
+    def race(self, call: Call, step: Send, send: Callable[[Send], Answer]) -> Answer:
         """``step``, and a hedge if the core sends one after ``step.hedge_after``; the first
-        to finish wins (its response, or its transport error raised)."""
+        to finish wins (its response and verdict, or its transport error raised)."""
         assert step.hedge_after is not None
         executor = self._pool()
         results: queue.SimpleQueue[tuple[Send, Result]] = queue.SimpleQueue()
@@ -120,5 +117,6 @@ class HedgeRunner:
 
 
 def _drop(result: Result) -> None:
-    if isinstance(result, httpx.Response):
-        result.close()  # unread: its connection is closed, not reused half-read
+    if not isinstance(result, BaseException):
+        response, _ = result
+        response.close()  # unread: its connection is closed, not reused half-read

@@ -21,10 +21,18 @@ import httpcore
 import httpx
 
 from ..core import forksafe
-from ..core.pool import Attempt, Outcome, response_outcome
+from ..core.call import Send
+from ..core.pool import Attempt, Outcome
+from ..core.retry import ANSWERED, RetryPolicy, Verdict
 from ..errors import ClientClosed
 from ..io.outcomes import classify, httpx_error
-from ..io.sender import pod_request, report_attempt, transport_request
+from ..io.sender import (
+    Answer,
+    pod_request,
+    report_attempt,
+    transport_answer,
+    transport_request,
+)
 
 __all__ = ["CancelToken", "SyncPodSender", "SyncSender", "SyncTransportSender", "cancellable"]
 
@@ -33,6 +41,21 @@ Address = tuple[str, int]
 
 class SyncSender(Protocol):
     """What the sync shell sends attempts with."""
+
+    def send_attempt(
+        self,
+        request: httpx.Request,
+        step: Send,
+        policy: RetryPolicy,
+        *,
+        scheme: bytes,
+        sni: str | None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> Answer:
+        """Send the attempt ``step`` (its Pod, pool attempt and per-try timeout): the response
+        and its verdict by ``policy``, whose outcome the body reports to the pool attempt when
+        it ends (a failed send is the caller's to report)."""
+        ...
 
     def send_to(
         self,
@@ -44,9 +67,8 @@ class SyncSender(Protocol):
         sni: str | None,
         headers: list[tuple[bytes, bytes]] | None = None,
         connect_timeout: float | None = None,
-        attempt: Attempt | None = None,
     ) -> httpx.Response:
-        """Send ``request`` to ``host:port``; the response body reports to ``attempt``."""
+        """Send ``request`` to ``host:port`` with no attempt to report (the fallback)."""
         ...
 
     def retire(self, keep: set[Address]) -> None:
@@ -100,6 +122,26 @@ class SyncPodSender:
         )
         return pool
 
+    def send_attempt(
+        self,
+        request: httpx.Request,
+        step: Send,
+        policy: RetryPolicy,
+        *,
+        scheme: bytes,
+        sni: str | None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> Answer:
+        """Send the attempt ``step`` (its Pod, pool attempt and per-try timeout; see
+        :meth:`send_to`): the response and its verdict by ``policy``, whose outcome the body
+        reports to the pool attempt when it ends (a failed send is the caller's to report)."""
+        endpoint = step.state.endpoint
+        response, body = self._send(
+            request, endpoint.ip, endpoint.port, scheme, sni, headers, step.timeout, step.attempt
+        )
+        body.verdict = verdict = policy.judge(response.status_code, response.headers)
+        return response, verdict
+
     def send_to(
         self,
         request: httpx.Request,
@@ -110,11 +152,24 @@ class SyncPodSender:
         sni: str | None,
         headers: list[tuple[bytes, bytes]] | None = None,
         connect_timeout: float | None = None,
-        attempt: Attempt | None = None,
     ) -> httpx.Response:
-        """Send ``request`` to ``host:port`` (see :meth:`headlesslb.io.sender.PodSender.send_to`);
-        ``connect_timeout`` caps every timeout of the attempt (a blocking send cannot be
-        cancelled from outside)."""
+        """Send ``request`` to ``host:port`` with no attempt to report (the fallback; see
+        :meth:`headlesslb.io.sender.PodSender.send_to`); ``connect_timeout`` caps every timeout
+        of the attempt (a blocking send cannot be cancelled from outside)."""
+        response, _ = self._send(request, host, port, scheme, sni, headers, connect_timeout, None)
+        return response
+
+    def _send(
+        self,
+        request: httpx.Request,
+        host: str,
+        port: int,
+        scheme: bytes,
+        sni: str | None,
+        headers: list[tuple[bytes, bytes]] | None,
+        connect_timeout: float | None,
+        attempt: Attempt | None,
+    ) -> tuple[httpx.Response, _PodStream]:
         core_request = pod_request(
             request,
             host,
@@ -141,19 +196,14 @@ class SyncPodSender:
             if mapped is None:
                 raise
             raise mapped from exc
-        status = core_response.status
-        return httpx.Response(
-            status_code=status,
+        body = _PodStream(self, address, core_response.stream, attempt)
+        response = httpx.Response(
+            status_code=core_response.status,
             headers=core_response.headers,
-            stream=_PodStream(
-                self,
-                address,
-                core_response.stream,
-                attempt,
-                response_outcome(status, core_response.headers),
-            ),
+            stream=body,
             extensions=core_response.extensions,
         )
+        return response, body
 
     def _release(self, address: Address) -> None:
         with self._lock:
@@ -404,25 +454,21 @@ def _capped(extensions: MutableMapping[str, Any], seconds: float) -> dict[str, A
 
 
 class _PodStream(httpx.SyncByteStream):
-    """A blocking response body: errors mapped, the request counted until close, the attempt
-    reported exactly once when the body ends."""
+    """A blocking response body: errors mapped, the request counted until close, the attempt's
+    outcome (its verdict's) reported exactly once when the body ends."""
 
-    __slots__ = ("_address", "_attempt", "_inner", "_open", "_outcome", "_sender")
+    __slots__ = ("_address", "_attempt", "_inner", "_open", "_sender", "verdict")
 
     def __init__(
-        self,
-        sender: SyncPodSender,
-        address: Address,
-        inner: Any,
-        attempt: Attempt | None,
-        outcome: Outcome,
+        self, sender: SyncPodSender, address: Address, inner: Any, attempt: Attempt | None
     ) -> None:
         self._sender = sender
         self._address = address
         self._inner = inner
         self._attempt = attempt
-        self._outcome = outcome
         self._open = True
+        self.verdict = ANSWERED
+        """What the response means, set by the sender once judged (with no attempt, unused)."""
 
     # Errors are mapped in except clauses, free until one is raised: a with block would cost
     # two calls per use, and every request reads and closes one body.
@@ -432,10 +478,10 @@ class _PodStream(httpx.SyncByteStream):
         except BaseException as exc:
             mapped = httpx_error(exc)
             if mapped is not None:
-                report_attempt(self._attempt, classify(mapped)[1])
+                report_attempt(self._attempt, classify(mapped).outcome)
                 raise mapped from exc
             if isinstance(exc, httpx.TransportError):
-                report_attempt(self._attempt, classify(exc)[1])
+                report_attempt(self._attempt, classify(exc).outcome)
             else:
                 report_attempt(self._attempt, Outcome.CANCELLED)
             raise
@@ -452,7 +498,7 @@ class _PodStream(httpx.SyncByteStream):
                 raise
             raise mapped from exc
         finally:
-            report_attempt(self._attempt, self._outcome)
+            report_attempt(self._attempt, self.verdict.outcome)
             self._sender._release(self._address)
 
 
@@ -464,6 +510,30 @@ class SyncTransportSender:
         self._transport = transport
         self._closed = False
 
+    def send_attempt(
+        self,
+        request: httpx.Request,
+        step: Send,
+        policy: RetryPolicy,
+        *,
+        scheme: bytes,
+        sni: str | None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> Answer:
+        """Send the attempt ``step`` through the transport: the response and its verdict by
+        ``policy``, whose outcome the body reports to the pool attempt when it ends."""
+        endpoint = step.state.endpoint
+        response = self.send_to(
+            request,
+            endpoint.ip,
+            endpoint.port,
+            scheme=scheme,
+            sni=sni,
+            headers=headers,
+            connect_timeout=step.timeout,
+        )
+        return transport_answer(response, step.attempt, policy, _ReportingStream)
+
     def send_to(
         self,
         request: httpx.Request,
@@ -474,19 +544,12 @@ class SyncTransportSender:
         sni: str | None,
         headers: list[tuple[bytes, bytes]] | None = None,
         connect_timeout: float | None = None,
-        attempt: Attempt | None = None,
     ) -> httpx.Response:
-        """Send through the transport; the body reports to ``attempt`` when it ends."""
+        """Send through the transport, with no attempt to report (the fallback)."""
         if self._closed:
             raise ClientClosed("the client was closed: nothing more is sent")
         outgoing = transport_request(request, host, port, scheme, sni, headers, connect_timeout)
-        response = self._transport.handle_request(outgoing)
-        if response.is_closed:  # built with content=/json=: read and closed already
-            report_attempt(attempt, response_outcome(response.status_code, response.headers.raw))
-        else:
-            outcome = response_outcome(response.status_code, response.headers.raw)
-            response.stream = _ReportingStream(response.stream, attempt, outcome)  # type: ignore[arg-type]
-        return response
+        return self._transport.handle_request(outgoing)
 
     def retire(self, keep: set[Address]) -> None:
         """Nothing to close: the transport owns its connections."""
@@ -501,18 +564,18 @@ class SyncTransportSender:
 
 
 class _ReportingStream(httpx.SyncByteStream):
-    def __init__(
-        self, inner: httpx.SyncByteStream, attempt: Attempt | None, outcome: Outcome
-    ) -> None:
+    """A body from a user's transport that reports its attempt's verdict when it ends."""
+
+    def __init__(self, inner: httpx.SyncByteStream, attempt: Attempt, verdict: Verdict) -> None:
         self._inner = inner
         self._attempt = attempt
-        self._outcome = outcome
+        self._verdict = verdict
 
     def __iter__(self) -> Iterator[bytes]:
         try:
             yield from self._inner
         except httpx.TransportError as exc:
-            report_attempt(self._attempt, classify(exc)[1])
+            report_attempt(self._attempt, classify(exc).outcome)
             raise
         except BaseException:
             report_attempt(self._attempt, Outcome.CANCELLED)
@@ -522,4 +585,4 @@ class _ReportingStream(httpx.SyncByteStream):
         try:
             self._inner.close()
         finally:
-            report_attempt(self._attempt, self._outcome)
+            report_attempt(self._attempt, self._verdict.outcome)

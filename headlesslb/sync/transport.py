@@ -44,7 +44,7 @@ from ..errors import ClientClosed, InvalidRequest, NotStarted
 from ..io import pauses
 from ..io.outcomes import classify
 from ..io.runtime import Runtime
-from ..io.sender import with_headers
+from ..io.sender import Answer, with_headers
 from ..io.shared import Lease, Leases
 from .hedging import HedgeRunner
 from .pool import LockedPool
@@ -306,18 +306,18 @@ class HeadlessTransport(httpx.BaseTransport):
                 assert isinstance(step, Send)
                 try:
                     if step.hedge_after is None:
-                        response = self._attempt(request, step, read_body)
+                        response, verdict = self._attempt(request, step, read_body)
                     else:
-                        response = self._hedging.race(
+                        response, verdict = self._hedging.race(
                             call, step, lambda send: self._attempt(request, send, read_body)
                         )
                 except httpx.TransportError as exc:
-                    step = call.failed(exc, *classify(exc))
+                    step = call.failed(exc, classify(exc))
                     continue
                 except BaseException:
                     call.abandon()
                     raise
-                step = call.responded(response.status_code, response.headers)
+                step = call.responded(response.status_code, verdict)
                 if type(step) is not Deliver:
                     response.close()  # a retried answer is dropped, its Pod reported
             elif kind is Deliver:
@@ -366,17 +366,14 @@ class HeadlessTransport(httpx.BaseTransport):
             with self._lock:
                 self._waits.discard(future)
 
-    def _attempt(self, request: httpx.Request, step: Send, read_body: bool) -> httpx.Response:
-        endpoint = step.state.endpoint
-        response = self._sender.send_to(
+    def _attempt(self, request: httpx.Request, step: Send, read_body: bool) -> Answer:
+        response, verdict = self._sender.send_attempt(
             request,
-            endpoint.ip,
-            endpoint.port,
+            step,
+            self._router.retry,
             scheme=self._raw_scheme,
             sni=self._sni,
             headers=with_headers(request.headers.raw, step.headers) if step.headers else None,
-            connect_timeout=step.timeout,
-            attempt=step.attempt,
         )
         if read_body:
             try:
@@ -384,7 +381,7 @@ class HeadlessTransport(httpx.BaseTransport):
             except BaseException:
                 response.close()  # httpx never gets this response: close it here
                 raise
-        return response
+        return response, verdict
 
     def _to_fallback(
         self,

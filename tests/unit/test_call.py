@@ -36,8 +36,8 @@ from headlesslb.core.hedge import HedgePolicy, Hedger
 from headlesslb.core.names import expand_service_name
 from headlesslb.core.options import RequestOptions
 from headlesslb.core.pickers import ConsistentHash, Ordinal, make_picker
-from headlesslb.core.pool import Attempt, Outcome, OutlierPolicy, Pool, outcome_for_status
-from headlesslb.core.retry import Failure, RetryBudget, RetryPolicy
+from headlesslb.core.pool import Attempt, Outcome, OutlierPolicy, Pool
+from headlesslb.core.retry import Failure, RetryBudget, RetryPolicy, Verdict
 from headlesslb.core.snapshot import EndpointState
 from headlesslb.errors import (
     ClientClosed,
@@ -275,7 +275,8 @@ def drive(
     """Play the shell: perform each step as scripted and report back, until Deliver or Fail."""
     actions = None if callable(script) else list(script)
     trace = Trace(call)
-    delivered: Attempt | None = None  # the response handed to the caller, closed at the end
+    # The response handed to the caller, closed at the end, and what its sender judged it.
+    delivered: tuple[Attempt, Verdict] | None = None
     step = call.first()
     for _ in range(100):
         trace.steps.append(step)
@@ -292,16 +293,17 @@ def drive(
                 clock.advance(action.seconds)
                 action = action.then
             if isinstance(action, int):
-                step = call.responded(action)
+                verdict = call.router.retry.judge(action, {})  # the sender's, at header time
+                step = call.responded(action, verdict)
                 if isinstance(step, Deliver):
-                    delivered = step_attempt(trace)
+                    delivered = step_attempt(trace), verdict
                 else:  # the shell closes an answer it does not deliver: its body reports
-                    trace.sends[-1].attempt.done(outcome_for_status(action))
+                    trace.sends[-1].attempt.done(verdict.outcome)
             else:
                 if action.in_body:
                     trace.sends[-1].attempt.done(action.outcome)
                 error = action.kind("scripted failure")
-                step = call.failed(error, action.failure, action.outcome)
+                step = call.failed(error, Verdict(action.outcome, action.failure))
         elif isinstance(step, Backoff):
             clock.advance(step.seconds)
             step = call.waited()
@@ -315,12 +317,18 @@ def drive(
                 step = call.fallback_failed(FALLBACK, fallback)
         elif isinstance(step, Deliver):
             if delivered is not None:  # the caller reads and closes what it got
-                delivered.done(outcome_for_status(call.attempts[-1].status or 200))
+                attempt, verdict = delivered
+                attempt.done(verdict.outcome)
             return trace
         else:
             assert isinstance(step, Fail)
             return trace
     raise AssertionError(f"the call did not end: {trace.steps[-5:]}")
+
+
+def respond(call: Call, status: int) -> Step:
+    """Play the shell for an answer: the core gets the verdict the sender made of it."""
+    return call.responded(status, call.router.retry.judge(status, {}))
 
 
 def step_attempt(trace: Trace) -> Attempt:
@@ -571,7 +579,7 @@ def test_backoff_past_the_deadline_fails_before_sending() -> None:
     call = env.start("GET")
     send = call.first()
     assert isinstance(send, Send)
-    step = call.responded(503)
+    step = respond(call, 503)
     send.attempt.done(Outcome.GATEWAY_ERROR)
     assert isinstance(step, Backoff)
     env.clock.advance(0.06)  # the shell slept; the deadline is gone
@@ -759,14 +767,14 @@ def test_pinned_pod_looked_up_again_after_a_refusal() -> None:
     assert isinstance(first, LookupPod) and not first.fresh
     send = call.found(answers["web-1"])
     assert isinstance(send, Send)
-    step = call.failed(httpx.ConnectError("refused"), Failure.NOT_SENT, Outcome.REFUSED)
+    step = call.failed(httpx.ConnectError("refused"), Verdict(Outcome.REFUSED, Failure.NOT_SENT))
     while isinstance(step, Backoff):
         step = call.waited()
     assert isinstance(step, LookupPod) and step.fresh and step.hostname == "web-1"
     moved = Endpoint("10.0.0.9", 80, "web-1", 1)  # the Pod came back at another address
     send = call.found(moved)
     assert isinstance(send, Send) and send.endpoint == moved
-    assert isinstance(call.responded(200), Deliver)
+    assert isinstance(respond(call, 200), Deliver)
     send.attempt.done(Outcome.SUCCESS)
     assert call.report()["endpoint"] == "10.0.0.9:80"
 
@@ -781,7 +789,7 @@ def test_pinned_pod_refusing_while_the_pool_empties_is_looked_up_again() -> None
     send = call.found(Endpoint("10.0.0.2", 8080, "web-1", 1))
     assert isinstance(send, Send)
     env.pool.update(Resolution((), 30))
-    step = call.failed(httpx.ConnectError("refused"), Failure.NOT_SENT, Outcome.REFUSED)
+    step = call.failed(httpx.ConnectError("refused"), Verdict(Outcome.REFUSED, Failure.NOT_SENT))
     while isinstance(step, Backoff):
         step = call.waited()
     assert isinstance(step, LookupPod) and step.fresh and step.port == 8080
@@ -885,13 +893,13 @@ def test_abandon_during_backoff_or_after_delivery_reports_nothing() -> None:
     call = env.start("GET")
     send = call.first()
     assert isinstance(send, Send)
-    step = call.responded(503)
+    step = respond(call, 503)
     send.attempt.done(Outcome.GATEWAY_ERROR)
     assert isinstance(step, Backoff)
     call.abandon()  # cancelled while sleeping: no attempt in flight
     second = call.waited()
     assert isinstance(second, Send)
-    assert isinstance(call.responded(200), Deliver)
+    assert isinstance(respond(call, 200), Deliver)
     call.abandon()  # the body reports, not the call
     second.attempt.done(Outcome.SUCCESS)
     assert env.pool.outcomes() == [Outcome.GATEWAY_ERROR, Outcome.SUCCESS]
@@ -925,7 +933,7 @@ def test_nothing_is_sent_after_the_router_closes() -> None:
     assert isinstance(step, Send)
     env.router.close()
     error = httpx.ReadError("connection closed by the client's own close")
-    failed = call.failed(error, Failure.MAYBE_PROCESSED, Outcome.RESET)
+    failed = call.failed(error, Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
     assert isinstance(failed, Fail) and failed.error is error  # not retried, not the fallback
     assert "closed" in notes(error)
     assert step.state.in_flight == 0
@@ -960,7 +968,7 @@ def test_hedge_goes_to_another_pod_and_the_winner_is_delivered() -> None:
     env.clock.advance(0.01)
     call.settle(second.attempt)  # the hedge answered first: the first attempt is cancelled
     assert first.attempt.finished and first.state.in_flight == 0
-    step = call.responded(200)
+    step = respond(call, 200)
     assert isinstance(step, Deliver)
     second.attempt.done(Outcome.SUCCESS)
     report = call.report()
@@ -981,7 +989,7 @@ def test_first_attempt_winning_cancels_the_hedge() -> None:
     assert second is not None
     call.settle(first.attempt)
     assert second.attempt.finished and second.state.in_flight == 0
-    assert isinstance(call.responded(200), Deliver)
+    assert isinstance(respond(call, 200), Deliver)
     first.attempt.done(Outcome.SUCCESS)
     assert call.report()["endpoint"] == first.endpoint.authority
 
@@ -993,9 +1001,9 @@ def test_a_failed_winner_is_retried_and_counts_the_cancelled_loser() -> None:
     assert isinstance(first, Send)
     assert call.hedge() is not None
     call.settle(first.attempt)
-    step = call.failed(httpx.ReadError("reset"), Failure.MAYBE_PROCESSED, Outcome.RESET)
+    step = call.failed(httpx.ReadError("reset"), Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
     assert isinstance(step, Send)  # attempt 3 of 3
-    assert isinstance(call.responded(200), Deliver)
+    assert isinstance(respond(call, 200), Deliver)
     step.attempt.done(Outcome.SUCCESS)
     assert len(call.attempts) == 3
 
@@ -1029,7 +1037,7 @@ def test_a_hedge_the_budget_refuses_is_not_sent() -> None:
     step = call.first()
     assert isinstance(step, Send) and step.hedge_after == 0.05
     assert call.hedge() is None
-    assert isinstance(call.responded(200), Deliver)
+    assert isinstance(respond(call, 200), Deliver)
     step.attempt.done(Outcome.SUCCESS)
     assert len(call.attempts) == 1
 
@@ -1047,7 +1055,7 @@ def test_no_hedge_once_the_deadline_has_passed_and_nothing_is_counted() -> None:
     assert call._other is None and call._hedges == 0
     assert clock_budget.try_withdraw()  # the token is still there (taken now: no retry)
     timeout = httpx.ReadTimeout("per-try timeout")
-    step = call.failed(timeout, Failure.MAYBE_PROCESSED, Outcome.TIMEOUT)
+    step = call.failed(timeout, Verdict(Outcome.TIMEOUT, Failure.MAYBE_PROCESSED))
     assert isinstance(step, Fail) and step.error is timeout
 
 
@@ -1064,7 +1072,7 @@ def test_a_keyed_hedge_goes_to_the_keys_next_owner_as_a_retry_does() -> None:
         owner = retried.first()
         assert isinstance(owner, Send) and owner.endpoint == first.endpoint
         reset = httpx.ReadError("reset")
-        retry = retried.failed(reset, Failure.MAYBE_PROCESSED, Outcome.RESET)
+        retry = retried.failed(reset, Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
         assert isinstance(retry, Send)
         assert hedge.endpoint == retry.endpoint, f"user-{n}"
         hedged.abandon()
@@ -1079,7 +1087,7 @@ def test_a_first_attempt_beaten_by_its_hedge_is_a_timeout_a_beaten_hedge_nothing
     slow = first.state
     assert env.pool.reports[-1] == (first.attempt, Outcome.TIMEOUT)
     assert slow.consecutive_failures == 1 and slow.ewma == pytest.approx(0.07)  # a lower bound
-    assert isinstance(call.responded(200), Deliver)
+    assert isinstance(respond(call, 200), Deliver)
     hedge.attempt.done(Outcome.SUCCESS)
     assert call.report()["attempts"][0] == {
         "endpoint": slow.endpoint.authority,
@@ -1102,7 +1110,7 @@ def test_a_first_attempt_beaten_by_its_hedge_is_a_timeout_a_beaten_hedge_nothing
     assert env.pool.reports[-1] == (hedge.attempt, Outcome.CANCELLED)
     assert (hedge.state.consecutive_failures, hedge.state.failures, hedge.state.ewma) == before
     assert other.attempts[-1].outcome is Outcome.CANCELLED
-    assert isinstance(other.responded(200), Deliver)
+    assert isinstance(respond(other, 200), Deliver)
     first.attempt.done(Outcome.SUCCESS)
 
 
@@ -1118,7 +1126,7 @@ def test_a_pod_whose_first_attempts_always_lose_to_hedges_is_ejected() -> None:
         hedge = call.hedge()
         assert hedge is not None
         call.settle(hedge.attempt)
-        assert isinstance(call.responded(200), Deliver)
+        assert isinstance(respond(call, 200), Deliver)
         hedge.attempt.done(Outcome.SUCCESS)
     assert silent is not None and silent.ejected_until is not None
     assert silent not in env.pool.snapshot.eligible
@@ -1130,6 +1138,6 @@ def test_a_race_cut_short_by_the_clients_close_counts_against_no_pod() -> None:
     env.router.close()  # the close breaks both; the hedge's error happens to come first
     call.settle(hedge.attempt)
     assert env.pool.reports[-1] == (first.attempt, Outcome.CANCELLED)
-    step = call.failed(httpx.ReadError("closed"), Failure.MAYBE_PROCESSED, Outcome.RESET)
+    step = call.failed(httpx.ReadError("closed"), Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
     assert isinstance(step, Fail)
     assert env.pool.outcomes()[-2:] == [Outcome.CANCELLED, Outcome.CANCELLED]

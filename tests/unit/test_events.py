@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from headlesslb.core.balancer import Balancer
-from headlesslb.core.call import Deliver, Fail, Router, Send, SendToFallback
+from headlesslb.core.call import Call, Deliver, Fail, Router, Send, SendToFallback, Step
 from headlesslb.core.clock import ManualClock
 from headlesslb.core.endpoint import Endpoint, Resolution
 from headlesslb.core.events import (
@@ -35,7 +35,7 @@ from headlesslb.core.names import expand_service_name
 from headlesslb.core.options import RequestOptions
 from headlesslb.core.pickers import ConsistentHash, Ordinal, make_picker
 from headlesslb.core.pool import Outcome, OutlierPolicy, Pool
-from headlesslb.core.retry import Failure, RetryBudget, RetryPolicy
+from headlesslb.core.retry import Failure, RetryBudget, RetryPolicy, Verdict
 from headlesslb.errors import ConfigurationError
 
 SERVICE = expand_service_name("web-hl.default")
@@ -90,6 +90,11 @@ def make(
         events=hub,
     )
     return clock, pool, router, recorder
+
+
+def respond(call: Call, status: int) -> Step:
+    """Play the shell for an answer: the core gets the verdict the sender made of it."""
+    return call.responded(status, call.router.retry.judge(status, {}))
 
 
 def test_membership_changes_name_who_joined_and_who_left() -> None:
@@ -149,10 +154,10 @@ def test_a_retry_shows_as_a_failed_attempt_then_a_resend() -> None:
     call = router.start("GET", RequestOptions(), replayable=True, url="http://web-hl/x")
     step = call.first()
     assert isinstance(step, Send)
-    step = call.failed(ConnectionError("boom"), Failure.NOT_SENT, Outcome.CONNECT_FAILURE)
+    step = call.failed(ConnectionError("boom"), Verdict(Outcome.CONNECT_FAILURE, Failure.NOT_SENT))
     assert isinstance(step, Send)
     step.attempt.done(Outcome.SUCCESS)
-    assert isinstance(call.responded(200), Deliver)
+    assert isinstance(respond(call, 200), Deliver)
     started = recorder.of(AttemptStarted)
     finished = recorder.of(AttemptFinished)
     assert [s.resend_count for s in started] == [0, 1]
@@ -184,7 +189,7 @@ def test_headers_an_observer_adds_go_with_that_attempt_only() -> None:
     step = call.first()
     assert isinstance(step, Send) and step.headers == (("traceparent", "attempt-0"),)
     step.attempt.done(Outcome.SUCCESS)
-    call.responded(200)
+    respond(call, 200)
 
 
 def test_no_attempt_events_when_no_observer_wants_them() -> None:
@@ -193,7 +198,7 @@ def test_no_attempt_events_when_no_observer_wants_them() -> None:
     step = call.first()
     assert isinstance(step, Send) and step.headers == ()
     step.attempt.done(Outcome.SUCCESS)
-    call.responded(200)
+    respond(call, 200)
     assert not recorder.of(AttemptStarted) and not recorder.of(AttemptFinished)
 
 
@@ -215,7 +220,7 @@ def test_fallback_engages_once_and_leaves_when_a_pod_answers() -> None:
         step = call.first()
         assert isinstance(step, Send)
         step.attempt.done(Outcome.SUCCESS)
-        call.responded(200)
+        respond(call, 200)
     assert len(recorder.of(FallbackLeft)) == 1
 
 
@@ -226,7 +231,7 @@ def test_budget_exhaustion_marks_the_first_denial_of_a_streak() -> None:
         step = call.first()
         assert isinstance(step, Send)
         step.attempt.done(Outcome.SUCCESS)
-        assert isinstance(call.responded(503), Deliver)
+        assert isinstance(respond(call, 503), Deliver)
     denials = recorder.of(RetryBudgetExhausted)
     assert [d.first for d in denials] == [True, False, False]
     assert not recorder.of(RetryScheduled)
@@ -255,7 +260,7 @@ def test_an_observer_that_raises_is_logged_and_the_request_goes_on(
         step = call.first()
         assert isinstance(step, Send)
         step.attempt.done(Outcome.SUCCESS)
-        assert isinstance(call.responded(200), Deliver)
+        assert isinstance(respond(call, 200), Deliver)
     assert any("observer bug" in (r.exc_text or "") for r in caplog.records)
 
 

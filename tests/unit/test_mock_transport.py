@@ -16,13 +16,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import httpx
 import pytest
 
 import headlesslb.sync
-from headlesslb import Endpoint, HeadlessClient, RefreshPolicy
+from headlesslb import Endpoint, EndpointStatus, HeadlessClient, RefreshPolicy, RetryPolicy
+from headlesslb.core.retry import Verdict
 from headlesslb.errors import DiscoveryError
 from headlesslb.testing import StaticDiscovery
 from headlesslb.testing.static import parse_endpoint
@@ -272,6 +273,85 @@ def test_sync_mocked_attempts_are_reported(answer: Callable[[str], httpx.Respons
         statuses = {e.ip: e for e in c.endpoints()}
     assert all(e.in_flight == 0 for e in statuses.values()), statuses
     assert statuses["10.0.0.1"].failures >= 1
+
+
+# -- one verdict per response: the pool and the call core agree ----------------------------------
+ONE_TRY = RetryPolicy(max_attempts=1, max_hold_off=5.0)
+
+
+def _overloaded(streamed: bool) -> Handler:
+    """web-0 rejects (503, Retry-After past the cap), web-1 is unwell (503), web-2 answers."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        ip = request.url.host
+        status = 200 if ip == "10.0.0.3" else 503
+        headers = {"Retry-After": "3600"} if ip == "10.0.0.1" else {}
+        if streamed:
+            return httpx.Response(status, headers=headers, stream=httpx.ByteStream(b"x"))
+        return httpx.Response(status, headers=headers, text="x")
+
+    return handler
+
+
+@pytest.fixture
+def judged(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The statuses :meth:`RetryPolicy.judge` is asked about, in order."""
+    seen: list[int] = []
+    judge = RetryPolicy.judge
+
+    def counting(policy: RetryPolicy, status: int, headers: Mapping[str, str]) -> Verdict:
+        seen.append(status)
+        return judge(policy, status, headers)
+
+    monkeypatch.setattr(RetryPolicy, "judge", counting)
+    return seen
+
+
+def _agreed(pods: list[EndpointStatus], judged: list[int], sent: float, answered: float) -> None:
+    """Each response was judged once, and its one verdict went both ways: the rejection counts
+    for neither failure nor latency in the pool and holds its Pod off (capped) in the core; the
+    plain 503 is a failure and holds nothing off."""
+    assert judged == [503, 503, 200]
+    rejecter, unwell, well = sorted(pods, key=lambda e: e.ip)
+    assert all(e.in_flight == 0 and e.requests == 1 for e in pods)
+    assert rejecter.failures == 0 and rejecter.ewma_latency is None
+    assert rejecter.held_off_until is not None
+    assert sent + 5.0 <= rejecter.held_off_until <= answered + 5.0
+    assert unwell.failures == 1 and unwell.held_off_until is None
+    assert well.failures == 0 and well.held_off_until is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed-body", "content-body"])
+async def test_one_verdict_per_response_counts_in_the_pool_and_holds_off_in_the_core(
+    streamed: bool, judged: list[int]
+) -> None:
+    transport = httpx.MockTransport(_overloaded(streamed))
+    async with HeadlessClient(
+        "web-hl.default", discovery=StaticDiscovery(PODS), pod_transport=transport, retry=ONE_TRY
+    ) as c:
+        sent = time.monotonic()
+        statuses = [(await c.get("/", ordinal=n)).status_code for n in range(3)]
+        answered = time.monotonic()
+        assert statuses == [503, 503, 200]
+        pods = c.endpoints()
+    _agreed(pods, judged, sent, answered)
+
+
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed-body", "content-body"])
+def test_sync_one_verdict_per_response_counts_in_the_pool_and_holds_off_in_the_core(
+    streamed: bool, judged: list[int]
+) -> None:
+    transport = httpx.MockTransport(_overloaded(streamed))
+    with headlesslb.sync.HeadlessClient(
+        "web-hl.default", discovery=StaticDiscovery(PODS), pod_transport=transport, retry=ONE_TRY
+    ) as c:
+        sent = time.monotonic()
+        statuses = [c.get("/", ordinal=n).status_code for n in range(3)]
+        answered = time.monotonic()
+        assert statuses == [503, 503, 200]
+        pods = c.endpoints()
+    _agreed(pods, judged, sent, answered)
 
 
 # -- StaticDiscovery itself ----------------------------------------------------------------------

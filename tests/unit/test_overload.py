@@ -3,9 +3,11 @@ start and bounded-load hashing. Injected ManualClock and seeded rng, no sockets.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 
+import httpx
 import pytest
 
 from headlesslb.assembly import assemble
@@ -17,8 +19,8 @@ from headlesslb.core.names import expand_service_name
 from headlesslb.core.options import RequestOptions
 from headlesslb.core.pickers import ConsistentHash, Ordinal, SlowStart, make_picker
 from headlesslb.core.pickers.base import PickContext
-from headlesslb.core.pool import Outcome, OutlierPolicy, Pool, outcome_for_status, response_outcome
-from headlesslb.core.retry import RetryPolicy, rejection, retry_after_seconds
+from headlesslb.core.pool import Outcome, OutlierPolicy, Pool
+from headlesslb.core.retry import Failure, RetryPolicy, Verdict, retry_after_seconds
 from headlesslb.core.throttle import AdaptiveThrottle, Throttle
 from headlesslb.errors import ConfigurationError, Throttled
 
@@ -60,22 +62,70 @@ def make(
 
 
 def answer(call: Call, step: Step, status: int, headers: dict[str, str] | None = None) -> Step:
-    """Play the shell: the Pod of ``step`` answers; its body ends (reporting) first."""
+    """Play the shell: the Pod of ``step`` answers; the sender judges the answer once, its body
+    ends (reporting the verdict's outcome) first, and the core decides on the same verdict."""
     assert isinstance(step, Send)
-    step.attempt.done(
-        response_outcome(status, [(k.encode(), v.encode()) for k, v in (headers or {}).items()])
-    )
-    return call.responded(status, headers or {})
+    verdict = call.router.retry.judge(status, headers or {})
+    step.attempt.done(verdict.outcome)
+    return call.responded(status, verdict)
 
 
 # -- rejections ----------------------------------------------------------------------------------
-def test_429_and_503_with_retry_after_are_rejections_plain_503_is_not() -> None:
-    assert rejection(429, {})
-    assert rejection(503, RETRY_AFTER_2)
-    assert not rejection(503, {})
-    assert outcome_for_status(429) is Outcome.REJECTED
-    assert response_outcome(503, [(b"Retry-After", b"1")]) is Outcome.REJECTED
-    assert response_outcome(503, []) is Outcome.GATEWAY_ERROR
+DEFAULT = RetryPolicy()  # retries 502, 503, 504; holds off 1 s, at most 10 s
+ONLY_502 = RetryPolicy(retry_statuses=frozenset({502}))
+ALSO_500 = RetryPolicy(retry_statuses=frozenset({500, 502, 503, 504}))
+ALSO_429 = RetryPolicy(retry_statuses=frozenset({429, 503}))
+EVERY_5XX = RetryPolicy(retry_statuses=range(500, 600))
+NO_HOLD_OFF = RetryPolicy(max_hold_off=0)
+REJECTED = Outcome.REJECTED, Failure.REJECTED
+UNWELL = Outcome.GATEWAY_ERROR
+RETRIED = Failure.RETRYABLE_STATUS
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "policy", "outcome", "failure", "hold_off"),
+    [
+        (200, None, DEFAULT, Outcome.SUCCESS, None, 0.0),
+        (404, None, DEFAULT, Outcome.SUCCESS, None, 0.0),
+        (200, "5", DEFAULT, Outcome.SUCCESS, None, 0.0),  # only 429 and 503 may reject
+        (500, None, DEFAULT, Outcome.SUCCESS, None, 0.0),
+        (500, None, ALSO_500, Outcome.SUCCESS, RETRIED, 0.0),  # retried, yet the Pod is well
+        (500, None, EVERY_5XX, Outcome.SUCCESS, RETRIED, 0.0),
+        (502, None, DEFAULT, UNWELL, RETRIED, 0.0),
+        (502, "5", DEFAULT, UNWELL, RETRIED, 0.0),
+        (503, None, DEFAULT, UNWELL, RETRIED, 0.0),
+        (503, None, ONLY_502, UNWELL, None, 0.0),  # unwell, but not retried
+        (504, None, ONLY_502, UNWELL, None, 0.0),
+        (504, None, EVERY_5XX, UNWELL, RETRIED, 0.0),
+        (503, "2", DEFAULT, *REJECTED, 2.0),
+        (503, "2", ONLY_502, *REJECTED, 2.0),  # a rejection whatever the retried statuses
+        (503, "soon", DEFAULT, *REJECTED, 1.0),  # unusable: RetryPolicy.hold_off
+        (503, "3600", DEFAULT, *REJECTED, 10.0),  # bounded by RetryPolicy.max_hold_off
+        (429, None, DEFAULT, *REJECTED, 1.0),
+        (429, "2", DEFAULT, *REJECTED, 2.0),
+        (429, "2", ALSO_429, *REJECTED, 2.0),  # a rejection before a retryable status
+        (429, "2", NO_HOLD_OFF, *REJECTED, 0.0),  # still a rejection, with no hold-off
+        (503, "2", NO_HOLD_OFF, *REJECTED, 0.0),
+    ],
+)
+def test_a_response_is_judged_by_status_retry_after_and_policy(
+    status: int,
+    retry_after: str | None,
+    policy: RetryPolicy,
+    outcome: Outcome,
+    failure: Failure | None,
+    hold_off: float,
+) -> None:
+    headers = (
+        httpx.Headers() if retry_after is None else httpx.Headers({"Retry-After": retry_after})
+    )
+    assert policy.judge(status, headers) == Verdict(outcome, failure, hold_off)
+
+
+def test_a_verdict_is_immutable() -> None:
+    verdict = DEFAULT.judge(503, RETRY_AFTER_2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        verdict.hold_off = 0.0  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 
 from headlesslb.core.clock import ManualClock
 from headlesslb.core.endpoint import Endpoint, Resolution
-from headlesslb.core.pool import Outcome, OutlierPolicy, Pool, outcome_for_status
+from headlesslb.core.pool import Outcome, OutlierPolicy, Pool
 from headlesslb.errors import ConfigurationError
 
 
@@ -139,12 +139,6 @@ def test_health_verdicts_rebuild_snapshot() -> None:
     assert not pool.statuses()[0].healthy
     pool.set_health(key, True)
     assert len(pool.snapshot.eligible) == 2
-
-
-def test_outcome_for_status() -> None:
-    assert outcome_for_status(503) is Outcome.GATEWAY_ERROR
-    assert outcome_for_status(500) is Outcome.SUCCESS
-    assert outcome_for_status(200) is Outcome.SUCCESS
 
 
 @pytest.mark.parametrize(

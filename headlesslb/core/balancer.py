@@ -57,6 +57,15 @@ class Balancer:
             else:
                 warm(snapshot)
 
+    def forked(self) -> None:
+        """In a child after fork(): each factory's optional ``forked()`` renews what the
+        parent's threads may have held (``ConsistentHash``: its lock, taken for a whole table
+        build). Idempotent: a factory several clients share hears it once per client."""
+        for factory in self._factories:
+            renew = getattr(factory, "forked", None)
+            if callable(renew):
+                renew()
+
     def _install(self, snapshot: Snapshot) -> list[Picker | None]:
         in_use = self._installed[1]
         pickers: list[Picker | None] = [None, None, None]

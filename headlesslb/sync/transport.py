@@ -230,6 +230,7 @@ class HeadlessTransport(httpx.BaseTransport):
         pool = self.pool
         if isinstance(pool, LockedPool):
             pool.forked()
+        self.balancer.forked()
         self.parts.pinned.clear()
         if self.fallback is not None:
             self.fallback.forget()

@@ -31,12 +31,15 @@ import httpx
 import pytest
 
 from headlesslb import NotStarted
+from headlesslb.core.balancer import Balancer
+from headlesslb.core.snapshot import Snapshot
 from headlesslb.sync import HeadlessClient
 from headlesslb.testing import LocalCluster
 
 from .helpers import established_connections
 
 PODS = ["web-0", "web-1", "web-2"]
+KEYS = [f"user-{i}" for i in range(20)]
 CHILD_TIMEOUT = 20.0
 """Longest the parent waits for one message from the child (it takes well under a second)."""
 
@@ -59,6 +62,14 @@ def served(client: HeadlessClient, n: int) -> collections.Counter[str]:
         assert response.status_code == 200, response.text
         counts[response.json()["pod"]] += 1
     return counts
+
+
+def served_by(client: HeadlessClient, key: str) -> str:
+    """The Pod that answered a GET with ``key``."""
+    response = client.get("/", key=key)
+    assert response.status_code == 200, response.text
+    pod: str = response.json()["pod"]
+    return pod
 
 
 def round_robin(counts: collections.Counter[str]) -> bool:
@@ -380,3 +391,39 @@ def test_close_from_another_thread_fails_the_request_in_flight(cluster: LocalClu
         assert sum(cluster.requests_served(p) for p in PODS) == 1
     finally:
         client.close()
+
+
+def test_a_child_forked_during_a_table_build_serves_keyed_requests(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The discovery thread builds the first Maglev table holding the sharding factory's lock;
+    # its pause stops it there (in the parent only) while the main thread forks.
+    parent = os.getpid()
+    building, release = threading.Event(), threading.Event()
+    prepare = Balancer.prepare
+
+    def stop_here() -> None:
+        if os.getpid() == parent and not release.is_set():
+            building.set()
+            release.wait(CHILD_TIMEOUT)
+
+    def paused(self: Balancer, snapshot: Snapshot, pause: Any = None) -> None:
+        prepare(self, snapshot, stop_here)
+
+    monkeypatch.setattr(Balancer, "prepare", paused)  # bound when the runtime is made
+    with sync_client(cluster) as client:
+        assert building.wait(CHILD_TIMEOUT), "the table build never paused"
+
+        def child_body(channel: Channel) -> dict[str, Any]:
+            return {key: served_by(client, key) for key in KEYS}
+
+        try:
+            with forked(child_body) as child:
+                # A child stuck on the inherited lock never answers: killed, and the test fails.
+                pods = child.result(timeout=5.0)
+        finally:
+            release.set()
+        assert child.exitcode == 0
+        assert set(pods.values()) <= set(PODS)
+        # The parent's build goes on, and its keys go where the child's went.
+        assert {key: served_by(client, key) for key in pods} == pods

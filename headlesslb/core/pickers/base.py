@@ -49,7 +49,9 @@ class PickerFactory(Protocol):
 
     A factory with slow work to do per membership (a hash table) may also have a
     ``prepare(snapshot) -> None`` method: ``Balancer.prepare`` runs it in a worker thread after
-    membership changes, so that ``build`` stays cheap on the event loop.
+    membership changes, so that ``build`` stays cheap on the event loop. One holding locks may
+    have a ``forked() -> None`` method, which the sync client calls in a child after fork() (a
+    lock the parent's threads held is held for ever there), once per client that uses it.
     """
 
     name: str

@@ -367,6 +367,11 @@ class ConsistentHash:
         if self.over == "endpoint" and snapshot.table_members:
             self._ensure(snapshot.table_members, pause)
 
+    def forked(self) -> None:
+        """In a child after fork(): a new lock. A build the parent's thread ran holding the old
+        one never ends here, so that lock would stay taken for ever."""
+        self._lock = threading.Lock()
+
     def build(self, snapshot: Snapshot) -> Picker:
         """A picker for ``snapshot``; builds a table inline only if none exists yet. With a
         ``balance_factor`` the picker bounds each owner's load at pick time."""

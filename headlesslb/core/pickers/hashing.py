@@ -35,7 +35,11 @@ as the owner is eligible again (nothing is rebuilt on health changes):
 
 - Maglev walks the table forward (wrapping) from the key's slot to the first slot whose owner is
   eligible and not excluded. Consecutive slots belong to unrelated members, so an ejected member's
-  keys spread over all the others instead of piling onto one neighbour.
+  keys spread over all the others instead of piling onto one neighbour. When no member of the
+  table may take the key, it goes to an eligible Pod outside the table, by a jump over the
+  eligible Pods in (ip, port) order as below: with ``subset=``, the table covers the client's N
+  core Pods whatever their health, and when all N are held off or ejected the ring's
+  replacements take their keys instead of every keyed request failing.
 - Jump re-jumps with the key re-hashed, ``jump(mix64(h + i), N)`` for i = 1 … 8, which again
   spreads the keys evenly; should all of those miss (a bucket with no eligible Pod: absent,
   ejected, excluded, or a gap), it jumps over the list of eligible Pods sorted by ordinal,
@@ -66,7 +70,7 @@ membership replaced at once), done by the first keyed pick that sees it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Set
+from collections.abc import Callable, Iterable, Sequence, Set
 from typing import Literal
 
 from ...errors import ConfigurationError
@@ -165,32 +169,31 @@ class MaglevPicker:
         exclude = ctx.exclude
         if (self._all_ok or state in self._ok) and (not exclude or state.key not in exclude):
             return state
-        return self._fallover(slot, exclude)
+        return self._fallover(slot, h, exclude)
 
     def owner(self, key: str | bytes | int) -> EndpointState:
         """The table owner of ``key``, eligible or not (for tests and diagnostics)."""
         return self._entries[key_hash(key) % self._size]
 
-    def _fallover(self, slot: int, excluded: Set[tuple[str, int]]) -> EndpointState | None:
+    def _fallover(self, slot: int, h: int, excluded: Set[tuple[str, int]]) -> EndpointState | None:
         ok = self._ok
-        if not ok:
-            return None
         # Walking the whole table to find nobody would cost ~10 ms at 1,000 members.
-        if len(excluded) >= len(ok) and all(s.key in excluded for s in ok):
-            return None
-        entries = self._entries
-        size = self._size
-        all_ok = self._all_ok
-        i = slot
-        # Every member owns at least one slot (M >= N, members take turns), so this terminates.
-        for _ in range(size):
-            i += 1
-            if i == size:
-                i = 0
-            state = entries[i]
-            if (all_ok or state in ok) and state.key not in excluded:
-                return state
-        return None
+        if ok and not (len(excluded) >= len(ok) and all(s.key in excluded for s in ok)):
+            entries = self._entries
+            size = self._size
+            all_ok = self._all_ok
+            i = slot
+            # Every member owns a slot (M >= N, members take turns): this finds one in ok.
+            for _ in range(size):
+                i += 1
+                if i == size:
+                    i = 0
+                state = entries[i]
+                if (all_ok or state in ok) and state.key not in excluded:
+                    return state
+        # No member of the table may take the key; eligible Pods outside it may (a subset's
+        # replacements for its held-off or ejected core, Pods that joined since the build).
+        return _jump_among(self._snapshot.eligible, h, excluded)
 
     def _catch_up(self) -> None:
         factory = self._factory
@@ -290,15 +293,22 @@ class JumpPicker:
             state = owners.get(jump_hash(mix64(h + i), n))
             if state is not None and state.key not in excluded:
                 return state
-        eligible = self._eligible
-        count = len(eligible)
-        if not count or (len(excluded) >= count and all(s.key in excluded for s in eligible)):
-            return None
-        # Every step past an excluded Pod is one fewer left to exclude: at most len(excluded) + 1.
-        i = jump_hash(mix64(h + _REJUMPS + 1), count)
-        while eligible[i].key in excluded:
-            i = i + 1 if i + 1 < count else 0
-        return eligible[i]
+        return _jump_among(self._eligible, h, excluded)
+
+
+def _jump_among(
+    candidates: Sequence[EndpointState], h: int, excluded: Set[tuple[str, int]]
+) -> EndpointState | None:
+    """The last resort of both pickers for key hash ``h``: jump over ``candidates`` (in an order
+    every client agrees on), stepping on past excluded ones; None if all are excluded."""
+    count = len(candidates)
+    if not count or (len(excluded) >= count and all(s.key in excluded for s in candidates)):
+        return None
+    # Every step past an excluded Pod is one fewer left to exclude: at most len(excluded) + 1.
+    i = jump_hash(mix64(h + _REJUMPS + 1), count)
+    while candidates[i].key in excluded:
+        i = i + 1 if i + 1 < count else 0
+    return candidates[i]
 
 
 class _NoMembers:

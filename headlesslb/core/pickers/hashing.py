@@ -52,19 +52,27 @@ as the owner is eligible again (nothing is rebuilt on health changes):
 and ~40-50 ms at 1,000 (M = 102,407).
 The table depends on membership alone and is kept as long as the snapshot's members are the same
 objects (``membership_version`` moves on hostname changes too, which Maglev does not care about).
-A rebuild happens only in :meth:`ConsistentHash.prepare`, which the I/O shell runs in a worker
-thread after a membership change (``anyio.to_thread.run_sync(balancer.prepare, snapshot)``). The
-new table is built in locals and published with one attribute assignment, so a picker on the loop
-sees either the old table or the complete new one, never a half-built one.
+The I/O shells run :meth:`ConsistentHash.prepare` in a worker thread when they start (over the
+pool they start with, usually empty) and after every membership change
+(``anyio.to_thread.run_sync(balancer.prepare, snapshot)``, every configured factory, used yet or
+not). The new table is built in locals, holding the factory's lock, and published with one
+attribute assignment, so a picker on the loop sees either the old table or the complete new one,
+never a half-built one.
 
-:meth:`ConsistentHash.build` (which may run on the loop) never builds a table when one exists:
-until the new table is published, the picker for the new snapshot serves from the previous table —
-members that left count as ineligible (fallover), members that joined own no keys yet — and it
-switches itself to the new table on its first pick after publication. The first table too is
-built in that worker thread, from the first membership on (``Balancer.prepare`` prepares every
-configured factory, used yet or not), so no keyed request builds one inline; the exception is the
-rare build whose previous table shares no eligible member with the new snapshot (the whole
-membership replaced at once), done by the first keyed pick that sees it.
+Once :meth:`~ConsistentHash.prepare` has been called, :meth:`~ConsistentHash.build` (on the
+event loop, or in a sync client's request thread) neither builds a table nor takes that lock, so
+no request waits for a build. Until the new membership's table is published its picker serves
+from the previous table — members that left count as ineligible (fallover), members that joined
+own no keys yet — and where that table has nobody for a key (none of its members left eligible:
+the whole membership replaced, as a blue/green selector switch or a Recreate rollout does), or
+there is no table yet, by the jump over the eligible Pods in (ip, port) order that is every
+table's last resort: deterministic, so clients in the same state agree. It switches itself to
+the new table on its first pick after publication. A factory nobody prepares (the pure core used
+on its own) builds each new membership's table in ``build`` instead.
+
+**fork().** A child forked while the parent's thread was building holds a copy of the taken
+lock, which nothing there will release: the sync client's fork hook calls
+:meth:`ConsistentHash.forked` for a new one, and the child's discovery builds the table again.
 """
 
 from __future__ import annotations
@@ -105,7 +113,7 @@ def identity(state: EndpointState) -> str:
     return f"{ip}:{port}"
 
 
-def _hash_other(key: object) -> int:
+def _hash_key(key: object) -> int:
     if key is None:
         raise TypeError("the sharding picker needs ctx.key")
     return key_hash(key)  # type: ignore[arg-type]  # key_hash rejects other types itself
@@ -163,7 +171,7 @@ class MaglevPicker:
             hasher.update(key.encode())
             h = _from_bytes(hasher.digest(), "big")
         else:
-            h = _hash_other(key)
+            h = _hash_key(key)
         slot = h % self._size
         state = self._entries[slot]
         exclude = ctx.exclude
@@ -267,7 +275,7 @@ class JumpPicker:
             hasher.update(key.encode())
             h = _from_bytes(hasher.digest(), "big")
         else:
-            h = _hash_other(key)
+            h = _hash_key(key)
         # jump_hash inlined: a call is ~10 % of the pick.
         k = h
         b = -1
@@ -309,6 +317,28 @@ def _jump_among(
     while candidates[i].key in excluded:
         i = i + 1 if i + 1 < count else 0
     return candidates[i]
+
+
+class _Unbuilt:
+    """The picker of a membership whose first table is still being built off the request path:
+    keys jump over the eligible Pods (a table's own last resort), and from the first pick after
+    a table is published, the picker of that table serves instead."""
+
+    __slots__ = ("_factory", "_picker", "_snapshot")
+
+    def __init__(self, snapshot: Snapshot, factory: ConsistentHash) -> None:
+        self._snapshot = snapshot
+        self._factory = factory
+        self._picker: Picker | None = None
+
+    def pick(self, ctx: PickContext) -> EndpointState | None:
+        """The jump over the eligible Pods, or the published table's pick."""
+        picker = self._picker
+        if picker is None:
+            if self._factory._table is None:
+                return _jump_among(self._snapshot.eligible, _hash_key(ctx.key), ctx.exclude)
+            picker = self._picker = self._factory._build(self._snapshot)
+        return picker.pick(ctx)
 
 
 class _NoMembers:
@@ -366,14 +396,19 @@ class ConsistentHash:
         self.table_size = table_size
         self._table: _Table | None = None
         self._lock = threading.Lock()
+        self._prepared = False
+        """Whether :meth:`prepare` was ever called: from then on it builds every table, and
+        :meth:`build` builds none."""
 
     def prepare(self, snapshot: Snapshot, pause: Callable[[], None] | None = None) -> None:
         """Build the Maglev table for ``snapshot``'s members unless it exists (slow; thread-safe).
 
         Meant for a worker thread after a membership change; a no-op for ``over="ordinal"``.
         ``pause`` is offered every fraction of a millisecond of the build (see
-        :class:`MaglevTable`).
+        :class:`MaglevTable`). Once called, even on an empty snapshot (as the I/O shells do
+        when they start), it is the one place tables are built.
         """
+        self._prepared = True
         if self.over == "endpoint" and snapshot.table_members:
             self._ensure(snapshot.table_members, pause)
 
@@ -383,27 +418,28 @@ class ConsistentHash:
         self._lock = threading.Lock()
 
     def build(self, snapshot: Snapshot) -> Picker:
-        """A picker for ``snapshot``; builds a table inline only if none exists yet. With a
-        ``balance_factor`` the picker bounds each owner's load at pick time."""
+        """A picker for ``snapshot``, cheap once :meth:`prepare` has been called (else it builds
+        the table for a new membership itself). With a ``balance_factor`` the picker bounds each
+        owner's load at pick time."""
         picker = self._build(snapshot)
         factor = self.balance_factor
         return picker if factor is None else BoundedLoadPicker(picker, snapshot, factor)
 
-    def _build(self, snapshot: Snapshot) -> MaglevPicker | JumpPicker | _NoMembers:
+    def _build(self, snapshot: Snapshot) -> Picker:
         if self.over == "ordinal":
             return JumpPicker(snapshot, self.start)
         members = snapshot.table_members
         if not members:
             return _NoMembers()
         table = self._table
-        if table is None:
-            return MaglevPicker(self._ensure(members), snapshot)
-        if table.members == members:
+        if table is not None and table.members == members:
             return MaglevPicker(table, snapshot)
-        picker = MaglevPicker(table, snapshot, pending=self)
-        if not picker._ok:
-            return MaglevPicker(self._ensure(members), snapshot)
-        return picker
+        if not self._prepared:
+            return MaglevPicker(self._ensure(members), snapshot)  # nobody else builds it
+        # A worker thread builds it (or is about to), holding the lock: never wait for that.
+        if table is None:
+            return _Unbuilt(snapshot, self)
+        return MaglevPicker(table, snapshot, pending=self)
 
     def _ensure(
         self, members: tuple[EndpointState, ...], pause: Callable[[], None] | None = None

@@ -444,7 +444,7 @@ def _swap(cluster: LocalCluster, size: int, generation: int) -> float:
     parse time (ms).
 
     Each such round leaves thousands of new long-lived objects (endpoints, their states), which
-    in this small process makes CPython's next full collection due within a round or two: 20-25
+    in this small process makes CPython's next full collection due within a round or two: 19-25
     ms with every thread stopped, whatever runs (``gc_ms_max``). The measured rounds start from
     a collection, so that the gap is the round's own, as in the other cases, where few objects
     change and a full collection seldom lands.

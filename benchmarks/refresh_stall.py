@@ -6,7 +6,12 @@ A LocalCluster serves a Deployment of N DNS-only Pods (A records, numeric port).
 - ``unchanged``: the same answer again, byte for byte (an authoritative server such as CoreDNS
   without ``loadbalance``);
 - ``reordered``: the same records in another order each round (CoreDNS's ``loadbalance`` plugin
-  shuffles A records): replies captured from the cluster, shuffled, replayed by the benchmark.
+  shuffles A records): replies captured from the cluster, shuffled, replayed by the benchmark;
+- ``disjoint, keyed``: every Pod replaced each round (a blue/green selector switch, a Recreate
+  rollout: N records of their own, ``add_record``, alternating between two address ranges)
+  while ``key=`` requests are in use: the ticker picks a key's owner at every tick, so a pick
+  that waited for the new membership's hash table would show as a gap that long (each measured
+  round starts from a full garbage collection: see ``_swap``).
 
 Async: a ticker task runs ``await anyio.lowlevel.checkpoint()`` in a loop on the client's event
 loop; the longest gap between two ticks during a round is the longest stall the round caused
@@ -24,7 +29,7 @@ the ticker.
 stops every thread for it, so a gap that size is the collector's, not the refresh's.
 ``dnspython_parse_ms`` is what the replaced code spent parsing the same reply with
 ``dns.message.from_wire`` on the loop, for comparison. Targets (issue #12): ≤ 5 ms at 1,000 and
-≤ 20 ms at 4,000 when changed, ≤ 1 ms unchanged.
+≤ 20 ms at 4,000 when changed (disjoint included), ≤ 1 ms unchanged.
 
     python benchmarks/refresh_stall.py [--rounds 7] [--sizes 100,1000,4000]
 """
@@ -34,15 +39,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import itertools
 import os
 import random
 import statistics
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 import dns.message
 import dns.query
@@ -53,6 +60,7 @@ import headlesslb.io.pauses as pauses_module
 import headlesslb.sync
 from headlesslb import HeadlessTransport, RefreshPolicy
 from headlesslb.core.balancer import Balancer
+from headlesslb.core.pickers.base import PickContext
 from headlesslb.io.dns import DnsDiscovery
 from headlesslb.testing import LocalCluster
 
@@ -170,11 +178,14 @@ class _Collections:
         return longest * 1e3
 
 
-async def _async_stall(refresh: Callable[[], Awaitable[object]]) -> tuple[float, float, float]:
+async def _async_stall(
+    refresh: Callable[[], Awaitable[object]], tick: Callable[[], object] = lambda: None
+) -> tuple[float, float, float]:
     """(longest gap between ticks, longest loop-thread CPU between ticks, wall time) in ms.
 
     The gap is what every other task waited, machine noise included; the CPU between two
     ticks is what the refresh's longest step cost the loop, which descheduling cannot inflate.
+    ``tick`` runs at every tick (a request's pick).
     """
     longest = longest_cpu = 0.0
     stop = False
@@ -184,6 +195,7 @@ async def _async_stall(refresh: Callable[[], Awaitable[object]]) -> tuple[float,
         last = time.perf_counter()
         last_cpu = time.thread_time()
         while not stop:
+            tick()
             await anyio.lowlevel.checkpoint()
             now = time.perf_counter()
             now_cpu = time.thread_time()
@@ -244,11 +256,13 @@ class _OtherThreadsCpu:
 
 
 def _sync_stall(
-    refresh: Callable[[], object] | None, idle: float = 0.0
+    refresh: Callable[[], object] | None,
+    idle: float = 0.0,
+    tick: Callable[[], object] = lambda: None,
 ) -> tuple[float, float, float]:
     """(longest gap of a request thread looping on time.sleep(0), longest CPU the process's other
     threads ran between two of its ticks, wall time) in ms. ``refresh=None`` measures ``idle``
-    seconds of nothing: the noise floor.
+    seconds of nothing: the noise floor. ``tick`` runs at every tick (a request's pick).
 
     While the request thread waits for the GIL, only its holder runs Python: the other threads'
     CPU during a gap is how long they held the GIL against it. A gap much longer than that is
@@ -264,6 +278,7 @@ def _sync_stall(
         last, last_cpu = time.perf_counter(), others.read()
         started.set()
         while not stop.is_set():
+            tick()
             time.sleep(0)
             now, now_cpu = time.perf_counter(), others.read()
             longest = max(longest, now - last)
@@ -314,16 +329,32 @@ def _row(
     }
 
 
+def _options(cluster: LocalCluster, port: int) -> dict[str, Any]:
+    """A client of the cluster's DNS whose rounds only the benchmark triggers."""
+    return {
+        "port": port,
+        "nameservers": [cluster.nameserver],
+        "namespace": cluster.namespace,
+        "refresh": _QUIET,
+    }
+
+
+@contextlib.contextmanager
+def _started_sync(
+    service: str, cluster: LocalCluster, port: int
+) -> Iterator[tuple[headlesslb.sync.HeadlessTransport, anyio.from_thread.BlockingPortal]]:
+    """A sync transport with its first round in, and its discovery thread's portal."""
+    with headlesslb.sync.HeadlessTransport(service, **_options(cluster, port)) as transport:
+        portal = transport._portal  # the discovery thread's loop (benchmark only)
+        assert portal is not None
+        portal.call(transport.refresher.wait_ready)
+        yield transport, portal
+
+
 async def _measure_async(cluster: LocalCluster, size: int, rounds: int) -> list[dict[str, object]]:
     fqdn = cluster.fqdn("big-hl")
-    options = dict(
-        port=cluster.port,
-        nameservers=[cluster.nameserver],
-        namespace=cluster.namespace,
-        refresh=_QUIET,
-    )
     rows = []
-    async with HeadlessTransport("big-hl", **options) as transport:  # type: ignore[arg-type]
+    async with HeadlessTransport("big-hl", **_options(cluster, cluster.port)) as transport:
         await transport.refresher.wait_ready()
         refresh = transport.refresher.refresh
         # changed: one Pod more or fewer each round.
@@ -371,17 +402,7 @@ async def _measure_async(cluster: LocalCluster, size: int, rounds: int) -> list[
 def _measure_sync(cluster: LocalCluster, size: int, rounds: int) -> list[dict[str, object]]:
     fqdn = cluster.fqdn("big-hl")
     rows = []
-    transport = headlesslb.sync.HeadlessTransport(
-        "big-hl",
-        port=cluster.port,
-        nameservers=[cluster.nameserver],
-        namespace=cluster.namespace,
-        refresh=_QUIET,
-    )
-    with transport:
-        portal = transport._portal  # the discovery thread's loop (benchmark only)
-        assert portal is not None
-        portal.call(transport.refresher.wait_ready)
+    with _started_sync("big-hl", cluster, cluster.port) as (transport, portal):
 
         def refresh() -> object:
             return portal.call(transport.refresher.refresh)
@@ -413,6 +434,91 @@ def _measure_sync(cluster: LocalCluster, size: int, rounds: int) -> list[dict[st
     return rows
 
 
+SWAPPED = "swap-hl"
+"""The Service whose every Pod is replaced each round: records of its own, no workload."""
+
+
+def _swap(cluster: LocalCluster, size: int, generation: int) -> float:
+    """Replace every record of :data:`SWAPPED` by ``size`` addresses of ``generation`` (two
+    ranges taking turns, so each set shares nothing with the one before); the reply's dnspython
+    parse time (ms).
+
+    Each such round leaves thousands of new long-lived objects (endpoints, their states), which
+    in this small process makes CPython's next full collection due within a round or two: 19-25
+    ms with every thread stopped, whatever runs (``gc_ms_max``). The measured rounds start from
+    a collection, so that the gap is the round's own, as in the other cases, where few objects
+    change and a full collection seldom lands.
+    """
+    fqdn = f"{SWAPPED}.{cluster.namespace}.svc.{cluster.domain}"
+    second = 1 + generation % 2
+    cluster.remove_record(fqdn, "A")
+    cluster.add_record(fqdn, "A", [f"10.{second}.{i // 250}.{i % 250 + 1}" for i in range(size)])
+    return _dnspython_parse_ms(_warm(cluster, fqdn))
+
+
+def _disjoint_rounds(
+    cluster: LocalCluster, size: int, rounds: int, parse: list[float]
+) -> Iterator[bool]:
+    """Every Pod replaced before each of 2 × ``rounds`` rounds: yields True for the first
+    ``rounds`` (measure the stall, from a full collection: see :func:`_swap`), False for the
+    rest (measure the loop's CPU); the replies' parse times go to ``parse``."""
+    for i in range(2 * rounds):
+        parse.append(_swap(cluster, size, i + 1))
+        if i < rounds:
+            gc.collect()
+        yield i < rounds
+
+
+def _keyed_pick(balancer: Balancer) -> Callable[[], object]:
+    """A ``key=`` request's pick, another key each time."""
+    keys = itertools.cycle([f"user-{i}" for i in range(1000)])
+    return lambda: balancer.pick(PickContext(key=next(keys)))
+
+
+async def _measure_disjoint_async(
+    cluster: LocalCluster, size: int, rounds: int
+) -> dict[str, object]:
+    parse = [_swap(cluster, size, 0)]
+    async with HeadlessTransport(SWAPPED, **_options(cluster, 80)) as transport:
+        await transport.refresher.wait_ready()
+        refresh = transport.refresher.refresh
+        pick = _keyed_pick(transport.balancer)
+        pick()  # key= in use: the sharding picker is installed with every snapshot from now on
+        samples, cpu = [], []
+        _Holds.take()
+        for measured in _disjoint_rounds(cluster, size, rounds, parse):
+            if measured:
+                samples.append(await _async_stall(refresh, pick))
+            else:
+                cpu.append(await _loop_cpu(refresh))
+        assert len(transport.pool.snapshot.members) == size
+    return _row(
+        size, "disjoint, keyed", "async", samples, cpu, statistics.median(parse), _Holds.take()
+    )
+
+
+def _measure_disjoint_sync(cluster: LocalCluster, size: int, rounds: int) -> dict[str, object]:
+    parse = [_swap(cluster, size, 0)]
+    with _started_sync(SWAPPED, cluster, 80) as (transport, portal):
+        pick = _keyed_pick(transport.balancer)
+        pick()
+
+        def refresh() -> object:
+            return portal.call(transport.refresher.refresh)
+
+        samples, cpus = [], []
+        _Holds.take()
+        for measured in _disjoint_rounds(cluster, size, rounds, parse):
+            if measured:
+                samples.append(_sync_stall(refresh, tick=pick))
+            else:
+                cpus.append(portal.call(_loop_cpu, transport.refresher.refresh))
+        assert len(transport.pool.snapshot.members) == size
+    return _row(
+        size, "disjoint, keyed", "sync", samples, cpus, statistics.median(parse), _Holds.take()
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=7)
@@ -428,6 +534,8 @@ def main() -> None:
             rows += anyio.run(_measure_async, cluster, size, args.rounds)
             rows += _measure_sync(cluster, size, args.rounds)
             cluster.delete_workload("big")
+            rows.append(anyio.run(_measure_disjoint_async, cluster, size, args.rounds))
+            rows.append(_measure_disjoint_sync(cluster, size, args.rounds))
     print_table(rows, title="Event-loop (async) / GIL (sync) stall per DNS refresh")
     write_results(
         "refresh_stall",
@@ -436,6 +544,8 @@ def main() -> None:
         target={
             "changed_1000_ms": 5,
             "changed_4000_ms": 20,
+            "disjoint_keyed_1000_ms": 5,
+            "disjoint_keyed_4000_ms": 20,
             "unchanged_ms": 1,
         },
     )

@@ -498,16 +498,25 @@ class Call:
             router.throttle.answered(False)
         if attempt is not None:
             router.pool.hold_off(attempt.state, hold_off)
-        tried = self.tried
-        if self.ctx.ordinal is not None or all(
-            s.key in tried for s in router.pool.snapshot.eligible
-        ):
-            # Pinned, or every Pod was tried already: the rejection stands. (Not a pick: a
-            # round-robin turn spent on asking would send the next request to the rejecter.)
+        if self.ctx.ordinal is not None or not self._retry_has_a_pod():
+            # Pinned, or no Pod left for a retry: the rejection stands (the shell would close
+            # a response the core does not deliver, and the caller get NoEndpointsAvailable).
             return _DELIVER
         if self._may_retry(Failure.REJECTED):
             return self._retry_step()
         return _DELIVER
+
+    def _retry_has_a_pod(self) -> bool:
+        """Whether a Pod this call has not tried may take its retry."""
+        tried = self.tried
+        key = self.ctx.key
+        if key is None:
+            # Any eligible Pod will do. Not a pick: a round-robin turn spent on asking would
+            # send the next request to the rejecter.
+            return not all(s.key in tried for s in self.router.pool.snapshot.eligible)
+        # A keyed pick has no turns to spend, and may reach fewer Pods than are eligible (jump
+        # over ordinals gives a Pod without one no keys): ask it.
+        return self.router.balancer.pick(PickContext(key, None, tried)) is not None
 
     def _may_retry(self, failure: Failure | None) -> bool:
         router = self.router

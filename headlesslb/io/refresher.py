@@ -98,6 +98,11 @@ class Refresher:
         self._running = True
         task_status.started()
         try:
+            if self._prepare is not None:
+                # The pool may hold members already: a forked child's, whose parent may have
+                # been building their tables when it forked. The child's first answer changes
+                # nothing, so without this it would never build them.
+                await anyio.to_thread.run_sync(self._prepare, self.pool.snapshot)
             await self._loop()
         finally:
             self._running = False

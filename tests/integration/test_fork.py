@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import json
 import os
 import select
@@ -30,13 +31,16 @@ from typing import Any
 import httpx
 import pytest
 
-from headlesslb import NotStarted
+from headlesslb import NotStarted, RefreshPolicy
+from headlesslb.core.balancer import Balancer
+from headlesslb.core.snapshot import Snapshot
 from headlesslb.sync import HeadlessClient
 from headlesslb.testing import LocalCluster
 
 from .helpers import established_connections
 
 PODS = ["web-0", "web-1", "web-2"]
+KEYS = [f"user-{i}" for i in range(20)]
 CHILD_TIMEOUT = 20.0
 """Longest the parent waits for one message from the child (it takes well under a second)."""
 
@@ -59,6 +63,14 @@ def served(client: HeadlessClient, n: int) -> collections.Counter[str]:
         assert response.status_code == 200, response.text
         counts[response.json()["pod"]] += 1
     return counts
+
+
+def served_by(client: HeadlessClient, key: str) -> str:
+    """The Pod that answered a GET with ``key``."""
+    response = client.get("/", key=key)
+    assert response.status_code == 200, response.text
+    pod: str = response.json()["pod"]
+    return pod
 
 
 def round_robin(counts: collections.Counter[str]) -> bool:
@@ -380,3 +392,97 @@ def test_close_from_another_thread_fails_the_request_in_flight(cluster: LocalClu
         assert sum(cluster.requests_served(p) for p in PODS) == 1
     finally:
         client.close()
+
+
+def test_a_child_forked_during_a_table_build_serves_keyed_requests(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The discovery thread builds the first Maglev table holding the sharding factory's lock;
+    # its pause stops it there (in the parent only) while the main thread forks.
+    parent = os.getpid()
+    building, release = threading.Event(), threading.Event()
+    prepare = Balancer.prepare
+
+    def stop_here() -> None:
+        if os.getpid() == parent and not release.is_set():
+            building.set()
+            release.wait(CHILD_TIMEOUT)
+
+    def paused(self: Balancer, snapshot: Snapshot, pause: Any = None) -> None:
+        prepare(self, snapshot, stop_here)
+
+    monkeypatch.setattr(Balancer, "prepare", paused)  # bound when the runtime is made
+    with sync_client(cluster) as client:
+        assert building.wait(CHILD_TIMEOUT), "the table build never paused"
+
+        def child_body(channel: Channel) -> dict[str, Any]:
+            return {key: served_by(client, key) for key in KEYS}
+
+        try:
+            with forked(child_body) as child:
+                # A child stuck on the inherited lock never answers: killed, and the test fails.
+                pods = child.result(timeout=5.0)
+        finally:
+            release.set()
+        assert child.exitcode == 0
+        assert set(pods.values()) <= set(PODS)
+        # The parent's build goes on, and its keys go where the child's went.
+        assert {key: served_by(client, key) for key in pods} == pods
+
+
+def test_forks_under_membership_churn_and_keyed_load(cluster: LocalCluster) -> None:
+    # gunicorn --preload forks whenever it likes: here 30 times while DNS changes membership
+    # every 50 ms (so the discovery thread is often mid-build) and two threads send keyed
+    # requests. Every child must serve keyed requests at once, on its own.
+    churn = RefreshPolicy(min_interval=0.02, max_interval=0.05)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    sent = collections.Counter[str]()
+
+    def recorded(work: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:  # reported once the threads have stopped
+                failures.append(exc)
+
+        return run
+
+    def scale() -> None:
+        replicas = itertools.cycle([4, 5, 4, 3])
+        while not stop.wait(0.05):
+            cluster.scale("web", next(replicas))
+
+    def keyed() -> None:
+        keys = itertools.cycle(KEYS)
+        while not stop.wait(0.002):  # busy, but leaving the children (2 cores) some CPU
+            client.get("/", key=next(keys))
+            sent[threading.current_thread().name] += 1
+
+    def child_body(channel: Channel) -> dict[str, Any]:
+        return {key: served_by(client, key) for key in KEYS[:3]}
+
+    with sync_client(cluster, refresh=churn) as client:
+        served_by(client, KEYS[0])
+        memberships = client.transport.pool.snapshot.membership_version
+        threads = [threading.Thread(target=recorded(scale), name="scaler")] + [
+            threading.Thread(target=recorded(keyed), name=f"keyed-{i}") for i in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for _ in range(30):
+                with forked(child_body) as child:
+                    # A child that waits for a lock its parent's threads held never answers:
+                    # it fails the test and is killed.
+                    pods = child.result(timeout=2.0)
+                assert child.exitcode == 0
+                assert set(pods.values()) <= {f"web-{i}" for i in range(5)}
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(10.0)
+        memberships = client.transport.pool.snapshot.membership_version - memberships
+    assert not failures, failures
+    assert all(sent[f"keyed-{i}"] for i in range(2)), sent
+    assert memberships >= 10  # the parent's discovery saw the churn (a table build each)

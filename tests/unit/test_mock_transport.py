@@ -17,12 +17,21 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from typing import Literal
 
 import httpx
 import pytest
 
 import headlesslb.sync
-from headlesslb import Endpoint, EndpointStatus, HeadlessClient, RefreshPolicy, RetryPolicy
+from headlesslb import (
+    ConsistentHash,
+    Endpoint,
+    EndpointStatus,
+    HeadlessClient,
+    RefreshPolicy,
+    RetryPolicy,
+    Subset,
+)
 from headlesslb.core.retry import Verdict
 from headlesslb.errors import DiscoveryError
 from headlesslb.testing import StaticDiscovery
@@ -42,10 +51,14 @@ class Pods:
     def __init__(self) -> None:
         self.seen: list[httpx.Request] = []
         self.unwell: set[str] = set()
+        self.rejecting: set[str] = set()
+        """Pods that turn every request away for load (429)."""
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         self.seen.append(request)
         ip = request.url.host
+        if ip in self.rejecting:
+            return httpx.Response(429, text=ip)
         return httpx.Response(503 if ip in self.unwell else 200, text=ip)
 
     def transport(self) -> httpx.MockTransport:
@@ -108,6 +121,40 @@ async def test_a_key_shards_and_an_ordinal_pins() -> None:
     assert len(spread) > 1
     assert {r.text for r in pinned} == {"10.0.0.3"}
     assert all(r.extensions["headlesslb"]["ordinal"] == 2 for r in pinned)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("over", ["endpoint", "ordinal"])
+async def test_keys_go_beyond_a_subset_whose_members_all_reject(
+    over: Literal["endpoint", "ordinal"],
+) -> None:
+    # The Maglev table covers the subset's core, healthy or not; the ring's replacements are
+    # eligible too and must take the keys when no core member may.
+    six = [f"web-{i}=10.0.0.{i + 1}:80" for i in range(6)]
+    options: dict[str, object] = {"subset": Subset(2, client=0), "sharding": ConsistentHash(over)}
+    pods = Pods()
+    async with client(pods, StaticDiscovery(six), **options) as c:
+        await c.get("/")
+        core = {s.endpoint.ip for s in c.transport.pool.snapshot.subset}
+        pods.rejecting |= core
+        rejected_first = await c.get("/", key="user-0")  # the core rejects it, then holds off
+        for _ in range(10):  # plain requests meet every core member's 429
+            if not core & {s.endpoint.ip for s in c.transport.pool.snapshot.eligible}:
+                break
+            await c.get("/")
+        first = [await c.get("/", key=f"user-{n}") for n in range(10)]
+        again = [await c.get("/", key=f"user-{n}") for n in range(10)]
+    assert rejected_first.status_code == 200 and rejected_first.text not in core
+    assert [r.status_code for r in first] == [200] * 10
+    assert not core & {r.text for r in first}
+    assert [r.text for r in again] == [r.text for r in first]  # the same Pod each time
+    # Every Pod rejects: the keyed request ends on a rejection, delivered, not an error.
+    pods = Pods()
+    pods.rejecting |= {f"10.0.0.{i + 1}" for i in range(6)}
+    async with client(pods, StaticDiscovery(six), **options) as c:
+        rejected = await c.get("/", key="user-1")
+    assert rejected.status_code == 429
+    assert [a["status"] for a in rejected.extensions["headlesslb"]["attempts"]] == [429] * 3
 
 
 @pytest.mark.anyio

@@ -40,14 +40,18 @@ def make(
     picker: str = "round_robin",
     slow_start: SlowStart | None = None,
     clock: ManualClock | None = None,
+    endpoints: tuple[Endpoint, ...] | None = None,
+    outlier: OutlierPolicy | None = None,
+    sharding: ConsistentHash | None = None,
 ) -> Router:
     clock = clock or ManualClock()
     rng = random.Random(5)
     retry = retry or RetryPolicy(backoff_base=0.0, backoff_max=0.0)
-    pool = Pool(OutlierPolicy(), clock=clock, rng=rng)
-    pool.update(Resolution(pods(n), 30))
+    pool = Pool(outlier or OutlierPolicy(), clock=clock, rng=rng)
+    pool.update(Resolution(pods(n) if endpoints is None else endpoints, 30))
     picker_factory = make_picker(picker, rng=rng, clock=clock, slow_start=slow_start)
-    balancer = Balancer(pool, picker_factory, sharding=ConsistentHash(), ordinal=Ordinal())
+    sharding = sharding or ConsistentHash()
+    balancer = Balancer(pool, picker_factory, sharding=sharding, ordinal=Ordinal())
     return Router(
         service=SERVICE,
         pool=pool,
@@ -203,6 +207,20 @@ def test_when_every_pod_rejected_the_rejection_stands() -> None:
     assert isinstance(step, Send)
     assert isinstance(answer(call, step, 429), Deliver)
     assert len(call.attempts) == 2
+
+
+def test_a_keyed_rejection_stands_when_the_key_reaches_no_other_pod() -> None:
+    # Jump over ordinals gives a Pod without an ordinal no keys: it is eligible and untried,
+    # yet no retry of the key could reach it. The 429 is the answer, not NoEndpointsAvailable.
+    router = make(
+        endpoints=(*pods(1), Endpoint("10.0.0.9", 80)),
+        outlier=OutlierPolicy(panic_threshold=0),
+        sharding=ConsistentHash(over="ordinal"),
+    )
+    call = router.start("GET", RequestOptions(key="user-1"), replayable=True)
+    first = call.first()
+    assert isinstance(first, Send) and first.state.endpoint.ordinal == 0
+    assert isinstance(answer(call, first, 429), Deliver)
 
 
 def test_a_pinned_request_is_never_retried_on_a_rejection() -> None:

@@ -338,7 +338,8 @@ def test_new_membership_serves_from_previous_table_until_prepared() -> None:
     factory = ConsistentHash()
     balancer = Balancer(pool, RoundRobin(random.Random(0)), sharding=factory)
     keys = KEYS[:2000]
-    before = {k: balancer.pick(PickContext(key=k)) for k in keys}  # first use: built inline
+    balancer.prepare(pool.snapshot)  # as the I/O shells do, from the first membership on
+    before = {k: balancer.pick(PickContext(key=k)) for k in keys}
     old_table = factory._table
     pool.update(Resolution(endpoints([*range(1, 10), 10]), ttl=5))  # 0 leaves, 10 joins
     snapshot = pool.snapshot
@@ -388,13 +389,61 @@ def test_prepare_builds_the_table_before_any_keyed_request(
     assert built == []  # the first keyed request found the table ready
 
 
-def test_whole_membership_replaced_builds_inline() -> None:
+def test_without_prepare_build_builds_each_new_table() -> None:
+    # The pure core used alone: nobody prepares, so a new membership's table is built in build.
     factory = ConsistentHash()
-    factory.build(make_pool(endpoints(range(3))).snapshot)
-    snapshot: Snapshot = make_pool(endpoints(range(3, 6))).snapshot
-    picker = factory.build(snapshot)
-    assert isinstance(picker, MaglevPicker) and not picker.stale
-    assert pick(picker, "k") in snapshot.members
+    pool = make_pool(endpoints(range(3)))
+    for ips in (range(3), range(1, 4), range(4, 7)):  # the first, an overlapping, a disjoint
+        pool.update(Resolution(endpoints(ips), ttl=5))
+        snapshot: Snapshot = pool.snapshot
+        picker = factory.build(snapshot)
+        assert isinstance(picker, MaglevPicker) and not picker.stale
+        fresh = ConsistentHash().build(snapshot)
+        assert all(pick(picker, k) is pick(fresh, k) for k in KEYS[:50])
+
+
+@pytest.mark.parametrize("before", ["no table yet", "a disjoint table"])
+def test_keyed_picks_never_wait_for_a_table_build(before: str) -> None:
+    # The I/O shells prepare the empty pool they start with, then every membership, in a
+    # worker thread; here that thread stops mid-build (holding the factory's lock) until
+    # released, while keyed picks for the new membership go on.
+    old = make_pool(endpoints(range(10) if before == "a disjoint table" else []))
+    factory = ConsistentHash()
+    factory.prepare(old.snapshot)
+    pool = make_pool(endpoints(range(10, 20)))
+    balancer = Balancer(pool, RoundRobin(random.Random(0)), sharding=factory)
+    building, release = threading.Event(), threading.Event()
+
+    def stop_here() -> None:
+        building.set()
+        release.wait(30)
+
+    builder = threading.Thread(target=balancer.prepare, args=(pool.snapshot, stop_here))
+    builder.start()
+    assert building.wait(30)
+    keys = KEYS[:500]
+    during: dict[str, EndpointState | None] = {}
+    picker = threading.Thread(
+        target=lambda: during.update({k: balancer.pick(PickContext(key=k)) for k in keys})
+    )
+    picker.start()
+    picker.join(5)  # a deadline, not a timing: the build cannot end before release
+    waited = picker.is_alive()
+    release.set()
+    picker.join()
+    assert not waited, "a keyed pick waited for the table build"
+    builder.join()
+    # Served at once by a jump over the new eligible Pods: spread, and what any other client
+    # in the same state picks (one whose old table has no eligible member left).
+    assert set(during.values()) == set(pool.snapshot.members)
+    other = ConsistentHash()
+    other.prepare(make_pool(endpoints(range(5))).snapshot)
+    stale = other.build(pool.snapshot)
+    assert all(during[k] is pick(stale, k) for k in keys)
+    # Published: the next pick switches to the table.
+    after = {k: balancer.pick(PickContext(key=k)) for k in keys}
+    fresh = ConsistentHash().build(pool.snapshot)
+    assert all(after[k] is pick(fresh, k) for k in keys)
 
 
 # -- jump hash over ordinals -------------------------------------------------------------------

@@ -151,6 +151,21 @@ async def test_prepare_runs_only_on_membership_change() -> None:
     assert [len(s.members) for s in prepared] == [1, 2]
 
 
+async def test_a_loop_starting_on_members_prepares_them_before_its_first_answer() -> None:
+    # A forked child's pool holds its parent's members, whose tables the parent may have been
+    # building when it forked; the same answer again is no membership change.
+    pool = Pool()
+    pool.update(res("10.0.0.1", "10.0.0.2"))
+    prepared: list[int] = []
+    discovery = Scripted(res("10.0.0.1", "10.0.0.2"))
+    refresher = Refresher(discovery, pool, FAST, prepare=lambda s: prepared.append(len(s.members)))
+    async with anyio.create_task_group() as tg:
+        await tg.start(refresher.run)
+        await until(lambda: refresher.rounds >= 2)
+        tg.cancel_scope.cancel()
+    assert prepared == [2]
+
+
 async def test_wait_ready_is_bounded() -> None:
     discovery = Scripted(res("10.0.0.1"))
     refresher = Refresher(discovery, Pool(), RefreshPolicy(first_resolution_timeout=0.05))
@@ -174,7 +189,8 @@ async def test_a_partial_round_is_applied_and_retried_on_the_error_back_off() ->
     async with anyio.create_task_group() as tg:
         await tg.start(refresher.run)
         await until(lambda: refresher.rounds >= 3)  # the partial rounds did not wait 60 s
-        assert applied == [1, 2]  # the partial answer was applied, then the whole one
+        # The empty pool it started with, the partial answer, then the whole one.
+        assert applied == [0, 1, 2]
         assert refresher.last_error is None
         await anyio.wait_all_tasks_blocked()
         assert discovery.calls == 3  # a complete answer waits for its TTL again

@@ -49,7 +49,8 @@ class PickerFactory(Protocol):
 
     A factory with slow work to do per membership (a hash table) may also have a
     ``prepare(snapshot) -> None`` method: ``Balancer.prepare`` runs it in a worker thread after
-    membership changes, so that ``build`` stays cheap on the event loop.
+    membership changes, so that ``build`` stays cheap on the event loop. A lock it takes there
+    comes from :mod:`headlesslb.core.forksafe`, so that a forked child gets a new one.
     """
 
     name: str

@@ -35,7 +35,11 @@ as the owner is eligible again (nothing is rebuilt on health changes):
 
 - Maglev walks the table forward (wrapping) from the key's slot to the first slot whose owner is
   eligible and not excluded. Consecutive slots belong to unrelated members, so an ejected member's
-  keys spread over all the others instead of piling onto one neighbour.
+  keys spread over all the others instead of piling onto one neighbour. When no member of the
+  table may take the key, it goes to an eligible Pod outside the table, by a jump over the
+  eligible Pods in (ip, port) order as below: with ``subset=``, the table covers the client's N
+  core Pods whatever their health, and when all N are held off or ejected the ring's
+  replacements take their keys instead of every keyed request failing.
 - Jump re-jumps with the key re-hashed, ``jump(mix64(h + i), N)`` for i = 1 … 8, which again
   spreads the keys evenly; should all of those miss (a bucket with no eligible Pod: absent,
   ejected, excluded, or a gap), it jumps over the list of eligible Pods sorted by ordinal,
@@ -48,28 +52,36 @@ as the owner is eligible again (nothing is rebuilt on health changes):
 and ~40-50 ms at 1,000 (M = 102,407).
 The table depends on membership alone and is kept as long as the snapshot's members are the same
 objects (``membership_version`` moves on hostname changes too, which Maglev does not care about).
-A rebuild happens only in :meth:`ConsistentHash.prepare`, which the I/O shell runs in a worker
-thread after a membership change (``anyio.to_thread.run_sync(balancer.prepare, snapshot)``). The
-new table is built in locals and published with one attribute assignment, so a picker on the loop
-sees either the old table or the complete new one, never a half-built one.
+The I/O shells run :meth:`ConsistentHash.prepare` in a worker thread when they start (over the
+pool they start with, usually empty) and after every membership change
+(``anyio.to_thread.run_sync(balancer.prepare, snapshot)``, every configured factory, used yet or
+not). The new table is built in locals, holding the factory's lock, and published with one
+attribute assignment, so a picker on the loop sees either the old table or the complete new one,
+never a half-built one.
 
-:meth:`ConsistentHash.build` (which may run on the loop) never builds a table when one exists:
-until the new table is published, the picker for the new snapshot serves from the previous table —
-members that left count as ineligible (fallover), members that joined own no keys yet — and it
-switches itself to the new table on its first pick after publication. The first table too is
-built in that worker thread, from the first membership on (``Balancer.prepare`` prepares every
-configured factory, used yet or not), so no keyed request builds one inline; the exception is the
-rare build whose previous table shares no eligible member with the new snapshot (the whole
-membership replaced at once), done by the first keyed pick that sees it.
+Once :meth:`~ConsistentHash.prepare` has been called, :meth:`~ConsistentHash.build` (on the
+event loop, or in a sync client's request thread) neither builds a table nor takes that lock, so
+no request waits for a build. Until the new membership's table is published its picker serves
+from the previous table — members that left count as ineligible (fallover), members that joined
+own no keys yet — and where that table has nobody for a key (none of its members left eligible:
+the whole membership replaced, as a blue/green selector switch or a Recreate rollout does), or
+there is no table yet, by the jump over the eligible Pods in (ip, port) order that is every
+table's last resort: deterministic, so clients in the same state agree. It switches itself to
+the new table on its first pick after publication. A factory nobody prepares (the pure core used
+on its own) builds each new membership's table in ``build`` instead.
+
+**fork().** A child forked while the parent's thread was building holds a copy of the taken
+lock, which nothing there will release: the lock comes from :mod:`~headlesslb.core.forksafe`,
+so the child has a new one, and the child's discovery builds the table again.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable, Set
+from collections.abc import Callable, Iterable, Sequence, Set
 from typing import Literal
 
 from ...errors import ConfigurationError
+from .. import forksafe
 from ..names import ORDINAL_MAX
 from ..snapshot import EndpointState, Snapshot
 from .base import PickContext, Picker
@@ -101,7 +113,7 @@ def identity(state: EndpointState) -> str:
     return f"{ip}:{port}"
 
 
-def _hash_other(key: object) -> int:
+def _hash_key(key: object) -> int:
     if key is None:
         raise TypeError("the sharding picker needs ctx.key")
     return key_hash(key)  # type: ignore[arg-type]  # key_hash rejects other types itself
@@ -159,38 +171,37 @@ class MaglevPicker:
             hasher.update(key.encode())
             h = _from_bytes(hasher.digest(), "big")
         else:
-            h = _hash_other(key)
+            h = _hash_key(key)
         slot = h % self._size
         state = self._entries[slot]
         exclude = ctx.exclude
         if (self._all_ok or state in self._ok) and (not exclude or state.key not in exclude):
             return state
-        return self._fallover(slot, exclude)
+        return self._fallover(slot, h, exclude)
 
     def owner(self, key: str | bytes | int) -> EndpointState:
         """The table owner of ``key``, eligible or not (for tests and diagnostics)."""
         return self._entries[key_hash(key) % self._size]
 
-    def _fallover(self, slot: int, excluded: Set[tuple[str, int]]) -> EndpointState | None:
+    def _fallover(self, slot: int, h: int, excluded: Set[tuple[str, int]]) -> EndpointState | None:
         ok = self._ok
-        if not ok:
-            return None
         # Walking the whole table to find nobody would cost ~10 ms at 1,000 members.
-        if len(excluded) >= len(ok) and all(s.key in excluded for s in ok):
-            return None
-        entries = self._entries
-        size = self._size
-        all_ok = self._all_ok
-        i = slot
-        # Every member owns at least one slot (M >= N, members take turns), so this terminates.
-        for _ in range(size):
-            i += 1
-            if i == size:
-                i = 0
-            state = entries[i]
-            if (all_ok or state in ok) and state.key not in excluded:
-                return state
-        return None
+        if ok and not (len(excluded) >= len(ok) and all(s.key in excluded for s in ok)):
+            entries = self._entries
+            size = self._size
+            all_ok = self._all_ok
+            i = slot
+            # Every member owns a slot (M >= N, members take turns): this finds one in ok.
+            for _ in range(size):
+                i += 1
+                if i == size:
+                    i = 0
+                state = entries[i]
+                if (all_ok or state in ok) and state.key not in excluded:
+                    return state
+        # No member of the table may take the key; eligible Pods outside it may (a subset's
+        # replacements for its held-off or ejected core, Pods that joined since the build).
+        return _jump_among(self._snapshot.eligible, h, excluded)
 
     def _catch_up(self) -> None:
         factory = self._factory
@@ -264,7 +275,7 @@ class JumpPicker:
             hasher.update(key.encode())
             h = _from_bytes(hasher.digest(), "big")
         else:
-            h = _hash_other(key)
+            h = _hash_key(key)
         # jump_hash inlined: a call is ~10 % of the pick.
         k = h
         b = -1
@@ -290,15 +301,44 @@ class JumpPicker:
             state = owners.get(jump_hash(mix64(h + i), n))
             if state is not None and state.key not in excluded:
                 return state
-        eligible = self._eligible
-        count = len(eligible)
-        if not count or (len(excluded) >= count and all(s.key in excluded for s in eligible)):
-            return None
-        # Every step past an excluded Pod is one fewer left to exclude: at most len(excluded) + 1.
-        i = jump_hash(mix64(h + _REJUMPS + 1), count)
-        while eligible[i].key in excluded:
-            i = i + 1 if i + 1 < count else 0
-        return eligible[i]
+        return _jump_among(self._eligible, h, excluded)
+
+
+def _jump_among(
+    candidates: Sequence[EndpointState], h: int, excluded: Set[tuple[str, int]]
+) -> EndpointState | None:
+    """The last resort of both pickers for key hash ``h``: jump over ``candidates`` (in an order
+    every client agrees on), stepping on past excluded ones; None if all are excluded."""
+    count = len(candidates)
+    if not count or (len(excluded) >= count and all(s.key in excluded for s in candidates)):
+        return None
+    # Every step past an excluded Pod is one fewer left to exclude: at most len(excluded) + 1.
+    i = jump_hash(mix64(h + _REJUMPS + 1), count)
+    while candidates[i].key in excluded:
+        i = i + 1 if i + 1 < count else 0
+    return candidates[i]
+
+
+class _Unbuilt:
+    """The picker of a membership whose first table is still being built off the request path:
+    keys jump over the eligible Pods (a table's own last resort), and from the first pick after
+    a table is published, the picker of that table serves instead."""
+
+    __slots__ = ("_factory", "_picker", "_snapshot")
+
+    def __init__(self, snapshot: Snapshot, factory: ConsistentHash) -> None:
+        self._snapshot = snapshot
+        self._factory = factory
+        self._picker: Picker | None = None
+
+    def pick(self, ctx: PickContext) -> EndpointState | None:
+        """The jump over the eligible Pods, or the published table's pick."""
+        picker = self._picker
+        if picker is None:
+            if self._factory._table is None:
+                return _jump_among(self._snapshot.eligible, _hash_key(ctx.key), ctx.exclude)
+            picker = self._picker = self._factory._build(self._snapshot)
+        return picker.pick(ctx)
 
 
 class _NoMembers:
@@ -355,40 +395,48 @@ class ConsistentHash:
         self.table_size_factor = table_size_factor
         self.table_size = table_size
         self._table: _Table | None = None
-        self._lock = threading.Lock()
+        # A forked child gets a new one: a build the parent's thread ran holding it never ends
+        # there, so the copied lock would stay taken for ever.
+        self._lock = forksafe.lock(self)
+        self._prepared = False
+        """Whether :meth:`prepare` was ever called: from then on it builds every table, and
+        :meth:`build` builds none."""
 
     def prepare(self, snapshot: Snapshot, pause: Callable[[], None] | None = None) -> None:
         """Build the Maglev table for ``snapshot``'s members unless it exists (slow; thread-safe).
 
         Meant for a worker thread after a membership change; a no-op for ``over="ordinal"``.
         ``pause`` is offered every fraction of a millisecond of the build (see
-        :class:`MaglevTable`).
+        :class:`MaglevTable`). Once called, even on an empty snapshot (as the I/O shells do
+        when they start), it is the one place tables are built.
         """
+        self._prepared = True
         if self.over == "endpoint" and snapshot.table_members:
             self._ensure(snapshot.table_members, pause)
 
     def build(self, snapshot: Snapshot) -> Picker:
-        """A picker for ``snapshot``; builds a table inline only if none exists yet. With a
-        ``balance_factor`` the picker bounds each owner's load at pick time."""
+        """A picker for ``snapshot``, cheap once :meth:`prepare` has been called (else it builds
+        the table for a new membership itself). With a ``balance_factor`` the picker bounds each
+        owner's load at pick time."""
         picker = self._build(snapshot)
         factor = self.balance_factor
         return picker if factor is None else BoundedLoadPicker(picker, snapshot, factor)
 
-    def _build(self, snapshot: Snapshot) -> MaglevPicker | JumpPicker | _NoMembers:
+    def _build(self, snapshot: Snapshot) -> Picker:
         if self.over == "ordinal":
             return JumpPicker(snapshot, self.start)
         members = snapshot.table_members
         if not members:
             return _NoMembers()
         table = self._table
-        if table is None:
-            return MaglevPicker(self._ensure(members), snapshot)
-        if table.members == members:
+        if table is not None and table.members == members:
             return MaglevPicker(table, snapshot)
-        picker = MaglevPicker(table, snapshot, pending=self)
-        if not picker._ok:
-            return MaglevPicker(self._ensure(members), snapshot)
-        return picker
+        if not self._prepared:
+            return MaglevPicker(self._ensure(members), snapshot)  # nobody else builds it
+        # A worker thread builds it (or is about to), holding the lock: never wait for that.
+        if table is None:
+            return _Unbuilt(snapshot, self)
+        return MaglevPicker(table, snapshot, pending=self)
 
     def _ensure(
         self, members: tuple[EndpointState, ...], pause: Callable[[], None] | None = None

@@ -3,7 +3,7 @@
 The I/O shell's DNS half, on plain non-blocking sockets (:mod:`.dnswire` writes the queries and
 reads the replies). One call to :meth:`DnsDiscovery.resolve` is one discovery round; the refresher
 decides when to call it. Every query is for an absolute name (the name was expanded once, in
-:mod:`headlesslb.names`), a truncated UDP answer is retried over TCP (a question that went
+:mod:`headlesslb.core.names`), a truncated UDP answer is retried over TCP (a question that went
 straight to TCP is asked over UDP when TCP fails), and the whole round is bounded by
 ``anyio.fail_after``.
 
@@ -19,7 +19,7 @@ answer, not everyone's.
 round: SRV port 0, the SRV target ``.`` (RFC 2782: the service is decidedly not available),
 addresses no Pod can have (unspecified, ``0.0.0.0/8``, multicast, reserved ``240.0.0.0/4`` incl.
 broadcast, link-local incl. the cloud metadata address ``169.254.169.254``, IPv4-mapped IPv6;
-loopback is fine), a hostname claiming an ordinal above :data:`~.names.ORDINAL_MAX`. Each such
+loopback is fine), a hostname claiming an ordinal above :data:`~headlesslb.core.names.ORDINAL_MAX`. Each such
 record is logged once per :class:`DnsDiscovery` (not every round; the memory of what was logged is
 bounded). A SRV target that is not a DNS-1123 label gives no hostname; TTLs above 2**31-1 read as 0
 (RFC 2181 §8) and are capped at an hour.

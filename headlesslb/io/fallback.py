@@ -4,7 +4,7 @@ Either a Service name (the ClusterIP/LB twin of the headless Service), expanded 
 resolved through the same nameservers and reached with the client's scheme; or a URL
 ``http(s)://host[:port]``, whose scheme decides TLS for the fallback exactly as the client's
 scheme does for the Pods. The resolved address is cached under the client's refresh policy
-(:class:`~headlesslb.cache.LookupCache`) and forgotten when a connection to it is refused.
+(:class:`~headlesslb.io.cache.LookupCache`) and forgotten when a connection to it is refused.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The background refresh loop: keeps the pool in step with DNS.
 
-Runs as one of the client's background tasks (:mod:`headlesslb.background`). It never raises out
-of the loop: a failed round keeps the last good endpoints (stale beats empty) and is retried with
-back-off, and an unexpected error is logged with its traceback and retried the same way:
-background work never dies silently. A partial round (some of its queries failed,
+Runs as one of the runtime's background tasks (:mod:`headlesslb.io.tasks` on the async client's
+loop, the discovery thread's loop for the sync client). It never raises out of the loop: a
+failed round keeps the last good endpoints (stale beats empty) and is retried with back-off,
+and an unexpected error is logged with its traceback and retried the same way: background work
+never dies silently. A partial round (some of its queries failed,
 :attr:`Resolution.partial`) is applied, and the next one comes on the error back-off, never later
 than the TTL would have it.
 """

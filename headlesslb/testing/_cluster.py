@@ -342,7 +342,7 @@ class LocalCluster:
         ``app="package.module:attribute"`` serves your own ASGI app (FastAPI, Starlette, ...) or
         WSGI app (Flask, Django, ...) on every Pod instead of the echo app, with its ASGI
         lifespan run per Pod; with ``factory=True`` the attribute is called with each Pod's
-        :class:`PodContext` and returns that Pod's own app (per-Pod state, and
+        :class:`~headlesslb.testing.PodContext` and returns that Pod's own app (per-Pod state, and
         ``context.client_kwargs()`` for a headlesslb client inside the app). The cluster
         process imports it, so it must be importable from ``sys.path``. The Pod controls
         (``kill``, ``slow``, ``fail``, ``reset``, ``set_ready``) and counters work on it too.

@@ -19,10 +19,11 @@ answer, not everyone's.
 round: SRV port 0, the SRV target ``.`` (RFC 2782: the service is decidedly not available),
 addresses no Pod can have (unspecified, ``0.0.0.0/8``, multicast, reserved ``240.0.0.0/4`` incl.
 broadcast, link-local incl. the cloud metadata address ``169.254.169.254``, IPv4-mapped IPv6;
-loopback is fine), a hostname claiming an ordinal above :data:`~headlesslb.core.names.ORDINAL_MAX`. Each such
-record is logged once per :class:`DnsDiscovery` (not every round; the memory of what was logged is
-bounded). A SRV target that is not a DNS-1123 label gives no hostname; TTLs above 2**31-1 read as 0
-(RFC 2181 §8) and are capped at an hour.
+loopback is fine), a hostname claiming an ordinal above
+:data:`~headlesslb.core.names.ORDINAL_MAX`. Each such record is logged once per
+:class:`DnsDiscovery` (not every round; the memory of what was logged is bounded). A SRV target
+that is not a DNS-1123 label gives no hostname; TTLs above 2**31-1 read as 0 (RFC 2181 §8) and
+are capped at an hour.
 """
 
 from __future__ import annotations

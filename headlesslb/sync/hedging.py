@@ -1,7 +1,7 @@
 """The sync shell's half of hedging: run a request's attempts on a small client-owned pool of
 threads, take the first to finish, drop the other.
 
-Each attempt runs under its own :class:`~headlesslb.sync.sender.CancelToken`. Once the winner is
+Each attempt runs under its own :class:`~headlesslb.sync.network.CancelToken`. Once the winner is
 known, the call core records the loser (its pool ``Attempt`` ends once, as a timeout for a
 beaten first attempt and as cancelled for a beaten hedge; the Pod's in-flight count drops at
 once), then the loser's token is cancelled: the sender shuts down the socket its worker is
@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..core.call import Call, Send
 from ..errors import ClientClosed
 from ..io.sender import Answer
-from .sender import CancelToken, cancellable
+from .network import CancelToken, cancellable
 
 __all__ = ["HedgeRunner"]
 

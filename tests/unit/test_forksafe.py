@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import pytest
 from prometheus_client import CollectorRegistry
 
-import headlesslb.sync.sender as sync_sender
+import headlesslb.sync.network as sync_network
 import headlesslb.telemetry.otel as otel
 from headlesslb.core import forksafe
 from headlesslb.core.events import EventHub
@@ -105,7 +105,7 @@ def test_the_library_locks_request_threads_hold_are_new_in_a_forked_child() -> N
         (PrometheusMetrics(registry=CollectorRegistry()), "_lock"),
         (OpenTelemetryObserver(), "_lock"),
         (sys.modules[otel.__name__], "_default_lock"),
-        (sys.modules[sync_sender.__name__], "_armed_lock"),
+        (sys.modules[sync_network.__name__], "_armed_lock"),
     ]
     with _held(locks):
         assert _child_can_take(locks) == []

@@ -1,4 +1,4 @@
-"""Stopping one blocking attempt from another thread (:class:`headlesslb.sync.sender.CancelToken`,
+"""Stopping one blocking attempt from another thread (:class:`headlesslb.sync.network.CancelToken`,
 the losing side of a sync hedged race), on a loopback socket: the cancelled thread wakes at once,
 another thread's reads on the same backend are untouched, and nothing more is sent or opened."""
 
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpcore
 import pytest
 
-from headlesslb.sync.sender import CancelToken, _Network, cancellable
+from headlesslb.sync.network import CancelToken, Network, cancellable
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def listener() -> Iterator[socket.socket]:
 
 
 def test_cancel_wakes_the_thread_blocked_reading_and_only_it(listener: socket.socket) -> None:
-    network = _Network()
+    network = Network()
     port = listener.getsockname()[1]
     loser = network.connect_tcp("127.0.0.1", port)
     loser_peer, _ = listener.accept()

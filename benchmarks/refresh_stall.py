@@ -32,6 +32,11 @@ stops every thread for it, so a gap that size is the collector's, not the refres
 ≤ 20 ms at 4,000 when changed (disjoint included), ≤ 1 ms unchanged.
 
     python benchmarks/refresh_stall.py [--rounds 7] [--sizes 100,1000,4000]
+    python benchmarks/refresh_stall.py --marker-ab [--rounds 30] [--sizes 1000]
+
+``--marker-ab`` measures only whether the sync discovery thread's GIL hand-over between steps
+(``pauses.shares_gil_with_request_threads``) earns its keep: changed rounds with the hand-over,
+without it, and idle windows, taking turns in one run, and the distribution of each one's gaps.
 """
 
 from __future__ import annotations
@@ -434,6 +439,52 @@ def _measure_sync(cluster: LocalCluster, size: int, rounds: int) -> list[dict[st
     return rows
 
 
+def _percentile(values: list[float], q: float) -> float:
+    ranked = sorted(values)
+    return ranked[min(len(ranked) - 1, max(0, round(q * (len(ranked) - 1))))]
+
+
+def _marker_ab(cluster: LocalCluster, size: int, rounds: int) -> list[dict[str, object]]:
+    """Changed sync rounds with the discovery thread's hand-over, without it, and as long an
+    idle window, in turns: the longest gap of each round, summarised per kind."""
+    fqdn = cluster.fqdn("big-hl")
+    gaps: dict[str, list[float]] = {"hand-over on": [], "hand-over off": [], "idle (noise)": []}
+    with _started_sync("big-hl", cluster, cluster.port) as (transport, portal):
+
+        def marked(on: bool) -> None:
+            pauses_module._thread.hands_back = on  # runs on the discovery thread: its mark
+
+        def refresh() -> object:
+            return portal.call(transport.refresher.refresh)
+
+        for i in range(2 * rounds):
+            # Every round adds or removes a Pod; on and off take turns over both kinds.
+            on = i % 4 in (0, 3)
+            portal.start_task_soon(_on_loop, marked, on).result()
+            cluster.scale("big", size + (1 if i % 2 == 0 else 0))
+            _warm(cluster, fqdn)
+            gap, _, wall = _sync_stall(refresh)
+            gaps["hand-over on" if on else "hand-over off"].append(gap)
+            if on:
+                gaps["idle (noise)"].append(_sync_stall(None, idle=wall / 1e3)[0])
+        portal.start_task_soon(_on_loop, marked, True).result()
+    return [
+        {
+            "pods": size,
+            "rounds": kind,
+            "n": len(values),
+            "gap_ms_median": statistics.median(values),
+            "gap_ms_p80": _percentile(values, 0.8),
+            "gap_ms_max": max(values),
+        }
+        for kind, values in gaps.items()
+    ]
+
+
+async def _on_loop(function: Callable[[bool], None], value: bool) -> None:
+    function(value)
+
+
 SWAPPED = "swap-hl"
 """The Service whose every Pod is replaced each round: records of its own, no workload."""
 
@@ -523,8 +574,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--sizes", default="100,1000,4000")
+    parser.add_argument("--marker-ab", action="store_true")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.marker_ab:
+        ab: list[dict[str, object]] = []
+        with LocalCluster(ttl=5) as cluster:
+            for size in sizes:
+                cluster.add_deployment("big", size, lb=None, serve=False)
+                ab += _marker_ab(cluster, size, args.rounds)
+                cluster.delete_workload("big")
+        print_table(ab, title="Sync changed rounds: the discovery thread's GIL hand-over, A/B")
+        write_results("refresh_stall_marker_ab", ab, params={"rounds": args.rounds})
+        return
     rows: list[dict[str, object]] = []
     _Holds.install()
     _Collections.install()

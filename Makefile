@@ -68,7 +68,8 @@ typecheck: $(VENV)/.test-installed
 ## cache every checkout shares (~/.cache/headlesslb/kubeapi). Measured on the 2 cores, shared:
 ## cold 3 min 19 s (79 .debs, 85 MB, in 2 s; 192 s compiling), warm 0.1 s; 2.0 GB of disk. Cheap
 ## enough for every `make test`, so CI's fresh clone always builds it. Status 75 (the archive
-## unreachable) lets `make test` go on: the bed's tests then skip, saying why.
+## unreachable, or a pin gone from sid) lets `make test` go on: the bed's tests then skip, saying
+## why and how to refresh the pins (tools/kubeapi/relock.py).
 kubeapi:
 	$(PYTHON) tools/kubeapi/build.py || [ $$? -eq 75 ]
 

@@ -469,7 +469,7 @@ def test_the_options_go_through_assembly_for_both_clients() -> None:
             pool_class=pool_class,
         )
         assert parts.router.throttle is not None and parts.router.throttle.settings.k == 1.5
-        picker = parts.balancer._factories[0]
+        picker = parts.balancer.factories.balancing
         assert getattr(picker, "slow_start", None) is slow
     with pytest.raises(ConfigurationError, match="slow_start"):
         assemble("web-hl.default", discovery=discovery, slow_start=30)  # type: ignore[arg-type]

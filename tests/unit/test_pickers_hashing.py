@@ -347,7 +347,7 @@ def test_new_membership_serves_from_previous_table_until_prepared() -> None:
     # The request path does not build: it serves from the old table with fallover.
     during = {k: balancer.pick(PickContext(key=k)) for k in keys}
     assert factory._table is old_table
-    picker = balancer._installed[1][1]
+    picker = balancer.installed.pickers.sharding
     assert isinstance(picker, MaglevPicker) and picker.stale
     for k in keys:
         state = during[k]

@@ -10,13 +10,19 @@ the I/O shell do that rebuild off the request path.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
 from ..errors import ConfigurationError
-from .pickers.base import NO_CONTEXT, PickContext, Picker, PickerFactory
+from .pickers.base import (
+    NO_CONTEXT,
+    Pause,
+    PickContext,
+    Picker,
+    PickerFactory,
+    TablePickerFactory,
+    no_pause,
+)
 from .pool import Pool
 from .snapshot import EndpointState, Snapshot
 
@@ -70,7 +76,6 @@ class Balancer:
         self.pool = pool
         self.factories: Roles[PickerFactory | None] = Roles(picker, sharding, ordinal)
         """The picker factory of each role (None: not configured)."""
-        self._takes_pause = tuple(_takes_pause(self.factories.of(r)) for r in ROLES)
         self._installed = _NOTHING_INSTALLED
 
     @property
@@ -78,25 +83,19 @@ class Balancer:
         """The pickers in use (for diagnostics and tests: :meth:`pick` is how they are used)."""
         return self._installed
 
-    def prepare(self, snapshot: Snapshot, pause: Callable[[], None] | None = None) -> None:
+    def prepare(self, snapshot: Snapshot, pause: Pause | None = None) -> None:
         """Do the slow part of switching to ``snapshot`` now: build hash tables and the like.
 
-        Runs every configured factory's optional ``prepare(snapshot)``, from the first
-        membership on, so that not even the first keyed request builds a table on the request
-        path (a Maglev table over 1,000 Pods is 40-120 ms of pure Python). Safe in a worker
-        thread: it installs nothing, the next pick on the event loop does, with the cheap
-        ``build``. ``pause`` is handed to the factories that take one (``ConsistentHash``):
-        they offer it every fraction of a millisecond of work, and the I/O shell's pause lets
-        the event loop and request threads run.
+        Runs ``prepare(snapshot, pause)`` of every configured :class:`TablePickerFactory`, from
+        the first membership on, so that not even the first keyed request builds a table on the
+        request path (a Maglev table over 1,000 Pods is 40-120 ms of pure Python). Safe in a
+        worker thread: it installs nothing, the next pick does, with the cheap ``build``. The
+        I/O shell's ``pause`` lets the event loop and request threads run during the build.
         """
-        for role, takes_pause in zip(ROLES, self._takes_pause, strict=True):
-            warm = getattr(self.factories.of(role), "prepare", None)
-            if not callable(warm):
-                continue
-            if takes_pause and pause is not None:
-                warm(snapshot, pause=pause)
-            else:
-                warm(snapshot)
+        for role in ROLES:
+            factory = self.factories.of(role)
+            if isinstance(factory, TablePickerFactory):
+                factory.prepare(snapshot, pause or no_pause)
 
     def pick(self, ctx: PickContext = NO_CONTEXT) -> EndpointState | None:
         """An endpoint for one attempt, or ``None`` if no eligible endpoint is left."""
@@ -141,14 +140,3 @@ class Balancer:
             picker = self._install(snapshot, installed, role).pickers.of(role)
             assert picker is not None
         return picker.pick(ctx)
-
-
-def _takes_pause(factory: object) -> bool:
-    """Whether the factory's ``prepare`` accepts ``pause=`` (a user's factory need not)."""
-    warm = getattr(factory, "prepare", None)
-    if not callable(warm):
-        return False
-    try:
-        return "pause" in inspect.signature(warm).parameters
-    except (TypeError, ValueError):
-        return False

@@ -1,4 +1,4 @@
-"""Ordinal pinning and the picker factory registry (pure)."""
+"""Ordinal pinning, the picker factory registry and protocol (pure)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from headlesslb.core.pickers import (
     RoundRobin,
     make_picker,
 )
-from headlesslb.core.pickers.base import PickContext
+from headlesslb.core.pickers.base import Pause, PickContext, Picker, TablePickerFactory, no_pause
 from headlesslb.core.pool import OutlierPolicy, Pool
+from headlesslb.core.snapshot import Snapshot
 from headlesslb.errors import ConfigurationError, OrdinalNotFound
 
 
@@ -92,3 +93,39 @@ def test_make_picker_errors() -> None:
         make_picker("random")
     with pytest.raises(ConfigurationError, match="PickerFactory"):
         make_picker(42)  # type: ignore[arg-type]
+
+
+class _Mine:
+    """A user's factory: a name and build(snapshot), nothing more."""
+
+    name = "mine"
+
+    def build(self, snapshot: Snapshot) -> Picker:
+        return RoundRobin(random.Random(0)).build(snapshot)
+
+
+class _MineWithPrepare(_Mine):
+    def __init__(self) -> None:
+        self.prepared: list[tuple[int, Pause]] = []
+
+    def prepare(self, snapshot: Snapshot, pause: Pause) -> None:
+        self.prepared.append((len(snapshot.members), pause))
+
+
+def test_a_factory_of_ones_own_with_or_without_prepare() -> None:
+    pool = statefulset([0, 1])
+    plain, preparing = _Mine(), _MineWithPrepare()
+
+    def shells_pause() -> None:
+        pass
+
+    assert not isinstance(plain, TablePickerFactory)
+    assert isinstance(preparing, TablePickerFactory)
+    for factory in (plain, preparing):
+        balancer = Balancer(pool, factory, sharding=factory)
+        balancer.prepare(pool.snapshot)
+        balancer.prepare(pool.snapshot, pause=shells_pause)
+        assert balancer.pick() in pool.snapshot.members
+        assert balancer.pick(PickContext(key="k")) in pool.snapshot.members
+    # Once per role it plays, with the shell's pause or, when there is none, one that carries on.
+    assert preparing.prepared == [(2, no_pause)] * 2 + [(2, shells_pause)] * 2

@@ -7,13 +7,22 @@ cheap and never waits on a rebuild.
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..snapshot import EndpointState, Snapshot
 
-__all__ = ["NO_CONTEXT", "HashKey", "PickContext", "Picker", "PickerFactory"]
+__all__ = [
+    "NO_CONTEXT",
+    "HashKey",
+    "Pause",
+    "PickContext",
+    "Picker",
+    "PickerFactory",
+    "TablePickerFactory",
+    "no_pause",
+]
 
 HashKey = str | bytes | int
 """What a request can be sharded by."""
@@ -43,18 +52,41 @@ class Picker(Protocol):
         ...
 
 
+Pause = Callable[[], None]
+"""Called by a long build every fraction of a millisecond of work: the caller's chance to let
+others run (the I/O shells hand the GIL to the event loop and request threads there)."""
+
+
+def no_pause() -> None:
+    """The pause of a build nobody waits on: carry on."""
+
+
 @runtime_checkable
 class PickerFactory(Protocol):
-    """Builds a picker per snapshot; may keep tables across snapshots of the same membership.
+    """Builds a picker per snapshot. Required: ``name`` and ``build(snapshot)``.
 
-    A factory with slow work to do per membership (a hash table) may also have a
-    ``prepare(snapshot) -> None`` method: ``Balancer.prepare`` runs it in a worker thread after
-    membership changes, so that ``build`` stays cheap on the event loop. A lock it takes there
-    comes from :mod:`headlesslb.core.forksafe`, so that a forked child gets a new one.
+    Optional: a factory with slow work to do per membership (a hash table) also has the method
+    of :class:`TablePickerFactory`, ``prepare(snapshot, pause)``; the balancer runs it in a
+    worker thread after membership changes, so that ``build`` stays cheap on the request path.
+    A factory without it is built on the request path alone, as it always was.
     """
 
     name: str
 
     def build(self, snapshot: Snapshot) -> Picker:
         """A picker that reads ``snapshot`` only."""
+        ...
+
+
+@runtime_checkable
+class TablePickerFactory(PickerFactory, Protocol):
+    """A :class:`PickerFactory` with slow work to do per membership, done off the request path.
+
+    A lock it takes there comes from :mod:`headlesslb.core.forksafe`, so that a forked child
+    gets a new one.
+    """
+
+    def prepare(self, snapshot: Snapshot, pause: Pause) -> None:
+        """Do the slow work for ``snapshot`` now (a worker thread), calling ``pause()`` every
+        fraction of a millisecond of it; from the first membership on, even an empty one."""
         ...

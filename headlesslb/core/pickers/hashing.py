@@ -84,7 +84,7 @@ from ...errors import ConfigurationError
 from .. import forksafe
 from ..names import ORDINAL_MAX
 from ..snapshot import EndpointState, Snapshot
-from .base import PickContext, Picker
+from .base import Pause, PickContext, Picker, no_pause
 from .bounded import BoundedLoadPicker
 from .hashtables import _KEY_HASHER as _PROTO
 from .hashtables import (
@@ -402,7 +402,7 @@ class ConsistentHash:
         """Whether :meth:`prepare` was ever called: from then on it builds every table, and
         :meth:`build` builds none."""
 
-    def prepare(self, snapshot: Snapshot, pause: Callable[[], None] | None = None) -> None:
+    def prepare(self, snapshot: Snapshot, pause: Pause = no_pause) -> None:
         """Build the Maglev table for ``snapshot``'s members unless it exists (slow; thread-safe).
 
         Meant for a worker thread after a membership change; a no-op for ``over="ordinal"``.

@@ -104,28 +104,43 @@ class _Mine:
         return RoundRobin(random.Random(0)).build(snapshot)
 
 
-class _MineWithPrepare(_Mine):
+class _MineWithTable(_Mine):
+    """A user's table factory: its "table" is the members' addresses."""
+
     def __init__(self) -> None:
-        self.prepared: list[tuple[int, Pause]] = []
+        self.pauses: list[Pause] = []
+        self.tables: list[object] = []
 
-    def prepare(self, snapshot: Snapshot, pause: Pause) -> None:
-        self.prepared.append((len(snapshot.members), pause))
+    def prepare(
+        self, snapshot: Snapshot, current: tuple[str, ...] | None, pause: Pause
+    ) -> tuple[str, ...] | None:
+        self.pauses.append(pause)
+        table = tuple(s.endpoint.ip for s in snapshot.members)
+        return current if table == current else table
+
+    def build_from(self, snapshot: Snapshot, table: tuple[str, ...] | None) -> Picker:
+        self.tables.append(table)
+        return self.build(snapshot)
 
 
-def test_a_factory_of_ones_own_with_or_without_prepare() -> None:
+def test_a_factory_of_ones_own_with_or_without_tables() -> None:
     pool = statefulset([0, 1])
-    plain, preparing = _Mine(), _MineWithPrepare()
+    plain, tabled = _Mine(), _MineWithTable()
+    assert not isinstance(plain, TablePickerFactory)
+    assert isinstance(tabled, TablePickerFactory)
 
     def shells_pause() -> None:
         pass
 
-    assert not isinstance(plain, TablePickerFactory)
-    assert isinstance(preparing, TablePickerFactory)
-    for factory in (plain, preparing):
-        balancer = Balancer(pool, factory, sharding=factory)
-        balancer.prepare(pool.snapshot)
+    for factory in (plain, tabled):
+        balancer = Balancer(pool, RoundRobin(random.Random(0)), sharding=factory)
         balancer.prepare(pool.snapshot, pause=shells_pause)
-        assert balancer.pick() in pool.snapshot.members
         assert balancer.pick(PickContext(key="k")) in pool.snapshot.members
-    # Once per role it plays, with the shell's pause or, when there is none, one that carries on.
-    assert preparing.prepared == [(2, no_pause)] * 2 + [(2, shells_pause)] * 2
+    # prepare got the shell's pause, build_from the published table, and build never ran.
+    assert tabled.pauses == [shells_pause]
+    assert tabled.tables == [("10.0.0.1", "10.0.0.2")]
+    assert balancer.tables.sharding == ("10.0.0.1", "10.0.0.2")
+    # Unprepared, the balancer builds the table itself, with a pause that carries on.
+    unprepared = Balancer(pool, RoundRobin(random.Random(0)), sharding=_MineWithTable())
+    assert unprepared.pick(PickContext(key="k")) in pool.snapshot.members
+    assert unprepared.factories.sharding.pauses == [no_pause]  # type: ignore[union-attr]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Set
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from ..snapshot import EndpointState, Snapshot
 
@@ -23,6 +23,8 @@ __all__ = [
     "TablePickerFactory",
     "no_pause",
 ]
+
+Table = TypeVar("Table")
 
 HashKey = str | bytes | int
 """What a request can be sharded by."""
@@ -65,10 +67,10 @@ def no_pause() -> None:
 class PickerFactory(Protocol):
     """Builds a picker per snapshot. Required: ``name`` and ``build(snapshot)``.
 
-    Optional: a factory with slow work to do per membership (a hash table) also has the method
-    of :class:`TablePickerFactory`, ``prepare(snapshot, pause)``; the balancer runs it in a
-    worker thread after membership changes, so that ``build`` stays cheap on the request path.
-    A factory without it is built on the request path alone, as it always was.
+    Optional: a factory with slow work to do per membership (a hash table) also has the two
+    methods of :class:`TablePickerFactory`, ``prepare(snapshot, current, pause)`` and
+    ``build_from(snapshot, table)``; the balancer then builds each table off the request path
+    and never calls ``build``. A factory without them is built on the request path alone.
     """
 
     name: str
@@ -79,14 +81,23 @@ class PickerFactory(Protocol):
 
 
 @runtime_checkable
-class TablePickerFactory(PickerFactory, Protocol):
-    """A :class:`PickerFactory` with slow work to do per membership, done off the request path.
+class TablePickerFactory(PickerFactory, Protocol[Table]):
+    """A :class:`PickerFactory` whose pickers read a table built per membership (Maglev).
 
-    A lock it takes there comes from :mod:`headlesslb.core.forksafe`, so that a forked child
-    gets a new one.
+    Both methods are pure: the table is the caller's to keep, not the factory's. The
+    :class:`~headlesslb.core.balancer.Balancer` runs ``prepare`` in a worker thread after every
+    membership change (from the first on, even an empty one), publishes what it returns, and
+    builds pickers with ``build_from`` and the table it published last: while a new table is
+    being built that is a previous membership's, or None before the first.
     """
 
-    def prepare(self, snapshot: Snapshot, pause: Pause) -> None:
-        """Do the slow work for ``snapshot`` now (a worker thread), calling ``pause()`` every
-        fraction of a millisecond of it; from the first membership on, even an empty one."""
+    def prepare(self, snapshot: Snapshot, current: Table | None, pause: Pause) -> Table | None:
+        """The table for ``snapshot``: ``current`` if it serves that membership already (or
+        there is nothing to build), else a new one, calling ``pause()`` every fraction of a
+        millisecond of the work (slow)."""
+        ...
+
+    def build_from(self, snapshot: Snapshot, table: Table | None) -> Picker:
+        """A picker for ``snapshot`` that reads ``table``, whatever membership it was built for,
+        and builds none (cheap: it runs on the request path)."""
         ...

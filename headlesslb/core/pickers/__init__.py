@@ -47,14 +47,10 @@ __all__ = [
 PickerName = Literal["round_robin", "least_request", "peak_ewma"]
 """The built-in balancing policies, by name (``picker=`` also takes a PickerFactory)."""
 
-PICKERS: dict[
-    str, Callable[[random.Random | None, Clock, float, SlowStart | None], PickerFactory]
-] = {
-    "round_robin": lambda rng, clock, decay, slow: RoundRobin(rng, slow_start=slow, clock=clock),
-    "least_request": lambda rng, clock, decay, slow: LeastRequest(
-        rng, slow_start=slow, clock=clock
-    ),
-    "peak_ewma": lambda rng, clock, decay, slow: PeakEwma(rng, clock, decay, slow_start=slow),
+PICKERS: dict[str, Callable[[random.Random | None, Clock, SlowStart | None], PickerFactory]] = {
+    "round_robin": lambda rng, clock, slow: RoundRobin(rng, slow_start=slow, clock=clock),
+    "least_request": lambda rng, clock, slow: LeastRequest(rng, slow_start=slow, clock=clock),
+    "peak_ewma": lambda rng, clock, slow: PeakEwma(rng, clock, slow_start=slow),
 }
 """The balancing policies a client accepts by name (each takes slow start)."""
 
@@ -64,14 +60,13 @@ def make_picker(
     *,
     rng: random.Random | None = None,
     clock: Clock = monotonic,
-    latency_decay: float = 10.0,
     slow_start: SlowStart | None = None,
 ) -> PickerFactory:
     """A fresh factory for a policy name, or ``spec`` itself if it already is a factory.
 
-    ``rng`` and ``clock`` are handed to the named policies (seeded tests, injected time);
-    ``latency_decay`` must be the pool's (``OutlierPolicy.latency_decay``) so peak-EWMA decays
-    latencies at pick time exactly as the pool averages them.
+    ``rng`` and ``clock`` are handed to the named policies (seeded tests, injected time; the
+    clock must be the pool's). Peak-EWMA reads latencies through the pool's estimator, which
+    every snapshot carries, so it decays them with the pool's ``OutlierPolicy.latency_decay``.
     ``slow_start`` ramps new endpoints up in the named policies; a factory of the user's own
     cannot take it (a ConfigurationError says so rather than ignore it).
     Raises :class:`~headlesslb.errors.ConfigurationError` naming the valid names otherwise.
@@ -81,7 +76,7 @@ def make_picker(
         if make is None:
             valid = ", ".join(repr(name) for name in PICKERS)
             raise ConfigurationError(f"unknown picker {spec!r}; valid names: {valid}")
-        return make(rng, clock, latency_decay, slow_start)
+        return make(rng, clock, slow_start)
     if isinstance(spec, PickerFactory):
         if slow_start is not None:
             raise ConfigurationError(

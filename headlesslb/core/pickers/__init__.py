@@ -6,8 +6,12 @@
 - :class:`ConsistentHash` — sharding by a request key (Maglev over endpoints, jump over ordinals);
 - :class:`Ordinal` — pinning to a StatefulSet ordinal.
 
-Each is a :class:`~headlesslb.pickers.base.PickerFactory`: it builds a cheap, read-only
-:class:`~headlesslb.pickers.base.Picker` per pool snapshot.
+Each is a :class:`~headlesslb.core.pickers.base.PickerFactory`: it builds a cheap, read-only
+:class:`~headlesslb.core.pickers.base.Picker` per pool snapshot. :class:`ConsistentHash` is also a
+:class:`~headlesslb.core.pickers.base.TablePickerFactory`: the balancer has it build each
+membership's table off the request path, and keeps the table. :func:`make_picker` makes the
+named policies; peak-EWMA reads latencies through the pool's estimator, which every snapshot
+carries.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Literal
 
 from ...errors import ConfigurationError
 from ..clock import Clock, monotonic
-from .base import NO_CONTEXT, HashKey, PickContext, Picker, PickerFactory
+from .base import NO_CONTEXT, HashKey, PickContext, Picker, PickerFactory, TablePickerFactory
 from .hashing import ConsistentHash
 from .hashtables import key_hash
 from .ordinal import Ordinal
@@ -40,6 +44,7 @@ __all__ = [
     "PickerName",
     "RoundRobin",
     "SlowStart",
+    "TablePickerFactory",
     "key_hash",
     "make_picker",
 ]

@@ -2,7 +2,8 @@
 
 As in grpc-go's balancer/picker split, a :class:`PickerFactory` is asked for a new :class:`Picker`
 each time the pool's snapshot changes; the picker it returns only reads that snapshot, so a pick is
-cheap and never waits on a rebuild.
+cheap and never waits on a rebuild. A :class:`TablePickerFactory` has slow work to do per
+membership (a hash table): the balancer has it done off the request path and keeps the table.
 """
 
 from __future__ import annotations

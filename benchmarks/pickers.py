@@ -60,8 +60,7 @@ def make_pool(n: int) -> Pool:
     rng = random.Random(1)
     now = monotonic()
     for state in pool.snapshot.members:  # realistic latencies for peak-EWMA, answered just now
-        state.ewma = rng.uniform(0.005, 0.05)
-        state.ewma_stamp = now
+        pool.latency.observe(state, rng.uniform(0.005, 0.05), now)
     return pool
 
 

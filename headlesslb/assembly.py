@@ -466,7 +466,6 @@ def assemble(
             picker,
             rng=the_rng,
             clock=clock,
-            latency_decay=pool.outlier.latency_decay,
             slow_start=slow_start,
         ),
         sharding=sharding or ConsistentHash(),

@@ -3,7 +3,9 @@
 Pure and deterministic: the clock and the random source are injected, nothing here does I/O. The
 transport reports each attempt's outcome through :class:`Attempt`; discovery replaces membership
 through :meth:`Pool.update`; time-based changes (an ejection ending) happen in :meth:`Pool.tick`,
-which the snapshot accessor runs when the earliest deadline has passed.
+which the snapshot accessor runs when the earliest deadline has passed. Each response's latency
+goes into the pool's peak-EWMA estimator (:attr:`Pool.latency`), which the pickers read through
+every snapshot.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from .events import (
     HealthChanged,
     ReadmitReason,
 )
-from .snapshot import EMPTY_SNAPSHOT, EndpointState, Snapshot
+from .ewma import PeakEwmaEstimator
+from .snapshot import EndpointState, Snapshot
 from .subset import Subsetter
 
 __all__ = [
@@ -92,7 +95,8 @@ class OutlierPolicy:
     eject_on_refused: bool = True
     """A refused connection ejects at once: the Pod is gone, DNS just has not caught up."""
     latency_decay: float = 10.0
-    """Time constant (seconds) of the latency EWMA that peak-EWMA balancing reads."""
+    """Time constant (seconds) of the latency EWMA that peak-EWMA balancing reads (the pool's
+    :class:`~.ewma.PeakEwmaEstimator`)."""
 
     def __post_init__(self) -> None:
         name = "OutlierPolicy."
@@ -161,8 +165,13 @@ class Pool:
         self._clock = clock
         self._rng = rng or random.Random()
         self.on_refused = on_refused
+        self.latency = PeakEwmaEstimator(self.outlier.latency_decay)
+        """The peak-EWMA latency average: updated here after each response, read by pickers
+        (every snapshot carries it)."""
         self._states: dict[tuple[str, int], EndpointState] = {}
-        self._snapshot = EMPTY_SNAPSHOT
+        self._snapshot = Snapshot(
+            version=0, membership_version=0, members=(), eligible=(), latency=self.latency
+        )
         self._next_deadline = math.inf
         self._applied: tuple[Endpoint, ...] | None = None
         """The endpoints tuple of the last update, to recognise the same one at once."""
@@ -251,12 +260,11 @@ class Pool:
             return
         now = self._clock()
         if outcome is Outcome.REJECTED:
-            # A fast "no" says nothing about how fast the Pod serves: keep its latency where the
-            # last real answer left it (the stamp stops the decay that would make it cheap).
-            if state.ewma is not None:
-                state.ewma_stamp = now
+            # A fast "no" says nothing about how fast the Pod serves, and letting its average
+            # decay on would make it look cheap while it turns requests away.
+            self.latency.restamp(state, now)
             return
-        self._observe_latency(state, now - attempt.started, now)
+        self.latency.observe(state, now - attempt.started, now)
         if outcome in _FAILURES:
             state.failures += 1
             state.consecutive_failures += 1
@@ -272,16 +280,6 @@ class Pool:
                 self._maybe_eject(state, now, reason)
         else:
             state.consecutive_failures = 0
-
-    def _observe_latency(self, state: EndpointState, latency: float, now: float) -> None:
-        # Peak-sensitive EWMA (Finagle/Linkerd): jump straight to a worse latency, decay toward a
-        # better one with a weight that depends on the time since the last observation.
-        if state.ewma is None or latency > state.ewma:
-            state.ewma = latency
-        else:
-            weight = math.exp(-(now - state.ewma_stamp) / self.outlier.latency_decay)
-            state.ewma = state.ewma * weight + latency * (1.0 - weight)
-        state.ewma_stamp = now
 
     # -- outlier detection -------------------------------------------------------------------
     def eject(self, key: tuple[str, int]) -> bool:
@@ -440,6 +438,7 @@ class Pool:
             by_ordinal=by_ordinal,
             in_use=in_use,
             subset=core,
+            latency=self.latency,
         )
         self._next_deadline = self._earliest_deadline()
         return self._snapshot

@@ -3,7 +3,8 @@
 A :class:`Snapshot` never changes once made: membership and health changes build a new one (off the
 request path), and pickers built from it only read it. The per-endpoint counters an
 :class:`EndpointState` carries (in-flight, latency) are live on purpose: load-aware pickers read
-them at pick time, and they must not force a rebuild on every request.
+them at pick time, and they must not force a rebuild on every request. The latency average is
+read through the pool's estimator, :attr:`Snapshot.latency`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from .endpoint import Endpoint, EndpointStatus
+from .ewma import PeakEwmaEstimator
 
 __all__ = ["EndpointState", "Snapshot"]
 
@@ -50,8 +52,11 @@ class EndpointState:
         self.ejected_until: float | None = None
         self.last_ejected_at: float | None = None
         self.ewma: float | None = None
-        """Peak-sensitive EWMA of latency (seconds); ``None`` until the first response."""
+        """Peak-sensitive EWMA of latency (seconds), undecayed; ``None`` until the first
+        response. Written by the pool's :class:`~.ewma.PeakEwmaEstimator` only, and read
+        through it (:meth:`~.ewma.PeakEwmaEstimator.decayed`)."""
         self.ewma_stamp = 0.0
+        """When :attr:`ewma` was last updated (the pool's clock): its decay runs from here."""
         self.health_ok = True
         """Verdict of active health checks (True when they are off)."""
         self.admitted = True
@@ -123,6 +128,9 @@ class Snapshot:
     subset: tuple[EndpointState, ...] | None = None
     """With subsetting, the client's N members along the ring whatever their health, sorted by
     (ip, port), one tuple per membership; None without subsetting."""
+    latency: PeakEwmaEstimator = field(kw_only=True)
+    """The pool's latency estimator: how the members' latency averages are read at pick time
+    (peak-EWMA), with the decay the pool updates them with."""
 
     @property
     def table_members(self) -> tuple[EndpointState, ...]:
@@ -133,6 +141,3 @@ class Snapshot:
     def watched(self) -> tuple[EndpointState, ...]:
         """The members health checks probe: :attr:`in_use`, else every member."""
         return self.members if self.in_use is None else self.in_use
-
-
-EMPTY_SNAPSHOT = Snapshot(version=0, membership_version=0, members=(), eligible=())

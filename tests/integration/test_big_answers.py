@@ -12,7 +12,7 @@ import pytest
 
 import headlesslb.sync
 from headlesslb import AnswerTooLarge, HeadlessTransport, RefreshPolicy
-from headlesslb.core.pickers.hashing import ConsistentHash
+from headlesslb.core.pickers.hashing import ConsistentHash, ShardTable
 from headlesslb.testing import LocalCluster
 
 pytestmark = pytest.mark.anyio
@@ -89,8 +89,8 @@ async def test_the_hash_table_is_built_before_the_first_keyed_request(big: Local
         **options(big),  # type: ignore[arg-type]
     ) as transport:
         await transport.runtime.wait_ready()
-        table = sharding._table
-        assert table is not None and len(table.members) == 1200  # built in a worker thread
+        table = transport.balancer.tables.sharding
+        assert isinstance(table, ShardTable) and len(table.members) == 1200  # in a worker thread
 
 
 async def test_more_addresses_than_one_message_carries_is_a_clear_error(

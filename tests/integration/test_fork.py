@@ -397,7 +397,7 @@ def test_close_from_another_thread_fails_the_request_in_flight(cluster: LocalClu
 def test_a_child_forked_during_a_table_build_serves_keyed_requests(
     cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The discovery thread builds the first Maglev table holding the sharding factory's lock;
+    # The discovery thread builds the first Maglev table holding the balancer's lock;
     # its pause stops it there (in the parent only) while the main thread forks.
     parent = os.getpid()
     building, release = threading.Event(), threading.Event()

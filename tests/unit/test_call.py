@@ -1086,7 +1086,8 @@ def test_a_first_attempt_beaten_by_its_hedge_is_a_timeout_a_beaten_hedge_nothing
     call.settle(hedge.attempt)
     slow = first.state
     assert env.pool.reports[-1] == (first.attempt, Outcome.TIMEOUT)
-    assert slow.consecutive_failures == 1 and slow.ewma == pytest.approx(0.07)  # a lower bound
+    latency = env.pool.latency.decayed(slow, env.clock())
+    assert slow.consecutive_failures == 1 and latency == pytest.approx(0.07)  # a lower bound
     assert isinstance(respond(call, 200), Deliver)
     hedge.attempt.done(Outcome.SUCCESS)
     assert call.report()["attempts"][0] == {
@@ -1105,10 +1106,15 @@ def test_a_first_attempt_beaten_by_its_hedge_is_a_timeout_a_beaten_hedge_nothing
     hedge = other.hedge()
     assert isinstance(first, Send) and hedge is not None
     env.clock.advance(0.01)
-    before = (hedge.state.consecutive_failures, hedge.state.failures, hedge.state.ewma)
+    state = hedge.state
+
+    def marks() -> tuple[int, int, float | None]:
+        return state.consecutive_failures, state.failures, env.pool.latency.decayed(state, 0.0)
+
+    before = marks()
     other.settle(first.attempt)  # the first answered: the hedge says nothing about its Pod
     assert env.pool.reports[-1] == (hedge.attempt, Outcome.CANCELLED)
-    assert (hedge.state.consecutive_failures, hedge.state.failures, hedge.state.ewma) == before
+    assert marks() == before
     assert other.attempts[-1].outcome is Outcome.CANCELLED
     assert isinstance(respond(other, 200), Deliver)
     first.attempt.done(Outcome.SUCCESS)

@@ -21,9 +21,11 @@ from prometheus_client import CollectorRegistry
 import headlesslb.sync.network as sync_network
 import headlesslb.telemetry.otel as otel
 from headlesslb.core import forksafe
+from headlesslb.core.balancer import Balancer
 from headlesslb.core.events import EventHub
 from headlesslb.core.hedge import LatencyEstimator
-from headlesslb.core.pickers import ConsistentHash
+from headlesslb.core.pickers import RoundRobin
+from headlesslb.core.pool import Pool
 from headlesslb.telemetry.otel import OpenTelemetryObserver
 from headlesslb.telemetry.prometheus import PrometheusMetrics
 
@@ -101,7 +103,7 @@ def test_the_library_locks_request_threads_hold_are_new_in_a_forked_child() -> N
     locks: list[tuple[object, str]] = [
         (EventHub("web-hl"), "_lock"),
         (LatencyEstimator(), "_lock"),
-        (ConsistentHash(), "_lock"),  # held by the discovery thread for a whole table build
+        (Balancer(Pool(), RoundRobin()), "_lock"),  # held by the discovery thread for a table build
         (PrometheusMetrics(registry=CollectorRegistry()), "_lock"),
         (OpenTelemetryObserver(), "_lock"),
         (sys.modules[otel.__name__], "_default_lock"),

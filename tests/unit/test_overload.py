@@ -237,12 +237,12 @@ def test_a_fast_rejection_never_makes_a_pod_look_cheaper() -> None:
     attempt = pool.begin(state)
     clock.advance(0.2)
     attempt.done(Outcome.SUCCESS)
-    assert state.ewma == pytest.approx(0.2)
+    assert pool.latency.decayed(state, clock()) == pytest.approx(0.2)
     clock.advance(5.0)
     for _ in range(20):  # a burst of instant 429s
         pool.begin(state).done(Outcome.REJECTED)
-    assert state.ewma == pytest.approx(0.2)
-    assert state.ewma_stamp == clock()  # the decay restarts from the last real latency
+    # Neither averaged in nor decayed meanwhile: the decay restarts from the last real latency.
+    assert pool.latency.decayed(state, clock()) == pytest.approx(0.2)
     assert state.consecutive_failures == 0 and state.ejected_until is None
     assert state.in_flight == 0
 
@@ -469,7 +469,7 @@ def test_the_options_go_through_assembly_for_both_clients() -> None:
             pool_class=pool_class,
         )
         assert parts.router.throttle is not None and parts.router.throttle.settings.k == 1.5
-        picker = parts.balancer._factories[0]
+        picker = parts.balancer.factories.balancing
         assert getattr(picker, "slow_start", None) is slow
     with pytest.raises(ConfigurationError, match="slow_start"):
         assemble("web-hl.default", discovery=discovery, slow_start=30)  # type: ignore[arg-type]

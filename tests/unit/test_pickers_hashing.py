@@ -309,8 +309,17 @@ def test_factory_validation() -> None:
     with pytest.raises(ConfigurationError):
         ConsistentHash(table_size=1000)
     fixed = ConsistentHash(table_size=65537)
-    picker = fixed.build(make_pool(endpoints(range(3))).snapshot)
-    assert isinstance(picker, MaglevPicker) and picker._size == 65537
+    table = fixed.prepare(make_pool(endpoints(range(3))).snapshot)
+    assert table is not None and table.maglev.size == 65537
+
+
+def test_factories_are_values() -> None:
+    # Clients whose settings are equal may share a runtime: their factories compare equal.
+    assert ConsistentHash() == ConsistentHash() and hash(ConsistentHash()) == hash(ConsistentHash())
+    assert ConsistentHash("ordinal", start=5) == ConsistentHash(over="ordinal", start=5)
+    assert ConsistentHash() != ConsistentHash(balance_factor=1.25)
+    with pytest.raises(AttributeError):
+        ConsistentHash().over = "ordinal"  # type: ignore[misc]
 
 
 # -- rebuilds off the loop ---------------------------------------------------------------------
@@ -324,30 +333,31 @@ def test_table_is_reused_while_membership_is_unchanged(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(MaglevTable, "__init__", counting)
     pool = make_pool(endpoints(range(5)))
-    factory = ConsistentHash()
-    factory.build(pool.snapshot)
+    balancer = Balancer(pool, RoundRobin(random.Random(0)), sharding=ConsistentHash())
+    balancer.pick(PickContext(key="k"))
+    table = balancer.tables.sharding
     pool.eject(pool.snapshot.members[0].key)
     pool.set_health(pool.snapshot.members[1].key, False)
-    factory.build(pool.snapshot)
-    factory.prepare(pool.snapshot)
-    assert len(built) == 1
+    balancer.pick(PickContext(key="k"))
+    balancer.prepare(pool.snapshot)
+    assert len(built) == 1 and balancer.tables.sharding is table
+    assert ConsistentHash().prepare(pool.snapshot, table) is table  # the factory says so
 
 
 def test_new_membership_serves_from_previous_table_until_prepared() -> None:
     pool = make_pool(endpoints(range(10)))
-    factory = ConsistentHash()
-    balancer = Balancer(pool, RoundRobin(random.Random(0)), sharding=factory)
+    balancer = Balancer(pool, RoundRobin(random.Random(0)), sharding=ConsistentHash())
     keys = KEYS[:2000]
     balancer.prepare(pool.snapshot)  # as the I/O shells do, from the first membership on
     before = {k: balancer.pick(PickContext(key=k)) for k in keys}
-    old_table = factory._table
+    old_table = balancer.tables.sharding
     pool.update(Resolution(endpoints([*range(1, 10), 10]), ttl=5))  # 0 leaves, 10 joins
     snapshot = pool.snapshot
     gone = next(s for s in before.values() if s is not None and s.endpoint.ip == "10.0.0.1")
     # The request path does not build: it serves from the old table with fallover.
     during = {k: balancer.pick(PickContext(key=k)) for k in keys}
-    assert factory._table is old_table
-    picker = balancer._installed[1][1]
+    assert balancer.tables.sharding is old_table
+    picker = balancer.installed.pickers.sharding
     assert isinstance(picker, MaglevPicker) and picker.stale
     for k in keys:
         state = during[k]
@@ -355,13 +365,14 @@ def test_new_membership_serves_from_previous_table_until_prepared() -> None:
         assert state.endpoint.ip != "10.0.0.11"  # the newcomer owns no keys yet
         if before[k] is not gone:
             assert state is before[k]
-    # The shell prepares in a worker thread; the loop's picker switches on its next pick.
+    # The shell prepares in a worker thread and publishes; the next pick installs the table.
     worker = threading.Thread(target=balancer.prepare, args=(snapshot,))
     worker.start()
     worker.join()
-    assert factory._table is not old_table
+    assert balancer.tables.sharding is not old_table
     after = {k: balancer.pick(PickContext(key=k)) for k in keys}
-    assert not picker.stale
+    picker = balancer.installed.pickers.sharding
+    assert isinstance(picker, MaglevPicker) and not picker.stale
     assert any(s is not None and s.endpoint.ip == "10.0.0.11" for s in after.values())
     fresh = ConsistentHash().build(snapshot)
     assert all(after[k] is pick(fresh, k) for k in keys)
@@ -371,12 +382,11 @@ def test_prepare_builds_the_table_before_any_keyed_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pool = make_pool(endpoints(range(4)))
-    factory = ConsistentHash()
-    balancer = Balancer(pool, RoundRobin(random.Random(0)), sharding=factory)
+    balancer = Balancer(pool, RoundRobin(random.Random(0)), sharding=ConsistentHash())
     worker = threading.Thread(target=balancer.prepare, args=(pool.snapshot,))
     worker.start()
     worker.join()
-    assert factory._table is not None  # built off the request path, from the first membership
+    assert balancer.tables.sharding is not None  # built off the request path, at once
     built = []
     real = MaglevTable.__init__
 
@@ -389,29 +399,30 @@ def test_prepare_builds_the_table_before_any_keyed_request(
     assert built == []  # the first keyed request found the table ready
 
 
-def test_without_prepare_build_builds_each_new_table() -> None:
-    # The pure core used alone: nobody prepares, so a new membership's table is built in build.
-    factory = ConsistentHash()
+def test_without_prepare_the_balancer_builds_each_new_table() -> None:
+    # The pure core used alone: nobody prepares, so a new membership's table is built when its
+    # pickers are installed.
     pool = make_pool(endpoints(range(3)))
+    balancer = Balancer(pool, RoundRobin(random.Random(0)), sharding=ConsistentHash())
     for ips in (range(3), range(1, 4), range(4, 7)):  # the first, an overlapping, a disjoint
         pool.update(Resolution(endpoints(ips), ttl=5))
         snapshot: Snapshot = pool.snapshot
-        picker = factory.build(snapshot)
+        picks = {k: balancer.pick(PickContext(key=k)) for k in KEYS[:50]}
+        picker = balancer.installed.pickers.sharding
         assert isinstance(picker, MaglevPicker) and not picker.stale
         fresh = ConsistentHash().build(snapshot)
-        assert all(pick(picker, k) is pick(fresh, k) for k in KEYS[:50])
+        assert all(picks[k] is pick(fresh, k) for k in KEYS[:50])
 
 
 @pytest.mark.parametrize("before", ["no table yet", "a disjoint table"])
 def test_keyed_picks_never_wait_for_a_table_build(before: str) -> None:
     # The I/O shells prepare the empty pool they start with, then every membership, in a
-    # worker thread; here that thread stops mid-build (holding the factory's lock) until
+    # worker thread; here that thread stops mid-build (holding the balancer's lock) until
     # released, while keyed picks for the new membership go on.
-    old = make_pool(endpoints(range(10) if before == "a disjoint table" else []))
-    factory = ConsistentHash()
-    factory.prepare(old.snapshot)
-    pool = make_pool(endpoints(range(10, 20)))
-    balancer = Balancer(pool, RoundRobin(random.Random(0)), sharding=factory)
+    pool = make_pool(endpoints(range(10) if before == "a disjoint table" else []))
+    balancer = Balancer(pool, RoundRobin(random.Random(0)), sharding=ConsistentHash())
+    balancer.prepare(pool.snapshot)
+    pool.update(Resolution(endpoints(range(10, 20)), ttl=5))
     building, release = threading.Event(), threading.Event()
 
     def stop_here() -> None:
@@ -437,8 +448,7 @@ def test_keyed_picks_never_wait_for_a_table_build(before: str) -> None:
     # in the same state picks (one whose old table has no eligible member left).
     assert set(during.values()) == set(pool.snapshot.members)
     other = ConsistentHash()
-    other.prepare(make_pool(endpoints(range(5))).snapshot)
-    stale = other.build(pool.snapshot)
+    stale = other.build_from(pool.snapshot, other.prepare(make_pool(endpoints(range(5))).snapshot))
     assert all(during[k] is pick(stale, k) for k in keys)
     # Published: the next pick switches to the table.
     after = {k: balancer.pick(PickContext(key=k)) for k in keys}

@@ -1,4 +1,4 @@
-"""Ordinal pinning and the picker factory registry (pure)."""
+"""Ordinal pinning, the picker factory registry and protocol (pure)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from headlesslb.core.pickers import (
     RoundRobin,
     make_picker,
 )
-from headlesslb.core.pickers.base import PickContext
+from headlesslb.core.pickers.base import Pause, PickContext, Picker, TablePickerFactory, no_pause
 from headlesslb.core.pool import OutlierPolicy, Pool
+from headlesslb.core.snapshot import Snapshot
 from headlesslb.errors import ConfigurationError, OrdinalNotFound
 
 
@@ -92,3 +93,54 @@ def test_make_picker_errors() -> None:
         make_picker("random")
     with pytest.raises(ConfigurationError, match="PickerFactory"):
         make_picker(42)  # type: ignore[arg-type]
+
+
+class _Mine:
+    """A user's factory: a name and build(snapshot), nothing more."""
+
+    name = "mine"
+
+    def build(self, snapshot: Snapshot) -> Picker:
+        return RoundRobin(random.Random(0)).build(snapshot)
+
+
+class _MineWithTable(_Mine):
+    """A user's table factory: its "table" is the members' addresses."""
+
+    def __init__(self) -> None:
+        self.pauses: list[Pause] = []
+        self.tables: list[object] = []
+
+    def prepare(
+        self, snapshot: Snapshot, current: tuple[str, ...] | None, pause: Pause
+    ) -> tuple[str, ...] | None:
+        self.pauses.append(pause)
+        table = tuple(s.endpoint.ip for s in snapshot.members)
+        return current if table == current else table
+
+    def build_from(self, snapshot: Snapshot, table: tuple[str, ...] | None) -> Picker:
+        self.tables.append(table)
+        return self.build(snapshot)
+
+
+def test_a_factory_of_ones_own_with_or_without_tables() -> None:
+    pool = statefulset([0, 1])
+    plain, tabled = _Mine(), _MineWithTable()
+    assert not isinstance(plain, TablePickerFactory)
+    assert isinstance(tabled, TablePickerFactory)
+
+    def shells_pause() -> None:
+        pass
+
+    for factory in (plain, tabled):
+        balancer = Balancer(pool, RoundRobin(random.Random(0)), sharding=factory)
+        balancer.prepare(pool.snapshot, pause=shells_pause)
+        assert balancer.pick(PickContext(key="k")) in pool.snapshot.members
+    # prepare got the shell's pause, build_from the published table, and build never ran.
+    assert tabled.pauses == [shells_pause]
+    assert tabled.tables == [("10.0.0.1", "10.0.0.2")]
+    assert balancer.tables.sharding == ("10.0.0.1", "10.0.0.2")
+    # Unprepared, the balancer builds the table itself, with a pause that carries on.
+    unprepared = Balancer(pool, RoundRobin(random.Random(0)), sharding=_MineWithTable())
+    assert unprepared.pick(PickContext(key="k")) in pool.snapshot.members
+    assert unprepared.factories.sharding.pauses == [no_pause]  # type: ignore[union-attr]

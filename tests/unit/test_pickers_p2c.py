@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import collections
+import math
 import random
 
 import pytest
 
 from headlesslb.core.clock import ManualClock
 from headlesslb.core.endpoint import Endpoint, Resolution
+from headlesslb.core.ewma import PeakEwmaEstimator
+from headlesslb.core.pickers import make_picker
 from headlesslb.core.pickers.base import NO_CONTEXT, PickContext
-from headlesslb.core.pickers.p2c import PENALTY, LeastRequest, PeakEwma
+from headlesslb.core.pickers.p2c import PENALTY, LeastRequest, PeakEwma, PeakEwmaPicker
 from headlesslb.core.pool import Attempt, Outcome, OutlierPolicy, Pool
 from headlesslb.core.snapshot import EndpointState
 from headlesslb.errors import ConfigurationError
@@ -119,7 +122,7 @@ def test_peak_ewma_steers_away_from_a_slow_member_and_back_after_decay() -> None
     serve(pool, clock, slow, 1.0)
     for state in members[1:]:
         serve(pool, clock, state, 0.01)
-    picker = PeakEwma(random.Random(3), clock=clock, decay=10.0).build(pool.snapshot)
+    picker = PeakEwma(random.Random(3), clock=clock).build(pool.snapshot)  # decay: 10 s
     assert picks(picker, 2000)[slow.endpoint.ip] == 0  # 100× slower: never the cheaper of two
     # A minute without traffic: its average decays (e^-6 ≈ 0.0025 s) while the others keep
     # answering in 10 ms, so it is attractive again.
@@ -151,7 +154,7 @@ def test_peak_ewma_unknown_members_are_neither_starved_nor_flooded() -> None:
     newcomer = members[4]
     for latency, state in zip((0.01, 0.02, 0.03, 0.04), members[:4], strict=True):
         serve(pool, clock, state, latency)
-    assert newcomer.ewma is None
+    assert pool.latency.decayed(newcomer, clock()) is None
     picker = PeakEwma(random.Random(4), clock=clock).build(pool.snapshot)
     share = picks(picker, 4000)[newcomer.endpoint.ip] / 4000
     assert 0.1 < share < 0.45  # costed like the median (~25 ms): between the 2nd and 3rd
@@ -177,9 +180,26 @@ def test_peak_ewma_penalises_zero_latency_with_pending_requests() -> None:
 
 def test_peak_ewma_validation() -> None:
     with pytest.raises(ConfigurationError):
-        PeakEwma(decay=0)
+        PeakEwmaEstimator(decay=0)
     with pytest.raises(ConfigurationError):
         PeakEwma(default_rtt=-1)
+
+
+@pytest.mark.parametrize("decay", [1.0, 10.0, 60.0])
+def test_peak_ewma_reads_latencies_with_the_pools_decay(decay: float) -> None:
+    # One estimator, the pool's, updates the averages and decays them for the pickers: a
+    # picker by name decays with whatever OutlierPolicy.latency_decay the pool has.
+    clock = ManualClock()
+    pool = Pool(OutlierPolicy(latency_decay=decay), clock=clock)
+    pool.update(Resolution(tuple(Endpoint(f"10.0.0.{i}", 80) for i in (1, 2)), ttl=5))
+    a, b = pool.snapshot.members
+    serve(pool, clock, a, 0.1)
+    serve(pool, clock, b, 0.1)
+    clock.advance(decay)
+    picker = make_picker("peak_ewma", rng=random.Random(0), clock=clock).build(pool.snapshot)
+    assert isinstance(picker, PeakEwmaPicker)
+    assert picker.cost(b, clock()) == pytest.approx(0.1 / math.e)  # b answered last
+    assert pool.snapshot.latency == PeakEwmaEstimator(decay)
 
 
 def test_seeded_rng_is_deterministic() -> None:

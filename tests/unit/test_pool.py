@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -123,12 +124,14 @@ def test_peak_ewma_jumps_up_and_decays_down() -> None:
     attempt = pool.begin(state)
     clock.advance(0.5)
     attempt.done(Outcome.SUCCESS)
-    assert state.ewma == pytest.approx(0.5)
+    assert pool.latency.decayed(state, clock()) == pytest.approx(0.5)
+    assert pool.snapshot.latency is pool.latency  # what pickers read it through
     clock.advance(10.0)
+    assert pool.latency.decayed(state, clock()) == pytest.approx(0.5 / math.e)  # decay = 10 s
     attempt = pool.begin(state)
     clock.advance(0.1)
     attempt.done(Outcome.SUCCESS)
-    assert 0.1 < state.ewma < 0.5  # type: ignore[operator]
+    assert 0.1 < pool.latency.decayed(state, clock()) < 0.5  # type: ignore[operator]
 
 
 def test_health_verdicts_rebuild_snapshot() -> None:

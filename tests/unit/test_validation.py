@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from headlesslb.core import validate
+from headlesslb.core.ewma import PeakEwmaEstimator
 from headlesslb.core.health import HealthCheck
 from headlesslb.core.names import (
     nameservers_from,
@@ -122,7 +123,7 @@ BAD_FIELDS = [
     *cases(ConsistentHash, "table_size_factor", [*NOT_A_COUNT, -1, 0]),
     *cases(ConsistentHash, "table_size", [*NOT_A_NUMBER, 2.5, 7.0, 1, 0, -7, 4, 65536, 5000077]),
     *cases(ConsistentHash, "over", ["endpoints", "", None, 1]),
-    *cases(PeakEwma, "decay", POSITIVE),
+    *cases(PeakEwmaEstimator, "decay", POSITIVE),
     *cases(PeakEwma, "default_rtt", POSITIVE),
     # RetryBudget
     *cases(RetryBudget, "ratio", NON_NEGATIVE),
@@ -158,7 +159,7 @@ GOOD_FIELDS = [
     *cases(HealthCheck, "interval", [1, 0.05]),
     *cases(ConsistentHash, "table_size", [None, 2, 65537]),
     *cases(ConsistentHash, "table_size_factor", [1, 100]),
-    *cases(PeakEwma, "decay", [1, 0.5]),
+    *cases(PeakEwmaEstimator, "decay", [1, 0.5]),
     *cases(RetryBudget, "ratio", [0, 0.2]),
 ]
 

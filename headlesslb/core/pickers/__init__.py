@@ -6,8 +6,12 @@
 - :class:`ConsistentHash` — sharding by a request key (Maglev over endpoints, jump over ordinals);
 - :class:`Ordinal` — pinning to a StatefulSet ordinal.
 
-Each is a :class:`~headlesslb.pickers.base.PickerFactory`: it builds a cheap, read-only
-:class:`~headlesslb.pickers.base.Picker` per pool snapshot.
+Each is a :class:`~headlesslb.core.pickers.base.PickerFactory`: it builds a cheap, read-only
+:class:`~headlesslb.core.pickers.base.Picker` per pool snapshot. :class:`ConsistentHash` is also a
+:class:`~headlesslb.core.pickers.base.TablePickerFactory`: the balancer has it build each
+membership's table off the request path, and keeps the table. :func:`make_picker` makes the
+named policies; peak-EWMA reads latencies through the pool's estimator, which every snapshot
+carries.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Literal
 
 from ...errors import ConfigurationError
 from ..clock import Clock, monotonic
-from .base import NO_CONTEXT, HashKey, PickContext, Picker, PickerFactory
+from .base import NO_CONTEXT, HashKey, PickContext, Picker, PickerFactory, TablePickerFactory
 from .hashing import ConsistentHash
 from .hashtables import key_hash
 from .ordinal import Ordinal
@@ -40,6 +44,7 @@ __all__ = [
     "PickerName",
     "RoundRobin",
     "SlowStart",
+    "TablePickerFactory",
     "key_hash",
     "make_picker",
 ]
@@ -47,14 +52,10 @@ __all__ = [
 PickerName = Literal["round_robin", "least_request", "peak_ewma"]
 """The built-in balancing policies, by name (``picker=`` also takes a PickerFactory)."""
 
-PICKERS: dict[
-    str, Callable[[random.Random | None, Clock, float, SlowStart | None], PickerFactory]
-] = {
-    "round_robin": lambda rng, clock, decay, slow: RoundRobin(rng, slow_start=slow, clock=clock),
-    "least_request": lambda rng, clock, decay, slow: LeastRequest(
-        rng, slow_start=slow, clock=clock
-    ),
-    "peak_ewma": lambda rng, clock, decay, slow: PeakEwma(rng, clock, decay, slow_start=slow),
+PICKERS: dict[str, Callable[[random.Random | None, Clock, SlowStart | None], PickerFactory]] = {
+    "round_robin": lambda rng, clock, slow: RoundRobin(rng, slow_start=slow, clock=clock),
+    "least_request": lambda rng, clock, slow: LeastRequest(rng, slow_start=slow, clock=clock),
+    "peak_ewma": lambda rng, clock, slow: PeakEwma(rng, clock, slow_start=slow),
 }
 """The balancing policies a client accepts by name (each takes slow start)."""
 
@@ -64,14 +65,13 @@ def make_picker(
     *,
     rng: random.Random | None = None,
     clock: Clock = monotonic,
-    latency_decay: float = 10.0,
     slow_start: SlowStart | None = None,
 ) -> PickerFactory:
     """A fresh factory for a policy name, or ``spec`` itself if it already is a factory.
 
-    ``rng`` and ``clock`` are handed to the named policies (seeded tests, injected time);
-    ``latency_decay`` must be the pool's (``OutlierPolicy.latency_decay``) so peak-EWMA decays
-    latencies at pick time exactly as the pool averages them.
+    ``rng`` and ``clock`` are handed to the named policies (seeded tests, injected time; the
+    clock must be the pool's). Peak-EWMA reads latencies through the pool's estimator, which
+    every snapshot carries, so it decays them with the pool's ``OutlierPolicy.latency_decay``.
     ``slow_start`` ramps new endpoints up in the named policies; a factory of the user's own
     cannot take it (a ConfigurationError says so rather than ignore it).
     Raises :class:`~headlesslb.errors.ConfigurationError` naming the valid names otherwise.
@@ -81,7 +81,7 @@ def make_picker(
         if make is None:
             valid = ", ".join(repr(name) for name in PICKERS)
             raise ConfigurationError(f"unknown picker {spec!r}; valid names: {valid}")
-        return make(rng, clock, latency_decay, slow_start)
+        return make(rng, clock, slow_start)
     if isinstance(spec, PickerFactory):
         if slow_start is not None:
             raise ConfigurationError(

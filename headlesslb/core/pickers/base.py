@@ -2,18 +2,30 @@
 
 As in grpc-go's balancer/picker split, a :class:`PickerFactory` is asked for a new :class:`Picker`
 each time the pool's snapshot changes; the picker it returns only reads that snapshot, so a pick is
-cheap and never waits on a rebuild.
+cheap and never waits on a rebuild. A :class:`TablePickerFactory` has slow work to do per
+membership (a hash table): the balancer has it done off the request path and keeps the table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Callable, Set
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from ..snapshot import EndpointState, Snapshot
 
-__all__ = ["NO_CONTEXT", "HashKey", "PickContext", "Picker", "PickerFactory"]
+__all__ = [
+    "NO_CONTEXT",
+    "HashKey",
+    "Pause",
+    "PickContext",
+    "Picker",
+    "PickerFactory",
+    "TablePickerFactory",
+    "no_pause",
+]
+
+Table = TypeVar("Table")
 
 HashKey = str | bytes | int
 """What a request can be sharded by."""
@@ -43,18 +55,50 @@ class Picker(Protocol):
         ...
 
 
+Pause = Callable[[], None]
+"""Called by a long build every fraction of a millisecond of work: the caller's chance to let
+others run (the I/O shells hand the GIL to the event loop and request threads there)."""
+
+
+def no_pause() -> None:
+    """The pause of a build nobody waits on: carry on."""
+
+
 @runtime_checkable
 class PickerFactory(Protocol):
-    """Builds a picker per snapshot; may keep tables across snapshots of the same membership.
+    """Builds a picker per snapshot. Required: ``name`` and ``build(snapshot)``.
 
-    A factory with slow work to do per membership (a hash table) may also have a
-    ``prepare(snapshot) -> None`` method: ``Balancer.prepare`` runs it in a worker thread after
-    membership changes, so that ``build`` stays cheap on the event loop. A lock it takes there
-    comes from :mod:`headlesslb.core.forksafe`, so that a forked child gets a new one.
+    Optional: a factory with slow work to do per membership (a hash table) also has the two
+    methods of :class:`TablePickerFactory`, ``prepare(snapshot, current, pause)`` and
+    ``build_from(snapshot, table)``; the balancer then builds each table off the request path
+    and never calls ``build``. A factory without them is built on the request path alone.
     """
 
     name: str
 
     def build(self, snapshot: Snapshot) -> Picker:
         """A picker that reads ``snapshot`` only."""
+        ...
+
+
+@runtime_checkable
+class TablePickerFactory(PickerFactory, Protocol[Table]):
+    """A :class:`PickerFactory` whose pickers read a table built per membership (Maglev).
+
+    Both methods are pure: the table is the caller's to keep, not the factory's. The
+    :class:`~headlesslb.core.balancer.Balancer` runs ``prepare`` in a worker thread after every
+    membership change (from the first on, even an empty one), publishes what it returns, and
+    builds pickers with ``build_from`` and the table it published last: while a new table is
+    being built that is a previous membership's, or None before the first.
+    """
+
+    def prepare(self, snapshot: Snapshot, current: Table | None, pause: Pause) -> Table | None:
+        """The table for ``snapshot``: ``current`` if it serves that membership already (or
+        there is nothing to build), else a new one, calling ``pause()`` every fraction of a
+        millisecond of the work (slow)."""
+        ...
+
+    def build_from(self, snapshot: Snapshot, table: Table | None) -> Picker:
+        """A picker for ``snapshot`` that reads ``table``, whatever membership it was built for,
+        and builds none (cheap: it runs on the request path)."""
         ...

@@ -49,42 +49,40 @@ as the owner is eligible again (nothing is rebuilt on health changes):
   and one over the eligible Pods, whatever the ordinal values.
 
 **Rebuilds and the event loop.** A Maglev build takes 15-25 ms of pure Python up to 512 members
-and ~40-50 ms at 1,000 (M = 102,407).
-The table depends on membership alone and is kept as long as the snapshot's members are the same
-objects (``membership_version`` moves on hostname changes too, which Maglev does not care about).
-The I/O shells run :meth:`ConsistentHash.prepare` in a worker thread when they start (over the
-pool they start with, usually empty) and after every membership change
-(``anyio.to_thread.run_sync(balancer.prepare, snapshot)``, every configured factory, used yet or
-not). The new table is built in locals, holding the factory's lock, and published with one
-attribute assignment, so a picker on the loop sees either the old table or the complete new one,
-never a half-built one.
+and ~40-50 ms at 1,000 (M = 102,407). :class:`ConsistentHash` is a frozen value (its settings)
+that keeps no table: :meth:`~ConsistentHash.prepare` builds one and returns it (a
+:class:`ShardTable`), :meth:`~ConsistentHash.build_from` makes a picker of a snapshot and a table,
+cheaply. The :class:`~headlesslb.core.balancer.Balancer` keeps the published tables: the I/O shells
+run :meth:`~headlesslb.core.balancer.Balancer.prepare` in a worker thread when they start (over
+the pool they start with, usually empty) and after every membership change. It hands ``prepare``
+the table it published last, which ``prepare`` returns as it is when it was built over the same
+members (the same objects: ``membership_version`` moves on hostname changes too, which Maglev
+does not care about), and publishes a new one with one assignment. A picker sees either the old
+table or the complete new one, never a half-built one.
 
-Once :meth:`~ConsistentHash.prepare` has been called, :meth:`~ConsistentHash.build` (on the
-event loop, or in a sync client's request thread) neither builds a table nor takes that lock, so
-no request waits for a build. Until the new membership's table is published its picker serves
-from the previous table — members that left count as ineligible (fallover), members that joined
-own no keys yet — and where that table has nobody for a key (none of its members left eligible:
-the whole membership replaced, as a blue/green selector switch or a Recreate rollout does), or
-there is no table yet, by the jump over the eligible Pods in (ip, port) order that is every
-table's last resort: deterministic, so clients in the same state agree. It switches itself to
-the new table on its first pick after publication. A factory nobody prepares (the pure core used
-on its own) builds each new membership's table in ``build`` instead.
-
-**fork().** A child forked while the parent's thread was building holds a copy of the taken
-lock, which nothing there will release: the lock comes from :mod:`~headlesslb.core.forksafe`,
-so the child has a new one, and the child's discovery builds the table again.
+Once the shell prepares, the request path (the event loop, or a sync client's request thread)
+neither builds a table nor waits for a build. Until the new membership's table is published its
+picker serves from the previous table (:attr:`MaglevPicker.stale`) — members that left count as
+ineligible (fallover), members that joined own no keys yet — and where that table has nobody for
+a key (none of its members left eligible: the whole membership replaced, as a blue/green selector
+switch or a Recreate rollout does), or there is no table yet, by the jump over the eligible Pods in
+(ip, port) order that is every table's last resort: deterministic, so clients in the same state
+agree. The balancer installs a picker of the new table on its first pick after publication. A
+balancer nobody prepares (the pure core used on its own) builds each new membership's table when
+it installs pickers, and :meth:`~ConsistentHash.build` alone builds one each time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence, Set
+from collections.abc import Iterable, Sequence, Set
+from dataclasses import KW_ONLY, dataclass
 from typing import Literal
 
 from ...errors import ConfigurationError
-from .. import forksafe
 from ..names import ORDINAL_MAX
 from ..snapshot import EndpointState, Snapshot
-from .base import PickContext, Picker
+from ..validate import count, number
+from .base import Pause, PickContext, Picker, no_pause
 from .bounded import BoundedLoadPicker
 from .hashtables import _KEY_HASHER as _PROTO
 from .hashtables import (
@@ -97,7 +95,7 @@ from .hashtables import (
     next_prime,
 )
 
-__all__ = ["ConsistentHash", "JumpPicker", "MaglevPicker", "identity", "key_hash"]
+__all__ = ["ConsistentHash", "JumpPicker", "MaglevPicker", "ShardTable", "identity", "key_hash"]
 
 # key_hash inlined for str keys in pick(): saves a call, ~80 ns of a ~600 ns pick.
 _new_hasher = _PROTO.copy
@@ -119,52 +117,40 @@ def _hash_key(key: object) -> int:
     return key_hash(key)  # type: ignore[arg-type]  # key_hash rejects other types itself
 
 
-class _Table:
-    """A published Maglev table and the members (same objects, same order) it was built from."""
+@dataclass(frozen=True, slots=True, eq=False)
+class ShardTable:
+    """A Maglev table and the members (the same objects, in the same order) it was built over:
+    what :meth:`ConsistentHash.prepare` returns and the balancer publishes."""
 
-    __slots__ = ("maglev", "members")
-
-    def __init__(
-        self, members: tuple[EndpointState, ...], maglev: MaglevTable[EndpointState]
-    ) -> None:
-        self.members = members
-        self.maglev = maglev
+    members: tuple[EndpointState, ...]
+    maglev: MaglevTable[EndpointState]
 
 
 class MaglevPicker:
     """Picks a key's owner from a Maglev table, falling over along the table."""
 
-    __slots__ = ("_all_ok", "_entries", "_factory", "_ok", "_seen", "_size", "_snapshot")
+    __slots__ = ("_all_ok", "_entries", "_ok", "_size", "_snapshot", "_stale")
 
-    def __init__(
-        self, table: _Table, snapshot: Snapshot, pending: ConsistentHash | None = None
-    ) -> None:
+    def __init__(self, table: ShardTable, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
-        self._factory = pending
-        self._seen = table
-        self._use(table)
-
-    def _use(self, table: _Table) -> None:
         maglev = table.maglev
         in_table = frozenset(maglev.items)
         # Health and exclusion are checked per pick against the snapshot: the table itself never
         # changes on an ejection, which is what brings keys back to their owner afterwards.
-        ok = frozenset(s for s in self._snapshot.eligible if s in in_table)
-        all_ok = len(ok) == len(in_table)
+        ok = frozenset(s for s in snapshot.eligible if s in in_table)
         self._ok = ok
-        self._all_ok = all_ok
+        self._all_ok = len(ok) == len(in_table)
         self._size = maglev.size
         self._entries = maglev.entries
+        self._stale = table.members != snapshot.table_members
 
     @property
     def stale(self) -> bool:
-        """True while serving from a previous membership's table (the new one is being built)."""
-        return self._factory is not None
+        """True when serving from a previous membership's table (the new one is being built)."""
+        return self._stale
 
     def pick(self, ctx: PickContext) -> EndpointState | None:
         """The owner of ``ctx.key``, or the next eligible owner along the table."""
-        if self._factory is not None:
-            self._catch_up()
         key = ctx.key
         if type(key) is str:
             hasher = _new_hasher()
@@ -202,17 +188,6 @@ class MaglevPicker:
         # No member of the table may take the key; eligible Pods outside it may (a subset's
         # replacements for its held-off or ejected core, Pods that joined since the build).
         return _jump_among(self._snapshot.eligible, h, excluded)
-
-    def _catch_up(self) -> None:
-        factory = self._factory
-        assert factory is not None
-        published = factory._table
-        if published is self._seen or published is None:
-            return
-        self._seen = published
-        if published.members == self._snapshot.table_members:
-            self._use(published)
-            self._factory = None
 
 
 def _ordinal_base(ordinals: Iterable[int]) -> int:
@@ -319,26 +294,18 @@ def _jump_among(
     return candidates[i]
 
 
-class _Unbuilt:
-    """The picker of a membership whose first table is still being built off the request path:
-    keys jump over the eligible Pods (a table's own last resort), and from the first pick after
-    a table is published, the picker of that table serves instead."""
+class _NoTable:
+    """The picker of a membership no table is published for yet: keys jump over the eligible
+    Pods (every table's last resort), until the balancer installs a picker of the table."""
 
-    __slots__ = ("_factory", "_picker", "_snapshot")
+    __slots__ = ("_eligible",)
 
-    def __init__(self, snapshot: Snapshot, factory: ConsistentHash) -> None:
-        self._snapshot = snapshot
-        self._factory = factory
-        self._picker: Picker | None = None
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._eligible = snapshot.eligible
 
     def pick(self, ctx: PickContext) -> EndpointState | None:
-        """The jump over the eligible Pods, or the published table's pick."""
-        picker = self._picker
-        if picker is None:
-            if self._factory._table is None:
-                return _jump_among(self._snapshot.eligible, _hash_key(ctx.key), ctx.exclude)
-            picker = self._picker = self._factory._build(self._snapshot)
-        return picker.pick(ctx)
+        """The jump over the eligible Pods not in ``ctx.exclude``."""
+        return _jump_among(self._eligible, _hash_key(ctx.key), ctx.exclude)
 
 
 class _NoMembers:
@@ -351,6 +318,7 @@ class _NoMembers:
         return None
 
 
+@dataclass(frozen=True, slots=True)
 class ConsistentHash:
     """Factory: sharding by ``ctx.key``, over endpoints (Maglev) or StatefulSet ordinals (jump).
 
@@ -359,99 +327,80 @@ class ConsistentHash:
     e.g. 65537 as Envoy does) so that scaling never reshuffles keys, at a fixed build cost.
     ``start`` (``over="ordinal"`` only) is the StatefulSet's ``spec.ordinals.start``, the ordinal
     jump's bucket 0 stands for; by default it is read off the members (see the module docstring).
+
+    A frozen value: equal settings make equal factories, and it keeps no table (the balancer
+    does), so any number of balancers may use one.
     """
 
-    def __init__(
-        self,
-        over: Literal["endpoint", "ordinal"] = "endpoint",
-        *,
-        table_size_factor: int = 100,
-        table_size: int | None = None,
-        start: int | None = None,
-        balance_factor: float | None = None,
-    ) -> None:
-        from ..validate import count, number  # imported here: this edit stays inside __init__
+    over: Literal["endpoint", "ordinal"] = "endpoint"
+    _: KW_ONLY
+    table_size_factor: int = 100
+    table_size: int | None = None
+    start: int | None = None
+    """The StatefulSet's ``spec.ordinals.start``: the ordinal of jump bucket 0."""
+    balance_factor: float | None = None
+    """Bounded load (see :mod:`.bounded`): a key's owner takes it while its load is at most
+    this × the mean; None (default) keeps strict affinity."""
 
-        if over not in ("endpoint", "ordinal"):
+    name = "consistent_hash"
+
+    def __post_init__(self) -> None:
+        if self.over not in ("endpoint", "ordinal"):
             raise ConfigurationError(
-                f'ConsistentHash.over must be "endpoint" or "ordinal", not {over!r}'
+                f'ConsistentHash.over must be "endpoint" or "ordinal", not {self.over!r}'
             )
-        # The StatefulSet's spec.ordinals.start: the ordinal of jump bucket 0 (over="ordinal").
-        self.start = count("ConsistentHash.start", start, min=0, max=ORDINAL_MAX, allow_none=True)
-        if start is not None and over != "ordinal":
+        count("ConsistentHash.start", self.start, min=0, max=ORDINAL_MAX, allow_none=True)
+        if self.start is not None and self.over != "ordinal":
             raise ConfigurationError('ConsistentHash.start applies to over="ordinal" only')
-        count("ConsistentHash.table_size_factor", table_size_factor, min=1, max=10_000)
+        count("ConsistentHash.table_size_factor", self.table_size_factor, min=1, max=10_000)
         # Envoy caps a Maglev table at 5,000,011 slots; a bigger one would only cost build time.
-        size = count("ConsistentHash.table_size", table_size, min=2, max=5_000_011, allow_none=True)
+        size = count(
+            "ConsistentHash.table_size", self.table_size, min=2, max=5_000_011, allow_none=True
+        )
         if size is not None and next_prime(size) != size:
             raise ConfigurationError(f"ConsistentHash.table_size must be a prime, not {size}")
-        self.balance_factor = number(
-            "ConsistentHash.balance_factor", balance_factor, min=1, allow_none=True
+        factor = number(
+            "ConsistentHash.balance_factor", self.balance_factor, min=1, allow_none=True
         )
-        """Bounded load (see :mod:`.bounded`): a key's owner takes it while its load is at most
-        this × the mean; None (default) keeps strict affinity."""
-        self.name = "consistent_hash"
-        self.over = over
-        self.table_size_factor = table_size_factor
-        self.table_size = table_size
-        self._table: _Table | None = None
-        # A forked child gets a new one: a build the parent's thread ran holding it never ends
-        # there, so the copied lock would stay taken for ever.
-        self._lock = forksafe.lock(self)
-        self._prepared = False
-        """Whether :meth:`prepare` was ever called: from then on it builds every table, and
-        :meth:`build` builds none."""
+        object.__setattr__(self, "balance_factor", factor)  # a Fraction, say, as a float
 
-    def prepare(self, snapshot: Snapshot, pause: Callable[[], None] | None = None) -> None:
-        """Build the Maglev table for ``snapshot``'s members unless it exists (slow; thread-safe).
+    def prepare(
+        self, snapshot: Snapshot, current: ShardTable | None = None, pause: Pause = no_pause
+    ) -> ShardTable | None:
+        """The Maglev table over ``snapshot.table_members``: ``current`` if it was built over
+        them (or there are none), else a new one (slow: run it off the request path; ``pause``
+        is offered every fraction of a millisecond, see :class:`MaglevTable`). None for
+        ``over="ordinal"``: jump needs no table."""
+        if self.over == "ordinal":
+            return None
+        members = snapshot.table_members
+        if not members or (current is not None and current.members == members):
+            return current
+        size = self.table_size
+        if size is None or size < len(members):
+            size = maglev_table_size(len(members), self.table_size_factor)
+        return ShardTable(
+            members, MaglevTable(members, [identity(s) for s in members], size, pause)
+        )
 
-        Meant for a worker thread after a membership change; a no-op for ``over="ordinal"``.
-        ``pause`` is offered every fraction of a millisecond of the build (see
-        :class:`MaglevTable`). Once called, even on an empty snapshot (as the I/O shells do
-        when they start), it is the one place tables are built.
-        """
-        self._prepared = True
-        if self.over == "endpoint" and snapshot.table_members:
-            self._ensure(snapshot.table_members, pause)
-
-    def build(self, snapshot: Snapshot) -> Picker:
-        """A picker for ``snapshot``, cheap once :meth:`prepare` has been called (else it builds
-        the table for a new membership itself). With a ``balance_factor`` the picker bounds each
+    def build_from(self, snapshot: Snapshot, table: ShardTable | None) -> Picker:
+        """A picker for ``snapshot`` reading ``table`` (cheap): a previous membership's table
+        serves until the new one is published (:attr:`MaglevPicker.stale`), and with no table
+        yet keys jump over the eligible Pods. With a ``balance_factor`` the picker bounds each
         owner's load at pick time."""
-        picker = self._build(snapshot)
+        picker: Picker
+        if self.over == "ordinal":
+            picker = JumpPicker(snapshot, self.start)
+        elif not snapshot.table_members:
+            picker = _NoMembers()
+        elif table is None:
+            picker = _NoTable(snapshot)
+        else:
+            picker = MaglevPicker(table, snapshot)
         factor = self.balance_factor
         return picker if factor is None else BoundedLoadPicker(picker, snapshot, factor)
 
-    def _build(self, snapshot: Snapshot) -> Picker:
-        if self.over == "ordinal":
-            return JumpPicker(snapshot, self.start)
-        members = snapshot.table_members
-        if not members:
-            return _NoMembers()
-        table = self._table
-        if table is not None and table.members == members:
-            return MaglevPicker(table, snapshot)
-        if not self._prepared:
-            return MaglevPicker(self._ensure(members), snapshot)  # nobody else builds it
-        # A worker thread builds it (or is about to), holding the lock: never wait for that.
-        if table is None:
-            return _Unbuilt(snapshot, self)
-        return MaglevPicker(table, snapshot, pending=self)
-
-    def _ensure(
-        self, members: tuple[EndpointState, ...], pause: Callable[[], None] | None = None
-    ) -> _Table:
-        table = self._table
-        if table is not None and table.members == members:
-            return table
-        with self._lock:  # one build per membership even if several threads ask
-            table = self._table
-            if table is not None and table.members == members:
-                return table
-            size = self.table_size
-            if size is None or size < len(members):
-                size = maglev_table_size(len(members), self.table_size_factor)
-            maglev = MaglevTable(members, [identity(s) for s in members], size, pause)
-            table = _Table(members, maglev)
-            self._table = table  # the one publishing assignment
-            return table
+    def build(self, snapshot: Snapshot) -> Picker:
+        """A picker for ``snapshot`` with its table built now (slow): the pure core used without
+        a balancer, which would build the table off the request path instead."""
+        return self.build_from(snapshot, self.prepare(snapshot))

@@ -7,7 +7,8 @@ in every Python run, so a fleet of clients agrees on which Pod owns a key:
 - :class:`MaglevTable` — Maglev lookup table (Eisenbud et al., NSDI 2016) over endpoint identities;
 - :func:`jump_hash` — jump consistent hash (Lamping & Veach, 2014) of a key onto ``[0, n)``.
 
-Nothing here knows about snapshots or pickers: :mod:`headlesslb.pickers.hashing` builds on it.
+Nothing here knows about snapshots or pickers; :mod:`headlesslb.core.pickers.hashing` builds the
+sharding pickers on it.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ O(1) and stops a fleet of clients from herding onto the single least-loaded Pod.
 
 - :class:`LeastRequest` — cost is the endpoint's in-flight count.
 - :class:`PeakEwma` — cost is a peak-sensitive latency average × (in-flight + 1), so a slow Pod is
-  avoided before requests pile up on it.
+  avoided before requests pile up on it. The average is the pool's: its estimator
+  (:class:`~headlesslb.core.ewma.PeakEwmaEstimator`, ``snapshot.latency``) updates it after each
+  response and decays it at pick time, with the one decay constant it owns.
 
 The two samples form a uniformly random ordered pair, so keeping the first one on a tie is a fair
 random tie-break; no third random draw is needed.
@@ -19,6 +21,7 @@ import random
 from collections.abc import Callable, Set
 
 from ..clock import Clock, monotonic
+from ..ewma import PeakEwmaEstimator
 from ..snapshot import EndpointState, Snapshot
 from ..validate import number
 from .base import PickContext
@@ -121,7 +124,6 @@ PENALTY = float(1 << 47)
 """Cost of an endpoint whose latency average is exactly 0 while requests are pending (Finagle's
 ``Long.MaxValue >> 16``): a zero average says nothing yet, and zero cost would flood it."""
 
-_exp = math.exp
 
 _UNKNOWN_REFRESH = 1.0
 """Seconds between recomputations of the cost assumed for endpoints with no latency yet."""
@@ -132,10 +134,10 @@ class PeakEwmaPicker:
 
     __slots__ = (
         "_clock",
+        "_decayed",
         "_default_rtt",
         "_eligible",
         "_n",
-        "_neg_inv_decay",
         "_random",
         "_unknown",
         "_unknown_at",
@@ -146,14 +148,14 @@ class PeakEwmaPicker:
         eligible: tuple[EndpointState, ...],
         rand: Callable[[], float],
         clock: Clock,
-        decay: float,
+        latency: PeakEwmaEstimator,
         default_rtt: float,
     ) -> None:
         self._eligible = eligible
         self._n = len(eligible)
         self._random = rand
         self._clock = clock
-        self._neg_inv_decay = -1.0 / decay
+        self._decayed = latency.decayed
         self._default_rtt = default_rtt
         self._unknown = default_rtt
         self._unknown_at = -math.inf
@@ -175,43 +177,34 @@ class PeakEwmaPicker:
         a = eligible[i]
         b = eligible[j]
         now = self._clock()
-        ea = a.ewma
-        eb = b.ewma
-        if ea and eb:
-            # cost() inlined for the common case (both averages known and non-zero): ~25 % of
-            # the pick.
-            k = self._neg_inv_decay
-            ca = ea * _exp((now - a.ewma_stamp) * k) * (a.in_flight + 1)
-            cb = eb * _exp((now - b.ewma_stamp) * k) * (b.in_flight + 1)
-            if ca and cb:
-                return b if cb < ca else a
-        return b if self.cost(b, now) < self.cost(a, now) else a
+        decayed = self._decayed
+        la = decayed(a, now)
+        lb = decayed(b, now)
+        if la and lb:  # _cost inlined for the common case: both known, neither decayed to 0
+            return b if lb * (b.in_flight + 1) < la * (a.in_flight + 1) else a
+        return b if self._cost(b, lb, now) < self._cost(a, la, now) else a
 
     def cost(self, state: EndpointState, now: float) -> float:
         """``state``'s load at time ``now``: decayed peak-EWMA latency × (in-flight + 1)."""
-        ewma = state.ewma
+        return self._cost(state, self._decayed(state, now), now)
+
+    def _cost(self, state: EndpointState, latency: float | None, now: float) -> float:
         pending = state.in_flight
-        if ewma is None:
+        if latency is None:
             if now - self._unknown_at >= _UNKNOWN_REFRESH:
                 self._refresh_unknown(now)
             return self._unknown * (pending + 1)
-        # Decay toward 0 with the time since the last response, read-only (Finagle updates the
-        # average on read; the pool owns it here): a Pod that was slow and got no traffic since
-        # becomes attractive again instead of being starved by one bad sample forever.
-        ewma *= _exp((now - state.ewma_stamp) * self._neg_inv_decay)
-        if ewma == 0.0 and pending:
+        if latency == 0.0 and pending:
             return PENALTY + pending
-        return ewma * (pending + 1)
+        return latency * (pending + 1)
 
     def _refresh_unknown(self, now: float) -> None:
         # An endpoint with no latency yet (new, or never answered) is costed like the median known
         # one: at 0 every picker would flood it, at +inf it would never get the first request that
         # teaches us its latency. O(N log N), at most once per _UNKNOWN_REFRESH seconds.
-        neg_inv_decay = self._neg_inv_decay
+        decayed = self._decayed
         known = sorted(
-            s.ewma * _exp((now - s.ewma_stamp) * neg_inv_decay)
-            for s in self._eligible
-            if s.ewma is not None
+            latency for latency in (decayed(s, now) for s in self._eligible) if latency is not None
         )
         if known:
             mid = len(known) // 2
@@ -234,11 +227,11 @@ class RampedPeakEwmaPicker(PeakEwmaPicker):
         eligible: tuple[EndpointState, ...],
         rand: Callable[[], float],
         clock: Clock,
-        decay: float,
+        latency: PeakEwmaEstimator,
         default_rtt: float,
         ramp: Ramp,
     ) -> None:
-        super().__init__(eligible, rand, clock, decay, default_rtt)
+        super().__init__(eligible, rand, clock, latency, default_rtt)
         self._ramp = ramp
 
     def pick(self, ctx: PickContext) -> EndpointState | None:
@@ -254,10 +247,10 @@ class RampedPeakEwmaPicker(PeakEwmaPicker):
 class PeakEwma:
     """Factory: peak-EWMA balancing (Finagle/Linkerd), power of two choices.
 
-    ``clock`` must be the pool's clock (latency stamps come from it) and ``decay`` is the time
-    constant, in seconds, of the decay toward 0 applied at pick time (the pool's
-    ``OutlierPolicy.latency_decay``, 10 s by default). ``default_rtt`` (seconds) is the cost of an
-    endpoint with no latency yet while no endpoint has one.
+    The latency averages and their decay are the pool's (``snapshot.latency``, made from
+    ``OutlierPolicy.latency_decay``). ``clock`` must be the pool's clock (latency stamps come
+    from it). ``default_rtt`` (seconds) is the cost of an endpoint with no latency yet while no
+    endpoint has one.
     """
 
     name = "peak_ewma"
@@ -266,24 +259,22 @@ class PeakEwma:
         self,
         rng: random.Random | None = None,
         clock: Clock = monotonic,
-        decay: float = 10.0,
-        default_rtt: float = 0.03,
         *,
+        default_rtt: float = 0.03,
         slow_start: SlowStart | None = None,
     ) -> None:
-        number("PeakEwma.decay", decay, min=0, exclusive_min=True)
         number("PeakEwma.default_rtt", default_rtt, min=0, exclusive_min=True)
         self._rng = rng or random.Random()
         self._clock = clock
-        self.decay = decay
         self.default_rtt = default_rtt
         self.slow_start = slow_start
 
     def build(self, snapshot: Snapshot) -> PeakEwmaPicker:
-        """A picker over ``snapshot.eligible``."""
+        """A picker over ``snapshot.eligible``, reading latencies through ``snapshot.latency``."""
         eligible, rand, clock = snapshot.eligible, self._rng.random, self._clock
+        latency, rtt = snapshot.latency, self.default_rtt
         slow = self.slow_start
         ramp = None if slow is None else slow.ramp(eligible, clock, rand)
         if ramp is None:
-            return PeakEwmaPicker(eligible, rand, clock, self.decay, self.default_rtt)
-        return RampedPeakEwmaPicker(eligible, rand, clock, self.decay, self.default_rtt, ramp)
+            return PeakEwmaPicker(eligible, rand, clock, latency, rtt)
+        return RampedPeakEwmaPicker(eligible, rand, clock, latency, rtt, ramp)

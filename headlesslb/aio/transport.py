@@ -24,7 +24,8 @@ import anyio
 import httpx
 from typing_extensions import Unpack
 
-from ..assembly import TransportOptions, assemble, check_option_names, check_url
+from ..clientbase import check_url
+from ..compose import assemble
 from ..core.call import Backoff, Call, Deliver, Fail, LookupPod, Send, SendToFallback, Step
 from ..core.endpoint import EndpointStatus
 from ..core.options import EXTENSION, PLAIN, RequestOptions
@@ -34,6 +35,7 @@ from ..io.runtime import Runtime
 from ..io.sender import Answer, AsyncSender, PodSender, TransportSender, with_headers
 from ..io.shared import Lease, Leases, loop_identity
 from ..io.tasks import Background
+from ..options import TransportOptions, check_option_names
 
 __all__ = ["HeadlessTransport"]
 
@@ -60,7 +62,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
     anything else raises :class:`~headlesslb.errors.InvalidRequest` before a byte is sent. A URL
     for any other host (a redirect elsewhere, say) is sent as plain httpx would send it; routing
     options on such a request raise ``InvalidRequest`` rather than vanish. The keyword arguments
-    are :class:`~headlesslb.assembly.TransportOptions`.
+    are :class:`~headlesslb.options.TransportOptions`.
     """
 
     def __init__(self, service: str, **options: Unpack[TransportOptions]) -> None:
@@ -183,10 +185,10 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         parts = self.parts
         raw = request.extensions.get(EXTENSION)
         options = PLAIN if raw is None else RequestOptions.from_extension(raw)
-        if request.url.raw_host not in parts.hosts:  # httpx lower-cases hosts already
+        if request.url.raw_host not in parts.urls.hosts:  # httpx lower-cases hosts already
             # Not this Service (say, a redirect to another site): send it as httpx would.
             return await self._pass_through(request, options)
-        check_url(parts, request)
+        check_url(parts.urls, request)
         if not self.runtime.ready:
             await self._until_closed(self.runtime.wait_ready())
         call = self._router.start(

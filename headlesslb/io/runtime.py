@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import anyio
 import httpx
 
-from ..assembly import Parts
+from ..compose import Parts
 from ..core.call import LookupPod
 from ..core.endpoint import Endpoint
 from ..core.events import EndpointsChanged, Event, EventHub

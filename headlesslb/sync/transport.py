@@ -35,7 +35,8 @@ import anyio.from_thread
 import httpx
 from typing_extensions import Unpack
 
-from ..assembly import TransportOptions, assemble, check_option_names, check_url
+from ..clientbase import check_url
+from ..compose import assemble
 from ..core.call import Backoff, Call, Deliver, Fail, LookupPod, Send, SendToFallback, Step
 from ..core.endpoint import EndpointStatus
 from ..core.options import EXTENSION, PLAIN, RequestOptions
@@ -46,6 +47,7 @@ from ..io.outcomes import classify
 from ..io.runtime import Runtime
 from ..io.sender import Answer, with_headers
 from ..io.shared import Lease, Leases
+from ..options import TransportOptions, check_option_names
 from .hedging import HedgeRunner
 from .pool import LockedPool
 from .sender import SyncPodSender, SyncSender, SyncTransportSender
@@ -80,7 +82,7 @@ class HeadlessTransport(httpx.BaseTransport):
                           base_url="http://web-hl") as client:
             client.get("/items/42", extensions={"headlesslb": {"key": "user-42"}})
 
-    The same arguments (:class:`~headlesslb.assembly.TransportOptions`), routing, failure
+    The same arguments (:class:`~headlesslb.options.TransportOptions`), routing, failure
     handling, health checks, fallback and report as :class:`headlesslb.HeadlessTransport`. One
     transport is shared safely by many threads; it starts on ``with`` or on its first request,
     and can be closed from any thread.
@@ -271,9 +273,9 @@ class HeadlessTransport(httpx.BaseTransport):
         parts = self.parts
         raw = request.extensions.get(EXTENSION)
         options = PLAIN if raw is None else RequestOptions.from_extension(raw)
-        if request.url.raw_host not in parts.hosts:
+        if request.url.raw_host not in parts.urls.hosts:
             return self._pass_through(request, options)
-        check_url(parts, request)
+        check_url(parts.urls, request)
         runtime = self.runtime
         if not self._ready:
             if not runtime.ready:

@@ -35,13 +35,16 @@ BRIDGE = "headlesslb.errors"
 """The one module the core may import that touches an I/O library: its request-path errors
 subclass ``httpx.TransportError`` so users can catch them as httpx errors."""
 
+_CLIENT = {"options", "clientbase", "compose"}
 ALLOWED_LAYERS = {
     "core": {"core"},
     "telemetry": {"core", "telemetry"},
-    "io": {"core", "io", "assembly", "telemetry"},
-    "assembly": {"core", "io", "telemetry"},
-    "aio": {"core", "io", "aio", "assembly", "telemetry"},
-    "sync": {"core", "io", "sync", "assembly", "telemetry"},
+    "io": {"core", "io", *_CLIENT, "telemetry"},  # io.runtime still takes compose.Parts
+    "options": {"core", "io", "telemetry", "options"},
+    "clientbase": {"core", "io", "telemetry", "clientbase"},
+    "compose": {"core", "io", "telemetry", *_CLIENT},
+    "aio": {"core", "io", "aio", *_CLIENT, "telemetry"},
+    "sync": {"core", "io", "sync", *_CLIENT, "telemetry"},
 }
 
 

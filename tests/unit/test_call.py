@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from headlesslb.assembly import assemble
+from headlesslb.compose import assemble
 from headlesslb.core.balancer import Balancer
 from headlesslb.core.call import (
     Backoff,

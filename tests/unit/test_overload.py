@@ -10,7 +10,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from headlesslb.assembly import assemble
+from headlesslb.compose import assemble
 from headlesslb.core.balancer import Balancer
 from headlesslb.core.call import Call, Deliver, Fail, Router, Send, Step
 from headlesslb.core.clock import ManualClock

@@ -11,7 +11,7 @@ from typing import Any, cast
 import anyio
 import pytest
 
-from headlesslb.assembly import assemble
+from headlesslb.compose import assemble
 from headlesslb.core.clock import ManualClock
 from headlesslb.core.endpoint import Endpoint, Resolution
 from headlesslb.core.schedule import RefreshPolicy

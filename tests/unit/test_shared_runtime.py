@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from headlesslb.assembly import Parts, assemble
+from headlesslb.compose import Parts, assemble
 from headlesslb.core.clock import ManualClock
 from headlesslb.core.events import DiscoveryRound, EndpointsChanged, Event
 from headlesslb.core.health import HealthCheck

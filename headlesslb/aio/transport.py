@@ -15,7 +15,6 @@ to the loop, not to the first transport's task, and the last transport to close 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Literal, TypeVar
@@ -43,8 +42,6 @@ T = TypeVar("T")
 
 _RUNTIMES: Leases[_Running] = Leases()
 """The runtimes async transports share, by (event loop, ``Parts.share_key``)."""
-
-os.register_at_fork(after_in_child=_RUNTIMES.reset)
 
 
 class HeadlessTransport(httpx.AsyncBaseTransport):

@@ -26,14 +26,13 @@ that differ only in, say, their outlier policy still ask DNS once between them.
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import anyio
 
+from ..core import forksafe
 from ..core.clock import Clock
 from ..core.endpoint import Resolution
 from ..core.schedule import RefreshPolicy
@@ -114,11 +113,10 @@ class Registry:
 
     def __init__(self) -> None:
         self._entries: dict[tuple[object, ServiceKey], SharedEntry] = {}
-        self._pid = os.getpid()
+        forksafe.forget(self, Registry.reset)
 
     def _current(self) -> dict[tuple[object, ServiceKey], SharedEntry]:
-        if self._pid != os.getpid():  # forked without the at-fork hook (or before it ran)
-            self.reset()
+        forksafe.check()
         return self._entries
 
     def acquire(self, key: ServiceKey, clock: Clock) -> tuple[object, SharedEntry]:
@@ -145,13 +143,10 @@ class Registry:
     def reset(self) -> None:
         """Forget every entry (a forked child: its parent's loops are not its own)."""
         self._entries = {}
-        self._pid = os.getpid()
 
 
 registry = Registry()
 """The process's one registry."""
-
-os.register_at_fork(after_in_child=registry.reset)
 
 
 class SharedDiscovery:
@@ -164,7 +159,12 @@ class SharedDiscovery:
         self.key = key
         self._clock = clock
         self._joined: tuple[object, SharedEntry] | None = None
-        self._pid = os.getpid()
+        self._seen = 0
+        forksafe.forget(self, SharedDiscovery._forget)
+
+    def _forget(self) -> None:
+        """In a forked child: the parent's entry is not its own; join afresh at the next round."""
+        self._joined = None
         self._seen = 0
 
     @property
@@ -175,11 +175,8 @@ class SharedDiscovery:
     async def resolve(self) -> Resolution:
         """The Service's endpoints: the shared answer while it lasts, else one round for all."""
         joined = self._joined
-        if joined is None or self._pid != os.getpid():
-            # First round, or the first in a forked child: its parent's entry is not its own.
+        if joined is None:
             joined = self._joined = registry.acquire(self.key, self._clock)
-            self._pid = os.getpid()
-            self._seen = 0
         entry = joined[1]
         while True:
             found = entry.fresh(self._seen)
@@ -220,7 +217,7 @@ class SharedDiscovery:
     def detach(self) -> None:
         """Leave the entry (the client is closing); the last client to leave drops it."""
         joined, self._joined = self._joined, None
-        if joined is not None and self._pid == os.getpid():
+        if joined is not None:
             registry.release(joined[0], self.key, joined[1])
 
 
@@ -243,13 +240,12 @@ class Leases(Generic[T]):
     and loops are not its own)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = forksafe.lock(self)
         self._leases: dict[Hashable, Lease[T]] = {}
-        self._pid = os.getpid()
+        forksafe.forget(self, Leases.reset)
 
     def _current(self) -> dict[Hashable, Lease[T]]:
-        if self._pid != os.getpid():  # forked without the at-fork hook (or before it ran)
-            self.reset()
+        forksafe.check()
         return self._leases
 
     def acquire(
@@ -287,6 +283,4 @@ class Leases(Generic[T]):
 
     def reset(self) -> None:
         """Forget every lease (a forked child)."""
-        self._lock = threading.Lock()
         self._leases = {}
-        self._pid = os.getpid()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -37,6 +36,7 @@ from typing_extensions import Unpack
 
 from ..clientbase import check_url
 from ..compose import assemble
+from ..core import forksafe
 from ..core.call import Backoff, Call, Deliver, Fail, LookupPod, Send, SendToFallback, Step
 from ..core.endpoint import EndpointStatus
 from ..core.options import EXTENSION, PLAIN, RequestOptions
@@ -56,21 +56,8 @@ __all__ = ["HeadlessTransport"]
 
 T = TypeVar("T")
 
-_LIVE: weakref.WeakSet[HeadlessTransport] = weakref.WeakSet()
-"""Every transport of this process, for the fork hook."""
-
 _RUNTIMES: Leases[_Shared] = Leases()
 """The runtimes sync transports share, by ``Parts.share_key``, each on its own thread."""
-
-os.register_at_fork(after_in_child=_RUNTIMES.reset)
-
-
-def _after_fork_in_child() -> None:
-    for transport in list(_LIVE):
-        transport._forked()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class HeadlessTransport(httpx.BaseTransport):
@@ -110,14 +97,13 @@ class HeadlessTransport(httpx.BaseTransport):
                 verify=parts.verify, cert=parts.cert, http2=parts.http2, limits=parts.limits
             )
         )
-        self._lock = threading.Lock()
+        self._lock = forksafe.lock(self)
         self._state: Literal["new", "open", "closed"] = "new"
         self._closing = threading.Event()
         """Set by :meth:`close`: wakes every request thread waiting out a back-off."""
         self._waits: set[Future[Any]] = set()
         """What request threads wait for on the discovery thread now (first answer, lookups):
         :meth:`close` cancels them, so they fail at once rather than when DNS answers."""
-        self._pid = os.getpid()
         self._portal_cm: AbstractContextManager[anyio.from_thread.BlockingPortal] | None = None
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._task: Future[None] | None = None
@@ -127,10 +113,10 @@ class HeadlessTransport(httpx.BaseTransport):
         """Whether :attr:`runtime` was found ready (it stays so): checked once, not per request."""
         self._passthrough_transport: httpx.HTTPTransport | None = None
         self._hedging = HedgeRunner()
-        _LIVE.add(self)
         self._finalizer: weakref.finalize[..., HeadlessTransport] = weakref.finalize(
             self, _stop_portal, None, None
         )
+        forksafe.forget(self, HeadlessTransport._forget)
 
     def _new_runtime(self) -> Runtime:
         sender = self._sender
@@ -166,11 +152,10 @@ class HeadlessTransport(httpx.BaseTransport):
     @property
     def running(self) -> bool:
         """Whether the background thread runs (started, in this process, not closed)."""
-        return self._state == "open" and self._portal is not None and self._pid == os.getpid()
+        return self._state == "open" and self._portal is not None
 
     def _start(self) -> None:
-        if self._pid != os.getpid():
-            self._forked()  # fork() without the hook (os.fork is hooked; this is belt and braces)
+        forksafe.check()
         if self._state == "open" and self._portal is not None:
             return
         with self._lock:
@@ -214,6 +199,7 @@ class HeadlessTransport(httpx.BaseTransport):
         A request in flight in another thread fails with a transport error and is not retried;
         one waiting for DNS or a back-off fails at once with :class:`ClientClosed`.
         """
+        forksafe.check()  # a child's close() must never stop its parent's thread
         with self._lock:
             if self._state == "closed":
                 return
@@ -228,15 +214,13 @@ class HeadlessTransport(httpx.BaseTransport):
         # thread may take a moment, and a request resuming meanwhile must find it closed.
         self._sender.close()
         self._hedging.close()
-        if self._pid == os.getpid():
-            self._finalizer()  # stops the thread, or leaves the shared one (the last stops it)
+        self._finalizer()  # stops the thread, or leaves the shared one (the last stops it)
         if self._passthrough_transport is not None:
             self._passthrough_transport.close()
 
-    def _forked(self) -> None:
-        """In a child after fork(): forget the parent's threads, locks and connections."""
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
+    def _forget(self) -> None:
+        """In a forked child: the parent's thread, its waits and connections are not the
+        child's (the sender, pool, hedging threads and caches forget their own part)."""
         self._waits = set()  # the parent's threads' waits: nobody waits for them here
         closing, self._closing = self._closing, threading.Event()  # its lock may be held
         if closing.is_set():
@@ -244,15 +228,7 @@ class HeadlessTransport(httpx.BaseTransport):
         self._portal_cm = self._portal = self._task = self._lease = None
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _stop_portal, None, None)
-        self._sender.forget()
-        self._hedging.forget()
-        pool = self.pool
-        if isinstance(pool, LockedPool):
-            pool.forked()
-        self.parts.pinned.clear()
-        if self.fallback is not None:
-            self.fallback.forget()
-        self._passthrough_transport = None
+        self._passthrough_transport = None  # its connections are the parent's, left unclosed
         self.runtime = self._new_runtime()  # its events and loops were the parent's
         self._ready = False
         if self._state == "open":

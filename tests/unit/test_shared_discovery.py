@@ -20,6 +20,8 @@ from headlesslb.io.dns import DnsDiscovery
 from headlesslb.io.shared import ServiceKey, SharedDiscovery, registry
 from headlesslb.testing import StaticDiscovery
 
+from .fresh import run_fresh
+
 ANSWER = Resolution((Endpoint("10.0.0.1", 80),), 5.0)
 KEY = ServiceKey(
     "web-hl.default.svc.cluster.local.",
@@ -179,12 +181,26 @@ def test_a_forked_child_starts_with_an_empty_registry() -> None:
     assert registry.entries() == 1
 
 
-def test_a_pid_change_without_the_hook_also_resets(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock, inner = ManualClock(), Inner()
-    (a,) = handles(inner, clock, 1)
-    anyio.run(a.resolve)
-    monkeypatch.setattr(os, "getpid", lambda: -1)
-    assert registry.entries() == 0
+def test_a_pid_change_without_the_hook_also_resets() -> None:
+    run_fresh(
+        """
+        import os
+        import anyio
+        from headlesslb.core.schedule import RefreshPolicy
+        from headlesslb.io.shared import ServiceKey, SharedDiscovery, registry
+        from headlesslb.testing import StaticDiscovery
+
+        key = ServiceKey("web-hl.default.svc.cluster.local.", 80, (), "ipv4", 3.0, None,
+                         RefreshPolicy())
+        handle = SharedDiscovery(StaticDiscovery(["10.0.0.1:80"]), key, lambda: 0.0)
+        anyio.run(handle.resolve)
+        assert registry.entries() == 1
+        os.getpid = lambda: -1  # a child forked without the at-fork hook
+        assert registry.entries() == 0
+        anyio.run(handle.resolve)  # the handle forgot the parent's entry: it joins afresh
+        assert registry.entries() == 1 and handle.entry.users == 1
+        """
+    )
 
 
 def test_assemble_shares_dns_by_default_and_only_dns() -> None:

@@ -6,7 +6,6 @@ shared runtime logs each change once, and the registries' counting."""
 from __future__ import annotations
 
 import logging
-import os
 import random
 import ssl
 from typing import Any
@@ -27,6 +26,8 @@ from headlesslb.io.runtime import Runtime
 from headlesslb.io.shared import Leases
 from headlesslb.sync.pool import LockedPool
 from headlesslb.testing import StaticDiscovery
+
+from .fresh import run_fresh
 
 WHERE: dict[str, Any] = {"nameservers": ["127.0.0.1:53"], "namespace": "default", "port": 80}
 
@@ -245,14 +246,21 @@ def test_leases_count_users_and_replace_a_dead_value() -> None:
     assert len(leases) == 2
 
 
-def test_leases_in_a_forked_child_start_empty(monkeypatch: pytest.MonkeyPatch) -> None:
-    leases: Leases[int] = Leases()
-    leases.acquire("k", lambda: 1, lambda value: True)
-    pid = os.getpid()
-    monkeypatch.setattr(os, "getpid", lambda: pid + 1)
-    assert len(leases) == 0
-    _, created = leases.acquire("k", lambda: 2, lambda value: True)
-    assert created
+def test_leases_in_a_forked_child_start_empty() -> None:
+    run_fresh(
+        """
+        import os
+        from headlesslb.io.shared import Leases
+
+        leases = Leases()
+        leases.acquire("k", lambda: 1, lambda value: True)
+        pid = os.getpid()
+        os.getpid = lambda: pid + 1  # a child forked without the at-fork hook
+        assert len(leases) == 0
+        _, created = leases.acquire("k", lambda: 2, lambda value: True)
+        assert created
+        """
+    )
 
 
 @pytest.mark.anyio

@@ -15,7 +15,7 @@ to the loop, not to the first transport's task, and the last transport to close 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
 from typing import Literal, TypeVar
 
@@ -32,7 +32,7 @@ from ..errors import ClientClosed, DeadlineExceeded, InvalidRequest, NotStarted
 from ..io.outcomes import classify
 from ..io.runtime import Runtime
 from ..io.sender import Answer, AsyncSender, PodSender, TransportSender, with_headers
-from ..io.shared import Lease, Leases, loop_identity
+from ..io.shared import Lease, Registry, loop_identity
 from ..io.tasks import Background
 from ..options import TransportOptions, check_option_names
 
@@ -40,7 +40,7 @@ __all__ = ["HeadlessTransport"]
 
 T = TypeVar("T")
 
-_RUNTIMES: Leases[_Running] = Leases()
+_RUNTIMES: Registry[tuple[object, Hashable], _Running] = Registry()
 """The runtimes async transports share, by (event loop, ``Parts.share_key``)."""
 
 
@@ -157,7 +157,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             else:
                 if self._detach is not None:
                     self._detach()
-                if _RUNTIMES.release(lease):  # the last transport of the runtime stops it
+                if lease.release():  # the last transport of the runtime stops it
                     await lease.value.background.aclose()
             if self._passthrough_transport is not None:
                 await self._passthrough_transport.aclose()

@@ -24,7 +24,7 @@ import contextlib
 import functools
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import CancelledError, Future
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -46,7 +46,7 @@ from ..io import pauses
 from ..io.outcomes import classify
 from ..io.runtime import Runtime
 from ..io.sender import Answer, with_headers
-from ..io.shared import Lease, Leases
+from ..io.shared import Lease, Registry
 from ..options import TransportOptions, check_option_names
 from .hedging import HedgeRunner
 from .pool import LockedPool
@@ -56,7 +56,7 @@ __all__ = ["HeadlessTransport"]
 
 T = TypeVar("T")
 
-_RUNTIMES: Leases[_Shared] = Leases()
+_RUNTIMES: Registry[Hashable, _Shared] = Registry()
 """The runtimes sync transports share, by ``Parts.share_key``, each on its own thread."""
 
 
@@ -497,7 +497,7 @@ class _Shared:
 def _leave(lease: Lease[_Shared], detach: Callable[[], None]) -> None:
     """A transport leaves its shared runtime; the last one stops its thread."""
     detach()
-    if _RUNTIMES.release(lease):
+    if lease.release():
         _stop_portal(lease.value.cm, lease.value.task)
 
 

@@ -26,7 +26,7 @@ from headlesslb.core import forksafe
 from headlesslb.core.events import EventHub
 from headlesslb.core.hedge import LatencyEstimator
 from headlesslb.core.pickers import ConsistentHash
-from headlesslb.io.shared import Leases
+from headlesslb.io.shared import Registry
 from headlesslb.sync.hedging import HedgeRunner
 from headlesslb.sync.pool import LockedPool
 from headlesslb.sync.sender import SyncPodSender
@@ -115,7 +115,7 @@ def test_the_library_locks_request_threads_hold_are_new_in_a_forked_child() -> N
         (SyncPodSender(), "_lock"),
         (HedgeRunner(), "_lock"),
         (LockedPool(), "_lock"),
-        (Leases(), "_lock"),
+        (Registry(), "_lock"),
     ]
     with _held(locks):
         assert _child_can_take(locks) == []

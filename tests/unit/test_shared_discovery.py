@@ -17,7 +17,7 @@ from headlesslb.core.endpoint import Endpoint, Resolution
 from headlesslb.core.schedule import RefreshPolicy
 from headlesslb.errors import ConfigurationError, DiscoveryError
 from headlesslb.io.dns import DnsDiscovery
-from headlesslb.io.shared import ServiceKey, SharedDiscovery, registry
+from headlesslb.io.shared import ServiceKey, SharedDiscovery, answers
 from headlesslb.testing import StaticDiscovery
 
 from .fresh import run_fresh
@@ -57,8 +57,8 @@ def handles(inner: Inner, clock: ManualClock, n: int = 2, key: ServiceKey = KEY)
 
 
 @pytest.fixture(autouse=True)
-def _empty_registry() -> None:
-    registry.reset()
+def _no_answers() -> None:
+    answers.clear()
 
 
 @pytest.mark.anyio
@@ -147,14 +147,14 @@ async def test_refcount_different_keys_and_the_last_detach() -> None:
     (c,) = handles(inner, clock, 1, key=other)
     for handle in (a, b, c):
         await handle.resolve()
-    assert registry.entries() == 2 and a.entry.users == 2 and c.entry is not a.entry
+    assert len(answers) == 2 and a.lease.users == 2 and c.entry is not a.entry
     a.detach()
-    assert registry.entries() == 2 and b.entry.users == 1
+    assert len(answers) == 2 and b.lease.users == 1
     b.detach()
     b.detach()  # twice is harmless
-    assert registry.entries() == 1
+    assert len(answers) == 1
     c.detach()
-    assert registry.entries() == 0
+    assert len(answers) == 0
 
 
 def test_entries_belong_to_one_event_loop() -> None:
@@ -162,23 +162,23 @@ def test_entries_belong_to_one_event_loop() -> None:
     a, b = handles(inner, clock)
     anyio.run(a.resolve)
     anyio.run(b.resolve)  # another loop: its own entry, its own round
-    assert inner.calls == 2 and registry.entries() == 2 and a.entry is not b.entry
+    assert inner.calls == 2 and len(answers) == 2 and a.entry is not b.entry
 
 
 def test_a_forked_child_starts_with_an_empty_registry() -> None:
     clock, inner = ManualClock(), Inner()
     (a,) = handles(inner, clock, 1)
     anyio.run(a.resolve)
-    assert registry.entries() == 1
+    assert len(answers) == 1
     pid = os.fork()
     if pid == 0:  # the child: the at-fork hook emptied it; the handle joins afresh
-        ok = registry.entries() == 0
+        ok = len(answers) == 0
         anyio.run(a.resolve)
-        ok = ok and registry.entries() == 1 and inner.calls == 2
+        ok = ok and len(answers) == 1 and inner.calls == 2
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert registry.entries() == 1
+    assert len(answers) == 1
 
 
 def test_a_pid_change_without_the_hook_also_resets() -> None:
@@ -187,18 +187,18 @@ def test_a_pid_change_without_the_hook_also_resets() -> None:
         import os
         import anyio
         from headlesslb.core.schedule import RefreshPolicy
-        from headlesslb.io.shared import ServiceKey, SharedDiscovery, registry
+        from headlesslb.io.shared import ServiceKey, SharedDiscovery, answers
         from headlesslb.testing import StaticDiscovery
 
         key = ServiceKey("web-hl.default.svc.cluster.local.", 80, (), "ipv4", 3.0, None,
                          RefreshPolicy())
         handle = SharedDiscovery(StaticDiscovery(["10.0.0.1:80"]), key, lambda: 0.0)
         anyio.run(handle.resolve)
-        assert registry.entries() == 1
+        assert len(answers) == 1
         os.getpid = lambda: -1  # a child forked without the at-fork hook
-        assert registry.entries() == 0
+        assert len(answers) == 0
         anyio.run(handle.resolve)  # the handle forgot the parent's entry: it joins afresh
-        assert registry.entries() == 1 and handle.entry.users == 1
+        assert len(answers) == 1 and handle.lease.users == 1
         """
     )
 

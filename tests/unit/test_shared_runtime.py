@@ -23,7 +23,7 @@ from headlesslb.core.schedule import RefreshPolicy
 from headlesslb.core.subset import Subset
 from headlesslb.io.fallback import Fallback
 from headlesslb.io.runtime import Runtime
-from headlesslb.io.shared import Leases
+from headlesslb.io.shared import Lease, Registry
 from headlesslb.sync.pool import LockedPool
 from headlesslb.testing import StaticDiscovery
 
@@ -219,8 +219,8 @@ async def test_a_failing_retire_does_not_stop_the_others(caplog: pytest.LogCaptu
 
 
 # -- the registries ------------------------------------------------------------------------------
-def test_leases_count_users_and_replace_a_dead_value() -> None:
-    leases: Leases[list[str]] = Leases()
+def test_a_registry_counts_users_and_replaces_a_dead_value() -> None:
+    leases: Registry[str, list[str]] = Registry()
     made: list[list[str]] = []
 
     def make() -> list[str]:
@@ -235,24 +235,26 @@ def test_leases_count_users_and_replace_a_dead_value() -> None:
     assert created and not again and first is second and first.users == 2
     other, _ = leases.acquire("other", make, alive)
     assert len(leases) == 2 and other is not first
-    assert not leases.release(first)
-    assert leases.release(first)  # the last user: it stops the value
+    assert not first.release()
+    assert first.release()  # the last user: it stops the value
     assert len(leases) == 1
     third, _ = leases.acquire("k", make, alive)
     third.value[0] = "failed"  # its background work died (and was logged)
     fourth, created = leases.acquire("k", make, alive)
     assert created and fourth is not third
-    assert leases.release(third)  # the dead one's last user does not drop the new one
+    assert third.release()  # the dead one's last user does not drop the new one
     assert len(leases) == 2
+    private = Lease(["alive"])  # a value of one user's own, in no registry
+    assert private.release()
 
 
-def test_leases_in_a_forked_child_start_empty() -> None:
+def test_a_registry_in_a_forked_child_starts_empty() -> None:
     run_fresh(
         """
         import os
-        from headlesslb.io.shared import Leases
+        from headlesslb.io.shared import Registry
 
-        leases = Leases()
+        leases = Registry()
         leases.acquire("k", lambda: 1, lambda value: True)
         pid = os.getpid()
         os.getpid = lambda: pid + 1  # a child forked without the at-fork hook

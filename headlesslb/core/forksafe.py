@@ -14,16 +14,19 @@ where it makes it, what the child must do instead:
 
 This module alone hooks ``os.fork`` and runs them, locks first, before any of the child's own code
 runs; :func:`check` runs them too in a child forked without the hook. Owners are held weakly and
-compare by identity.
+told apart by identity, never by ``==``: two equal owners (two ``ConsistentHash()``) each keep
+their own registrations.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 __all__ = ["after_fork", "check", "forget", "lock", "rlock"]
@@ -33,21 +36,43 @@ Owner = TypeVar("Owner")
 
 log = logging.getLogger("headlesslb.fork")
 
-_OWNERS: weakref.WeakKeyDictionary[object, dict[str, Callable[[], object]]] = (
-    weakref.WeakKeyDictionary()
-)
-_FORGETS: weakref.WeakKeyDictionary[object, dict[Callable[[Any], None], None]] = (
-    weakref.WeakKeyDictionary()
-)
+
+@dataclass(slots=True, eq=False)
+class _Owned:
+    """One owner's registrations: its locks by attribute, the hooks that forget its state."""
+
+    ref: weakref.ref[Any]
+    locks: dict[str, Callable[[], object]] = field(default_factory=dict)
+    forgets: dict[Callable[[Any], None], None] = field(default_factory=dict)
+
+
+_OWNERS: dict[int, _Owned] = {}
+"""By ``id(owner)``: an entry leaves as its owner is freed, before the id can be reused."""
 _HOOKS: list[Callable[[], None]] = []
 _GUARD = threading.Lock()  # itself renewed in the child before anything else is
 _pid = os.getpid()
 """The process the registrations were last renewed for."""
 
 
+def _owned(owner: object) -> _Owned:
+    """``owner``'s registrations, made on first use (under ``_GUARD``)."""
+    key = id(owner)
+    owned = _OWNERS.get(key)
+    if owned is None or owned.ref() is not owner:
+        owned = _OWNERS[key] = _Owned(weakref.ref(owner, functools.partial(_freed, key)))
+    return owned
+
+
+def _freed(key: int, ref: weakref.ref[Any]) -> None:
+    # No lock: the collector may call this in any thread, even one holding _GUARD.
+    owned = _OWNERS.get(key)
+    if owned is not None and owned.ref is ref:
+        _OWNERS.pop(key, None)
+
+
 def _new(owner: object, attribute: str, factory: Callable[[], L]) -> L:
     with _GUARD:
-        _OWNERS.setdefault(owner, {})[attribute] = factory
+        _owned(owner).locks[attribute] = factory
     return factory()
 
 
@@ -66,7 +91,7 @@ def forget(owner: Owner, hook: Callable[[Owner], None]) -> None:
     (``hook`` is a plain function, such as ``Type._forget``: a bound method would keep the
     owner alive). Registering the same hook twice runs it once."""
     with _GUARD:
-        _FORGETS.setdefault(owner, {})[hook] = None
+        _owned(owner).forgets[hook] = None
 
 
 def after_fork(hook: Callable[[], None]) -> None:
@@ -87,14 +112,17 @@ def _renew_in_child() -> None:
     global _GUARD, _pid
     _GUARD = threading.Lock()
     _pid = os.getpid()
-    for owner, attributes in list(_OWNERS.items()):
-        for attribute, factory in attributes.items():
-            setattr(owner, attribute, factory())
+    owners = [(owned.ref(), owned) for owned in list(_OWNERS.values())]
+    for owner, owned in owners:
+        if owner is not None:
+            for attribute, factory in owned.locks.items():
+                setattr(owner, attribute, factory())
     for hook in _HOOKS:
         _run(hook)
-    for owner, hooks in list(_FORGETS.items()):
-        for forget_hook in hooks:
-            _run(forget_hook, owner)
+    for owner, owned in owners:
+        if owner is not None:
+            for forget_hook in owned.forgets:
+                _run(forget_hook, owner)
 
 
 def _run(hook: Callable[..., None], *args: object) -> None:

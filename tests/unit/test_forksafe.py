@@ -108,6 +108,7 @@ def test_the_library_locks_request_threads_hold_are_new_in_a_forked_child() -> N
         (EventHub("web-hl"), "_lock"),
         (LatencyEstimator(), "_lock"),
         (ConsistentHash(), "_lock"),  # held by the discovery thread for a whole table build
+        (ConsistentHash(), "_lock"),  # an equal one: owners are told apart by identity
         (PrometheusMetrics(registry=CollectorRegistry()), "_lock"),
         (OpenTelemetryObserver(), "_lock"),
         (sys.modules[otel.__name__], "_default_lock"),

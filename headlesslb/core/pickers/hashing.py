@@ -402,6 +402,18 @@ class ConsistentHash:
         """Whether :meth:`prepare` was ever called: from then on it builds every table, and
         :meth:`build` builds none."""
 
+    def _settings(self) -> tuple[object, ...]:
+        return (self.over, self.table_size_factor, self.table_size, self.start, self.balance_factor)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal settings build equal tables: two clients' runtime specs compare it by value."""
+        if not isinstance(other, ConsistentHash):
+            return NotImplemented
+        return self._settings() == other._settings()
+
+    def __hash__(self) -> int:
+        return hash(self._settings())
+
     def prepare(self, snapshot: Snapshot, pause: Callable[[], None] | None = None) -> None:
         """Build the Maglev table for ``snapshot``'s members unless it exists (slow; thread-safe).
 

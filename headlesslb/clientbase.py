@@ -1,9 +1,10 @@
-"""What both clients share, and the checks every request naming the Service goes through.
+"""What both clients and both transports share, and the checks every request naming the Service
+goes through.
 
-:class:`ClientBase` builds requests carrying the routing options; :func:`service_hosts` lists the
-spellings of the Service's name a URL may use, and :func:`check_url` refuses a URL that names
-the Service with another scheme or port than the client's (:class:`ServiceURLs` holds what it
-checks against), before a byte leaves.
+:class:`ClientBase` builds requests carrying the routing options; :class:`TransportBase` shows
+the runtime a transport leased; :func:`service_hosts` lists the spellings of the Service's name
+a URL may use, and :func:`check_url` refuses a URL that names the Service with another scheme or
+port than the client's (:class:`ServiceURLs` holds what it checks against), before a byte leaves.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ from typing import Any
 
 import httpx
 
+from .core.balancer import Balancer
 from .core.endpoint import EndpointStatus
 from .core.names import ServiceName
 from .core.options import EXTENSION, merged
 from .core.pickers.base import HashKey
-from .errors import ClientClosed, HeadlessLBError, InvalidRequest
+from .core.pool import Pool
+from .errors import ClientClosed, HeadlessLBError, InvalidRequest, NotStarted
+from .io.health import HealthChecker
+from .io.refresher import Refresher
+from .io.runtime import Runtime
 
-__all__ = ["ClientBase", "ServiceURLs", "check_url", "service_hosts"]
+__all__ = ["ClientBase", "ServiceURLs", "TransportBase", "check_url", "service_hosts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +38,8 @@ class ServiceURLs:
     scheme: str
     port: int | str
     """The client's port: a number, or a named port SRV gives per Pod."""
+    base: str
+    """``scheme://host[:port]`` naming the Service: the client's base URL (no trailing slash)."""
 
     @property
     def url_port(self) -> int | None:
@@ -132,3 +140,42 @@ class ClientBase:
             url = httpx.URL(self.parts_base + url)
         request: httpx.Request = self.http.build_request(method, url, **kwargs)
         return request
+
+
+class TransportBase:
+    """What both transports share: the runtime they lease when they start (their own, or one
+    they share), and what it shows."""
+
+    _runtime: Runtime | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime this transport leased when it started (kept after close)."""
+        if self._runtime is None:
+            raise NotStarted("the transport leases its runtime when it starts")
+        return self._runtime
+
+    @property
+    def pool(self) -> Pool:
+        """The runtime's pool (diagnostics and tests)."""
+        return self.runtime.pool
+
+    @property
+    def balancer(self) -> Balancer:
+        """The runtime's balancer (diagnostics and tests)."""
+        return self.runtime.balancer
+
+    @property
+    def refresher(self) -> Refresher:
+        """The runtime's discovery loop (diagnostics and tests)."""
+        return self.runtime.refresher
+
+    @property
+    def health(self) -> HealthChecker | None:
+        """The runtime's health checker, if health checks are on."""
+        return self.runtime.health
+
+    def endpoints(self) -> list[EndpointStatus]:
+        """The Pods discovered now, with health and load (none before the transport starts)."""
+        runtime = self._runtime
+        return [] if runtime is None else runtime.pool.statuses()

@@ -43,7 +43,7 @@ class HeadlessClient(ClientBase):
         settings = client_settings(dict(options))
         transport_options = {k: v for k, v in options.items() if k not in settings}
         self.transport = HeadlessTransport(service, **transport_options)  # type: ignore[arg-type]
-        self.parts_base = self.transport.parts.base_url
+        self.parts_base = self.transport.parts.urls.base
         self.base_url = httpx.URL(self.parts_base)
         self.http: httpx.Client = httpx.Client(
             transport=self.transport, base_url=self.base_url, **settings

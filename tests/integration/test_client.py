@@ -347,7 +347,7 @@ async def test_clients_of_one_service_share_one_runtime(
             await client.get("/")
         runtime = clients[0].transport.runtime
         assert all(c.transport.runtime is runtime for c in clients)
-        assert all(c.transport.pool is runtime.parts.pool for c in clients)
+        assert all(c.transport.pool is runtime.pool for c in clients)
         assert other.transport.runtime is not runtime
         if client_flavor == "sync":
             assert discovery_threads() == threads + 2  # one per runtime, not one per client

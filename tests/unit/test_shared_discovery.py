@@ -1,6 +1,6 @@
 """Shared DNS answers (headlesslb.io.shared) with a scripted inner discovery and a manual clock:
 reuse while the TTL lasts, single-flight, failures shared and never kept, refcounts, keys per
-loop, the fork reset, and how assemble() chooses."""
+loop, the fork reset, and which discovery a runtime composed from a client's options uses."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Any, cast
 import anyio
 import pytest
 
-from headlesslb.compose import assemble
+from headlesslb.compose import compose
 from headlesslb.core.clock import ManualClock
 from headlesslb.core.endpoint import Endpoint, Resolution
 from headlesslb.core.schedule import RefreshPolicy
 from headlesslb.errors import ConfigurationError, DiscoveryError
 from headlesslb.io.dns import DnsDiscovery
+from headlesslb.io.runtime import Runtime
 from headlesslb.io.shared import ServiceKey, SharedDiscovery, answers
 from headlesslb.testing import StaticDiscovery
 
@@ -203,13 +204,16 @@ def test_a_pid_change_without_the_hook_also_resets() -> None:
     )
 
 
-def test_assemble_shares_dns_by_default_and_only_dns() -> None:
-    where: dict[str, Any] = {"nameservers": ["127.0.0.1:53"], "namespace": "default"}
-    parts = assemble("web-hl", **where)
-    assert isinstance(parts.discovery, SharedDiscovery)
-    assert parts.discovery.key.fqdn == "web-hl.default.svc.cluster.local."
-    assert isinstance(assemble("web-hl", share_discovery=False, **where).discovery, DnsDiscovery)
+def test_a_runtime_shares_dns_by_default_and_only_dns() -> None:
+    def discovery(**options: Any) -> object:
+        where = {"nameservers": ["127.0.0.1:53"], "namespace": "default", **options}
+        return Runtime(compose("web-hl", where).spec).discovery
+
+    shared = discovery()
+    assert isinstance(shared, SharedDiscovery)
+    assert shared.key.fqdn == "web-hl.default.svc.cluster.local."
+    assert isinstance(discovery(share_discovery=False), DnsDiscovery)
     own = StaticDiscovery(["10.0.0.1:80"])
-    assert assemble("web-hl", discovery=own, **where).discovery is own
+    assert discovery(discovery=own) is own
     with pytest.raises(ConfigurationError, match="share_discovery"):
-        assemble("web-hl", share_discovery=cast(bool, "yes"), **where)
+        discovery(share_discovery=cast(bool, "yes"))

@@ -10,8 +10,9 @@ from typing import Literal
 import httpx
 from typing_extensions import Unpack
 
-from ..assembly import BodyRequestArgs, ClientBase, ClientOptions, RequestArgs, client_settings
+from ..clientbase import ClientBase
 from ..errors import NotStarted
+from ..options import BodyRequestArgs, ClientOptions, RequestArgs, client_settings
 from .transport import HeadlessTransport
 
 __all__ = ["HeadlessClient"]
@@ -27,7 +28,7 @@ class HeadlessClient(ClientBase):
 
     Entering starts discovery (the first request waits for the first DNS answer); leaving stops
     it and closes every connection; it can be closed from any task. The keyword arguments are
-    :class:`~headlesslb.assembly.ClientOptions`: those of :class:`HeadlessTransport`, plus
+    :class:`~headlesslb.options.ClientOptions`: those of :class:`HeadlessTransport`, plus
     ``timeout``, ``headers`` and ``follow_redirects`` for the underlying ``httpx.AsyncClient``.
     """
 
@@ -35,7 +36,7 @@ class HeadlessClient(ClientBase):
         settings = client_settings(dict(options))
         transport_options = {k: v for k, v in options.items() if k not in settings}
         self.transport = HeadlessTransport(service, **transport_options)  # type: ignore[arg-type]
-        self.parts_base = self.transport.parts.base_url
+        self.parts_base = self.transport.parts.urls.base
         self.base_url = httpx.URL(self.parts_base)
         self.http: httpx.AsyncClient = httpx.AsyncClient(
             transport=self.transport, base_url=self.base_url, **settings

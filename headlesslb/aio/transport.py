@@ -8,14 +8,14 @@ The client's configuration decides the scheme (TLS or not) and the port: a URL t
 Service with another scheme or port is refused before a byte leaves (:class:`InvalidRequest`).
 Discovery and health checks (:class:`~headlesslb.io.runtime.Runtime`) run in the background from
 the transport's entry until it is closed, from any task (:mod:`headlesslb.io.tasks`); nothing
-outlives it, and nothing is sent after close. Transports of the same Service and configuration
-on one event loop share one runtime (``share_discovery=True``, :data:`_RUNTIMES`): it belongs
-to the loop, not to the first transport's task, and the last transport to close stops it.
+outlives it, and nothing is sent after close. The transport leases its runtime when it is
+entered: transports whose runtime specs are equal on one event loop share one
+(``share_discovery=True``, :data:`_RUNTIMES`), which belongs to the loop, not to the first
+transport's task; the last transport to close stops it.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Literal, TypeVar
@@ -24,28 +24,27 @@ import anyio
 import httpx
 from typing_extensions import Unpack
 
-from ..assembly import TransportOptions, assemble, check_option_names, check_url
-from ..core.call import Backoff, Call, Deliver, Fail, LookupPod, Send, SendToFallback, Step
-from ..core.endpoint import EndpointStatus
+from ..clientbase import TransportBase, check_url
+from ..compose import compose
+from ..core.call import Backoff, Call, Deliver, Fail, LookupPod, Router, Send, SendToFallback, Step
 from ..core.options import EXTENSION, PLAIN, RequestOptions
 from ..errors import ClientClosed, DeadlineExceeded, InvalidRequest, NotStarted
 from ..io.outcomes import classify
-from ..io.runtime import Runtime
+from ..io.runtime import Runtime, RuntimeSpec
 from ..io.sender import Answer, AsyncSender, PodSender, TransportSender, with_headers
-from ..io.shared import Lease, Leases, loop_identity
+from ..io.shared import Lease, Registry, loop_identity
 from ..io.tasks import Background
+from ..options import TransportOptions
 
 __all__ = ["HeadlessTransport"]
 
 T = TypeVar("T")
 
-_RUNTIMES: Leases[_Running] = Leases()
-"""The runtimes async transports share, by (event loop, ``Parts.share_key``)."""
-
-os.register_at_fork(after_in_child=_RUNTIMES.reset)
+_RUNTIMES: Registry[tuple[object, RuntimeSpec], _Running] = Registry()
+"""The runtimes async transports share, by (event loop, :class:`RuntimeSpec`)."""
 
 
-class HeadlessTransport(httpx.AsyncBaseTransport):
+class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
     """Balances each request over the Pods behind a headless Service.
 
     Use it with any ``httpx.AsyncClient``; the client's ``async with`` starts discovery::
@@ -60,21 +59,17 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
     anything else raises :class:`~headlesslb.errors.InvalidRequest` before a byte is sent. A URL
     for any other host (a redirect elsewhere, say) is sent as plain httpx would send it; routing
     options on such a request raise ``InvalidRequest`` rather than vanish. The keyword arguments
-    are :class:`~headlesslb.assembly.TransportOptions`.
+    are :class:`~headlesslb.options.TransportOptions`.
     """
 
     def __init__(self, service: str, **options: Unpack[TransportOptions]) -> None:
-        check_option_names(options)
-        parts = self.parts = assemble(service, **options)
+        parts = self.parts = compose(service, options)
         self.service = parts.service
         self.scheme = parts.scheme
         self.port = parts.port
-        self.pool = parts.pool
-        self.balancer = parts.balancer
         self.fallback = parts.fallback
         self.events = parts.events
         """The event stream: ``events.subscribe(observer)`` (see :mod:`headlesslb.events`)."""
-        self._router = parts.router
         pod_transport = parts.checked_pod_transport(httpx.AsyncBaseTransport)
         self._sender: AsyncSender = (
             TransportSender(pod_transport)
@@ -83,12 +78,10 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                 verify=parts.verify, cert=parts.cert, http2=parts.http2, limits=parts.limits
             )
         )
-        self.runtime = Runtime(parts, self._sender.retire)
-        self.refresher = self.runtime.refresher
-        self.health = self.runtime.health
         self._passthrough_transport: httpx.AsyncHTTPTransport | None = None
-        self._background = Background()
         self._lease: Lease[_Running] | None = None
+        self._runtime: Runtime | None = None
+        self._router: Router | None = None
         self._detach: Callable[[], None] | None = None
         self._state: Literal["new", "open", "closed"] = "new"
         self._waiters: set[anyio.CancelScope] = set()
@@ -100,33 +93,22 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         if self._state != "new":
             raise NotStarted("a HeadlessTransport can be entered once; make a new one")
         self._state = "open"
-        key = self.parts.share_key
-        if key is None:
-            self._background.spawn("discovery and health checks", self.runtime.run)
-            return self
-        own = self.runtime
-        lease, made = _RUNTIMES.acquire(
-            (loop_identity(), key), lambda: _Running(own), lambda running: running.alive
-        )
-        running = lease.value
-        self._lease = lease
-        if made:
-            own.share()
-            # The loop's task, not this one's: closing this transport leaves the others working.
-            running.background.spawn("discovery and health checks", own.run)
-            self._detach = own.detach_first
+        parts = self.parts
+        spec = parts.spec
+        if spec.shareable:
+            lease, made = _RUNTIMES.acquire(
+                (loop_identity(), spec), lambda: _Running(Runtime(spec)), _Running.alive
+            )
         else:
-            self._adopt(running.runtime)
+            lease, made = Lease(_Running(Runtime(spec))), True
+        self._lease = lease
+        runtime = self._runtime = lease.value.runtime
+        self._router = parts.router(runtime)
+        self._detach = runtime.attach(parts.events, self._sender.retire, parts.fallback)
+        if made:
+            # The loop's task, not this one's: closing this transport leaves the others working.
+            lease.value.background.spawn("discovery and health checks", runtime.run)
         return self
-
-    def _adopt(self, runtime: Runtime) -> None:
-        """Use another transport's runtime (same Service and configuration on this loop)."""
-        self._detach = runtime.attach(self.parts, self._sender.retire)
-        self.runtime = runtime
-        self.refresher = runtime.refresher
-        self.health = runtime.health
-        self.pool = self.parts.pool
-        self.balancer = self.parts.balancer
 
     async def __aexit__(
         self,
@@ -145,7 +127,8 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         if self._state == "closed":
             return
         self._state = "closed"
-        self._router.close()  # calls in flight send nothing more
+        if self._router is not None:
+            self._router.close()  # calls in flight send nothing more
         for scope in self._waiters:
             scope.cancel()  # each raises ClientClosed in its own task
         with anyio.CancelScope(shield=True):
@@ -153,12 +136,10 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
             # while the background stops finds it closed.
             await self._sender.aclose()
             lease, self._lease = self._lease, None
-            if lease is None:
-                await self._background.aclose()
-            else:
+            if lease is not None:
                 if self._detach is not None:
                     self._detach()
-                if _RUNTIMES.release(lease):  # the last transport of the runtime stops it
+                if lease.release():  # the last transport of the runtime stops it
                     await lease.value.background.aclose()
             if self._passthrough_transport is not None:
                 await self._passthrough_transport.aclose()
@@ -167,10 +148,6 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
     def running(self) -> bool:
         """Whether the transport was entered and not closed."""
         return self._state == "open"
-
-    def endpoints(self) -> list[EndpointStatus]:
-        """The Pods discovered now, with health and load."""
-        return self.pool.statuses()
 
     # -- requests --------------------------------------------------------------------------------
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -183,13 +160,15 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         parts = self.parts
         raw = request.extensions.get(EXTENSION)
         options = PLAIN if raw is None else RequestOptions.from_extension(raw)
-        if request.url.raw_host not in parts.hosts:  # httpx lower-cases hosts already
+        if request.url.raw_host not in parts.urls.hosts:  # httpx lower-cases hosts already
             # Not this Service (say, a redirect to another site): send it as httpx would.
             return await self._pass_through(request, options)
-        check_url(parts, request)
-        if not self.runtime.ready:
-            await self._until_closed(self.runtime.wait_ready())
-        call = self._router.start(
+        check_url(parts.urls, request)
+        runtime, router = self._runtime, self._router
+        assert runtime is not None and router is not None
+        if not runtime.ready:
+            await self._until_closed(runtime.wait_ready())
+        call = router.start(
             request.method,
             options,
             replayable=isinstance(request.stream, httpx.ByteStream),
@@ -306,11 +285,10 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
         timeout = step.timeout
         send = self._sender.send_attempt
         headers = with_headers(request.headers.raw, step.headers) if step.headers else None
-        policy = self._router.retry
-        parts = self.parts
+        policy, spec = self.parts.retry, self.parts.spec
         if timeout is None:
             response, verdict = await send(
-                request, step, policy, scheme=parts.raw_scheme, sni=parts.sni, headers=headers
+                request, step, policy, scheme=spec.raw_scheme, sni=spec.sni, headers=headers
             )
         else:
             try:
@@ -322,8 +300,8 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
                         request,
                         step,
                         policy,
-                        scheme=parts.raw_scheme,
-                        sni=parts.sni,
+                        scheme=spec.raw_scheme,
+                        sni=spec.sni,
                         headers=headers,
                     )
             except TimeoutError:
@@ -382,7 +360,7 @@ class HeadlessTransport(httpx.AsyncBaseTransport):
 
 
 class _Running:
-    """A shared runtime and the loop's background task running it."""
+    """A runtime and the loop's background task running it: what a transport leases."""
 
     __slots__ = ("background", "runtime")
 
@@ -390,7 +368,6 @@ class _Running:
         self.runtime = runtime
         self.background = Background()
 
-    @property
     def alive(self) -> bool:
         """Whether its task still runs (one that failed was logged: it is not handed out)."""
         return self.background.running > 0

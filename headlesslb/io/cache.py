@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 
 import anyio
 
+from ..core import forksafe
 from ..core.clock import Clock
 from ..core.schedule import RefreshPolicy
 from ..errors import HeadlessLBError, copy_error
@@ -54,6 +55,8 @@ class LookupCache(Generic[K, V]):
         self._error_ttl = error_ttl
         self._entries: dict[K, _Entry[V]] = {}
         self._flights: dict[K, anyio.Event] = {}
+        # A forked child's lookups in flight were on the parent's loop: it starts empty.
+        forksafe.forget(self, LookupCache.clear)
 
     def peek(self, key: K) -> V | None:
         """The value cached for ``key`` now (expired or not), without a lookup."""

@@ -93,10 +93,6 @@ class Fallback:
         endpoint = self._cache.peek(None)
         return None if endpoint is None else endpoint.key
 
-    def forget(self) -> None:
-        """Forget the resolved address and any lookup in flight (a forked child's copy)."""
-        self._cache.clear()
-
     def failed(self, error: httpx.TransportError) -> None:
         """Sending to the fallback failed: a refused connection means the address it had
         resolved is gone, so the next request looks it up again."""

@@ -1,44 +1,59 @@
 """The background half of a client: discovery, health checks and the request path's lookups.
 
-Both shells run one :class:`Runtime` on an event loop — the async client as a background task of
-the loop, the sync client on a loop in a background thread — so discovery, probing and the DNS
-lookups a request may need (a Pod by its own name, the fallback's address) are one
-implementation for both. The runtime feeds the pure parts (pool, balancer) and tells each client
-attached to it when membership changed, so it can close its connections to Pods that left.
+A :class:`Runtime` is built from a :class:`RuntimeSpec`, a frozen record of what the user passed
+that shapes it, and owns everything it builds: the pool and balancer, the discovery source, the
+refresher feeding the pool, the health checker and its probe connections, the cache of Pods
+looked up by their own name, and an event stream. Both shells run one on an event loop (the async
+client as a task of the loop, the sync client on a loop in a background thread), so discovery,
+probing and the DNS lookups a request may need are one implementation for both.
 
-Clients of the same Service with the same configuration (``Parts.share_key``) share one runtime
-(:meth:`Runtime.attach`): one refresher, one pool and balancer (so in-flight counts, latencies
-and ejections are everybody's), one health checker and its probe connections. Each client keeps
-its own connections, router (retry budget, throttle, hedging), fallback and event stream. A
-shared runtime emits into a hub of its own (:meth:`Runtime.share`): its log observer writes one
-line per state change, and every attached client's other observers get each event too.
+Clients hold a lease on a runtime (:class:`~headlesslb.io.shared.Lease`) and attach to it. Two
+clients share one exactly when their specs are equal: then one refresher, pool and balancer (so
+in-flight counts, latencies and ejections are everybody's), one health checker and its probe
+connections serve both. A spec that is not :attr:`~RuntimeSpec.shareable` gets a runtime of its
+client's own. Each client keeps its connections, its router (bound to the runtime's pool and
+balancer), its fallback and its event stream. The runtime's stream logs each change once and
+hands every event to each attached client's other observers, each observer once.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import random
+import ssl
 import threading
 import types
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 
 import anyio
 import httpx
 
-from ..assembly import Parts
+from ..core.balancer import Balancer
 from ..core.call import LookupPod
+from ..core.clock import Clock
 from ..core.endpoint import Endpoint
 from ..core.events import EndpointsChanged, Event, EventHub
+from ..core.health import HealthCheck
+from ..core.names import ServiceName
+from ..core.pickers import ConsistentHash, Ordinal, PickerName, SlowStart, make_picker
+from ..core.pickers.base import PickerFactory
+from ..core.pool import OutlierPolicy, Pool
+from ..core.schedule import RefreshPolicy
 from ..core.snapshot import Snapshot
+from ..core.subset import ClientPlace, Subsetter
 from ..telemetry.logs import LogObserver
 from . import pauses
+from .cache import LookupCache
+from .dns import DnsDiscovery, IpFamily
+from .fallback import DEFAULT_PORTS, Fallback, authority
 from .health import HealthChecker, probe_once
-from .refresher import Refresher
+from .refresher import Discovery, Refresher
 from .sender import PodSender
-from .shared import SharedDiscovery
+from .shared import ServiceKey, SharedDiscovery
 
-__all__ = ["Runtime"]
+__all__ = ["ConnectionLimits", "Runtime", "RuntimeSpec", "SubsetPlace"]
 
 Address = tuple[str, int]
 Retire = Callable[[set[Address]], Awaitable[None]]
@@ -46,95 +61,221 @@ Retire = Callable[[set[Address]], Awaitable[None]]
 log = logging.getLogger("headlesslb.background")
 events_log = logging.getLogger("headlesslb.events")
 
+PINNED_CACHE_SIZE = 1024
+"""Pods looked up by their own name kept at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """``httpx.Limits`` as a hashable value (httpx's compares its numbers but cannot be hashed)."""
+
+    max_connections: int | None
+    max_keepalive_connections: int | None
+    keepalive_expiry: float | None
+
+    @classmethod
+    def of(cls, limits: httpx.Limits | None) -> ConnectionLimits | None:
+        """The numbers of ``limits`` (None stays None: the sender's defaults)."""
+        if limits is None:
+            return None
+        return cls(
+            limits.max_connections, limits.max_keepalive_connections, limits.keepalive_expiry
+        )
+
+    def to_httpx(self) -> httpx.Limits:
+        """The same limits as httpx takes them."""
+        return httpx.Limits(
+            max_connections=self.max_connections,
+            max_keepalive_connections=self.max_keepalive_connections,
+            keepalive_expiry=self.keepalive_expiry,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SubsetPlace:
+    """``subset=`` for one client: how many Pods, counted clockwise from which place on the
+    ring (from the client's identity, or random: then no other client's is equal)."""
+
+    size: int
+    place: ClientPlace
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSpec:
+    """What a runtime is built from, as the user gave it: two clients whose specs are equal may
+    share one runtime (when :attr:`shareable`).
+
+    Names, numbers, the frozen policies and :class:`ConnectionLimits` compare by value; an
+    ``ssl.SSLContext``, a clock, and a discovery source or picker factory of the user's own by
+    identity (their own ``==``): the same object shares. The pickers are held as passed (a name
+    or a factory; ``sharding`` None for the default), so that every default client's spec is
+    equal; the runtime builds its own from them.
+    """
+
+    service: ServiceName
+    scheme: str
+    port: int | str
+    """A number (A/AAAA) or a named port (SRV)."""
+    nameservers: tuple[tuple[str, int], ...]
+    ip_family: IpFamily
+    discovery_timeout: float
+    statefulset: str | None
+    refresh: RefreshPolicy
+    outlier: OutlierPolicy
+    health: HealthCheck | None
+    subset: SubsetPlace | None
+    """Deterministic subsetting, placed (None: every Pod)."""
+    picker: PickerName | PickerFactory
+    sharding: PickerFactory | None
+    """The factory for keyed requests (None: ``ConsistentHash()``)."""
+    slow_start: SlowStart | None
+    verify: ssl.SSLContext | str | bool
+    """What probes verify TLS with (and ``cert``, ``limits``, ``http2``: what they connect with)."""
+    cert: Hashable
+    limits: ConnectionLimits | None
+    http2: bool
+    clock: Clock
+    pool_class: type[Pool]
+    """:class:`Pool`, or the sync shell's thread-safe one."""
+    discovery: Discovery | None = None
+    """A discovery source of the user's own instead of DNS: such a runtime is never shared."""
+    rng: random.Random | None = None
+    """A random source of the user's own: such a runtime is never shared (a seeded client must
+    see its own sequence)."""
+    share: bool = True
+    """``share_discovery``: share DNS answers (:mod:`.shared`) and, when shareable, the runtime."""
+
+    @property
+    def shareable(self) -> bool:
+        """Whether clients with equal specs use one runtime (else each builds its own)."""
+        return self.share and self.discovery is None and self.rng is None
+
+    @property
+    def dns(self) -> ServiceKey:
+        """The DNS question and its schedule: what clients sharing DNS answers agree on."""
+        return ServiceKey(
+            self.service.fqdn,
+            self.port,
+            self.nameservers,
+            self.ip_family,
+            self.discovery_timeout,
+            self.statefulset,
+            self.refresh,
+        )
+
+    @property
+    def raw_scheme(self) -> bytes:
+        """The scheme as httpcore takes it."""
+        return self.scheme.encode("ascii")
+
+    @property
+    def sni(self) -> str | None:
+        """The name TLS verifies for the Pods (https only): the Service's, never a Pod IP."""
+        return self.service.host if self.scheme == "https" else None
+
+    @property
+    def base_url(self) -> str:
+        """``scheme://host[:port]`` naming the Service, as a client's base URL and probes use."""
+        default_port = DEFAULT_PORTS[self.scheme]
+        port = self.port if isinstance(self.port, int) else default_port
+        return f"{self.scheme}://{authority(self.service.host, port, default_port)}"
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Attached:
-    """One client of a runtime: its parts (fallback, events) and its connections' retire."""
+    """One client of a runtime: its event stream (whose observers get the runtime's events), how
+    its connections to Pods that left are closed, and its fallback (whose address stays)."""
 
-    parts: Parts
+    events: EventHub
     retire: Retire
+    fallback: Fallback | None
 
 
 class Runtime:
-    """Discovery and health checking for the clients attached to it, on one event loop.
+    """Discovery and health checking on one event loop, for the clients attached to it; it
+    builds and owns the pool, the balancer and every background part from ``spec``."""
 
-    ``parts`` are the first client's: the runtime's pool, balancer, discovery and policies.
-    ``retire(keep)`` is that client's shell's: close connections to every address not in
-    ``keep`` once idle. It is called after each membership change, for every attached client.
-    """
-
-    def __init__(self, parts: Parts, retire: Retire) -> None:
-        self.parts = parts
+    def __init__(self, spec: RuntimeSpec) -> None:
+        self.spec = spec
+        rng = spec.rng or random.Random()
         self._clients: tuple[Attached, ...] = ()
         self._clients_lock = threading.Lock()
-        self.hub: EventHub | None = None
-        """The shared runtime's own event stream (:meth:`share`); None while it has one client."""
+        self.events = EventHub(spec.service.host)
+        """The runtime's event stream: the pool's and the refresher's events, logged once here
+        and handed to every attached client's other observers."""
+        self.events.subscribe(LogObserver())
+        self.events.subscribe(self._fan_out)
+        self.pool = spec.pool_class(
+            spec.outlier,
+            clock=spec.clock,
+            rng=rng,
+            new_endpoints_healthy=spec.health is None or not spec.health.start_unhealthy,
+            events=self.events,
+            subset=None if spec.subset is None else Subsetter(spec.subset.size, spec.subset.place),
+            on_refused=self.refused,
+        )
+        self.balancer = Balancer(
+            self.pool,
+            make_picker(
+                spec.picker,
+                rng=rng,
+                clock=spec.clock,
+                slow_start=spec.slow_start,
+            ),
+            sharding=spec.sharding or ConsistentHash(),
+            ordinal=Ordinal(),
+        )
+        self.discovery = spec.discovery or _dns(spec)
         self.refresher = Refresher(
-            parts.discovery,
-            parts.pool,
-            parts.refresh,
-            clock=parts.clock,
-            rng=parts.rng,
-            prepare=functools.partial(parts.balancer.prepare, pause=pauses.hand_back_gil),
+            self.discovery,
+            self.pool,
+            spec.refresh,
+            clock=spec.clock,
+            rng=rng,
+            prepare=functools.partial(self.balancer.prepare, pause=pauses.hand_back_gil),
             on_change=self._membership_changed,
-            events=parts.events,
+            events=self.events,
         )
         self.health = (
-            None if parts.health is None else HealthChecker(parts.health, parts.pool, self._probe)
+            None if spec.health is None else HealthChecker(spec.health, self.pool, self._probe)
         )
         # Probes get their own connections: a probe never queues behind, or holds up, a request.
         self._probes = PodSender(
-            verify=parts.verify, cert=parts.cert, http2=parts.http2, limits=parts.limits
+            verify=spec.verify,
+            cert=spec.cert,
+            http2=spec.http2,
+            limits=None if spec.limits is None else spec.limits.to_httpx(),
         )
-        parts.pool.on_refused = self.refused
-        self.detach_first = self.attach(parts, retire)
-        """Detaches the client the runtime was built for (see :meth:`attach`)."""
+        self.pinned: LookupCache[int, Endpoint] = LookupCache(
+            spec.refresh, spec.clock, max_entries=PINNED_CACHE_SIZE
+        )
+        """Pods found by their own DNS name, for ``ordinal=`` when SRV gives no hostnames."""
 
-    # -- sharing ---------------------------------------------------------------------------------
+    # -- clients ---------------------------------------------------------------------------------
     @property
     def clients(self) -> int:
         """How many clients are attached."""
         return len(self._clients)
 
-    def share(self) -> None:
-        """Emit into a hub of the runtime's own from now on (before other clients attach): one
-        log line per change, and each attached client's other observers get every event."""
-        if self.hub is not None:
-            return
-        hub = self.hub = EventHub(self.parts.events.service)
-        hub.subscribe(LogObserver())
-        hub.subscribe(self._fan_out)
-        self.parts.pool.events = hub
-        self.refresher.events = hub
-
-    def attach(self, parts: Parts, retire: Retire) -> Callable[[], None]:
-        """Attach a client: it uses this runtime's pool and balancer from now on, its
-        connections are retired on membership changes, its observers get the runtime's events
-        (with the current membership at once, as Pods added). Returns the detach function,
-        which stops all that (the client is closing); safe from any thread, and twice."""
-        mine = self.parts
-        if parts is not mine:
-            parts.pool = mine.pool
-            parts.balancer = mine.balancer
-            parts.router.pool = mine.pool
-            parts.router.balancer = mine.balancer
-        parts.router.last_discovery_error = lambda: self.refresher.last_error
-        client = Attached(parts, retire)
+    def attach(
+        self, events: EventHub, retire: Retire, fallback: Fallback | None = None
+    ) -> Callable[[], None]:
+        """Attach a client: ``events``' observers get the runtime's events from now on (with the
+        current membership at once, as Pods added), ``retire(keep)`` closes its connections to
+        every address not in ``keep`` after each membership change (its ``fallback``'s address
+        is kept). Returns the detach function, which stops all that (the client is closing);
+        safe from any thread, and twice."""
+        client = Attached(events, retire, fallback)
         with self._clients_lock:
-            self._clients = (*self._clients, client)
-        members = mine.pool.snapshot.members
-        if parts is not mine and members:
-            pool = mine.pool
+            others = self._clients
+            self._clients = (*others, client)
+        members = self.pool.snapshot.members
+        if members:
             added = tuple(m.endpoint for m in members)
-            event = EndpointsChanged(parts.events.service, added, (), pool.counts())
+            event = EndpointsChanged(events.service, added, (), self.pool.counts())
             # An observer another attached client has too saw the membership come already.
-            known = {
-                _identity(o)
-                for c in self._clients
-                if c is not client
-                for o in c.parts.events.observers
-            }
-            _tell((parts.events,), event, known)
+            known = {_identity(o) for c in others for o in c.events.observers}
+            _tell((events,), event, known)
 
         def detach() -> None:
             with self._clients_lock:
@@ -142,9 +283,14 @@ class Runtime:
 
         return detach
 
-    def _fan_out(self, event: Event) -> None:
-        _tell([client.parts.events for client in self._clients], event, set())
+    def last_discovery_error(self) -> BaseException | None:
+        """Why discovery has nothing, if it failed (for the routers of attached clients)."""
+        return self.refresher.last_error
 
+    def _fan_out(self, event: Event) -> None:
+        _tell([client.events for client in self._clients], event, set())
+
+    # -- running ---------------------------------------------------------------------------------
     async def run(self) -> None:
         """Discovery and (when configured) health checks, until cancelled."""
         try:
@@ -153,9 +299,9 @@ class Runtime:
                 if self.health is not None:
                     tg.start_soon(self.health.run)
         finally:
-            discovery = self.parts.discovery
+            discovery = self.discovery
             if isinstance(discovery, SharedDiscovery):
-                discovery.detach()  # the last client of the Service drops the shared answer
+                discovery.detach()  # the last runtime of the Service drops the shared answer
             with anyio.CancelScope(shield=True):
                 await self._probes.aclose()
 
@@ -170,19 +316,19 @@ class Runtime:
 
     async def wait_ready(self) -> None:
         """Wait until :attr:`ready`, at most ``RefreshPolicy.first_resolution_timeout``."""
-        with anyio.move_on_after(self.parts.refresh.first_resolution_timeout):
+        with anyio.move_on_after(self.spec.refresh.first_resolution_timeout):
             await self.refresher.wait_ready()
             health = self.health
-            members = self.parts.pool.snapshot.members
+            members = self.pool.snapshot.members
             if health is not None and health.check.start_unhealthy and members:
                 await health.probed.wait()
 
     async def lookup_pod(self, step: LookupPod) -> Endpoint | None:
         """A StatefulSet Pod by its own DNS name, through the capped, shared cache."""
-        cache = self.parts.pinned
+        cache = self.pinned
         if step.fresh:
             cache.invalidate(step.ordinal)
-        resolve_name = getattr(self.parts.discovery, "resolve_name", None)
+        resolve_name = getattr(self.discovery, "resolve_name", None)
         if resolve_name is None:
             return None  # a discovery source that cannot look names up
 
@@ -198,7 +344,7 @@ class Runtime:
     def refused(self) -> None:
         """A Pod refused a connection: ask DNS early, past the answer other clients share."""
         if self.refresher.request_refresh():
-            discovery = self.parts.discovery
+            discovery = self.discovery
             if isinstance(discovery, SharedDiscovery):
                 discovery.invalidate()
 
@@ -207,7 +353,7 @@ class Runtime:
             self.health.wake()  # probe new Pods now, not an interval from now
         keep = {m.key for m in snapshot.members}
         for client in self._clients:
-            fallback = client.parts.fallback
+            fallback = client.fallback
             mine = keep
             if fallback is not None and fallback.cached is not None:
                 mine = keep | {fallback.cached}
@@ -218,9 +364,9 @@ class Runtime:
         await self._probes.retire(keep)
 
     async def _probe(self, endpoint: Endpoint) -> bool:
-        assert self.parts.health is not None
+        assert self.spec.health is not None
         return await probe_once(
-            self._send_probe, endpoint, self.parts.health, base_url=self.parts.base_url
+            self._send_probe, endpoint, self.spec.health, base_url=self.spec.base_url
         )
 
     async def _send_probe(self, endpoint: Endpoint, request: httpx.Request) -> httpx.Response:
@@ -228,9 +374,23 @@ class Runtime:
             request,
             endpoint.ip,
             endpoint.port,
-            scheme=self.parts.raw_scheme,
-            sni=self.parts.sni,
+            scheme=self.spec.raw_scheme,
+            sni=self.spec.sni,
         )
+
+
+def _dns(spec: RuntimeSpec) -> Discovery:
+    """DNS discovery for ``spec``, sharing its answers with the process's other runtimes of the
+    same question unless ``share_discovery=False``."""
+    dns = DnsDiscovery(
+        spec.service,
+        port=spec.port,
+        nameservers=spec.nameservers,
+        ip_family=spec.ip_family,
+        timeout=spec.discovery_timeout,
+        statefulset=spec.statefulset,
+    )
+    return SharedDiscovery(dns, spec.dns, spec.clock) if spec.share else dns
 
 
 def _identity(observer: object) -> tuple[int, str]:
@@ -243,9 +403,9 @@ def _identity(observer: object) -> tuple[int, str]:
 
 
 def _tell(hubs: Iterable[EventHub], event: Event, told: set[tuple[int, str]]) -> None:
-    """Hand a shared runtime's ``event`` to the observers of clients' ``hubs``: each observer
-    once (one subscribed to several clients gets one event, not several), none in ``told``
-    (see :func:`_identity`), and no log observer (the runtime's own logs it, once for all)."""
+    """Hand a runtime's ``event`` to the observers of clients' ``hubs``: each observer once (one
+    subscribed to several clients gets one event, not several), none in ``told`` (see
+    :func:`_identity`), and no log observer (the runtime's own logs it, once for all)."""
     for events in hubs:
         for observer in events.observers:
             identity = _identity(observer)

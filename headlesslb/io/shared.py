@@ -1,4 +1,4 @@
-"""One DNS discovery per Service per event loop: clients of the same Service share its answers.
+"""What clients of one process share: DNS answers, runtimes, and the one registry shape for both.
 
 Several clients in one process that target the same Service (same expanded name, port,
 nameservers, IP family, discovery timeout, StatefulSet and refresh policy) would each poll DNS on
@@ -8,32 +8,32 @@ answer's TTL lasts (handed on with the TTL that is left, so every client's next 
 it expires) and otherwise asks DNS once for all of them (single-flight). K clients cost the DNS
 server what one does.
 
-What is shared is the answer, and only that: each client keeps its own refresher, pool, health
-checks, pickers, events and connections, so closing one changes nothing for the others, and the
-last one to close drops the entry. An answer is at most its TTL old, as from any caching
-resolver (CoreDNS caches too). A failed or partial round is never kept: the next round asks again.
-
-Entries belong to one event loop (an asyncio loop, a trio token): the single-flight event is
-bound to it. The registry belongs to one process: a forked child starts with an empty one.
+What is shared here is the answer, and only that. An answer is at most its TTL old, as from any
+caching resolver (CoreDNS caches too). A failed or partial round is never kept: the next round
+asks again. Entries belong to one event loop (an asyncio loop, a trio token): the single-flight
+event is bound to it.
 
 Clients whose whole background configuration is the same share more than answers: one
-:class:`~headlesslb.io.runtime.Runtime` (refresher, pool, health checks), leased from
-:data:`runtimes` (async, per event loop) or the sync shell's process-wide registry, both
-:class:`Leases`. A client whose runtime is shared still uses this module's answers too, so clients
-that differ only in, say, their outlier policy still ask DNS once between them.
+:class:`~headlesslb.io.runtime.Runtime` (refresher, pool, health checks), leased by its
+:class:`~headlesslb.io.runtime.RuntimeSpec` from the async shell's registry (per event loop) or
+the sync shell's (process-wide). A runtime that is shared still asks through this module's
+answers, so clients that differ only in, say, their outlier policy still ask DNS once between
+them. All three registries are one class, :class:`Registry`: values by key, counted by the
+:class:`Lease` each user holds, the last user stopping the value; a forked child starts with
+every registry empty.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
+import functools
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 
+from ..core import forksafe
 from ..core.clock import Clock
 from ..core.endpoint import Resolution
 from ..core.schedule import RefreshPolicy
@@ -42,15 +42,98 @@ from .dns import DnsDiscovery
 
 __all__ = [
     "Lease",
-    "Leases",
+    "Registry",
     "ServiceKey",
     "SharedDiscovery",
     "SharedEntry",
+    "answers",
     "loop_identity",
-    "registry",
 ]
 
-T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Lease(Generic[V]):
+    """One value (a DNS answer entry, a running runtime) and how many users hold it.
+
+    A lease from a :class:`Registry` is shared by everyone who acquired its key; one made
+    directly, ``Lease(value)``, is private: its one user is also its last.
+    """
+
+    __slots__ = ("_registry", "key", "users", "value")
+
+    def __init__(
+        self, value: V, key: Hashable = None, registry: Registry[Any, V] | None = None
+    ) -> None:
+        self.value = value
+        self.key = key
+        self.users = 1
+        self._registry = registry
+
+    def release(self) -> bool:
+        """One user fewer; True for the last one, which must stop the value (outside any
+        lock). Once per acquire."""
+        registry = self._registry
+        if registry is None:
+            self.users -= 1
+            return self.users <= 0
+        return registry._release(self)
+
+
+def _always(value: object) -> bool:
+    return True
+
+
+class Registry(Generic[K, V]):
+    """Values shared by key within one process, counted by their users; thread-safe.
+
+    :meth:`acquire` hands out the live value for a key or makes one; the lease's
+    :meth:`Lease.release` says when the last user left, so that user stops it. A forked child
+    starts empty: its parent's threads, loops and connections are not its own.
+    """
+
+    def __init__(self) -> None:
+        self._lock = forksafe.lock(self)
+        self._leases: dict[Hashable, Lease[V]] = {}
+        forksafe.forget(self, Registry.clear)
+
+    def acquire(
+        self, key: K, make: Callable[[], V], alive: Callable[[V], bool] = _always
+    ) -> tuple[Lease[V], bool]:
+        """The lease for ``key``, one more user counted, and whether it was made now.
+
+        A value that is no longer ``alive`` (its background work failed, which was logged) is not
+        handed out: a new one is made, and the old one's users keep theirs until they leave.
+        ``make`` runs under the registry's lock: it must not wait on another user.
+        """
+        forksafe.check()
+        with self._lock:
+            lease = self._leases.get(key)
+            if lease is not None and alive(lease.value):
+                lease.users += 1
+                return lease, False
+            lease = self._leases[key] = Lease(make(), key, self)
+            return lease, True
+
+    def _release(self, lease: Lease[V]) -> bool:
+        forksafe.check()
+        with self._lock:
+            lease.users -= 1
+            if lease.users > 0:
+                return False
+            if self._leases.get(lease.key) is lease:
+                del self._leases[lease.key]
+            return True
+
+    def __len__(self) -> int:
+        forksafe.check()
+        with self._lock:
+            return len(self._leases)
+
+    def clear(self) -> None:
+        """Forget every lease (a forked child; tests)."""
+        self._leases = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +154,6 @@ class SharedEntry:
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self.users = 0
         self.cached: tuple[Resolution, float] | None = None
         """The latest complete answer and when it came."""
         self.generation = 0
@@ -109,78 +191,46 @@ def loop_identity() -> object:
         return trio.lowlevel.current_trio_token()
 
 
-class Registry:
-    """The process's entries, by (loop, :class:`ServiceKey`), counted by their users."""
-
-    def __init__(self) -> None:
-        self._entries: dict[tuple[object, ServiceKey], SharedEntry] = {}
-        self._pid = os.getpid()
-
-    def _current(self) -> dict[tuple[object, ServiceKey], SharedEntry]:
-        if self._pid != os.getpid():  # forked without the at-fork hook (or before it ran)
-            self.reset()
-        return self._entries
-
-    def acquire(self, key: ServiceKey, clock: Clock) -> tuple[object, SharedEntry]:
-        """The entry for ``key`` on the running loop, one more user counted."""
-        entries = self._current()
-        where = (loop_identity(), key)
-        entry = entries.get(where)
-        if entry is None:
-            entry = entries[where] = SharedEntry(clock)
-        entry.users += 1
-        return where[0], entry
-
-    def release(self, loop: object, key: ServiceKey, entry: SharedEntry) -> None:
-        """One user fewer; the last one drops the entry."""
-        entries = self._current()
-        entry.users -= 1
-        if entry.users <= 0 and entries.get((loop, key)) is entry:
-            del entries[(loop, key)]
-
-    def entries(self) -> int:
-        """How many entries are alive (tests and diagnostics)."""
-        return len(self._current())
-
-    def reset(self) -> None:
-        """Forget every entry (a forked child: its parent's loops are not its own)."""
-        self._entries = {}
-        self._pid = os.getpid()
-
-
-registry = Registry()
-"""The process's one registry."""
-
-os.register_at_fork(after_in_child=registry.reset)
+answers: Registry[tuple[object, ServiceKey], SharedEntry] = Registry()
+"""The process's shared DNS answers, by (event loop, :class:`ServiceKey`)."""
 
 
 class SharedDiscovery:
     """A client's DNS discovery that shares its rounds with the process's other clients of the
-    same Service (:data:`registry`). It joins the entry at its first round, on its loop, and
+    same Service (:data:`answers`). It joins the entry at its first round, on its loop, and
     leaves it at :meth:`detach`."""
 
     def __init__(self, inner: DnsDiscovery, key: ServiceKey, clock: Clock) -> None:
         self.inner = inner
         self.key = key
         self._clock = clock
-        self._joined: tuple[object, SharedEntry] | None = None
-        self._pid = os.getpid()
+        self._lease: Lease[SharedEntry] | None = None
         self._seen = 0
+        forksafe.forget(self, SharedDiscovery._forget)
+
+    def _forget(self) -> None:
+        """In a forked child: the parent's entry is not its own; join afresh at the next round."""
+        self._lease = None
+        self._seen = 0
+
+    @property
+    def lease(self) -> Lease[SharedEntry] | None:
+        """The hold on the shared entry once joined (tests and diagnostics)."""
+        return self._lease
 
     @property
     def entry(self) -> SharedEntry | None:
         """The shared entry once joined (tests and diagnostics)."""
-        return None if self._joined is None else self._joined[1]
+        return None if self._lease is None else self._lease.value
 
     async def resolve(self) -> Resolution:
         """The Service's endpoints: the shared answer while it lasts, else one round for all."""
-        joined = self._joined
-        if joined is None or self._pid != os.getpid():
-            # First round, or the first in a forked child: its parent's entry is not its own.
-            joined = self._joined = registry.acquire(self.key, self._clock)
-            self._pid = os.getpid()
-            self._seen = 0
-        entry = joined[1]
+        lease = self._lease
+        if lease is None:
+            make = functools.partial(SharedEntry, self._clock)
+            lease, _ = answers.acquire((loop_identity(), self.key), make)
+            self._lease = lease
+        entry = lease.value
         while True:
             found = entry.fresh(self._seen)
             if found is not None:
@@ -214,79 +264,11 @@ class SharedDiscovery:
 
     def invalidate(self) -> None:
         """Drop the shared answer: a Pod refused a connection, so the next round asks DNS."""
-        if self._joined is not None:
-            self._joined[1].cached = None
+        if self._lease is not None:
+            self._lease.value.cached = None
 
     def detach(self) -> None:
         """Leave the entry (the client is closing); the last client to leave drops it."""
-        joined, self._joined = self._joined, None
-        if joined is not None and self._pid == os.getpid():
-            registry.release(joined[0], self.key, joined[1])
-
-
-class Lease(Generic[T]):
-    """One shared thing (a running runtime) and how many clients hold it."""
-
-    __slots__ = ("key", "users", "value")
-
-    def __init__(self, key: Hashable, value: T) -> None:
-        self.key = key
-        self.value = value
-        self.users = 1
-
-
-class Leases(Generic[T]):
-    """Shared things by key, counted by their users, for one process; thread-safe.
-
-    :meth:`acquire` hands out the live value for a key or makes one; :meth:`release` says when
-    the last user left, so that user stops it. A forked child starts empty (its parent's threads
-    and loops are not its own)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._leases: dict[Hashable, Lease[T]] = {}
-        self._pid = os.getpid()
-
-    def _current(self) -> dict[Hashable, Lease[T]]:
-        if self._pid != os.getpid():  # forked without the at-fork hook (or before it ran)
-            self.reset()
-        return self._leases
-
-    def acquire(
-        self, key: Hashable, make: Callable[[], T], alive: Callable[[T], bool]
-    ) -> tuple[Lease[T], bool]:
-        """The lease for ``key``, one more user counted, and whether it was made now.
-
-        A value that is no longer ``alive`` (its background work failed, which was logged) is not
-        handed out: a new one is made, and the old one's users keep theirs until they leave.
-        ``make`` runs under the registry's lock: it must not wait on another client.
-        """
-        with self._lock:
-            leases = self._current()
-            lease = leases.get(key)
-            if lease is not None and alive(lease.value):
-                lease.users += 1
-                return lease, False
-            lease = leases[key] = Lease(key, make())
-            return lease, True
-
-    def release(self, lease: Lease[T]) -> bool:
-        """One user fewer; True for the last one, which must stop the value (outside any lock)."""
-        with self._lock:
-            leases = self._current()
-            lease.users -= 1
-            if lease.users > 0:
-                return False
-            if leases.get(lease.key) is lease:
-                del leases[lease.key]
-            return True
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._current())
-
-    def reset(self) -> None:
-        """Forget every lease (a forked child)."""
-        self._lock = threading.Lock()
-        self._leases = {}
-        self._pid = os.getpid()
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()

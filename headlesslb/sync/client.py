@@ -15,8 +15,9 @@ from typing import Literal
 import httpx
 from typing_extensions import Unpack
 
-from ..assembly import BodyRequestArgs, ClientBase, ClientOptions, RequestArgs, client_settings
+from ..clientbase import ClientBase
 from ..errors import NotStarted
+from ..options import BodyRequestArgs, ClientOptions, RequestArgs, client_settings
 from .transport import HeadlessTransport
 
 __all__ = ["HeadlessClient"]
@@ -35,14 +36,14 @@ class HeadlessClient(ClientBase):
 
     Discovery starts on ``with`` or on the first request (which waits for the first DNS answer)
     and runs in one background thread until :meth:`close`. The keyword arguments are
-    :class:`~headlesslb.assembly.ClientOptions`, as for the async client.
+    :class:`~headlesslb.options.ClientOptions`, as for the async client.
     """
 
     def __init__(self, service: str, **options: Unpack[ClientOptions]) -> None:
         settings = client_settings(dict(options))
         transport_options = {k: v for k, v in options.items() if k not in settings}
         self.transport = HeadlessTransport(service, **transport_options)  # type: ignore[arg-type]
-        self.parts_base = self.transport.parts.base_url
+        self.parts_base = self.transport.parts.urls.base
         self.base_url = httpx.URL(self.parts_base)
         self.http: httpx.Client = httpx.Client(
             transport=self.transport, base_url=self.base_url, **settings

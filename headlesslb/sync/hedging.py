@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from ..core import forksafe
 from ..core.call import Call, Send
 from ..errors import ClientClosed
 from ..io.sender import Answer
@@ -38,9 +39,10 @@ class HedgeRunner:
     """A client's hedging threads: started on first use, shut down on close, new after fork."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = forksafe.lock(self)
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
+        forksafe.forget(self, HedgeRunner._forget)
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -110,9 +112,8 @@ class HedgeRunner:
         if executor is not None:
             executor.shutdown(wait=False)
 
-    def forget(self) -> None:
+    def _forget(self) -> None:
         """In a forked child: the parent's threads do not exist here; start afresh."""
-        self._lock = threading.Lock()
         self._executor = None
 
 

@@ -12,9 +12,9 @@ other).
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
+from ..core import forksafe
 from ..core.endpoint import Resolution
 from ..core.pool import Attempt, Outcome, Pool
 from ..core.snapshot import EndpointState, Snapshot
@@ -33,7 +33,8 @@ class LockedPool(Pool):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._lock = threading.RLock()
+        self._lock = forksafe.rlock(self)
+        forksafe.forget(self, LockedPool._forget)
 
     def update(self, resolution: Resolution) -> Snapshot:
         with self._lock:
@@ -68,9 +69,7 @@ class LockedPool(Pool):
         with self._lock:
             super().tick()
 
-    def forked(self) -> None:
-        """In a child after fork(): a fresh lock (another thread may have held the old one), and
-        no attempts in flight (the parent's threads do not exist here)."""
-        self._lock = threading.RLock()
+    def _forget(self) -> None:
+        """In a forked child: no attempts in flight (the parent's threads do not exist here)."""
         for state in self.snapshot.members:
             state.in_flight = 0

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-import threading
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Protocol
 
 import httpcore
 import httpx
 
+from ..core import forksafe
 from ..core.call import Send
 from ..core.pool import Attempt, Outcome
 from ..core.retry import ANSWERED, RetryPolicy, Verdict
@@ -72,10 +72,6 @@ class SyncSender(Protocol):
         """Close connections to addresses not in ``keep`` once they are idle."""
         ...
 
-    def forget(self) -> None:
-        """After fork, in the child: drop every connection without closing its socket."""
-        ...
-
     def close(self) -> None:
         """Close everything; nothing is sent afterwards."""
         ...
@@ -97,12 +93,13 @@ class SyncPodSender:
         self._limits = limits or httpx.Limits(
             max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
         )
-        self._lock = threading.Lock()
+        self._lock = forksafe.lock(self)
         self._network = Network()
         self._pools: dict[Address, httpcore.ConnectionPool] = {}
         self._active: dict[Address, int] = {}
         self._departed: set[Address] = set()
         self._closed = False
+        forksafe.forget(self, SyncPodSender._forget)
 
     def _new_pool(self, address: Address) -> httpcore.ConnectionPool:
         """The first request to ``address``: its connection pool (under the lock)."""
@@ -232,9 +229,9 @@ class SyncPodSender:
         with self._lock:
             return set(self._pools)
 
-    def forget(self) -> None:
-        """In a forked child: drop the parent's pools unclosed, start afresh."""
-        self._lock = threading.Lock()
+    def _forget(self) -> None:
+        """In a forked child: drop the parent's pools unclosed (closing would shut the parent's
+        connections down, TLS included), start afresh."""
         self._network = Network()  # the parent's streams are never shut down from here
         self._pools = {}
         self._active = {}
@@ -361,9 +358,6 @@ class SyncTransportSender:
 
     def retire(self, keep: set[Address]) -> None:
         """Nothing to close: the transport owns its connections."""
-
-    def forget(self) -> None:
-        """Nothing of ours to drop."""
 
     def close(self) -> None:
         """Close the transport; nothing is sent afterwards."""

@@ -6,10 +6,10 @@ checks are the async client's own (:class:`~headlesslb.io.runtime.Runtime`), run
 event loop in one background thread: once the first resolution is in, no request ever waits for
 DNS (a refresh-on-request design would make one request per TTL pay for a whole DNS round).
 
-Transports of the same Service and configuration in one process (``share_discovery=True``)
-share one runtime on one background thread (:data:`_RUNTIMES`): one refresher, pool and health
-checker for all of them. It is counted by its transports, closable from any thread, and the last
-one to close stops the thread.
+The transport leases its runtime on its first use: transports whose runtime specs are equal in
+one process (``share_discovery=True``) share one on one background thread (:data:`_RUNTIMES`):
+one refresher, pool and health checker for all of them. It is counted by its transports,
+closable from any thread, and the last one to close stops the thread.
 
 Fork-safe: a transport created, or even used, before ``fork()`` (gunicorn ``--preload``,
 multiprocessing) works in the child. The child drops the parent's connections without touching
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable
@@ -35,17 +34,18 @@ import anyio.from_thread
 import httpx
 from typing_extensions import Unpack
 
-from ..assembly import TransportOptions, assemble, check_option_names, check_url
-from ..core.call import Backoff, Call, Deliver, Fail, LookupPod, Send, SendToFallback, Step
-from ..core.endpoint import EndpointStatus
+from ..clientbase import TransportBase, check_url
+from ..compose import compose
+from ..core import forksafe
+from ..core.call import Backoff, Call, Deliver, Fail, LookupPod, Router, Send, SendToFallback, Step
 from ..core.options import EXTENSION, PLAIN, RequestOptions
-from ..core.pool import Pool
 from ..errors import ClientClosed, InvalidRequest, NotStarted
 from ..io import pauses
 from ..io.outcomes import classify
-from ..io.runtime import Runtime
+from ..io.runtime import Runtime, RuntimeSpec
 from ..io.sender import Answer, with_headers
-from ..io.shared import Lease, Leases
+from ..io.shared import Lease, Registry
+from ..options import TransportOptions
 from .hedging import HedgeRunner
 from .pool import LockedPool
 from .sender import SyncPodSender, SyncSender, SyncTransportSender
@@ -54,24 +54,11 @@ __all__ = ["HeadlessTransport"]
 
 T = TypeVar("T")
 
-_LIVE: weakref.WeakSet[HeadlessTransport] = weakref.WeakSet()
-"""Every transport of this process, for the fork hook."""
-
-_RUNTIMES: Leases[_Shared] = Leases()
-"""The runtimes sync transports share, by ``Parts.share_key``, each on its own thread."""
-
-os.register_at_fork(after_in_child=_RUNTIMES.reset)
+_RUNTIMES: Registry[RuntimeSpec, _Shared] = Registry()
+"""The runtimes sync transports share, by :class:`RuntimeSpec`, each on its own thread."""
 
 
-def _after_fork_in_child() -> None:
-    for transport in list(_LIVE):
-        transport._forked()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class HeadlessTransport(httpx.BaseTransport):
+class HeadlessTransport(TransportBase, httpx.BaseTransport):
     """Balances each request over the Pods behind a headless Service, for ``httpx.Client``::
 
         from headlesslb.sync import HeadlessTransport
@@ -80,26 +67,22 @@ class HeadlessTransport(httpx.BaseTransport):
                           base_url="http://web-hl") as client:
             client.get("/items/42", extensions={"headlesslb": {"key": "user-42"}})
 
-    The same arguments (:class:`~headlesslb.assembly.TransportOptions`), routing, failure
+    The same arguments (:class:`~headlesslb.options.TransportOptions`), routing, failure
     handling, health checks, fallback and report as :class:`headlesslb.HeadlessTransport`. One
     transport is shared safely by many threads; it starts on ``with`` or on its first request,
     and can be closed from any thread.
     """
 
     def __init__(self, service: str, **options: Unpack[TransportOptions]) -> None:
-        check_option_names(options)
-        parts = self.parts = assemble(service, pool_class=LockedPool, **options)
+        parts = self.parts = compose(service, options, pool_class=LockedPool)
         self.service = parts.service
         self.scheme = parts.scheme
         self.port = parts.port
-        self.pool: Pool = parts.pool
-        self.balancer = parts.balancer
         self.fallback = parts.fallback
         self.events = parts.events
         """The event stream: ``events.subscribe(observer)`` (see :mod:`headlesslb.events`)."""
-        self._router = parts.router
-        self._raw_scheme = parts.raw_scheme  # read by every attempt: made once
-        self._sni = parts.sni
+        self._raw_scheme = parts.spec.raw_scheme  # read by every attempt: made once
+        self._sni = parts.spec.sni
         pod_transport = parts.checked_pod_transport(httpx.BaseTransport)
         self._sender: SyncSender = (
             SyncTransportSender(pod_transport)
@@ -108,45 +91,25 @@ class HeadlessTransport(httpx.BaseTransport):
                 verify=parts.verify, cert=parts.cert, http2=parts.http2, limits=parts.limits
             )
         )
-        self._lock = threading.Lock()
+        self._lock = forksafe.lock(self)
         self._state: Literal["new", "open", "closed"] = "new"
         self._closing = threading.Event()
         """Set by :meth:`close`: wakes every request thread waiting out a back-off."""
         self._waits: set[Future[Any]] = set()
         """What request threads wait for on the discovery thread now (first answer, lookups):
         :meth:`close` cancels them, so they fail at once rather than when DNS answers."""
-        self._pid = os.getpid()
-        self._portal_cm: AbstractContextManager[anyio.from_thread.BlockingPortal] | None = None
         self._portal: anyio.from_thread.BlockingPortal | None = None
-        self._task: Future[None] | None = None
         self._lease: Lease[_Shared] | None = None
-        self.runtime = self._new_runtime()
+        self._runtime: Runtime | None = None
+        self._router: Router | None = None
         self._ready = False
         """Whether :attr:`runtime` was found ready (it stays so): checked once, not per request."""
         self._passthrough_transport: httpx.HTTPTransport | None = None
         self._hedging = HedgeRunner()
-        _LIVE.add(self)
         self._finalizer: weakref.finalize[..., HeadlessTransport] = weakref.finalize(
             self, _stop_portal, None, None
         )
-
-    def _new_runtime(self) -> Runtime:
-        sender = self._sender
-
-        async def retire(keep: set[tuple[str, int]]) -> None:
-            sender.retire(keep)  # closing idle sockets: quick, and thread-safe
-
-        return Runtime(self.parts, retire)
-
-    @property
-    def refresher(self) -> Any:
-        """The discovery loop (diagnostics and tests)."""
-        return self.runtime.refresher
-
-    @property
-    def health(self) -> Any:
-        """The health checker, if health checks are on."""
-        return self.runtime.health
+        forksafe.forget(self, HeadlessTransport._forget)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> HeadlessTransport:
@@ -164,11 +127,10 @@ class HeadlessTransport(httpx.BaseTransport):
     @property
     def running(self) -> bool:
         """Whether the background thread runs (started, in this process, not closed)."""
-        return self._state == "open" and self._portal is not None and self._pid == os.getpid()
+        return self._state == "open" and self._portal is not None
 
     def _start(self) -> None:
-        if self._pid != os.getpid():
-            self._forked()  # fork() without the hook (os.fork is hooked; this is belt and braces)
+        forksafe.check()
         if self._state == "open" and self._portal is not None:
             return
         with self._lock:
@@ -176,35 +138,28 @@ class HeadlessTransport(httpx.BaseTransport):
                 raise NotStarted("this HeadlessTransport was closed: make a new one")
             if self._portal is not None:
                 return
-            key = self.parts.share_key
-            if key is None:
-                cm, portal, task = _launch(self.runtime)
-                self._portal_cm, self._portal, self._task = cm, portal, task
-                finalizer: weakref.finalize[..., HeadlessTransport] = weakref.finalize(
-                    self, _stop_portal, cm, task
-                )
+            parts, sender = self.parts, self._sender
+            spec = parts.spec
+
+            async def retire(keep: set[tuple[str, int]]) -> None:
+                sender.retire(keep)  # closing idle sockets: quick, and thread-safe
+
+            if spec.shareable:
+                lease, made = _RUNTIMES.acquire(spec, lambda: _Shared(Runtime(spec)), _Shared.alive)
             else:
-                own = self.runtime
-                lease, made = _RUNTIMES.acquire(key, lambda: _Shared(own), _Shared.alive)
-                detach = own.detach_first if made else self._adopt(lease.value.runtime)
-                self._lease, self._portal = lease, lease.value.portal
-                finalizer = weakref.finalize(self, _leave, lease, detach)
+                lease, made = Lease(_Shared(Runtime(spec))), True
+            runtime = lease.value.runtime
+            # The sender, not this transport: a runtime outliving a transport dropped unclosed
+            # must not keep it alive (its finalizer leaves the runtime).
+            detach = runtime.attach(parts.events, retire, parts.fallback)
+            if made:
+                lease.value.start()  # once its first client is attached: it misses no event
+            self._router = parts.router(runtime)
+            self._runtime, self._lease, self._portal = runtime, lease, lease.value.portal
+            self._ready = False
             self._finalizer.detach()
-            self._finalizer = finalizer
+            self._finalizer = weakref.finalize(self, _leave, lease, detach)
             self._state = "open"
-
-    def _adopt(self, runtime: Runtime) -> Callable[[], None]:
-        """Use another transport's runtime (same Service and configuration); its detach."""
-        sender = self._sender
-
-        async def retire(keep: set[tuple[str, int]]) -> None:
-            sender.retire(keep)
-
-        detach = runtime.attach(self.parts, retire)
-        self.runtime = runtime
-        self.pool = self.parts.pool
-        self.balancer = self.parts.balancer
-        return detach
 
     def close(self) -> None:
         """Stop discovery and close every connection; safe from any thread, and twice.
@@ -212,53 +167,41 @@ class HeadlessTransport(httpx.BaseTransport):
         A request in flight in another thread fails with a transport error and is not retried;
         one waiting for DNS or a back-off fails at once with :class:`ClientClosed`.
         """
+        forksafe.check()  # a child's close() must never stop its parent's thread
         with self._lock:
             if self._state == "closed":
                 return
             self._state = "closed"
-            self._router.close()  # calls in flight send nothing more
+            if self._router is not None:
+                self._router.close()  # calls in flight send nothing more
             self._closing.set()
             waits, self._waits = self._waits, set()
-            self._portal_cm = self._portal = self._task = self._lease = None
+            self._portal = self._lease = None
         for future in waits:
             future.cancel()  # the waiting thread wakes now; the task on the loop is cancelled
         # The sender first: from here on it opens nothing, and blocked reads wake. Stopping the
         # thread may take a moment, and a request resuming meanwhile must find it closed.
         self._sender.close()
         self._hedging.close()
-        if self._pid == os.getpid():
-            self._finalizer()  # stops the thread, or leaves the shared one (the last stops it)
+        self._finalizer()  # stops the thread, or leaves the shared one (the last stops it)
         if self._passthrough_transport is not None:
             self._passthrough_transport.close()
 
-    def _forked(self) -> None:
-        """In a child after fork(): forget the parent's threads, locks and connections."""
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
+    def _forget(self) -> None:
+        """In a forked child: the parent's runtime and thread, its waits and connections are not
+        the child's (the sender, pool, hedging threads and caches forget their own part). The
+        first use leases a runtime afresh from the child's empty registry."""
         self._waits = set()  # the parent's threads' waits: nobody waits for them here
         closing, self._closing = self._closing, threading.Event()  # its lock may be held
         if closing.is_set():
             self._closing.set()
-        self._portal_cm = self._portal = self._task = self._lease = None
+        self._portal = self._lease = None
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _stop_portal, None, None)
-        self._sender.forget()
-        self._hedging.forget()
-        pool = self.pool
-        if isinstance(pool, LockedPool):
-            pool.forked()
-        self.parts.pinned.clear()
-        if self.fallback is not None:
-            self.fallback.forget()
-        self._passthrough_transport = None
-        self.runtime = self._new_runtime()  # its events and loops were the parent's
+        self._passthrough_transport = None  # its connections are the parent's, left unclosed
         self._ready = False
         if self._state == "open":
             self._state = "new"  # started again on the first request
-
-    def endpoints(self) -> list[EndpointStatus]:
-        """The Pods discovered now, with health and load."""
-        return self.pool.statuses()
 
     # -- requests --------------------------------------------------------------------------------
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -271,15 +214,16 @@ class HeadlessTransport(httpx.BaseTransport):
         parts = self.parts
         raw = request.extensions.get(EXTENSION)
         options = PLAIN if raw is None else RequestOptions.from_extension(raw)
-        if request.url.raw_host not in parts.hosts:
+        if request.url.raw_host not in parts.urls.hosts:
             return self._pass_through(request, options)
-        check_url(parts, request)
-        runtime = self.runtime
+        check_url(parts.urls, request)
+        runtime, router = self._runtime, self._router  # set before the portal is
+        assert runtime is not None and router is not None
         if not self._ready:
             if not runtime.ready:
                 self._on_portal(portal, runtime.wait_ready)
             self._ready = runtime.ready
-        call = self._router.start(
+        call = router.start(
             request.method,
             options,
             replayable=isinstance(request.stream, httpx.ByteStream),
@@ -370,7 +314,7 @@ class HeadlessTransport(httpx.BaseTransport):
         response, verdict = self._sender.send_attempt(
             request,
             step,
-            self._router.retry,
+            self.parts.retry,
             scheme=self._raw_scheme,
             sni=self._sni,
             headers=with_headers(request.headers.raw, step.headers) if step.headers else None,
@@ -487,39 +431,36 @@ class _PortalThread(AbstractContextManager[anyio.from_thread.BlockingPortal]):
             thread.join()
 
 
-def _launch(
-    runtime: Runtime,
-) -> tuple[_PortalThread, anyio.from_thread.BlockingPortal, Future[None]]:
-    """A new background thread running ``runtime``: the thread, its portal, the task."""
-    cm = _PortalThread("headlesslb discovery")
-    portal = cm.__enter__()
-    task = portal.start_task_soon(runtime.run)
-    # A refused connection asks for an early DNS round. The pool calls this under its lock,
-    # which the discovery thread may be waiting for: hand the wake-up to the loop without
-    # waiting for it (portal.start_task_soon waits, and deadlocked both).
-    runtime.parts.pool.on_refused = functools.partial(cm.call_soon, runtime.refused)
-    return cm, portal, task
-
-
 class _Shared:
-    """A runtime shared by the sync transports of one configuration, on its own thread."""
+    """A runtime and the background thread running it: what a transport leases (one it shares,
+    or its own). The thread starts at once, so a transport joining it has its loop at once;
+    the runtime runs from :meth:`start`."""
 
     __slots__ = ("cm", "portal", "runtime", "task")
 
     def __init__(self, runtime: Runtime) -> None:
-        runtime.share()  # before it runs: its events go to every transport from the start
         self.runtime = runtime
-        self.cm, self.portal, self.task = _launch(runtime)
+        self.cm = _PortalThread("headlesslb discovery")
+        self.portal = self.cm.__enter__()
+        self.task: Future[None] | None = None
+        # A refused connection asks for an early DNS round. The pool calls this under its lock,
+        # which the discovery thread may be waiting for: hand the wake-up to the loop without
+        # waiting for it (portal.start_task_soon waits, and deadlocked both).
+        runtime.pool.on_refused = functools.partial(self.cm.call_soon, runtime.refused)
+
+    def start(self) -> None:
+        """Run the runtime on the thread (by the transport that made it, once attached)."""
+        self.task = self.portal.start_task_soon(self.runtime.run)
 
     def alive(self) -> bool:
         """Whether its task still runs (one that failed was logged: it is not handed out)."""
-        return not self.task.done()
+        return self.task is None or not self.task.done()
 
 
 def _leave(lease: Lease[_Shared], detach: Callable[[], None]) -> None:
-    """A transport leaves its shared runtime; the last one stops its thread."""
+    """A transport leaves its runtime; the last one (the only one, if private) stops its thread."""
     detach()
-    if _RUNTIMES.release(lease):
+    if lease.release():
         _stop_portal(lease.value.cm, lease.value.task)
 
 

@@ -1,9 +1,9 @@
 """Logging fed by the event stream: one line per state change, DEBUG for each attempt.
 
-Every client subscribes a :class:`LogObserver`; a runtime shared by several clients has its
-own, so a change of the Service (membership, ejection, health, DNS) is logged once, not once per
-client. Loggers (all under ``headlesslb``, which has a ``NullHandler``: nothing is printed
-unless the application configures logging):
+Every client subscribes a :class:`LogObserver` for its own requests' events, and every runtime
+has its own for the Service's (membership, ejection, health, DNS): logged once however many
+clients share the runtime. Loggers (all under ``headlesslb``, which has a ``NullHandler``:
+nothing is printed unless the application configures logging):
 
 - ``headlesslb.pool``: Pods joining or leaving DNS, ejected, readmitted, health up or down (INFO);
 - ``headlesslb.fallback``: the fallback engaged (WARNING) or left (INFO);

@@ -323,7 +323,7 @@ async def test_clients_of_one_service_share_one_runtime(
     close leaves the others working, the last stops it. A fifth, configured otherwise, runs its
     own."""
     from headlesslb.aio.transport import _RUNTIMES as async_runtimes
-    from headlesslb.io.shared import registry
+    from headlesslb.io.shared import answers
     from headlesslb.sync.transport import _RUNTIMES as sync_runtimes
 
     def discovery_threads() -> int:
@@ -347,7 +347,7 @@ async def test_clients_of_one_service_share_one_runtime(
             await client.get("/")
         runtime = clients[0].transport.runtime
         assert all(c.transport.runtime is runtime for c in clients)
-        assert all(c.transport.pool is runtime.parts.pool for c in clients)
+        assert all(c.transport.pool is runtime.pool for c in clients)
         assert other.transport.runtime is not runtime
         if client_flavor == "sync":
             assert discovery_threads() == threads + 2  # one per runtime, not one per client
@@ -376,5 +376,5 @@ async def test_clients_of_one_service_share_one_runtime(
             assert (await client.get("/")).status_code == 200
         await eventually(lambda: refresher.rounds > rounds + 1, within=4)
     assert not refresher.running and not health.running
-    assert len(async_runtimes) == len(sync_runtimes) == registry.entries() == 0
+    assert len(async_runtimes) == len(sync_runtimes) == len(answers) == 0
     await eventually(lambda: discovery_threads() == threads, within=2)

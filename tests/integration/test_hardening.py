@@ -245,7 +245,7 @@ async def test_client_opened_in_one_task_can_be_closed_from_another(
     async with anyio.create_task_group() as tg:
         tg.start_soon(shutdown_hook)
     assert not transport.refresher.running and not transport.health.running
-    assert transport._background.running == 0
+    assert transport.runtime.clients == 0  # detached, and its runtime stopped (above)
     count = cluster.dns_query_count().total
     await anyio.sleep(1.5)  # longer than the TTL: a live refresher would query again
     assert cluster.dns_query_count().total == count

@@ -1,8 +1,9 @@
 """Guard tests: the public names, and the layers of the package and what each may import.
 
 The layout is the architecture (docs/architecture.md): ``core/`` is pure (no I/O, no I/O library,
-directly or through anything it imports), ``io/`` is the async I/O both clients share, ``aio/``
-and ``sync/`` are the two request-path shells and never import each other.
+directly or through anything it imports), ``io/`` is the async I/O both clients share,
+``options``/``clientbase``/``compose`` put a client together, ``aio/`` and ``sync/`` are the two
+request-path shells and never import each other; no layer imports one above it (:data:`LAYERS`).
 """
 
 from __future__ import annotations
@@ -35,14 +36,29 @@ BRIDGE = "headlesslb.errors"
 """The one module the core may import that touches an I/O library: its request-path errors
 subclass ``httpx.TransportError`` so users can catch them as httpx errors."""
 
-ALLOWED_LAYERS = {
-    "core": {"core"},
-    "telemetry": {"core", "telemetry"},
-    "io": {"core", "io", "assembly", "telemetry"},
-    "assembly": {"core", "io", "telemetry"},
-    "aio": {"core", "io", "aio", "assembly", "telemetry"},
-    "sync": {"core", "io", "sync", "assembly", "telemetry"},
-}
+LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"core"}),
+    frozenset({"telemetry"}),
+    frozenset({"io"}),
+    frozenset({"options", "clientbase"}),
+    frozenset({"compose"}),
+    frozenset({"aio", "sync"}),
+)
+"""The layers, bottom first. A module may import its own layer and the layers below it: never one
+above (``io`` never imports ``compose``: a runtime is built from a spec, not from a client's
+parts), and never a sibling on its own row (the two shells never import each other)."""
+UNLAYERED = {"root", "__main__", "assembly", "cli", "demo", "errors", "events", "testing", "top"}
+"""The public API, the commands, the demo and the testing kit: they may use anything."""
+
+
+def _allowed(layer: str) -> set[str]:
+    for row, layers in enumerate(LAYERS):
+        if layer in layers:
+            return {layer}.union(*LAYERS[:row])
+    raise KeyError(layer)
+
+
+ALLOWED_LAYERS = {layer: _allowed(layer) for layers in LAYERS for layer in layers}
 
 
 def _modules() -> dict[str, Path]:
@@ -187,9 +203,36 @@ def test_layers_import_only_what_they_may() -> None:
             )
 
 
+def test_every_module_has_a_layer_or_is_the_api() -> None:
+    for module in MODULES:
+        layer = _layer(module)
+        assert layer in ALLOWED_LAYERS or layer in UNLAYERED, f"{module}: add it to LAYERS"
+
+
+def test_no_layer_imports_upward() -> None:
+    assert ALLOWED_LAYERS["io"] == {"core", "telemetry", "io"}
+    rank = {layer: row for row, layers in enumerate(LAYERS) for layer in layers}
+    for module in MODULES:
+        layer = _layer(module)
+        if layer not in rank:
+            continue
+        for imported in _imports(module)[0]:
+            above = _layer(imported)
+            assert rank.get(above, -1) <= rank[layer], f"{module} ({layer}) imports {imported}"
+
+
 def test_the_shells_never_import_each_other() -> None:
     for module in MODULES:
         if _layer(module) == "aio":
             assert not any(_layer(m) == "sync" for m in _reachable(module)), module
         if _layer(module) == "sync":
             assert not any(_layer(m) == "aio" for m in _reachable(module)), module
+
+
+def test_the_checked_options_are_the_documented_options() -> None:
+    from dataclasses import fields
+
+    from headlesslb.compose import Settings
+    from headlesslb.options import TransportOptions
+
+    assert [f.name for f in fields(Settings)] == list(TransportOptions.__annotations__)

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from headlesslb.assembly import assemble
+from headlesslb.compose import compose
 from headlesslb.core.balancer import Balancer
 from headlesslb.core.call import (
     Backoff,
@@ -46,6 +46,7 @@ from headlesslb.errors import (
     NoEndpointsAvailable,
     OrdinalNotFound,
 )
+from headlesslb.io.runtime import Runtime
 from headlesslb.testing import StaticDiscovery
 
 SERVICE = expand_service_name("web-hl.default")
@@ -840,26 +841,27 @@ def test_writes_to_routes_writes(
         assert trace.ips == env.run(method, [200], **options).ips  # sharded: same Pod again
 
 
-def test_writes_to_through_assemble() -> None:
+def test_writes_to_through_compose() -> None:
     discovery = StaticDiscovery([f"web-{i}=10.0.0.{i + 1}:80" for i in range(3)])
-    parts = assemble(
+    clock = ManualClock()
+    parts = compose(
         "web-hl.default",
-        discovery=discovery,
-        nameservers=["127.0.0.1:53"],
-        writes_to=1,
-        clock=ManualClock(),
-        rng=random.Random(5),
+        {
+            "discovery": discovery,
+            "nameservers": ["127.0.0.1:53"],
+            "writes_to": 1,
+            "clock": clock,
+            "rng": random.Random(5),
+        },
     )
-    parts.pool.update(Resolution(discovery.endpoints, 30))
-    clock = parts.clock
-    assert isinstance(clock, ManualClock)
-    write = drive(
-        parts.router.start("POST", RequestOptions(key="k"), replayable=True), [200], clock
-    )
+    runtime = Runtime(parts.spec)
+    runtime.pool.update(Resolution(discovery.endpoints, 30))
+    router = parts.router(runtime)
+    write = drive(router.start("POST", RequestOptions(key="k"), replayable=True), [200], clock)
     assert write.ips == ["10.0.0.2"]
-    read = drive(parts.router.start("GET", RequestOptions(), replayable=True), [200], clock)
+    read = drive(router.start("GET", RequestOptions(), replayable=True), [200], clock)
     assert read.call.pinned_ordinal is None
-    for state in parts.pool.snapshot.members:
+    for state in runtime.pool.snapshot.members:
         assert state.in_flight == 0
 
 

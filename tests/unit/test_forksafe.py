@@ -7,11 +7,13 @@ test instead of hanging it; the parent kills a child that outlives its deadline.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,6 +28,10 @@ from headlesslb.core.events import EventHub
 from headlesslb.core.hedge import LatencyEstimator
 from headlesslb.core.pickers import RoundRobin
 from headlesslb.core.pool import Pool
+from headlesslb.io.shared import Registry
+from headlesslb.sync.hedging import HedgeRunner
+from headlesslb.sync.pool import LockedPool
+from headlesslb.sync.sender import SyncPodSender
 from headlesslb.telemetry.otel import OpenTelemetryObserver
 from headlesslb.telemetry.prometheus import PrometheusMetrics
 
@@ -103,11 +109,61 @@ def test_the_library_locks_request_threads_hold_are_new_in_a_forked_child() -> N
     locks: list[tuple[object, str]] = [
         (EventHub("web-hl"), "_lock"),
         (LatencyEstimator(), "_lock"),
-        (Balancer(Pool(), RoundRobin()), "_lock"),  # held by the discovery thread for a table build
+        (Balancer(Pool(), RoundRobin()), "_lock"),  # held by the discovery thread for a build
+        (_AllEqual(), "_lock"),
+        (_AllEqual(), "_lock"),  # an equal one: owners are told apart by identity
         (PrometheusMetrics(registry=CollectorRegistry()), "_lock"),
         (OpenTelemetryObserver(), "_lock"),
         (sys.modules[otel.__name__], "_default_lock"),
         (sys.modules[sync_network.__name__], "_armed_lock"),
+        (SyncPodSender(), "_lock"),
+        (HedgeRunner(), "_lock"),
+        (LockedPool(), "_lock"),
+        (Registry(), "_lock"),
     ]
     with _held(locks):
         assert _child_can_take(locks) == []
+
+
+class _AllEqual:
+    """An owner whose ``==`` says every one is the same (frozen values do so by their fields)."""
+
+    def __init__(self) -> None:
+        self._lock = forksafe.lock(self)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _AllEqual)
+
+    def __hash__(self) -> int:
+        return 0
+
+
+class _Forgetful:
+    def __init__(self) -> None:
+        self.inherited = ["the parent's connection"]
+        forksafe.forget(self, _Forgetful._forget)
+        forksafe.forget(self, _Forgetful._forget)  # registered twice, run once
+
+    def _forget(self) -> None:
+        assert self.inherited, "forgotten twice"
+        self.inherited = []
+
+
+def test_owners_forget_in_a_forked_child_and_are_held_weakly() -> None:
+    owner = _Forgetful()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave at once, whatever happens
+        try:
+            os.write(write, b"forgot" if owner.inherited == [] else b"kept")
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    answer = os.read(read, 64)
+    os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0 and answer == b"forgot"
+    assert owner.inherited  # the parent keeps its own
+    gone = weakref.ref(_Forgetful())
+    gc.collect()
+    assert gone() is None

@@ -183,7 +183,7 @@ def test_the_hedge_option_is_checked_on_both_transports(flavor: str) -> None:
     transport = module.HeadlessTransport(
         "web-hl.default", hedge=HedgePolicy(delay=0.05), nameservers=["127.0.0.1:53"]
     )
-    assert transport._router.hedger is not None
+    assert transport.parts.hedger is not None
 
 
 def test_sync_hedge_timer_at_the_deadline_sends_no_hedge(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from headlesslb.assembly import assemble
+from headlesslb.compose import compose
 from headlesslb.core.balancer import Balancer
 from headlesslb.core.call import Call, Deliver, Fail, Router, Send, Step
 from headlesslb.core.clock import ManualClock
@@ -23,6 +23,7 @@ from headlesslb.core.pool import Outcome, OutlierPolicy, Pool
 from headlesslb.core.retry import Failure, RetryPolicy, Verdict, retry_after_seconds
 from headlesslb.core.throttle import AdaptiveThrottle, Throttle
 from headlesslb.errors import ConfigurationError, Throttled
+from headlesslb.io.runtime import Runtime
 
 SERVICE = expand_service_name("web-hl.default")
 RETRY_AFTER_2 = {"retry-after": "2"}
@@ -311,7 +312,7 @@ def test_throttle_validation_names_the_argument() -> None:
     with pytest.raises(ConfigurationError, match=r"AdaptiveThrottle\.window"):
         AdaptiveThrottle(window=0)
     with pytest.raises(ConfigurationError, match="throttle"):
-        assemble("web-hl", throttle={"k": 2}, nameservers=["127.0.0.1:53"])  # type: ignore[arg-type]
+        compose("web-hl", {"throttle": {"k": 2}, "nameservers": ["127.0.0.1:53"]})
 
 
 # -- slow start --------------------------------------------------------------------------------
@@ -453,23 +454,28 @@ def test_bounded_load_works_over_ordinals_too() -> None:
     assert balancer.pick(PickContext(key="hot")) is owner
 
 
-def test_the_options_go_through_assembly_for_both_clients() -> None:
+def test_the_options_go_through_compose_for_both_clients() -> None:
     from headlesslb.sync.pool import LockedPool
     from headlesslb.testing import StaticDiscovery
 
     discovery = StaticDiscovery(["10.0.0.1:80"])
     slow = SlowStart(window=5)
     for pool_class in (Pool, LockedPool):
-        parts = assemble(
+        parts = compose(
             "web-hl.default",
-            discovery=discovery,
-            slow_start=slow,
-            throttle=AdaptiveThrottle(k=1.5),
-            picker="least_request",
+            {
+                "discovery": discovery,
+                "slow_start": slow,
+                "throttle": AdaptiveThrottle(k=1.5),
+                "picker": "least_request",
+            },
             pool_class=pool_class,
         )
-        assert parts.router.throttle is not None and parts.router.throttle.settings.k == 1.5
-        picker = parts.balancer.factories.balancing
+        runtime = Runtime(parts.spec)
+        router = parts.router(runtime)
+        assert isinstance(runtime.pool, pool_class)
+        assert router.throttle is not None and router.throttle.settings.k == 1.5
+        picker = runtime.balancer.factories.balancing
         assert getattr(picker, "slow_start", None) is slow
     with pytest.raises(ConfigurationError, match="slow_start"):
-        assemble("web-hl.default", discovery=discovery, slow_start=30)  # type: ignore[arg-type]
+        compose("web-hl.default", {"discovery": discovery, "slow_start": 30})

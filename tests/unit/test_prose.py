@@ -7,7 +7,9 @@ finds it mechanically. Metric and attribute names that merely look dotted are no
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -45,7 +47,13 @@ def _resolves(target: str, here: str) -> bool:
 
 
 def _has(obj: object, name: str) -> bool:
-    return hasattr(obj, name) or name in getattr(obj, "__annotations__", {})
+    if hasattr(obj, name) or name in getattr(obj, "__annotations__", {}):
+        return True
+    # An instance attribute a class sets on itself (``self.latency = ...`` in __init__).
+    if isinstance(obj, type):
+        with contextlib.suppress(OSError, TypeError):
+            return re.search(rf"\bself\.{name}\b[^=\n]*=", inspect.getsource(obj)) is not None
+    return False
 
 
 def _exists(dotted: str) -> bool:

@@ -1,6 +1,6 @@
 """Shared DNS answers (headlesslb.io.shared) with a scripted inner discovery and a manual clock:
 reuse while the TTL lasts, single-flight, failures shared and never kept, refcounts, keys per
-loop, the fork reset, and how assemble() chooses."""
+loop, the fork reset, and which discovery a runtime composed from a client's options uses."""
 
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ from typing import Any, cast
 import anyio
 import pytest
 
-from headlesslb.assembly import assemble
+from headlesslb.compose import compose
 from headlesslb.core.clock import ManualClock
 from headlesslb.core.endpoint import Endpoint, Resolution
 from headlesslb.core.schedule import RefreshPolicy
 from headlesslb.errors import ConfigurationError, DiscoveryError
 from headlesslb.io.dns import DnsDiscovery
-from headlesslb.io.shared import ServiceKey, SharedDiscovery, registry
+from headlesslb.io.runtime import Runtime
+from headlesslb.io.shared import ServiceKey, SharedDiscovery, answers
 from headlesslb.testing import StaticDiscovery
+
+from .fresh import run_fresh
 
 ANSWER = Resolution((Endpoint("10.0.0.1", 80),), 5.0)
 KEY = ServiceKey(
@@ -55,8 +58,8 @@ def handles(inner: Inner, clock: ManualClock, n: int = 2, key: ServiceKey = KEY)
 
 
 @pytest.fixture(autouse=True)
-def _empty_registry() -> None:
-    registry.reset()
+def _no_answers() -> None:
+    answers.clear()
 
 
 @pytest.mark.anyio
@@ -145,14 +148,14 @@ async def test_refcount_different_keys_and_the_last_detach() -> None:
     (c,) = handles(inner, clock, 1, key=other)
     for handle in (a, b, c):
         await handle.resolve()
-    assert registry.entries() == 2 and a.entry.users == 2 and c.entry is not a.entry
+    assert len(answers) == 2 and a.lease.users == 2 and c.entry is not a.entry
     a.detach()
-    assert registry.entries() == 2 and b.entry.users == 1
+    assert len(answers) == 2 and b.lease.users == 1
     b.detach()
     b.detach()  # twice is harmless
-    assert registry.entries() == 1
+    assert len(answers) == 1
     c.detach()
-    assert registry.entries() == 0
+    assert len(answers) == 0
 
 
 def test_entries_belong_to_one_event_loop() -> None:
@@ -160,40 +163,57 @@ def test_entries_belong_to_one_event_loop() -> None:
     a, b = handles(inner, clock)
     anyio.run(a.resolve)
     anyio.run(b.resolve)  # another loop: its own entry, its own round
-    assert inner.calls == 2 and registry.entries() == 2 and a.entry is not b.entry
+    assert inner.calls == 2 and len(answers) == 2 and a.entry is not b.entry
 
 
 def test_a_forked_child_starts_with_an_empty_registry() -> None:
     clock, inner = ManualClock(), Inner()
     (a,) = handles(inner, clock, 1)
     anyio.run(a.resolve)
-    assert registry.entries() == 1
+    assert len(answers) == 1
     pid = os.fork()
     if pid == 0:  # the child: the at-fork hook emptied it; the handle joins afresh
-        ok = registry.entries() == 0
+        ok = len(answers) == 0
         anyio.run(a.resolve)
-        ok = ok and registry.entries() == 1 and inner.calls == 2
+        ok = ok and len(answers) == 1 and inner.calls == 2
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert registry.entries() == 1
+    assert len(answers) == 1
 
 
-def test_a_pid_change_without_the_hook_also_resets(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock, inner = ManualClock(), Inner()
-    (a,) = handles(inner, clock, 1)
-    anyio.run(a.resolve)
-    monkeypatch.setattr(os, "getpid", lambda: -1)
-    assert registry.entries() == 0
+def test_a_pid_change_without_the_hook_also_resets() -> None:
+    run_fresh(
+        """
+        import os
+        import anyio
+        from headlesslb.core.schedule import RefreshPolicy
+        from headlesslb.io.shared import ServiceKey, SharedDiscovery, answers
+        from headlesslb.testing import StaticDiscovery
+
+        key = ServiceKey("web-hl.default.svc.cluster.local.", 80, (), "ipv4", 3.0, None,
+                         RefreshPolicy())
+        handle = SharedDiscovery(StaticDiscovery(["10.0.0.1:80"]), key, lambda: 0.0)
+        anyio.run(handle.resolve)
+        assert len(answers) == 1
+        os.getpid = lambda: -1  # a child forked without the at-fork hook
+        assert len(answers) == 0
+        anyio.run(handle.resolve)  # the handle forgot the parent's entry: it joins afresh
+        assert len(answers) == 1 and handle.lease.users == 1
+        """
+    )
 
 
-def test_assemble_shares_dns_by_default_and_only_dns() -> None:
-    where: dict[str, Any] = {"nameservers": ["127.0.0.1:53"], "namespace": "default"}
-    parts = assemble("web-hl", **where)
-    assert isinstance(parts.discovery, SharedDiscovery)
-    assert parts.discovery.key.fqdn == "web-hl.default.svc.cluster.local."
-    assert isinstance(assemble("web-hl", share_discovery=False, **where).discovery, DnsDiscovery)
+def test_a_runtime_shares_dns_by_default_and_only_dns() -> None:
+    def discovery(**options: Any) -> object:
+        where = {"nameservers": ["127.0.0.1:53"], "namespace": "default", **options}
+        return Runtime(compose("web-hl", where).spec).discovery
+
+    shared = discovery()
+    assert isinstance(shared, SharedDiscovery)
+    assert shared.key.fqdn == "web-hl.default.svc.cluster.local."
+    assert isinstance(discovery(share_discovery=False), DnsDiscovery)
     own = StaticDiscovery(["10.0.0.1:80"])
-    assert assemble("web-hl", discovery=own, **where).discovery is own
+    assert discovery(discovery=own) is own
     with pytest.raises(ConfigurationError, match="share_discovery"):
-        assemble("web-hl", share_discovery=cast(bool, "yes"), **where)
+        discovery(share_discovery=cast(bool, "yes"))

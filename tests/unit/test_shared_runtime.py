@@ -1,12 +1,12 @@
 """One runtime for the clients of one Service and configuration (headlesslb.io.runtime,
-headlesslb.io.shared.Leases, assembly.share_key), without sockets: which configurations share,
-what an attached client gets (the pool, the balancer, events, retired connections), that the
-shared runtime logs each change once, and the registries' counting."""
+headlesslb.io.shared.Registry, the RuntimeSpec compose builds), without sockets: which
+configurations share (equal specs), what an attached client gets (the pool and balancer its
+router is bound to, events, retired connections), that a runtime logs each change once, and the
+registries' counting."""
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import ssl
 from typing import Any
@@ -14,29 +14,34 @@ from typing import Any
 import httpx
 import pytest
 
-from headlesslb.assembly import Parts, assemble
+from headlesslb.compose import Parts, compose
 from headlesslb.core.clock import ManualClock
 from headlesslb.core.events import DiscoveryRound, EndpointsChanged, Event
 from headlesslb.core.health import HealthCheck
 from headlesslb.core.pickers import ConsistentHash, SlowStart
-from headlesslb.core.pool import OutlierPolicy
+from headlesslb.core.pool import OutlierPolicy, Pool
 from headlesslb.core.schedule import RefreshPolicy
 from headlesslb.core.subset import Subset
 from headlesslb.io.fallback import Fallback
-from headlesslb.io.runtime import Runtime
-from headlesslb.io.shared import Leases
+from headlesslb.io.runtime import Runtime, RuntimeSpec
+from headlesslb.io.shared import Lease, Registry
 from headlesslb.sync.pool import LockedPool
 from headlesslb.testing import StaticDiscovery
+
+from .fresh import run_fresh
 
 WHERE: dict[str, Any] = {"nameservers": ["127.0.0.1:53"], "namespace": "default", "port": 80}
 
 
-def key(**options: Any) -> object:
-    return assemble("web-hl", **{**WHERE, **options}).share_key
+def key(pool_class: type[Pool] = Pool, **options: Any) -> RuntimeSpec | None:
+    """What a client with these options leases its runtime by; None if it never shares."""
+    spec = compose("web-hl", {**WHERE, **options}, pool_class=pool_class).spec
+    assert hash(spec) == hash(spec)
+    return spec if spec.shareable else None
 
 
 class OwnPicker:
-    """A picker factory of the user's own: its state cannot be compared, so it never shares."""
+    """A picker factory of the user's own: compared by identity, as its own ``==`` does."""
 
     name = "own"
 
@@ -67,6 +72,8 @@ def test_equal_configurations_share_and_per_client_settings_do_not_matter() -> N
     assert key(subset=same_place) == key(subset=Subset(2, client="web-0"))
     assert key(subset=same_place) != key(subset=Subset(2, client="web-1"))
     assert key(subset=same_place) != key(subset=Subset(3, client="web-0"))
+    own = OwnPicker()
+    assert key(picker=own) == key(picker=own)  # the very same factory object
 
 
 @pytest.mark.parametrize(
@@ -85,6 +92,7 @@ def test_equal_configurations_share_and_per_client_settings_do_not_matter() -> N
         {"verify": ssl.create_default_context()},
         {"http2": True},
         {"cert": "/tmp/client.pem"},
+        {"limits": httpx.Limits(max_connections=5)},
         {"clock": ManualClock()},
         {"port": 81},
         {"ip_family": "dual"},
@@ -93,7 +101,7 @@ def test_equal_configurations_share_and_per_client_settings_do_not_matter() -> N
     ],
     ids=lambda options: next(iter(options)),
 )
-def test_what_shapes_the_shared_parts_is_in_the_key(options: dict[str, Any]) -> None:
+def test_what_shapes_the_shared_parts_is_in_the_spec(options: dict[str, Any]) -> None:
     assert key(**options) is not None
     assert key(**options) != key()
 
@@ -104,18 +112,28 @@ def test_what_shapes_the_shared_parts_is_in_the_key(options: dict[str, Any]) -> 
         {"share_discovery": False},
         {"discovery": StaticDiscovery(["10.0.0.1:80"])},
         {"rng": random.Random(1)},
-        {"picker": OwnPicker()},
-        {"subset": Subset(2)},  # no identity in this environment: a random place of its own
     ],
     ids=lambda options: next(iter(options)),
 )
-def test_what_cannot_be_compared_never_shares(
-    options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+def test_a_discovery_or_rng_of_ones_own_never_shares(options: dict[str, Any]) -> None:
+    assert key(**options) is None and key(**options) is None  # the same objects, even
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        lambda: {"picker": OwnPicker()},
+        lambda: {"subset": Subset(2)},  # no identity in this environment: a random place
+    ],
+    ids=["picker", "subset"],
+)
+def test_what_compares_by_identity_or_is_placed_at_random_does_not_share(
+    options: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for variable in ("POD_NAME", "HOSTNAME"):
         monkeypatch.delenv(variable, raising=False)
-    first, second = key(**options), key(**options)
-    assert first is None or first != second
+    first, second = key(**options()), key(**options())
+    assert first is not None and first != second
 
 
 # -- the runtime ---------------------------------------------------------------------------------
@@ -125,17 +143,23 @@ class Client:
     def __init__(self, discovery: StaticDiscovery, fallback: str | None = None) -> None:
         self.seen: list[Event] = []
         self.retired: list[set[tuple[str, int]]] = []
-        self.parts: Parts = assemble(
+        self.parts: Parts = compose(
             "web-hl",
-            discovery=discovery,
-            fallback=fallback,
-            observers=[self.seen.append],
-            opentelemetry=False,
-            **WHERE,
+            {
+                "discovery": discovery,
+                "fallback": fallback,
+                "observers": [self.seen.append],
+                "opentelemetry": False,
+                **WHERE,
+            },
         )
 
     async def retire(self, keep: set[tuple[str, int]]) -> None:
         self.retired.append(keep)
+
+    def join(self, runtime: Runtime) -> Any:
+        """Attach to ``runtime`` as a shell does; the detach function."""
+        return runtime.attach(self.parts.events, self.retire, self.parts.fallback)
 
     def changes(self) -> list[EndpointsChanged]:
         return [e for e in self.seen if isinstance(e, EndpointsChanged)]
@@ -148,16 +172,15 @@ async def test_attached_clients_share_the_pool_events_and_retirement(
     caplog.set_level(logging.INFO, logger="headlesslb.pool")
     dns = StaticDiscovery(["10.0.0.1:80", "10.0.0.2:80"])
     first, second = Client(dns), Client(dns, fallback="web-lb")
-    runtime = Runtime(first.parts, first.retire)
-    runtime.share()
+    assert first.parts.spec == second.parts.spec  # the fallback is the client's own
+    runtime = Runtime(first.parts.spec)
+    detach_first = first.join(runtime)
     await runtime.refresher.refresh()
     assert len(caplog.records) == 2  # two Pods joined: one line each
 
-    detach = runtime.attach(second.parts, second.retire)
-    pool = first.parts.pool
-    assert second.parts.pool is pool and second.parts.router.pool is pool
-    assert second.parts.balancer is first.parts.balancer
-    assert second.parts.router.balancer is first.parts.balancer
+    detach = second.join(runtime)
+    for router in (first.parts.router(runtime), second.parts.router(runtime)):
+        assert router.pool is runtime.pool and router.balancer is runtime.balancer
     assert runtime.clients == 2
     # The late client learns the membership at once (its metrics start from it), unlogged.
     (joined,) = second.changes()
@@ -188,17 +211,21 @@ async def test_attached_clients_share_the_pool_events_and_retirement(
     dns.set(["10.0.0.3:80"])
     await runtime.refresher.refresh()
     assert runtime.clients == 1 and second.changes() == [] and len(first.changes()) == 2
-    runtime.detach_first()
+    detach_first()
     assert runtime.clients == 0
 
 
 @pytest.mark.anyio
-async def test_an_unshared_runtime_emits_into_its_client_as_before() -> None:
+async def test_a_runtime_of_one_client_logs_each_change_once_and_tells_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="headlesslb.pool")
     dns = StaticDiscovery(["10.0.0.1:80"])
     client = Client(dns)
-    runtime = Runtime(client.parts, client.retire)
+    runtime = Runtime(client.parts.spec)
+    client.join(runtime)
     await runtime.refresher.refresh()
-    assert runtime.hub is None and client.parts.pool.events is client.parts.events
+    assert len(caplog.records) == 1  # by the runtime's log observer; the client's skips it
     assert len(client.changes()) == 1 and client.retired == [{("10.0.0.1", 80)}]
 
 
@@ -210,16 +237,17 @@ async def test_a_failing_retire_does_not_stop_the_others(caplog: pytest.LogCaptu
     async def broken(keep: set[tuple[str, int]]) -> None:
         raise RuntimeError("closed")
 
-    runtime = Runtime(first.parts, broken)
-    runtime.attach(second.parts, second.retire)
+    runtime = Runtime(first.parts.spec)
+    runtime.attach(first.parts.events, broken)
+    second.join(runtime)
     await runtime.refresher.refresh()
     assert second.retired == [{("10.0.0.1", 80)}]
     assert "retiring connections" in caplog.text
 
 
 # -- the registries ------------------------------------------------------------------------------
-def test_leases_count_users_and_replace_a_dead_value() -> None:
-    leases: Leases[list[str]] = Leases()
+def test_a_registry_counts_users_and_replaces_a_dead_value() -> None:
+    leases: Registry[str, list[str]] = Registry()
     made: list[list[str]] = []
 
     def make() -> list[str]:
@@ -234,25 +262,34 @@ def test_leases_count_users_and_replace_a_dead_value() -> None:
     assert created and not again and first is second and first.users == 2
     other, _ = leases.acquire("other", make, alive)
     assert len(leases) == 2 and other is not first
-    assert not leases.release(first)
-    assert leases.release(first)  # the last user: it stops the value
+    assert not first.release()
+    assert first.release()  # the last user: it stops the value
     assert len(leases) == 1
     third, _ = leases.acquire("k", make, alive)
     third.value[0] = "failed"  # its background work died (and was logged)
     fourth, created = leases.acquire("k", make, alive)
     assert created and fourth is not third
-    assert leases.release(third)  # the dead one's last user does not drop the new one
+    assert third.release()  # the dead one's last user does not drop the new one
     assert len(leases) == 2
+    private = Lease(["alive"])  # a value of one user's own, in no registry
+    assert private.release()
 
 
-def test_leases_in_a_forked_child_start_empty(monkeypatch: pytest.MonkeyPatch) -> None:
-    leases: Leases[int] = Leases()
-    leases.acquire("k", lambda: 1, lambda value: True)
-    pid = os.getpid()
-    monkeypatch.setattr(os, "getpid", lambda: pid + 1)
-    assert len(leases) == 0
-    _, created = leases.acquire("k", lambda: 2, lambda value: True)
-    assert created
+def test_a_registry_in_a_forked_child_starts_empty() -> None:
+    run_fresh(
+        """
+        import os
+        from headlesslb.io.shared import Registry
+
+        leases = Registry()
+        leases.acquire("k", lambda: 1, lambda value: True)
+        pid = os.getpid()
+        os.getpid = lambda: pid + 1  # a child forked without the at-fork hook
+        assert len(leases) == 0
+        _, created = leases.acquire("k", lambda: 2, lambda value: True)
+        assert created
+        """
+    )
 
 
 @pytest.mark.anyio
@@ -262,10 +299,10 @@ async def test_an_observer_of_several_clients_gets_each_shared_event_once() -> N
     seen: list[Event] = []
     for client in (first, second):
         client.parts.events.subscribe(seen.append)  # one metrics object for every client
-    runtime = Runtime(first.parts, first.retire)
-    runtime.share()
+    runtime = Runtime(first.parts.spec)
+    first.join(runtime)
     await runtime.refresher.refresh()
-    runtime.attach(second.parts, second.retire)  # no replay: this observer saw the Pods join
+    second.join(runtime)  # no replay: this observer saw the Pods join
     assert len(second.changes()) == 1
     dns.set(["10.0.0.2:80"])
     await runtime.refresher.refresh()
@@ -283,7 +320,7 @@ def test_clients_share_the_zero_code_opentelemetry_observer() -> None:
     observers = [
         [
             o
-            for o in assemble("web-hl", discovery=dns, **WHERE).events.observers
+            for o in compose("web-hl", {"discovery": dns, **WHERE}).events.observers
             if isinstance(o, OpenTelemetryObserver)
         ]
         for _ in range(2)

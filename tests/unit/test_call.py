@@ -953,7 +953,7 @@ def hedged_race(env: Env) -> tuple[Call, Send, Send, list[Event]]:
     seen: list[Event] = []
     env.router.events.subscribe(seen.append)
     call = env.start("GET")
-    call.observed = True
+    call.log.observed = True
     first = call.first()
     assert isinstance(first, Send) and first.hedge_after == 0.05
     env.clock.advance(0.05)
@@ -1054,7 +1054,7 @@ def test_no_hedge_once_the_deadline_has_passed_and_nothing_is_counted() -> None:
     env.clock.advance(0.25)  # the hedge delay and the deadline end together (exact in binary)
     assert call.hedge() is None  # not an assertion failure on a Fail step
     assert call.tried == {first.state.key} and env.pool.begun == [first.attempt]
-    assert call._other is None and call._hedges == 0
+    assert call.race is not None and call.race.other is None and call.race.hedges == 0
     assert clock_budget.try_withdraw()  # the token is still there (taken now: no retry)
     timeout = httpx.ReadTimeout("per-try timeout")
     step = call.failed(timeout, Verdict(Outcome.TIMEOUT, Failure.MAYBE_PROCESSED))

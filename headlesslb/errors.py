@@ -69,8 +69,8 @@ class AnswerTooLarge(DiscoveryError):
 
 
 class NotStarted(HeadlessLBError, RuntimeError):
-    """A client or transport was used outside its ``async with``: not entered, already closed,
-    or closed from a task other than the one that entered it."""
+    """A client or transport was used when it is not running: an async ``HeadlessClient`` not
+    opened (``async with`` or ``open()``), or any client or transport already closed."""
 
 
 class ClientClosed(NotStarted, httpx.TransportError):

@@ -46,9 +46,30 @@ class HeadlessClient(ClientBase):
     async def __aenter__(self) -> HeadlessClient:
         if self._state != "new":
             raise NotStarted("a HeadlessClient can be entered once; make a new one")
-        await self.http.__aenter__()
-        self._state = "open"
+        self._state = "open"  # before awaiting: a second task entering meanwhile is refused
+        try:
+            await self.http.__aenter__()
+        except BaseException:
+            self._state = "new"
+            raise
         return self
+
+    async def open(self) -> HeadlessClient:
+        """Start discovery now, for a client that lives beyond one ``async with`` (a module-level
+        client, an app's lifespan); close it with :meth:`aclose`. Once open, calling it again
+        (from any task) does nothing::
+
+            client = HeadlessClient("web-hl", port="http")
+
+            async def handler() -> None:
+                await client.open()
+                r = await client.get("/items/42")
+        """
+        if self._state == "open":
+            return self
+        if self._state == "closed":
+            raise NotStarted("this HeadlessClient was closed: make a new one")
+        return await self.__aenter__()
 
     async def __aexit__(
         self,
@@ -67,9 +88,10 @@ class HeadlessClient(ClientBase):
 
     def _check_open(self) -> None:
         if self._state != "open":
-            what = "was closed" if self._state == "closed" else "was not entered"
+            what = "was closed" if self._state == "closed" else "was not opened"
             raise NotStarted(
                 f"this HeadlessClient {what}: use 'async with HeadlessClient(...) as client:'"
+                " or 'await client.open()'"
             )
 
     async def request(

@@ -7,11 +7,12 @@ request, this shell performs it with anyio and httpcore and reports back. The ca
 The client's configuration decides the scheme (TLS or not) and the port: a URL that names the
 Service with another scheme or port is refused before a byte leaves (:class:`InvalidRequest`).
 Discovery and health checks (:class:`~headlesslb.io.runtime.Runtime`) run in the background from
-the transport's entry until it is closed, from any task (:mod:`headlesslb.io.tasks`); nothing
-outlives it, and nothing is sent after close. The transport leases its runtime when it is
-entered: transports whose runtime specs are equal on one event loop share one
-(``share_discovery=True``, :data:`_RUNTIMES`), which belongs to the loop, not to the first
-transport's task; the last transport to close stops it.
+the transport's start until it is closed, from any task (:mod:`headlesslb.io.tasks`); nothing
+outlives it, and nothing is sent after close. It starts when it is entered, or else on its first
+request (an SDK's client is never entered): it leases its runtime then, and transports whose
+runtime specs are equal on one event loop share one (``share_discovery=True``,
+:data:`_RUNTIMES`), which belongs to the loop, not to the first transport's task; the last
+transport to close stops it.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
         async with httpx.AsyncClient(transport=transport, base_url="http://web-hl") as client:
             await client.get("/items/42", extensions={"headlesslb": {"key": "user-42"}})
 
+    A client that is never entered (an SDK's) starts it on its first request, once however many
+    requests arrive together; they wait for the first DNS answer (at most
+    ``RefreshPolicy.first_resolution_timeout``). The client's ``aclose()`` closes it.
+
     Requests whose URL names the Service (``web-hl``, ``web-hl.ns``, ``web-hl.ns.svc``, the FQDN,
     with or without its trailing dot) go to its Pods, with that name kept in the Host header. Such
     a URL must use the transport's ``scheme``, and give no port or the Service's own numeric port:
@@ -84,14 +89,23 @@ class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
         self._router: Router | None = None
         self._detach: Callable[[], None] | None = None
         self._state: Literal["new", "open", "closed"] = "new"
+        self._entered = False
         self._waiters: set[anyio.CancelScope] = set()
         """Requests waiting now for DNS (first answer, lookups) or a back-off: :meth:`aclose`
         cancels them, so they fail at once rather than when the wait would have ended."""
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> HeadlessTransport:
-        if self._state != "new":
+        if self._entered or self._state == "closed":
             raise NotStarted("a HeadlessTransport can be entered once; make a new one")
+        self._entered = True
+        if self._state == "new":  # not started by a request already
+            self._start()
+        return self
+
+    def _start(self) -> None:
+        """Lease the runtime and start it on the running loop. Nothing here awaits, so of the
+        requests arriving together at a new transport exactly one starts it."""
         self._state = "open"
         parts = self.parts
         spec = parts.spec
@@ -108,7 +122,6 @@ class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
         if made:
             # The loop's task, not this one's: closing this transport leaves the others working.
             lease.value.background.spawn("discovery and health checks", runtime.run)
-        return self
 
     async def __aexit__(
         self,
@@ -146,17 +159,16 @@ class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
 
     @property
     def running(self) -> bool:
-        """Whether the transport was entered and not closed."""
+        """Whether the transport was started (entered, or by a request) and not closed."""
         return self._state == "open"
 
     # -- requests --------------------------------------------------------------------------------
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` to a Pod (retrying on others, falling back if none is usable)."""
         if self._state != "open":
-            raise NotStarted(
-                "HeadlessTransport is not running: use it inside 'async with httpx.AsyncClient("
-                "transport=...)' or 'async with HeadlessClient(...)'"
-            )
+            if self._state == "closed":
+                raise NotStarted("this HeadlessTransport was closed: make a new one")
+            self._start()  # a client that was never entered: its first request starts it
         parts = self.parts
         raw = request.extensions.get(EXTENSION)
         options = PLAIN if raw is None else RequestOptions.from_extension(raw)

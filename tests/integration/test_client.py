@@ -17,6 +17,7 @@ import pytest
 from headlesslb import (
     ConfigurationError,
     DiscoveryError,
+    HeadlessClient,
     HeadlessTransport,
     HealthCheck,
     InvalidServiceName,
@@ -237,14 +238,69 @@ async def test_leaving_the_context_leaves_no_task_or_socket(cluster: LocalCluste
 @pytest.mark.async_only  # NotStarted outside `async with`: the async API itself
 async def test_client_used_outside_async_with(cluster: LocalCluster) -> None:
     client = make_client(cluster)
-    with pytest.raises(NotStarted, match="not entered"):
+    with pytest.raises(NotStarted, match="not opened"):
         await client.get("/")
     transport = HeadlessTransport("web-hl", nameservers=[cluster.nameserver], namespace="default")
     async with httpx.AsyncClient(transport=transport) as plain:
         pass
-    with pytest.raises(NotStarted):
+    with pytest.raises(NotStarted, match="closed"):
         await transport.handle_async_request(httpx.Request("GET", "http://web-hl/"))
     del plain
+
+
+@pytest.mark.async_only  # the async transport's own lifecycle
+async def test_a_transport_never_entered_starts_on_its_first_requests_once(
+    cluster: LocalCluster,
+) -> None:
+    # An SDK builds its httpx client and never enters it: the first requests, arriving
+    # together, start one runtime and wait for its first answer; the client's aclose stops it.
+    transport = HeadlessTransport(
+        "web-hl", port="http", nameservers=[cluster.nameserver], namespace="default"
+    )
+    plain = httpx.AsyncClient(transport=transport, base_url="http://web-hl")
+    cluster.reset_dns_query_count()
+    responses: list[httpx.Response] = []
+
+    async def get() -> None:
+        responses.append(await plain.get("/"))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(get)
+    assert [r.status_code for r in responses] == [200] * 20
+    assert {r.extensions["headlesslb"]["hostname"] for r in responses} == {
+        p.name for p in cluster.pods("web")
+    }
+    assert transport.running and transport.refresher.running
+    assert cluster.dns_query_count().count(cluster.srv_name("web-hl"), "SRV") == 1  # one round
+    await plain.aclose()
+    assert not transport.running and not transport.refresher.running
+    with pytest.raises(NotStarted, match="closed"):
+        await transport.handle_async_request(httpx.Request("GET", "http://web-hl/"))
+
+
+@pytest.mark.async_only
+async def test_open_starts_a_module_level_client_once(cluster: LocalCluster) -> None:
+    client = make_client(cluster)
+    opened = await asyncio_gather_open(client, 5)
+    assert opened == [client] * 5 and client.transport.running
+    assert (await client.get("/")).status_code == 200
+    await client.aclose()
+    with pytest.raises(NotStarted, match="closed"):
+        await client.open()
+
+
+async def asyncio_gather_open(client: HeadlessClient, n: int) -> list[HeadlessClient]:
+    """``client.open()`` from ``n`` tasks at once."""
+    results: list[HeadlessClient] = []
+
+    async def open_it() -> None:
+        results.append(await client.open())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(n):
+            tg.start_soon(open_it)
+    return results
 
 
 @pytest.mark.parametrize(

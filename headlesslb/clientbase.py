@@ -100,6 +100,9 @@ class ClientBase:
         result: list[EndpointStatus] = self.transport.endpoints()
         return result
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.{type(self).__name__} {self.transport!r}>"
+
     def _closed_meanwhile(self, error: RuntimeError) -> None:
         """Raise :class:`ClientClosed` for httpx's plain ``RuntimeError`` ("the client has been
         closed") when ``close()`` won a race with this request after its open check; return
@@ -147,6 +150,15 @@ class TransportBase:
     they share), and what it shows."""
 
     _runtime: Runtime | None = None
+    _state: str
+    parts: Any
+    """The client's own parts (:class:`headlesslb.compose.Parts`)."""
+
+    def __repr__(self) -> str:
+        runtime = self._runtime
+        pods = "" if runtime is None else f", {len(runtime.pool.snapshot.members)} Pods"
+        name = f"{type(self).__module__}.{type(self).__name__}"
+        return f"<{name} {self.parts.urls.base} {self._state}{pods}>"
 
     @property
     def runtime(self) -> Runtime:

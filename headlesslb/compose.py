@@ -12,6 +12,7 @@ any I/O, and nothing here builds the runtime: the shell leases one when it start
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import random
@@ -146,6 +147,12 @@ class Settings:
                 f"verify must be an ssl.SSLContext, a CA bundle path or a bool, not {self.verify!r}"
             )
         validate.flag("http2", self.http2)
+        if self.http2 and importlib.util.find_spec("h2") is None:
+            # httpx refuses this at construction; so do we, rather than at the first request.
+            raise ConfigurationError(
+                "http2=True needs the h2 package, which is not installed:"
+                " pip install 'httpx[http2]'"
+            )
         validate.flag("share_discovery", self.share_discovery)
         if not callable(self.clock):
             raise ConfigurationError(

@@ -33,7 +33,7 @@ from headlesslb import (
     Subset,
 )
 from headlesslb.core.retry import Verdict
-from headlesslb.errors import DiscoveryError
+from headlesslb.errors import ConfigurationError, DiscoveryError
 from headlesslb.testing import StaticDiscovery
 from headlesslb.testing.static import parse_endpoint
 
@@ -466,3 +466,39 @@ async def test_static_discovery_answers_pods_by_name() -> None:
     assert found.endpoints == (Endpoint("10.0.0.2", 8080),)
     assert (await discovery.resolve_name(f"web-7.{SERVICE_HOST}.", 80)).endpoints == ()
     assert discovery.lookups == [f"WEB-1.{SERVICE_HOST}.", f"web-7.{SERVICE_HOST}."]
+
+
+def test_http2_without_h2_is_refused_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    # httpx refuses it when the client is made; before, headlesslb took it and failed later.
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "h2" else real(name, *a)
+    )
+    for make in (HeadlessClient, headlesslb.sync.HeadlessClient):
+        with pytest.raises(ConfigurationError, match=r"http2=True needs the h2 package"):
+            make(
+                "web-hl",
+                namespace="default",
+                discovery=StaticDiscovery(["10.0.0.1:80"]),
+                http2=True,
+            )
+
+
+@pytest.mark.anyio
+async def test_clients_and_transports_say_what_they_are() -> None:
+    discovery = StaticDiscovery(["10.0.0.1:80", "10.0.0.2:80"])
+    client = HeadlessClient("web-hl", namespace="default", discovery=discovery)
+    assert repr(client.transport) == (
+        "<headlesslb.aio.transport.HeadlessTransport http://web-hl.default.svc.cluster.local new>"
+    )
+    async with client:
+        await client.transport.runtime.wait_ready()
+        assert repr(client) == (
+            "<headlesslb.aio.client.HeadlessClient <headlesslb.aio.transport.HeadlessTransport"
+            " http://web-hl.default.svc.cluster.local open, 2 Pods>>"
+        )
+    sync = headlesslb.sync.HeadlessClient("web-hl", namespace="default", discovery=discovery)
+    sync.close()
+    assert repr(sync).endswith("http://web-hl.default.svc.cluster.local closed>>")

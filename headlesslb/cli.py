@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import ssl
 import sys
+import unicodedata
+import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ import anyio
 import httpx
 
 from . import __version__
+from .clientbase import ServiceURLs
 from .core import validate
 from .core.names import (
     ORDINAL_MAX,
@@ -239,10 +243,15 @@ def register_get(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "get",
         help="send one request to a Pod of the Service",
         description="Send one request through headlesslb to one Pod of the Service; the body"
-        " goes to stdout, the routing report (JSON) to stderr. Exits 1 on a non-2xx response.",
+        " goes to stdout, the routing report (JSON) to stderr. Exits 1 on a non-2xx response, 2"
+        " on bad input (nothing is sent) or a failed request.",
     )
     _add_discovery_args(parser)
-    parser.add_argument("path", nargs="?", default="/")
+    parser.add_argument(
+        "path", nargs="?", default="/",
+        help="a path of the Service ('/items?q=1'), or a URL naming the Service itself; never"
+        " another host",
+    )  # fmt: skip
     parser.add_argument(
         "-X", "--request", dest="method", metavar="METHOD", type=_checked(_method), default=None,
         help="HTTP method (default: GET, or POST with -d)",
@@ -276,6 +285,79 @@ def register_get(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     parser.set_defaults(run=lambda args: anyio.run(_get, args))
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+"""RFC 3986's scheme."""
+
+
+def _unfit_character(text: str) -> str | None:
+    """What in ``text`` cannot go in a request line as it is: a space or a control character,
+    said with how to write it instead (httpx would send some as they are, refuse others)."""
+    for char in text:
+        category = unicodedata.category(char)
+        if char.isspace() or category[0] in "CZ":
+            if char == " ":
+                kind = "a space"
+            elif category == "Cc":
+                kind = f"a control character (U+{ord(char):04X})"
+            else:
+                kind = f"a {unicodedata.name(char, 'non-printing character').lower()}"
+                kind += f" (U+{ord(char):04X})"
+            return f"{kind} in it: write it {urllib.parse.quote(char)}"
+    return None
+
+
+def _request_target(text: str, service: str, urls: ServiceURLs) -> str:
+    """``get``'s PATH, checked before anything is sent: a path of the Service (``/items?q=1``)
+    or a URL naming the Service itself, as the client reaches it; else a ConfigurationError
+    saying what was wrong and what to pass.
+
+    Never another host (the client would send it through the system resolver, past the Pods),
+    and never a text httpx would quietly make another request of (``://bad`` is ``GET /``).
+    """
+    unfit = _unfit_character(text)
+    if unfit is not None:
+        raise ConfigurationError(f"path {text!r} has {unfit}")
+    if text.startswith("/") and not text.startswith("//"):
+        return text  # the Service's own path
+    scheme, sep, _ = text.partition("://")
+    if not sep and not text.startswith("//"):
+        raise ConfigurationError(
+            f"path {text!r} is neither a path nor a URL: a path starts with '/' (/{text})"
+        )
+    if sep and not _SCHEME.fullmatch(scheme):
+        what = f"{scheme!r} is no scheme" if scheme else "no scheme before '://'"
+        raise ConfigurationError(
+            f"{text!r} is not a URL: {what} (pass a path, /..., or a URL of the Service,"
+            f" {urls.base}/...)"
+        )
+    try:
+        url = httpx.URL(text if sep else f"{urls.scheme}:{text}")
+    except httpx.InvalidURL as exc:
+        raise ConfigurationError(f"{text!r} is not a valid URL: {exc}") from None
+    if url.raw_host not in urls.hosts:
+        host = f"{url.host}, not the Service {service}" if url.host else "no host"
+        raise ConfigurationError(
+            f"{text!r} names {host}: headlesslb get sends only to the Service's Pods (pass a"
+            f" path, such as {url.raw_path.decode('ascii')})"
+        )
+    if url.scheme != urls.scheme:
+        fix = f"pass --scheme {url.scheme}" if url.scheme in ("http", "https") else "pass a path"
+        raise ConfigurationError(
+            f"{text!r} has scheme {url.scheme}: the Pods are reached over {urls.scheme}"
+            f" (--scheme {urls.scheme}); {fix}"
+        )
+    if url.port is not None and url.port != urls.url_port:
+        where = (
+            f"{urls.url_port}, --port's"
+            if urls.url_port is not None
+            else "--port's (SRV gives it per Pod)"
+        )
+        raise ConfigurationError(
+            f"{text!r} gives port {url.port}: the port is {where}; leave the port out of the URL"
+        )
+    return text
+
+
 def _body(args: argparse.Namespace) -> bytes | None:
     if not args.data:
         return None
@@ -303,7 +385,7 @@ async def _get(args: argparse.Namespace) -> int:
     if body is not None and not any(name.lower() == "content-type" for name in headers):
         headers["Content-Type"] = "application/x-www-form-urlencoded"
     method = args.method or ("POST" if body is not None else "GET")
-    async with HeadlessClient(
+    client = HeadlessClient(
         args.service,
         port=args.port,
         scheme=args.scheme,
@@ -315,9 +397,11 @@ async def _get(args: argparse.Namespace) -> int:
         resolv_conf=args.resolv_conf,
         discovery_timeout=args.timeout,
         fallback=args.fallback,
-    ) as client:
+    )
+    target = _request_target(args.path, args.service, client.transport.parts.urls)
+    async with client:
         response = await client.request(
-            method, args.path, content=body, headers=headers, key=args.key, ordinal=args.ordinal
+            method, target, content=body, headers=headers, key=args.key, ordinal=args.ordinal
         )
         print(json.dumps(response.extensions.get("headlesslb"), default=str), file=sys.stderr)
         sys.stdout.write(response.text)
@@ -366,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Runner = args.run
     try:
         return run(args)
-    except (HeadlessLBError, httpx.HTTPError) as exc:
+    except (HeadlessLBError, httpx.HTTPError, httpx.InvalidURL) as exc:
         print(f"headlesslb: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -199,6 +202,65 @@ def test_get_over_https_with_a_ca_bundle(
         plain = ["get", "web-hl", *_dns(cluster), "--cacert", str(cafile)]
         assert main(plain) == EXIT_ERROR
         assert "--cacert verifies https Pods: add --scheme https" in capsys.readouterr().err
+
+
+@contextlib.contextmanager
+def loopback_listener() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A TCP port on 127.0.0.1 standing for "another host": the connections it accepted."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.setblocking(False)
+        accepted: list[socket.socket] = []
+        yield server.getsockname()[1], accepted
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                connection, _ = server.accept()
+                connection.close()
+                accepted.append(connection)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        # Another host: sent through the system resolver and plain httpx before, exit 0 or 2.
+        ("http://127.0.0.1:{port}/x", "names 127.0.0.1, not the Service web-hl"),
+        ("//127.0.0.1:{port}/x", "names 127.0.0.1, not the Service web-hl"),
+        # Malformed: sent as GET / (or /x%20y) to a Pod before, exit 0.
+        ("://bad", "'://bad' is not a URL: no scheme before '://'"),
+        ("x y", "'x y' has a space in it: write it %20"),
+        ("/a\x01b", "has a control character (U+0001) in it: write it %01"),
+        ("items", "'items' is neither a path nor a URL: a path starts with '/' (/items)"),
+        # The Service, but not as the client reaches it.
+        ("ftp://web-hl/x", "'ftp://web-hl/x' has scheme ftp: the Pods are reached over http"),
+        ("https://web-hl/x", "has scheme https: the Pods are reached over http (--scheme"),
+        ("http://web-hl:81/x", "gives port 81: the port is --port's (SRV gives it per Pod)"),
+    ],
+)
+def test_get_refuses_what_is_not_a_path_of_the_service(
+    cluster: LocalCluster, capsys: pytest.CaptureFixture[str], path: str, message: str
+) -> None:
+    cluster.reset_stats()
+    cluster.reset_dns_query_count()
+    with loopback_listener() as (port, accepted):
+        code = main(["get", "web-hl", path.format(port=port), *_dns(cluster), "--port", "http"])
+    err = capsys.readouterr().err
+    assert code == EXIT_ERROR, err
+    assert message in err
+    assert len(err.splitlines()) == 1, err
+    # Nothing was sent: not to the other host, not to a Pod, not even a DNS query.
+    assert accepted == []
+    assert all(cluster.requests_served(pod.name) == 0 for pod in cluster.pods("web"))
+    assert cluster.dns_query_count().total == 0
+
+
+@pytest.mark.parametrize(
+    "url", ["http://web-hl/items", "http://WEB-HL.default.svc.cluster.local./items"]
+)
+def test_get_takes_a_url_naming_the_service(
+    cluster: LocalCluster, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    assert main(["get", "web-hl", url, *_dns(cluster), "--port", "http"]) == 0
+    echoed = json.loads(capsys.readouterr().out)
+    assert echoed["path"] == "/items"
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import httpx
 
-from . import __version__
+from . import __version__, top
 from .clientbase import ServiceURLs
 from .core import validate
 from .core.names import (
@@ -39,7 +39,6 @@ from .core.names import (
 from .errors import ConfigurationError, HeadlessLBError
 from .io.dns import DnsDiscovery
 from .io.fallback import parse_url
-from .top import add_top_arguments, run_top
 
 __all__ = ["build_parser", "main"]
 
@@ -409,12 +408,66 @@ async def _get(args: argparse.Namespace) -> int:
 
 
 # -- top -------------------------------------------------------------------------------------------
+def _request_path(text: str) -> str:
+    return validate.request_path("path", text)
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigurationError(f"expected requests per second, not {text!r}") from None
+    return float(validate.number("rate", value, min=0, exclusive_min=True, max=1000))
+
+
+def _interval(text: str) -> float:
+    return float(validate.number("interval", _seconds(text), min=0.05))
+
+
 def register_top(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``headlesslb top``: a live per-Pod view (see :mod:`headlesslb.top`)."""
-    parser = sub.add_parser("top", help="a live per-Pod view: state, load, errors, latency, DNS")
+    parser = sub.add_parser(
+        "top",
+        help="a live per-Pod view: state, DNS, changes; load and latency with --probe",
+        description="A live table of a headless Service's Pods: state, the last DNS round, the"
+        " latest changes. Like kubectl top it only observes: it asks DNS (and, with"
+        " --health-path, health-checks the Pods) but sends no request unless --probe PATH asks"
+        " it to measure the Pods with GET requests of its own.",
+    )
     _add_discovery_args(parser)
-    add_top_arguments(parser)
-    parser.set_defaults(run=run_top)
+    parser.add_argument(
+        "--probe", metavar="PATH", type=_checked(_request_path), default=None,
+        help="send GET PATH to the Service's Pods, --rate times a second, and show what they"
+        " measure: in flight, requests/s, errors, EWMA latency (default: off, nothing is sent)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rate", type=_checked(_rate), default=None,
+        help=f"probe requests per second, with --probe (default: {top.DEFAULT_RATE:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--health-path", metavar="PATH", type=_checked(_request_path), default=None,
+        help="health-check the Pods on this path, every second (default: off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--interval", type=_checked(_interval), default=1.0, help="seconds between redraws"
+    )
+    parser.add_argument(
+        "--duration", type=_checked(_seconds), default=None,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--once", action="store_true", help="print one table after --interval seconds, and exit"
+    )
+    parser.set_defaults(run=_top)
+
+
+def _top(args: argparse.Namespace) -> int:
+    if args.rate is not None and args.probe is None:
+        raise ConfigurationError(
+            "--rate is how often --probe sends, and top sends nothing without it:"
+            " add --probe PATH, or leave --rate out"
+        )
+    return top.run_top(args)
 
 
 # -- demo ------------------------------------------------------------------------------------------

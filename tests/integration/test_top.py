@@ -29,7 +29,7 @@ def spawn_top(cluster: LocalCluster, *args: str) -> pexpect.spawn:
 
 
 def test_top_shows_a_killed_pod_ejected_live(cluster: LocalCluster) -> None:
-    top = spawn_top(cluster, "--rate", "30", "--interval", "0.2")
+    top = spawn_top(cluster, "--probe", "/", "--rate", "30", "--interval", "0.2")
     try:
         for pod in ("web-0", "web-1", "web-2"):
             top.expect(pod)
@@ -46,13 +46,37 @@ def test_top_shows_a_killed_pod_ejected_live(cluster: LocalCluster) -> None:
     assert top.exitstatus == 130, (top.exitstatus, top.signalstatus)
 
 
-def test_top_watch_only_prints_one_table(cluster: LocalCluster) -> None:
-    top = spawn_top(cluster, "--rate", "0", "--once", "--interval", "0.1")
+def run_top(cluster: LocalCluster, *args: str) -> str:
+    top = spawn_top(cluster, *args)
     try:
         top.expect(pexpect.EOF)
     finally:
         top.close()
-    output = top.before
+    output: str = top.before
     assert top.exitstatus == 0, output
+    return output
+
+
+def test_top_only_observes_by_default(cluster: LocalCluster) -> None:
+    # It sent 10 GETs a second by default before: kubectl top and htop only observe.
+    cluster.reset_stats()
+    output = run_top(cluster, "--once", "--interval", "0.5")
+    assert sum(cluster.requests_served(pod.name) for pod in cluster.pods("web")) == 0
     assert all(pod in output for pod in ("web-0", "web-1", "web-2"))
-    assert "probe requests sent: 0" in output and "DNS: 3 endpoints" in output
+    assert "DNS: 3 endpoints" in output and "observing: no request sent" in output
+    assert "REQ/S" not in output  # no column only top's own requests would fill
+
+
+def test_top_probes_only_when_asked(cluster: LocalCluster) -> None:
+    cluster.reset_stats()
+    output = run_top(cluster, "--once", "--interval", "0.5", "--probe", "/ping", "--rate", "20")
+    assert "REQ/S" in output and "probes: GET /ping, 20/s" in output
+    assert sum(cluster.requests_served(pod.name) for pod in cluster.pods("web")) > 0
+
+
+def test_top_rate_without_probe_is_refused(cluster: LocalCluster) -> None:
+    top = spawn_top(cluster, "--once", "--rate", "5")
+    top.expect(pexpect.EOF)
+    top.close()
+    assert top.exitstatus == 2
+    assert "--rate is how often --probe sends" in top.before

@@ -51,6 +51,21 @@ EXIT_INTERRUPTED = 130
 
 Runner = Callable[[argparse.Namespace], int]
 
+FLAGS = {"namespace": "--namespace", "nameservers": "--nameserver ip[:port]"}
+"""The flag for each keyword argument an error of the library may say to pass
+(:attr:`~headlesslb.errors.ConfigurationError.argument`)."""
+
+
+def in_flags(error: BaseException) -> str:
+    """The error's message, saying ``pass --namespace`` where the library, speaking to its own
+    users, says ``pass namespace=`` (and ``pass --nameserver ip[:port]`` for
+    ``pass nameservers=['ip:port', ...]``)."""
+    text = str(error)
+    argument = getattr(error, "argument", None)
+    if isinstance(argument, str) and argument in FLAGS:
+        text = re.sub(rf"pass {re.escape(argument)}=(\[[^\]]*\])?", f"pass {FLAGS[argument]}", text)
+    return text
+
 
 # -- flag types: each turns the library's ConfigurationError into argparse's error for the flag ----
 def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -58,7 +73,7 @@ def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
         try:
             return parse(text)
         except ConfigurationError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+            raise argparse.ArgumentTypeError(in_flags(exc)) from None
 
     check.__name__ = parse.__name__  # argparse names the type in its fallback message
     return check
@@ -154,7 +169,8 @@ def _add_discovery_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _nameservers(args: argparse.Namespace) -> list[str]:
-    """The --nameserver flags, else resolv.conf's; none at all is an error naming the flag."""
+    """The --nameserver flags, else resolv.conf's (``resolve``, which asks DNS itself; the
+    clients of ``get`` and ``top`` read resolv.conf as the library does)."""
     if args.nameserver:
         return list(args.nameserver)
     servers = list(load_resolv_conf(args.resolv_conf).nameservers)
@@ -389,7 +405,7 @@ async def _get(args: argparse.Namespace) -> int:
         port=args.port,
         scheme=args.scheme,
         verify=True if args.cacert is None else args.cacert,
-        nameservers=_nameservers(args),
+        nameservers=args.nameserver,
         namespace=args.namespace,
         cluster_domain=args.cluster_domain,
         ip_family=args.ip_family,
@@ -504,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except (HeadlessLBError, httpx.HTTPError, httpx.InvalidURL) as exc:
-        print(f"headlesslb: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"headlesslb: {type(exc).__name__}: {in_flags(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

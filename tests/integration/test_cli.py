@@ -16,7 +16,8 @@ import trustme
 import headlesslb
 from headlesslb import HeadlessClient
 from headlesslb.cli import EXIT_ERROR, EXIT_NO_ENDPOINTS, main
-from headlesslb.errors import ConfigurationError
+from headlesslb.core.names import SERVICE_ACCOUNT_NAMESPACE
+from headlesslb.errors import ConfigurationError, InvalidServiceName
 from headlesslb.testing import LocalCluster
 
 
@@ -151,15 +152,40 @@ def test_cli_names_flags_where_the_api_names_arguments(
 ) -> None:
     empty = tmp_path / "resolv.conf"
     empty.write_text("search default.svc.cluster.local\n")
-    for command in ("resolve", "get"):
+    for command in ("resolve", "get", "top"):  # top said "pass nameservers=[...]" before
         code = main([command, "web-hl", "--namespace", "x", "--resolv-conf", str(empty)])
         assert code == EXIT_ERROR
-        assert "pass --nameserver ip[:port]" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "lists no nameserver: pass --nameserver ip[:port]\n" in err, err
     # The API, for the same mistake, names its keyword argument.
-    with pytest.raises(ConfigurationError, match=r"pass nameservers=\['ip:port'"):
+    with pytest.raises(ConfigurationError, match=r"pass nameservers=\['ip:port'") as raised:
         HeadlessClient("web-hl", namespace="x", resolv_conf=str(empty))
+    assert raised.value.argument == "nameservers"
     with pytest.raises(ConfigurationError, match=r"^nameservers\[0\]: nameserver 'dns.local'"):
         HeadlessClient("web-hl", namespace="x", nameservers=["dns.local"])
+
+
+@pytest.mark.parametrize("command", ["resolve", "get", "top"])
+def test_cli_names_the_namespace_flag(
+    command: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if Path(SERVICE_ACCOUNT_NAMESPACE).exists():
+        pytest.skip("running in a Pod: the service-account file gives the namespace")
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\n")  # no search list: no namespace either
+    argv = [command, "web-hl", "--resolv-conf", str(resolv), "--nameserver", "127.0.0.1:9"]
+    assert main(argv) == EXIT_ERROR
+    err = capsys.readouterr().err
+    # The library says "pass namespace=", to its users; the command line, its flag.
+    assert "cannot tell the namespace of 'web-hl': pass --namespace, set POD_NAMESPACE" in err
+    assert "namespace=" not in err
+    with pytest.raises(InvalidServiceName, match="pass namespace=, set") as raised:
+        HeadlessClient("web-hl", resolv_conf=str(resolv))
+    assert raised.value.argument == "namespace"
 
 
 def test_get_sends_method_headers_and_data_like_curl(

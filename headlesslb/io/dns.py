@@ -477,6 +477,7 @@ class DnsDiscovery:
         key = (qname, rdtype)
         servers = list(self.nameservers)
         problems: list[str] = []
+        kinds: list[str] = []
         while servers:
             for server in list(servers):
                 try:
@@ -489,16 +490,17 @@ class DnsDiscovery:
                     continue  # asked again next time round, until the query's deadline
                 except (OSError, MalformedReply, anyio.EndOfStream, anyio.IncompleteRead) as exc:
                     problems.append(f"{_server_text(server)}: {exc or type(exc).__name__}")
+                    kinds.append(_failure_kind(exc))
                     servers.remove(server)
                     continue
                 if reply.rcode in (0, 3):  # NOERROR, NXDOMAIN
                     return self._answer(key, wire, reply, what)
                 rcode = _RCODES.get(reply.rcode, f"rcode {reply.rcode}")
                 problems.append(f"{_server_text(server)} answered {rcode}")
+                kinds.append(f"answered {rcode}")
                 servers.remove(server)
-        raise DiscoveryError(
-            f"no nameserver could answer {what} (SERVFAIL/REFUSED): {'; '.join(problems)}"
-        )
+        label = "; ".join(dict.fromkeys(kinds))
+        raise DiscoveryError(f"no nameserver could answer {what} ({label}): {'; '.join(problems)}")
 
     def _answer(self, key: tuple[str, int], wire: bytes, reply: Reply, what: str) -> _Answer:
         qname, rdtype = key
@@ -636,6 +638,22 @@ async def _read_cooperatively(wire: bytes, qid: int, qname: str, rdtype: int) ->
     while (reply := advance(steps)) is None:
         await between_steps()
     return reply
+
+
+def _failure_kind(exc: BaseException) -> str:
+    """What asking a nameserver met instead of a reply, in the words of a DNS failure's label.
+
+    A refused connection (a TCP reset, or over UDP an ICMP port unreachable) means no DNS server
+    listens there: not a server answering SERVFAIL or REFUSED, which the label says as
+    ``answered SERVFAIL``. Timeouts never get here: a query's deadline says them.
+    """
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, MalformedReply):
+        return "malformed reply"
+    if isinstance(exc, anyio.EndOfStream | anyio.IncompleteRead):
+        return "connection closed mid-reply"
+    return "network error"
 
 
 def _server_text(server: tuple[str, int]) -> str:

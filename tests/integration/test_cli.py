@@ -57,6 +57,25 @@ def test_resolve_reports_errors_plainly(capsys: pytest.CaptureFixture[str]) -> N
     assert "DiscoveryError" in capsys.readouterr().err
 
 
+def test_dns_failures_say_what_happened(
+    cluster: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Nothing listens on 127.0.0.1:9: the kernel refuses (ICMP port unreachable), and no DNS
+    # server answered anything. It was labelled "(SERVFAIL/REFUSED)".
+    argv = ["resolve", "web-hl", "--namespace", "default", "--timeout", "0.5"]
+    assert main([*argv, "--nameserver", "127.0.0.1:9"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "web-hl.default.svc.cluster.local. A (connection refused): 127.0.0.1:9" in err, err
+    assert "SERVFAIL" not in err
+    for mode, rcode in (("servfail", "SERVFAIL"), ("refuse", "REFUSED")):
+        cluster.dns_set_mode(mode)
+        assert main([*argv, "--nameserver", cluster.nameserver]) == EXIT_ERROR
+        err = capsys.readouterr().err
+        assert f"A (answered {rcode}): {cluster.nameserver} answered {rcode}" in err, err
+        assert "connection refused" not in err
+    cluster.dns_set_mode("normal")
+
+
 def test_get_pins_an_ordinal(cluster: LocalCluster, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         [

@@ -23,9 +23,10 @@ from typing import Any
 import anyio
 import httpx
 
-from . import __version__, top
+from . import __version__
 from .clientbase import ServiceURLs
 from .core import validate
+from .core.events import DiscoveryRound, Event
 from .core.names import (
     ORDINAL_MAX,
     detect_namespace,
@@ -36,7 +37,7 @@ from .core.names import (
     validate_domain,
     validate_label,
 )
-from .errors import ConfigurationError, HeadlessLBError
+from .errors import ConfigurationError, HeadlessLBError, NoEndpointsAvailable
 from .io.dns import DnsDiscovery
 from .io.fallback import parse_url
 
@@ -48,6 +49,8 @@ EXIT_NO_ENDPOINTS = 1
 EXIT_ERROR = 2
 """Bad input (argparse's own code for usage errors too), or DNS/HTTP failed."""
 EXIT_INTERRUPTED = 130
+DEFAULT_RATE = 10.0
+"""``top``: probe requests per second with ``--probe`` and no ``--rate``."""
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -181,6 +184,29 @@ def _nameservers(args: argparse.Namespace) -> list[str]:
     return servers
 
 
+def why_empty(nxdomain: bool, ip_family: str) -> str:
+    """Why DNS gave no endpoint, in words to act on: NXDOMAIN and an empty answer differ.
+
+    Kubernetes DNS answers NXDOMAIN for a Service that does not exist and, as well, for a
+    headless Service with no ready Pod (kubernetes/dns#245); an empty answer (NOERROR, no
+    record) means the name exists, without an address of the family asked.
+    """
+    if nxdomain:
+        return (
+            "no such Service, or none of its Pods is ready (NXDOMAIN: Kubernetes DNS has no"
+            " name for a headless Service without ready Pods either)"
+        )
+    family = _FAMILIES.get(ip_family, "IPv4 or IPv6")
+    other = {"ipv4": "ipv6", "ipv6": "ipv4"}.get(ip_family)
+    hint = "" if other is None else f"; for {_FAMILIES[other]} Pods pass --ip-family {other}"
+    return (
+        f"the Service exists but DNS lists no {family} address of a ready Pod (empty answer){hint}"
+    )
+
+
+_FAMILIES = {"ipv4": "IPv4", "ipv6": "IPv6"}
+
+
 # -- resolve ---------------------------------------------------------------------------------------
 def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     cells = [[str(c) for c in header]] + [["-" if c is None else str(c) for c in r] for r in rows]
@@ -228,6 +254,7 @@ async def _resolve(args: argparse.Namespace) -> int:
             "service": service.fqdn,
             "ttl": resolution.ttl,
             "partial": resolution.partial,
+            "nxdomain": resolution.nxdomain,
             "endpoints": [
                 {"ip": e.ip, "port": e.port, "hostname": e.hostname, "ordinal": e.ordinal}
                 for e in endpoints
@@ -242,11 +269,8 @@ async def _resolve(args: argparse.Namespace) -> int:
             print(_table(rows, ("IP", "PORT", "HOSTNAME", "ORDINAL", "TTL")))
     if not endpoints:
         what = f"port {args.port!r} of " if isinstance(args.port, str) else ""
-        print(
-            f"headlesslb: DNS has no endpoints for {what}{service.fqdn}"
-            " (NXDOMAIN or an empty answer)",
-            file=sys.stderr,
-        )
+        why = why_empty(resolution.nxdomain, args.ip_family)
+        print(f"headlesslb: DNS has no endpoints for {what}{service.fqdn}: {why}", file=sys.stderr)
         return EXIT_NO_ENDPOINTS
     return EXIT_OK
 
@@ -390,6 +414,16 @@ def _body(args: argparse.Namespace) -> bytes | None:
     return b"&".join(parts)
 
 
+class _LastRound:
+    """An observer keeping the client's last DNS round: why ``get`` found no Pod."""
+
+    last: DiscoveryRound | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, DiscoveryRound):
+            self.last = event
+
+
 async def _get(args: argparse.Namespace) -> int:
     from .aio.client import HeadlessClient
 
@@ -414,10 +448,20 @@ async def _get(args: argparse.Namespace) -> int:
         fallback=args.fallback,
     )
     target = _request_target(args.path, args.service, client.transport.parts.urls)
+    rounds = _LastRound()
+    client.transport.events.subscribe(rounds)
     async with client:
-        response = await client.request(
-            method, target, content=body, headers=headers, key=args.key, ordinal=args.ordinal
-        )
+        try:
+            response = await client.request(
+                method, target, content=body, headers=headers, key=args.key, ordinal=args.ordinal
+            )
+        except NoEndpointsAvailable as exc:
+            last = rounds.last
+            if last is None or not last.ok or last.endpoints:
+                raise
+            raise NoEndpointsAvailable(
+                f"{exc}: {why_empty(last.nxdomain, args.ip_family)}"
+            ) from exc
         print(json.dumps(response.extensions.get("headlesslb"), default=str), file=sys.stderr)
         sys.stdout.write(response.text)
         return EXIT_OK if response.is_success else EXIT_NO_ENDPOINTS
@@ -458,7 +502,7 @@ def register_top(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )  # fmt: skip
     parser.add_argument(
         "--rate", type=_checked(_rate), default=None,
-        help=f"probe requests per second, with --probe (default: {top.DEFAULT_RATE:g})",
+        help=f"probe requests per second, with --probe (default: {DEFAULT_RATE:g})",
     )  # fmt: skip
     parser.add_argument(
         "--health-path", metavar="PATH", type=_checked(_request_path), default=None,
@@ -478,12 +522,16 @@ def register_top(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _top(args: argparse.Namespace) -> int:
+    from .top import run_top  # it reads the words of this module
+
     if args.rate is not None and args.probe is None:
         raise ConfigurationError(
             "--rate is how often --probe sends, and top sends nothing without it:"
             " add --probe PATH, or leave --rate out"
         )
-    return top.run_top(args)
+    if args.rate is None:
+        args.rate = DEFAULT_RATE
+    return run_top(args)
 
 
 # -- demo ------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 import httpx
 
+from .cli import why_empty
 from .core.endpoint import EndpointStatus
 from .core.events import (
     AttemptFinished,
@@ -37,12 +38,10 @@ from .core.events import (
     HealthChanged,
 )
 
-__all__ = ["DEFAULT_RATE", "WINDOW", "Watcher", "run_top"]
+__all__ = ["WINDOW", "Watcher", "run_top"]
 
 WINDOW = 10.0
 """Seconds of attempts that requests/s and the error rate are computed over."""
-DEFAULT_RATE = 10.0
-"""Probe requests per second with ``--probe`` and no ``--rate``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +54,10 @@ class Watcher:
     """An observer keeping what the table shows: recent attempts per Pod, the last DNS round and
     the latest state changes. Events arrive on the client's loop; the table reads them there."""
 
-    def __init__(self, clock: Any = time.monotonic) -> None:
+    def __init__(self, clock: Any = time.monotonic, ip_family: str = "ipv4") -> None:
         self._clock = clock
+        self._ip_family = ip_family
+        """Which addresses the client asks DNS for (what an empty answer lacked)."""
         self._since = clock()
         self.attempts: dict[str, collections.deque[tuple[float, bool]]] = {}
         self.last_round: _Round | None = None
@@ -115,6 +116,9 @@ class Watcher:
         event, ago = last.event, self._clock() - last.at
         if not event.ok:
             return f"DNS: FAILING ({event.error}); keeping {event.known} endpoints; {ago:.1f} s ago"
+        if not event.endpoints:
+            why = why_empty(event.nxdomain, self._ip_family)
+            return f"DNS: 0 endpoints: {why}; TTL {event.ttl:g} s, {ago:.1f} s ago"
         partial = " (partial)" if event.partial else ""
         return (
             f"DNS: {event.endpoints} endpoints{partial}, TTL {event.ttl:g} s,"
@@ -188,9 +192,9 @@ async def _top(args: argparse.Namespace) -> int:
     from .aio.client import HeadlessClient
     from .core.health import HealthCheck
 
-    watcher = Watcher()
+    watcher = Watcher(ip_family=args.ip_family)
     health = None if args.health_path is None else HealthCheck(path=args.health_path, interval=1)
-    probes = None if args.probe is None else Probes(args.probe, args.rate or DEFAULT_RATE)
+    probes = None if args.probe is None else Probes(args.probe, args.rate)
     sent = 0
     async with HeadlessClient(
         args.service,

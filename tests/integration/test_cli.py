@@ -120,6 +120,31 @@ def test_resolve_of_a_missing_service_fails(
         assert json.loads(captured.out)["endpoints"] == []
 
 
+NXDOMAIN = "no such Service, or none of its Pods is ready (NXDOMAIN"
+EMPTY = "the Service exists but DNS lists no IPv6 address of a ready Pod (empty answer)"
+
+
+@pytest.mark.parametrize("port", ["80", "http"])  # A/AAAA, or SRV then the targets' addresses
+def test_nxdomain_and_an_empty_answer_say_different_things(
+    cluster: LocalCluster, capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    # Both said "NXDOMAIN or an empty answer" (resolve) or "0 in DNS" (get) before.
+    for command, exit_code in (("resolve", EXIT_NO_ENDPOINTS), ("get", EXIT_ERROR)):
+        argv = [command, *_dns(cluster), "--port", port]
+        assert main([*argv, "nothing-hl"]) == exit_code
+        err = capsys.readouterr().err
+        assert NXDOMAIN in err and "empty answer" not in err, err
+        # web's Pods have IPv4 addresses only: the name exists, and lists no AAAA record.
+        assert main([*argv, "web-hl", "--ip-family", "ipv6"]) == exit_code
+        err = capsys.readouterr().err
+        assert EMPTY in err and "NXDOMAIN" not in err, err
+    argv = ["resolve", *_dns(cluster), "--port", port, "-o", "json"]
+    assert main([*argv, "nothing-hl"]) == EXIT_NO_ENDPOINTS
+    assert json.loads(capsys.readouterr().out)["nxdomain"] is True
+    assert main([*argv, "web-hl", "--ip-family", "ipv6"]) == EXIT_NO_ENDPOINTS
+    assert json.loads(capsys.readouterr().out)["nxdomain"] is False
+
+
 def test_resolve_of_an_empty_service_fails(
     cluster: LocalCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,13 +10,13 @@ import pexpect
 from headlesslb.testing import LocalCluster
 
 
-def spawn_top(cluster: LocalCluster, *args: str) -> pexpect.spawn:
+def spawn_top(cluster: LocalCluster, *args: str, service: str = "web-hl") -> pexpect.spawn:
     env = {**os.environ, "COLUMNS": "120", "LINES": "40", "TERM": "xterm-256color"}
     command = [
         "-m",
         "headlesslb.cli",
         "top",
-        "web-hl",
+        service,
         "--port",
         "http",
         "--nameserver",
@@ -46,8 +46,8 @@ def test_top_shows_a_killed_pod_ejected_live(cluster: LocalCluster) -> None:
     assert top.exitstatus == 130, (top.exitstatus, top.signalstatus)
 
 
-def run_top(cluster: LocalCluster, *args: str) -> str:
-    top = spawn_top(cluster, *args)
+def run_top(cluster: LocalCluster, *args: str, service: str = "web-hl") -> str:
+    top = spawn_top(cluster, *args, service=service)
     try:
         top.expect(pexpect.EOF)
     finally:
@@ -80,3 +80,14 @@ def test_top_rate_without_probe_is_refused(cluster: LocalCluster) -> None:
     top.close()
     assert top.exitstatus == 2
     assert "--rate is how often --probe sends" in top.before
+
+
+def test_top_tells_nxdomain_from_an_empty_answer(cluster: LocalCluster) -> None:
+    # Both were "DNS: 0 endpoints" before.
+    output = " ".join(run_top(cluster, "--once", "--interval", "0.1", service="nothing-hl").split())
+    assert "DNS: 0 endpoints: no such Service, or none of its Pods is ready (NXDOMAIN" in output
+    output = " ".join(
+        run_top(cluster, "--once", "--interval", "0.1", "--ip-family", "ipv6").split()
+    )
+    assert "DNS: 0 endpoints: the Service exists but DNS lists no IPv6 address" in output
+    assert "(empty answer)" in output

@@ -146,28 +146,79 @@ def _cacert(text: str) -> ssl.SSLContext:
         raise ConfigurationError(f"cannot load CA bundle {text!r}: {exc}") from None
 
 
+# -- help ------------------------------------------------------------------------------------------
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default: argparse's ``(default: X)``, unless the help
+    says it in words already (``default: off``), as it must for a default that is no value (None,
+    an empty list). Switches (off unless given) and required arguments have none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.nargs == 0 or action.required:
+            return text
+        return super()._get_help_string(action)
+
+
+def _subcommand(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, **kwargs: Any
+) -> argparse.ArgumentParser:
+    """A subcommand's parser, whose --help shows every default (HelpFormatter)."""
+    return sub.add_parser(name, formatter_class=HelpFormatter, **kwargs)
+
+
 # -- shared flags ----------------------------------------------------------------------------------
-def _add_discovery_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("service", help="web-hl, web-hl.ns, or an FQDN")
+def _add_discovery_args(parser: argparse.ArgumentParser, *, scheme: bool = False) -> None:
+    parser.add_argument(
+        "service", help="the headless Service: web-hl, web-hl.NAMESPACE, or an FQDN"
+    )
+    default_port = "80, or 443 with --scheme https" if scheme else "80"
     parser.add_argument(
         "--port",
         type=_checked(_port),
         default=None,
-        help="named port (SRV lookup, e.g. http) or a number (default: the scheme's)",
+        help="a named port (e.g. http: SRV gives each Pod's port, hostname and ordinal) or a"
+        f" number (default: {default_port})",
     )
     parser.add_argument(
         "--nameserver",
+        metavar="IP[:PORT]",
         action="append",
         type=_checked(_nameserver),
         default=None,
-        help="ip[:port] of a DNS server (repeatable; default: resolv.conf)",
+        help="ip[:port] of a DNS server; repeatable (default: --resolv-conf's nameservers)",
     )
-    parser.add_argument("--namespace", type=_checked(_namespace), default=None)
-    parser.add_argument("--cluster-domain", type=_checked(_domain), default=None)
-    parser.add_argument("--ip-family", default="ipv4", choices=["ipv4", "ipv6", "dual"])
-    parser.add_argument("--resolv-conf", default="/etc/resolv.conf")
     parser.add_argument(
-        "--timeout", type=_checked(_seconds), default=3.0, help="DNS timeout, seconds"
+        "--namespace",
+        type=_checked(_namespace),
+        default=None,
+        help="the namespace of a bare Service name such as web-hl (default: POD_NAMESPACE, the"
+        " service-account file, else --resolv-conf's search list)",
+    )
+    parser.add_argument(
+        "--cluster-domain",
+        metavar="DOMAIN",
+        type=_checked(_domain),
+        default=None,
+        help="the cluster's DNS domain (default: --resolv-conf's search list, else cluster.local)",
+    )
+    parser.add_argument(
+        "--ip-family",
+        default="ipv4",
+        choices=["ipv4", "ipv6", "dual"],
+        help="which addresses to ask DNS for: A records, AAAA records, or both",
+    )
+    parser.add_argument(
+        "--resolv-conf",
+        metavar="FILE",
+        default="/etc/resolv.conf",
+        help="where to read nameservers, the namespace and the cluster domain",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_checked(_seconds),
+        default=3.0,
+        help="how long a DNS round may take",
     )
 
 
@@ -220,15 +271,17 @@ def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
 
 def register_resolve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``headlesslb resolve``: the endpoints DNS gives, as a table or JSON."""
-    parser = sub.add_parser(
+    parser = _subcommand(
+        sub,
         "resolve",
         help="list a headless Service's endpoints from DNS",
-        description="List the endpoints DNS gives for a headless Service. Exits 1 when DNS"
-        " answers NXDOMAIN or nothing usable, 2 on bad input or when DNS cannot be asked.",
+        description="List the endpoints DNS gives for a headless Service. Exits 1 when DNS gives"
+        " none (saying whether it answered NXDOMAIN or an empty answer), 2 on bad input or when"
+        " DNS cannot be asked.",
     )
     _add_discovery_args(parser)
     parser.add_argument(
-        "-o", "--output", choices=["table", "json"], default="table", help="(default: table)"
+        "-o", "--output", choices=["table", "json"], default="table", help="a table, or JSON"
     )
     parser.set_defaults(run=lambda args: anyio.run(_resolve, args))
 
@@ -278,14 +331,15 @@ async def _resolve(args: argparse.Namespace) -> int:
 # -- get -------------------------------------------------------------------------------------------
 def register_get(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``headlesslb get``: one request through the balancer, with curl's -X, -H and -d."""
-    parser = sub.add_parser(
+    parser = _subcommand(
+        sub,
         "get",
         help="send one request to a Pod of the Service",
         description="Send one request through headlesslb to one Pod of the Service; the body"
         " goes to stdout, the routing report (JSON) to stderr. Exits 1 on a non-2xx response, 2"
         " on bad input (nothing is sent) or a failed request.",
     )
-    _add_discovery_args(parser)
+    _add_discovery_args(parser, scheme=True)
     parser.add_argument(
         "path", nargs="?", default="/",
         help="a path of the Service ('/items?q=1'), or a URL naming the Service itself; never"
@@ -297,29 +351,35 @@ def register_get(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )  # fmt: skip
     parser.add_argument(
         "-H", "--header", dest="headers", metavar="HEADER", action="append", default=[],
-        type=_checked(_header), help="'Name: value' (repeatable)",
+        type=_checked(_header), help="a request header, 'Name: value'; repeatable (default: none)",
     )  # fmt: skip
     parser.add_argument(
         "-d", "--data", metavar="DATA", action="append", default=[],
         help="request body, as curl: '@file' reads a file, '@-' stdin; repeats join with '&';"
-        " sets Content-Type application/x-www-form-urlencoded unless -H gives one",
+        " sets Content-Type application/x-www-form-urlencoded unless -H gives one (default: no"
+        " body)",
     )  # fmt: skip
     parser.add_argument(
         "--scheme", choices=["http", "https"], default="http",
         help="how Pods are reached; https verifies the certificate for the Service's FQDN",
     )  # fmt: skip
     parser.add_argument(
-        "--cacert", type=_checked(_cacert), default=None,
+        "--cacert", metavar="FILE", type=_checked(_cacert), default=None,
         help="CA bundle (PEM) to verify the Pods' certificates with (default: the system's)",
     )  # fmt: skip
     routing = parser.add_mutually_exclusive_group()  # a request shards or pins, not both
-    routing.add_argument("--key", default=None, help="shard by this key")
     routing.add_argument(
-        "--ordinal", type=_checked(_ordinal), default=None, help="pin to this StatefulSet ordinal"
-    )
+        "--key", default=None,
+        help="shard by this key: one key, one Pod (default: none, the request is balanced)",
+    )  # fmt: skip
+    routing.add_argument(
+        "--ordinal", metavar="N", type=_checked(_ordinal), default=None,
+        help="pin to the StatefulSet Pod of this ordinal (default: none, any Pod)",
+    )  # fmt: skip
     parser.add_argument(
-        "--fallback", type=_checked(_fallback), default=None,
-        help="ClusterIP/LB Service name or http(s)://host[:port] URL",
+        "--fallback", metavar="NAME|URL", type=_checked(_fallback), default=None,
+        help="the ClusterIP/LB Service, by name or http(s)://host[:port] URL, for when no Pod"
+        " can take the request (default: none: fail)",
     )  # fmt: skip
     parser.set_defaults(run=lambda args: anyio.run(_get, args))
 
@@ -486,7 +546,8 @@ def _interval(text: str) -> float:
 
 def register_top(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``headlesslb top``: a live per-Pod view (see :mod:`headlesslb.top`)."""
-    parser = sub.add_parser(
+    parser = _subcommand(
+        sub,
         "top",
         help="a live per-Pod view: state, DNS, changes; load and latency with --probe",
         description="A live table of a headless Service's Pods: state, the last DNS round, the"
@@ -501,7 +562,7 @@ def register_top(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         " measure: in flight, requests/s, errors, EWMA latency (default: off, nothing is sent)",
     )  # fmt: skip
     parser.add_argument(
-        "--rate", type=_checked(_rate), default=None,
+        "--rate", metavar="N", type=_checked(_rate), default=None,
         help=f"probe requests per second, with --probe (default: {DEFAULT_RATE:g})",
     )  # fmt: skip
     parser.add_argument(
@@ -509,11 +570,12 @@ def register_top(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="health-check the Pods on this path, every second (default: off)",
     )  # fmt: skip
     parser.add_argument(
-        "--interval", type=_checked(_interval), default=1.0, help="seconds between redraws"
-    )
+        "--interval", metavar="SECONDS", type=_checked(_interval), default=1.0,
+        help="how long between redraws",
+    )  # fmt: skip
     parser.add_argument(
-        "--duration", type=_checked(_seconds), default=None,
-        help="stop after this many seconds (default: run until Ctrl-C)",
+        "--duration", metavar="SECONDS", type=_checked(_seconds), default=None,
+        help="stop after so long (default: run until Ctrl-C)",
     )  # fmt: skip
     parser.add_argument(
         "--once", action="store_true", help="print one table after --interval seconds, and exit"
@@ -537,7 +599,12 @@ def _top(args: argparse.Namespace) -> int:
 # -- demo ------------------------------------------------------------------------------------------
 def register_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``headlesslb demo``: the narrated demo on a local cluster."""
-    parser = sub.add_parser("demo", help="watch requests spread over a local cluster's Pods")
+    parser = _subcommand(
+        sub,
+        "demo",
+        help="watch requests spread over a local cluster's Pods",
+        description="The narrated demo, on a local cluster (pip install 'headlesslb[testing]').",
+    )
     parser.add_argument("--fast", action="store_true", help="shorter phases (for tests)")
     parser.set_defaults(run=_demo)
 
@@ -551,9 +618,24 @@ def _demo(args: argparse.Namespace) -> int:
 # -- entry point -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The ``headlesslb`` parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(prog="headlesslb", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"headlesslb {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = argparse.ArgumentParser(
+        prog="headlesslb",
+        description="Client-side load balancing over a Kubernetes headless Service, from the"
+        " command line: resolve it, get through it, watch it (top), or run the demo.",
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"headlesslb {__version__}",
+        help="print the version and exit",
+    )
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="one of these; 'headlesslb COMMAND --help' shows its flags",
+    )
     register_resolve(sub)
     register_get(sub)
     register_top(sub)

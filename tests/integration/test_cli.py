@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import socket
@@ -15,7 +16,7 @@ import trustme
 
 import headlesslb
 from headlesslb import HeadlessClient
-from headlesslb.cli import EXIT_ERROR, EXIT_NO_ENDPOINTS, main
+from headlesslb.cli import EXIT_ERROR, EXIT_NO_ENDPOINTS, build_parser, main
 from headlesslb.core.names import SERVICE_ACCOUNT_NAMESPACE
 from headlesslb.errors import ConfigurationError, InvalidServiceName
 from headlesslb.testing import LocalCluster
@@ -156,6 +157,39 @@ def test_resolve_of_an_empty_service_fails(
     captured = capsys.readouterr()
     assert "0 endpoint(s)" in captured.out
     assert "no endpoints for port 'http' of web-hl" in captured.err
+
+
+def parsers() -> list[tuple[str, argparse.ArgumentParser]]:
+    """``headlesslb`` and each of its subcommands, by name."""
+    root = build_parser()
+    (commands,) = (a for a in root._actions if isinstance(a, argparse._SubParsersAction))
+    return [("", root), *commands.choices.items()]
+
+
+@pytest.mark.parametrize(
+    ("command", "parser"), parsers(), ids=[name or "headlesslb" for name, _ in parsers()]
+)
+def test_every_option_has_help_that_shows_its_default(
+    command: str, parser: argparse.ArgumentParser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --namespace, --cluster-domain, --ip-family, --resolv-conf, PATH had no help; no default
+    # showed but where a help text spelled one out.
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"] if command else ["--help"])
+    assert exited.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            continue
+        name = "/".join(action.option_strings) or action.dest
+        assert action.help, f"{command} {name}: no help"
+        described = " ".join(formatter._format_action(action).split())
+        assert described in shown, f"{command} {name}: not in --help"
+        if action.nargs == 0 or action.required:
+            continue  # a switch is off unless given; a required argument has no default
+        assert "default" in described, f"{command} {name}: no default shown: {described}"
+    assert "default: None" not in shown and "default: []" not in shown
 
 
 def test_version_and_python_dash_m() -> None:

@@ -254,7 +254,8 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
         servers = nameservers_from(resolv.nameservers)
     elif needs_dns:
         raise ConfigurationError(
-            f"{o.resolv_conf} lists no nameserver: pass nameservers=['ip:port', ...]"
+            f"{o.resolv_conf} lists no nameserver: pass nameservers=['ip:port', ...]",
+            argument="nameservers",
         )
     else:
         servers = ()

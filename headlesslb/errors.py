@@ -34,7 +34,20 @@ class HeadlessLBError(Exception):
 
 
 class ConfigurationError(HeadlessLBError, ValueError):
-    """An argument is malformed: a port, a nameserver address, a policy value, ..."""
+    """An argument is malformed: a port, a nameserver address, a policy value, ...
+
+    When the message tells the caller to pass a keyword argument (``pass namespace=``),
+    :attr:`argument` names it, so that another front end (the ``headlesslb`` command) can name
+    its own spelling of it instead.
+    """
+
+    argument: str | None = None
+    """The keyword argument the message tells the caller to pass; None when it names none."""
+
+    def __init__(self, *args: object, argument: str | None = None) -> None:
+        super().__init__(*args)
+        if argument is not None:
+            self.argument = argument
 
 
 class InvalidServiceName(ConfigurationError):

@@ -1,10 +1,11 @@
 """``headlesslb top <service>``: a live table of a Service's Pods, refreshed in place.
 
-One row per Pod: state (healthy, ejected and for how long, unhealthy), requests in flight,
-requests per second, error rate, peak-EWMA latency; under it, the last DNS round and the latest
-state changes. It is one more observer of a client's events (:mod:`headlesslb.core.events`), so
-it shows what the logs and metrics say. It sends its own probe traffic (``--rate``, GET
-``--path``), or with ``--rate 0`` just watches DNS and, with ``--health-path``, health checks.
+One row per Pod: its state (healthy, ejected and for how long, unhealthy, draining); under it,
+the last DNS round and the latest state changes. It is one more observer of a client's events
+(:mod:`headlesslb.core.events`), so it shows what the logs and metrics say. Like ``kubectl top``
+it only observes: it asks DNS and, with ``--health-path``, health-checks the Pods, but sends no
+request of its own. ``--probe PATH`` (opt-in) sends GET PATH ``--rate`` times a second, and adds
+the columns those requests fill: in flight, requests per second, error rate, peak-EWMA latency.
 
 Built on rich (``pip install 'headlesslb[top]'``): its ``Live`` display redraws the table in
 place in any terminal, which hand-written ANSI would have to re-implement.
@@ -23,6 +24,7 @@ from typing import Any
 import anyio
 import httpx
 
+from .cli import why_empty
 from .core.endpoint import EndpointStatus
 from .core.events import (
     AttemptFinished,
@@ -36,24 +38,10 @@ from .core.events import (
     HealthChanged,
 )
 
-__all__ = ["WINDOW", "Watcher", "add_top_arguments", "run_top"]
+__all__ = ["WINDOW", "Watcher", "run_top"]
 
 WINDOW = 10.0
 """Seconds of attempts that requests/s and the error rate are computed over."""
-
-
-def add_top_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``top`` subcommand's own arguments (the discovery ones are the CLI's)."""
-    parser.add_argument(
-        "--rate", type=float, default=10.0, help="probe requests per second (0: only watch)"
-    )
-    parser.add_argument("--path", default="/", help="path the probe requests GET")
-    parser.add_argument(
-        "--health-path", default=None, help="run health checks on this path (default: off)"
-    )
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between redraws")
-    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    parser.add_argument("--once", action="store_true", help="print one table and exit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +54,10 @@ class Watcher:
     """An observer keeping what the table shows: recent attempts per Pod, the last DNS round and
     the latest state changes. Events arrive on the client's loop; the table reads them there."""
 
-    def __init__(self, clock: Any = time.monotonic) -> None:
+    def __init__(self, clock: Any = time.monotonic, ip_family: str = "ipv4") -> None:
         self._clock = clock
+        self._ip_family = ip_family
+        """Which addresses the client asks DNS for (what an empty answer lacked)."""
         self._since = clock()
         self.attempts: dict[str, collections.deque[tuple[float, bool]]] = {}
         self.last_round: _Round | None = None
@@ -126,6 +116,9 @@ class Watcher:
         event, ago = last.event, self._clock() - last.at
         if not event.ok:
             return f"DNS: FAILING ({event.error}); keeping {event.known} endpoints; {ago:.1f} s ago"
+        if not event.endpoints:
+            why = why_empty(event.nxdomain, self._ip_family)
+            return f"DNS: 0 endpoints: {why}; TTL {event.ttl:g} s, {ago:.1f} s ago"
         partial = " (partial)" if event.partial else ""
         return (
             f"DNS: {event.endpoints} endpoints{partial}, TTL {event.ttl:g} s,"
@@ -141,33 +134,53 @@ def _state(status: EndpointStatus, now: float) -> str:
     return "healthy" if status.healthy else "unhealthy"
 
 
-def render(service: str, statuses: list[EndpointStatus], watcher: Watcher, sent: int) -> Any:
-    """The table (a rich renderable) for one redraw."""
+@dataclass(frozen=True, slots=True)
+class Probes:
+    """What ``--probe`` sends: GET ``path``, ``rate`` times a second."""
+
+    path: str
+    rate: float
+
+
+def render(
+    service: str,
+    statuses: list[EndpointStatus],
+    watcher: Watcher,
+    probes: Probes | None = None,
+    sent: int = 0,
+    health_path: str | None = None,
+) -> Any:
+    """The table (a rich renderable) for one redraw. Without probes, only what observing shows:
+    no column a request of top's own would have to fill."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
     now = time.monotonic()
     table = Table(title=f"headlesslb top {service}", title_justify="left")
-    for column in ("POD", "ADDRESS", "STATE", "IN-FLIGHT", "REQ/S", "ERRORS", "EWMA"):
+    columns = ["POD", "ADDRESS", "STATE"]
+    if probes is not None:
+        columns += ["IN-FLIGHT", "REQ/S", "ERRORS", "EWMA"]
+    for column in columns:
         table.add_column(column, justify="right" if column in ("IN-FLIGHT", "REQ/S") else "left")
     for status in statuses:
         host = f"[{status.ip}]" if ":" in status.ip else status.ip
         address = f"{host}:{status.port}"
-        rate, errors = watcher.rates(address)
         state = _state(status, now)
         style = "green" if state == "healthy" else "red"
-        ewma = "-" if status.ewma_latency is None else f"{status.ewma_latency * 1000:.1f} ms"
-        table.add_row(
-            status.hostname or "-",
-            address,
-            Text(state, style=style),
-            str(status.in_flight),
-            f"{rate:.1f}",
-            "-" if errors is None else f"{errors:.0%}",
-            ewma,
-        )
-    footer = [Text(watcher.dns_line()), Text(f"probe requests sent: {sent}")]
+        row: list[Any] = [status.hostname or "-", address, Text(state, style=style)]
+        if probes is not None:
+            rate, errors = watcher.rates(address)
+            ewma = "-" if status.ewma_latency is None else f"{status.ewma_latency * 1000:.1f} ms"
+            errors_text = "-" if errors is None else f"{errors:.0%}"
+            row += [str(status.in_flight), f"{rate:.1f}", errors_text, ewma]
+        table.add_row(*row)
+    if probes is None:
+        checks = "" if health_path is None else f"health checks on {health_path}, but "
+        traffic = f"observing: {checks}no request sent (--probe PATH measures the Pods)"
+    else:
+        traffic = f"probes: GET {probes.path}, {probes.rate:g}/s, {sent} sent"
+    footer = [Text(watcher.dns_line()), Text(traffic)]
     footer += [Text(line, style="dim") for line in watcher.changes]
     return Group(table, *footer)
 
@@ -179,8 +192,9 @@ async def _top(args: argparse.Namespace) -> int:
     from .aio.client import HeadlessClient
     from .core.health import HealthCheck
 
-    watcher = Watcher()
+    watcher = Watcher(ip_family=args.ip_family)
     health = None if args.health_path is None else HealthCheck(path=args.health_path, interval=1)
+    probes = None if args.probe is None else Probes(args.probe, args.rate)
     sent = 0
     async with HeadlessClient(
         args.service,
@@ -196,45 +210,43 @@ async def _top(args: argparse.Namespace) -> int:
     ) as client:
         service = client.transport.service.host
 
-        async def probe() -> None:
+        async def probe(probes: Probes) -> None:
             nonlocal sent
             while True:
-                await anyio.sleep(1 / args.rate)
+                await anyio.sleep(1 / probes.rate)
                 sent += 1
                 # A failure is counted per attempt by the watcher; the next probe goes on.
                 with contextlib.suppress(httpx.HTTPError):
-                    await client.get(args.path)
+                    await client.get(probes.path)
+
+        def table() -> Any:
+            return render(service, client.endpoints(), watcher, probes, sent, args.health_path)
 
         async def draw() -> None:
             await client.transport.runtime.wait_ready()
             if args.once:
                 await anyio.sleep(args.interval)
-                Console().print(render(service, client.endpoints(), watcher, sent))
+                Console().print(table())
                 return
             started = time.monotonic()
             with Live(auto_refresh=False, console=Console()) as live:
                 while args.duration is None or time.monotonic() - started < args.duration:
-                    live.update(render(service, client.endpoints(), watcher, sent), refresh=True)
+                    live.update(table(), refresh=True)
                     await anyio.sleep(args.interval)
 
         async with anyio.create_task_group() as tg:
-            if args.rate > 0:
-                tg.start_soon(probe)
+            if probes is not None:
+                tg.start_soon(probe, probes)
             await draw()
             tg.cancel_scope.cancel()
     return 0
 
 
 def run_top(args: argparse.Namespace) -> int:
-    """Run ``headlesslb top`` with parsed arguments; returns the exit code."""
+    """Run ``headlesslb top`` with arguments the CLI parsed and checked; returns the exit code."""
     try:
         import rich  # noqa: F401
     except ImportError:
         print("headlesslb top needs rich: pip install 'headlesslb[top]'", file=sys.stderr)
         return 2
-    for name in ("rate", "interval"):
-        value = getattr(args, name)
-        if not value >= (0 if name == "rate" else 0.05):
-            print(f"headlesslb top: --{name} out of range: {value}", file=sys.stderr)
-            return 2
     return anyio.run(_top, args)

@@ -45,6 +45,10 @@ class Resolution:
     partial: bool = False
     """Some of the round's queries failed (e.g. AAAA SERVFAIL in dual stack): ``endpoints`` are
     what the others gave, and the refresher asks again sooner than the TTL."""
+    nxdomain: bool = False
+    """DNS said the name does not exist (NXDOMAIN), rather than giving an empty answer (the name
+    exists, with no record of the type asked): ``endpoints`` is empty either way. Kubernetes DNS
+    says NXDOMAIN of a missing Service and of a headless Service with no ready Pod alike."""
 
 
 @dataclass(frozen=True, slots=True)

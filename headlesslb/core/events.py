@@ -254,6 +254,9 @@ class DiscoveryRound(Event):
     """Members kept (on failure: the last good set)."""
     failures_before: int = 0
     """Failed rounds in a row before this one (a successful round after failures: recovery)."""
+    nxdomain: bool = False
+    """DNS answered NXDOMAIN (the name does not exist), not an empty answer
+    (:attr:`~headlesslb.core.endpoint.Resolution.nxdomain`)."""
 
 
 @runtime_checkable

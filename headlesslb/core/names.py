@@ -180,7 +180,8 @@ def expand_service_name(
         if namespace is None:
             raise InvalidServiceName(
                 f"cannot tell the namespace of {original!r}: pass namespace=, set POD_NAMESPACE,"
-                " or use a qualified name such as 'web-hl.default'"
+                " or use a qualified name such as 'web-hl.default'",
+                argument="namespace",
             )
         fqdn_labels = [labels[0], namespace, "svc", *domain.split(".")]
     elif len(labels) == 2:

@@ -104,6 +104,8 @@ class _Answer:
     """(owner, raw addresses) of the additional section's A/AAAA records."""
     truncated: bool = False
     """The server set TC over TCP: the answer did not fit in one 64 KiB message."""
+    nxdomain: bool = False
+    """The server answered NXDOMAIN: the name does not exist (not: it has no such record)."""
     fingerprint: frozenset[object] = field(default_factory=frozenset)
     """The records as a set, order ignored: equal for the same records in another order."""
 
@@ -133,6 +135,7 @@ def answer_from_reply(reply: Reply, qname: str, qtype: int) -> _Answer:
         negative_ttl=reply.soa_ttl,
         additional=additional,
         truncated=reply.truncated,
+        nxdomain=reply.rcode == 3,
         fingerprint=frozenset(records),
     )
 
@@ -240,7 +243,8 @@ class DnsDiscovery:
             ) from None
         finally:
             self._log_skipped(rnd)
-        return self._finish(Resolution(tuple(endpoints), _min_ttl(answers)), rnd, name)
+        resolution = Resolution(tuple(endpoints), _min_ttl(answers), nxdomain=_nxdomain(answers))
+        return self._finish(resolution, rnd, name)
 
     # -- the two shapes of a round ----------------------------------------------------------------
     async def _resolve_addresses(self, port: int, rnd: _Round) -> Resolution:
@@ -263,7 +267,7 @@ class DnsDiscovery:
                     endpoint = Endpoint(ip, port)
                 built.append(endpoint)
             endpoints = self._remember(fingerprint, built)
-        return Resolution(endpoints, _min_ttl(answers))
+        return Resolution(endpoints, _min_ttl(answers), nxdomain=_nxdomain(answers))
 
     async def _resolve_srv(self, port_name: str, rnd: _Round) -> Resolution:
         srv_name = self.service.srv_name(port_name)
@@ -275,8 +279,8 @@ class DnsDiscovery:
                     f"{srv_name} SRV: the answer is larger than one DNS message (64 KiB over"
                     " TCP) and not one record fitted"
                 )
-            await self._explain_missing_port(port_name, rnd)
-            return Resolution((), _min_ttl([srv]))
+            named = await self._explain_missing_port(port_name, rnd)
+            return Resolution((), _min_ttl([srv]), nxdomain=srv.nxdomain and _nxdomain(named))
         answers: list[_Answer | None] = [srv]
         if not srv.truncated:
             # The same records as last round, with every address in the additional section.
@@ -367,9 +371,9 @@ class DnsDiscovery:
             endpoints = self._remember(fingerprint, sorted(built, key=_endpoint_key))
         return Resolution(endpoints, _min_ttl([*answers, *a_answers]))
 
-    async def _explain_missing_port(self, port_name: str, rnd: _Round) -> None:
+    async def _explain_missing_port(self, port_name: str, rnd: _Round) -> list[_Answer | None]:
         # No SRV: either the Service is gone (fine: no endpoints) or the port name is wrong, which
-        # should not silently look like "no Pods".
+        # should not silently look like "no Pods". Returns the Service name's answers.
         answers = await self._query_all(
             [(self.service.fqdn, t) for t in _RDTYPES[self.ip_family]], rnd
         )
@@ -378,6 +382,7 @@ class DnsDiscovery:
                 f"Service {self.service.host} exists but has no port named {port_name!r}"
                 f" (no SRV record {self.service.srv_name(port_name)})"
             )
+        return answers
 
     # -- unchanged answers -------------------------------------------------------------------------
     def _reuse(self, fingerprint: tuple[object, ...]) -> tuple[Endpoint, ...] | None:
@@ -477,6 +482,7 @@ class DnsDiscovery:
         key = (qname, rdtype)
         servers = list(self.nameservers)
         problems: list[str] = []
+        kinds: list[str] = []
         while servers:
             for server in list(servers):
                 try:
@@ -489,16 +495,17 @@ class DnsDiscovery:
                     continue  # asked again next time round, until the query's deadline
                 except (OSError, MalformedReply, anyio.EndOfStream, anyio.IncompleteRead) as exc:
                     problems.append(f"{_server_text(server)}: {exc or type(exc).__name__}")
+                    kinds.append(_failure_kind(exc))
                     servers.remove(server)
                     continue
                 if reply.rcode in (0, 3):  # NOERROR, NXDOMAIN
                     return self._answer(key, wire, reply, what)
                 rcode = _RCODES.get(reply.rcode, f"rcode {reply.rcode}")
                 problems.append(f"{_server_text(server)} answered {rcode}")
+                kinds.append(f"answered {rcode}")
                 servers.remove(server)
-        raise DiscoveryError(
-            f"no nameserver could answer {what} (SERVFAIL/REFUSED): {'; '.join(problems)}"
-        )
+        label = "; ".join(dict.fromkeys(kinds))
+        raise DiscoveryError(f"no nameserver could answer {what} ({label}): {'; '.join(problems)}")
 
     def _answer(self, key: tuple[str, int], wire: bytes, reply: Reply, what: str) -> _Answer:
         qname, rdtype = key
@@ -638,6 +645,22 @@ async def _read_cooperatively(wire: bytes, qid: int, qname: str, rdtype: int) ->
     return reply
 
 
+def _failure_kind(exc: BaseException) -> str:
+    """What asking a nameserver met instead of a reply, in the words of a DNS failure's label.
+
+    A refused connection (a TCP reset, or over UDP an ICMP port unreachable) means no DNS server
+    listens there: not a server answering SERVFAIL or REFUSED, which the label says as
+    ``answered SERVFAIL``. Timeouts never get here: a query's deadline says them.
+    """
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, MalformedReply):
+        return "malformed reply"
+    if isinstance(exc, anyio.EndOfStream | anyio.IncompleteRead):
+        return "connection closed mid-reply"
+    return "network error"
+
+
 def _server_text(server: tuple[str, int]) -> str:
     ip, port = server
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
@@ -714,6 +737,12 @@ def _srv_targets(srv_name: str, records: Iterable[tuple[str, int]], rnd: _Round)
 def _sane_ttl(ttl: int) -> float:
     # RFC 2181 §8: a TTL with the top bit set is read as 0.
     return float(min(ttl, _MAX_TTL)) if 0 <= ttl <= 2**31 - 1 else 0.0
+
+
+def _nxdomain(answers: Iterable[_Answer | None]) -> bool:
+    """Whether the answers that came (some may have failed) all said NXDOMAIN."""
+    came = [a for a in answers if a is not None]
+    return bool(came) and all(a.nxdomain for a in came)
 
 
 def _min_ttl(answers: Iterable[_Answer | None]) -> float:

@@ -81,6 +81,8 @@ class Refresher:
         self.events = events
         """Where each round's :class:`DiscoveryRound` goes (logs of failure and recovery)."""
         self._failed_in_a_row = 0
+        self._nxdomain = False
+        """Whether the latest successful round's answer was NXDOMAIN (for its event)."""
 
     @property
     def ready(self) -> bool:
@@ -197,6 +199,7 @@ class Refresher:
             self._note_failure(exc)
             return False, 0.0, False
         self.last_error = None
+        self._nxdomain = resolution.nxdomain
         return True, resolution.ttl, resolution.partial
 
     def _report(self, began: float, ok: bool, ttl: float, partial: bool) -> None:
@@ -219,6 +222,7 @@ class Refresher:
                 error=None if error is None else f"{type(error).__name__}: {error}",
                 known=known,
                 failures_before=failures_before,
+                nxdomain=ok and self._nxdomain,
             )
         )
 

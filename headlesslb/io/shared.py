@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -173,7 +173,7 @@ class SharedEntry:
         left = resolution.ttl - (self.clock() - at)
         if left <= 0:
             return None
-        return Resolution(resolution.endpoints, left, resolution.partial)
+        return replace(resolution, ttl=left)
 
     def keep(self, resolution: Resolution) -> None:
         """Remember a round's answer for the others, if it is complete."""

@@ -10,13 +10,13 @@ import pexpect
 from headlesslb.testing import LocalCluster
 
 
-def spawn_top(cluster: LocalCluster, *args: str) -> pexpect.spawn:
+def spawn_top(cluster: LocalCluster, *args: str, service: str = "web-hl") -> pexpect.spawn:
     env = {**os.environ, "COLUMNS": "120", "LINES": "40", "TERM": "xterm-256color"}
     command = [
         "-m",
         "headlesslb.cli",
         "top",
-        "web-hl",
+        service,
         "--port",
         "http",
         "--nameserver",
@@ -29,7 +29,7 @@ def spawn_top(cluster: LocalCluster, *args: str) -> pexpect.spawn:
 
 
 def test_top_shows_a_killed_pod_ejected_live(cluster: LocalCluster) -> None:
-    top = spawn_top(cluster, "--rate", "30", "--interval", "0.2")
+    top = spawn_top(cluster, "--probe", "/", "--rate", "30", "--interval", "0.2")
     try:
         for pod in ("web-0", "web-1", "web-2"):
             top.expect(pod)
@@ -46,13 +46,48 @@ def test_top_shows_a_killed_pod_ejected_live(cluster: LocalCluster) -> None:
     assert top.exitstatus == 130, (top.exitstatus, top.signalstatus)
 
 
-def test_top_watch_only_prints_one_table(cluster: LocalCluster) -> None:
-    top = spawn_top(cluster, "--rate", "0", "--once", "--interval", "0.1")
+def run_top(cluster: LocalCluster, *args: str, service: str = "web-hl") -> str:
+    top = spawn_top(cluster, *args, service=service)
     try:
         top.expect(pexpect.EOF)
     finally:
         top.close()
-    output = top.before
+    output: str = top.before
     assert top.exitstatus == 0, output
+    return output
+
+
+def test_top_only_observes_by_default(cluster: LocalCluster) -> None:
+    # It sent 10 GETs a second by default before: kubectl top and htop only observe.
+    cluster.reset_stats()
+    output = run_top(cluster, "--once", "--interval", "0.5")
+    assert sum(cluster.requests_served(pod.name) for pod in cluster.pods("web")) == 0
     assert all(pod in output for pod in ("web-0", "web-1", "web-2"))
-    assert "probe requests sent: 0" in output and "DNS: 3 endpoints" in output
+    assert "DNS: 3 endpoints" in output and "observing: no request sent" in output
+    assert "REQ/S" not in output  # no column only top's own requests would fill
+
+
+def test_top_probes_only_when_asked(cluster: LocalCluster) -> None:
+    cluster.reset_stats()
+    output = run_top(cluster, "--once", "--interval", "0.5", "--probe", "/ping", "--rate", "20")
+    assert "REQ/S" in output and "probes: GET /ping, 20/s" in output
+    assert sum(cluster.requests_served(pod.name) for pod in cluster.pods("web")) > 0
+
+
+def test_top_rate_without_probe_is_refused(cluster: LocalCluster) -> None:
+    top = spawn_top(cluster, "--once", "--rate", "5")
+    top.expect(pexpect.EOF)
+    top.close()
+    assert top.exitstatus == 2
+    assert "--rate is how often --probe sends" in top.before
+
+
+def test_top_tells_nxdomain_from_an_empty_answer(cluster: LocalCluster) -> None:
+    # Both were "DNS: 0 endpoints" before.
+    output = " ".join(run_top(cluster, "--once", "--interval", "0.1", service="nothing-hl").split())
+    assert "DNS: 0 endpoints: no such Service, or none of its Pods is ready (NXDOMAIN" in output
+    output = " ".join(
+        run_top(cluster, "--once", "--interval", "0.1", "--ip-family", "ipv6").split()
+    )
+    assert "DNS: 0 endpoints: the Service exists but DNS lists no IPv6 address" in output
+    assert "(empty answer)" in output

@@ -44,12 +44,13 @@ from .core.names import (
 from .core.pickers import PickerName, SlowStart, make_picker
 from .core.pickers.base import PickerFactory
 from .core.pool import OutlierPolicy, Pool
+from .core.resolv import ResolvConf, note_once
 from .core.retry import RetryBudget, RetryPolicy
 from .core.schedule import RefreshPolicy
 from .core.subset import Subset, as_subset
 from .core.throttle import AdaptiveThrottle, Throttle
 from .errors import ConfigurationError
-from .io.dns import IpFamily
+from .io.dns import IpFamily, unusable_nameserver
 from .io.fallback import DEFAULT_PORTS, Fallback
 from .io.refresher import Discovery
 from .io.runtime import ConnectionLimits, Runtime, RuntimeSpec, SubsetPlace
@@ -248,16 +249,7 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
     fallback = o.fallback
     # DNS is needed unless discovery is given and the fallback (if any) is a URL.
     needs_dns = o.discovery is None or (fallback is not None and "://" not in fallback)
-    if o.nameservers is not None:
-        servers = nameservers_from(o.nameservers)
-    elif resolv.nameservers:
-        servers = nameservers_from(resolv.nameservers)
-    elif needs_dns:
-        raise ConfigurationError(
-            f"{o.resolv_conf} lists no nameserver: pass nameservers=['ip:port', ...]"
-        )
-    else:
-        servers = ()
+    servers = _nameservers(o, resolv, needs_dns)
     rng = o.rng or random.Random()
     refresh = o.refresh or RefreshPolicy()
     retry = o.retry or RetryPolicy()
@@ -322,6 +314,32 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
         http2=o.http2,
         pod_transport=o.pod_transport,
     )
+
+
+def _nameservers(o: Settings, resolv: ResolvConf, needs_dns: bool) -> tuple[tuple[str, int], ...]:
+    """``nameservers=``, each one this machine can send to; else resolv.conf's, without those it
+    cannot (a zone id naming no interface here: skipped, logged once), as long as one is left."""
+    if o.nameservers is not None:
+        servers = nameservers_from(o.nameservers)
+        for index, server in enumerate(servers):
+            if (why := unusable_nameserver(server)) is not None:
+                raise ConfigurationError(f"nameservers[{index}]: {why}")
+        return servers
+    usable = []
+    skipped = []
+    for server in nameservers_from(resolv.nameservers) if resolv.nameservers else ():
+        why = unusable_nameserver(server)
+        if why is None:
+            usable.append(server)
+        else:
+            skipped.append(why)
+            note_once(f"{o.resolv_conf}: nameserver {why}; skipped")
+    if not usable and needs_dns:
+        said = f" usable nameserver (skipped {'; '.join(skipped)})" if skipped else " nameserver"
+        raise ConfigurationError(
+            f"{o.resolv_conf} lists no{said}: pass nameservers=['ip:port', ...]"
+        )
+    return tuple(usable)
 
 
 def _placed(service: str, subset: int | Subset | None, rng: random.Random) -> SubsetPlace | None:

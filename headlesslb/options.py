@@ -71,7 +71,8 @@ class TransportOptions(TypedDict, total=False):
     fallback: str | None
     """The ClusterIP/LB Service: a name or an ``http(s)://host[:port]`` URL [None]."""
     nameservers: Sequence[str] | None
-    """``["ip:port", ...]`` [resolv.conf's]."""
+    """``["ip:port", ...]``, an IPv6 one as ``"[fe80::1%eth0]:53"`` [resolv.conf's first three,
+    read as glibc reads them]."""
     resolv_conf: str
     """["/etc/resolv.conf"]"""
     namespace: str | None

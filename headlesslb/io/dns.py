@@ -5,7 +5,8 @@ reads the replies). One call to :meth:`DnsDiscovery.resolve` is one discovery ro
 decides when to call it. Every query is for an absolute name (the name was expanded once, in
 :mod:`headlesslb.core.names`), a truncated UDP answer is retried over TCP (a question that went
 straight to TCP is asked over UDP when TCP fails), and the whole round is bounded by
-``anyio.fail_after``.
+``anyio.fail_after``. A nameserver's IPv6 zone (``fe80::1%eth0``) is sent to as the socket
+address's scope id.
 
 **A partial failure is partial.** A round's queries run in parallel (A and AAAA in dual stack, the
 A lookups of SRV targets): when some fail, the round keeps what the others answered, logs what
@@ -33,6 +34,7 @@ import ipaddress
 import logging
 import os
 import random
+import re
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -59,7 +61,7 @@ from .dnswire import (
 from .dnswire import A as A_TYPE
 from .pauses import between_steps
 
-__all__ = ["DnsDiscovery", "IpFamily"]
+__all__ = ["DnsDiscovery", "IpFamily", "nameserver_address", "unusable_nameserver"]
 
 log = logging.getLogger("headlesslb.dns")
 
@@ -570,6 +572,38 @@ def _truncated(wire: bytes) -> bool:
     return len(wire) >= 12 and bool(wire[2] & 0x02)
 
 
+SocketAddress = tuple[str, int] | tuple[str, int, int, int]
+
+
+def nameserver_address(server: tuple[str, int]) -> SocketAddress:
+    """The socket address of a nameserver: ``(ip, port)``, or for an IPv6 address with a zone id
+    (``fe80::1%eth0``) ``(ip, port, 0, scope id)``: the socket module does not read a zone in a
+    2-tuple's host (connecting fails with EINVAL). Raises OSError when the OS knows no such
+    interface."""
+    ip, port = server
+    address, sep, zone = ip.partition("%")
+    if not sep:
+        return server
+    scope = int(zone) if re.fullmatch(r"[0-9]{1,10}", zone) else socket.if_nametoindex(zone)
+    if not 0 < scope < 2**32:
+        raise OSError(errno.ENXIO, f"no interface has the index {scope}")
+    return (address, port, 0, scope)
+
+
+def unusable_nameserver(server: tuple[str, int]) -> str | None:
+    """Why this machine cannot send to ``server``, or None: a zone id naming no interface here,
+    or a link-local IPv6 address naming none (glibc would try it, and fail to send). IPv4
+    link-local is fine: NodeLocal DNSCache listens on 169.254.20.10."""
+    try:
+        nameserver_address(server)
+    except OSError as exc:
+        return f"{_server_text(server)}: {exc.strerror or exc}"
+    ip = ipaddress.ip_address(server[0].partition("%")[0])
+    if ip.version == 6 and ip.is_link_local and "%" not in server[0]:
+        return f"{_server_text(server)}: a link-local address needs a zone id, as fe80::1%eth0"
+    return None
+
+
 def _nonblocking_socket(server: tuple[str, int], kind: socket.SocketKind) -> socket.socket:
     """A fresh non-blocking socket of ``kind`` for the address family of ``server``."""
     ip, _ = server
@@ -582,8 +616,9 @@ async def _udp_exchange(server: tuple[str, int], query: bytes, qid: int) -> byte
     """Send ``query`` from a fresh socket (a new random source port each time) and wait for the
     reply with ``qid``. A plain non-blocking socket: anyio's UDP sockets resolve even an IP
     address through getaddrinfo in a worker thread, which cost more than the whole exchange."""
+    address = nameserver_address(server)
     with _nonblocking_socket(server, socket.SOCK_DGRAM) as sock:
-        sock.connect(server)  # the kernel now drops datagrams from any other address
+        sock.connect(address)  # the kernel now drops datagrams from any other address
         sock.send(query)
         while True:
             await anyio.wait_readable(sock)
@@ -600,8 +635,9 @@ async def _tcp_exchange(server: tuple[str, int], query: bytes) -> bytes:
     """Send ``query`` over a fresh TCP connection and read the one reply (both framed by a
     two-byte length, RFC 1035 4.2.2). A plain non-blocking socket, as for UDP: anyio's
     ``connect_tcp`` and streams were a third of the CPU of a round whose answer was unchanged."""
+    address = nameserver_address(server)
     with _nonblocking_socket(server, socket.SOCK_STREAM) as sock:
-        if error := sock.connect_ex(server):
+        if error := sock.connect_ex(address):
             if error != errno.EINPROGRESS:
                 raise OSError(error, f"connecting: {os.strerror(error)}")
             await anyio.wait_writable(sock)

@@ -44,7 +44,7 @@ from .core.names import (
 from .core.pickers import PickerName, SlowStart, make_picker
 from .core.pickers.base import PickerFactory
 from .core.pool import OutlierPolicy, Pool
-from .core.resolv import ResolvConf, note_once
+from .core.resolv import ResolvConf, dns_timing, note_once
 from .core.retry import RetryBudget, RetryPolicy
 from .core.schedule import RefreshPolicy
 from .core.subset import Subset, as_subset
@@ -87,7 +87,7 @@ class Settings:
     retry: RetryPolicy | None = None
     throttle: AdaptiveThrottle | None = None
     hedge: HedgePolicy | None = None
-    discovery_timeout: float = 3.0
+    discovery_timeout: float | None = None
     discovery: Discovery | None = None
     share_discovery: bool = True
     pod_transport: Any = None
@@ -104,7 +104,9 @@ class Settings:
         if not isinstance(self.scheme, str) or self.scheme not in DEFAULT_PORTS:
             raise ConfigurationError(f"scheme must be 'http' or 'https', not {self.scheme!r}")
         validate.count("writes_to", self.writes_to, max=ORDINAL_MAX, allow_none=True)
-        validate.number("discovery_timeout", self.discovery_timeout, min=0, exclusive_min=True)
+        validate.number(
+            "discovery_timeout", self.discovery_timeout, min=0, exclusive_min=True, allow_none=True
+        )
         families = get_args(IpFamily)
         if self.ip_family not in families:
             raise ConfigurationError(
@@ -250,6 +252,9 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
     # DNS is needed unless discovery is given and the fallback (if any) is a URL.
     needs_dns = o.discovery is None or (fallback is not None and "://" not in fallback)
     servers = _nameservers(o, resolv, needs_dns)
+    discovery_timeout, dns_tries = dns_timing(
+        resolv, discovery_timeout=o.discovery_timeout, servers=len(servers)
+    )
     rng = o.rng or random.Random()
     refresh = o.refresh or RefreshPolicy()
     retry = o.retry or RetryPolicy()
@@ -259,7 +264,8 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
         port=port,
         nameservers=servers,
         ip_family=o.ip_family,
-        discovery_timeout=o.discovery_timeout,
+        discovery_timeout=discovery_timeout,
+        dns_tries=dns_tries,
         statefulset=o.statefulset,
         refresh=refresh,
         outlier=o.outlier or OutlierPolicy(),
@@ -296,9 +302,10 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
             port=port,
             nameservers=servers,
             ip_family=o.ip_family,
-            discovery_timeout=o.discovery_timeout,
+            discovery_timeout=discovery_timeout,
             refresh=refresh,
             clock=o.clock,
+            dns_tries=dns_tries,
         ),
         retry=retry,
         budget=budget,

@@ -19,6 +19,9 @@ servers its own C library would, and gives up when it would:
   ``rotate`` (each query starts at the next server). Numbers are read as C's ``atoi`` reads them.
   Other options are kept as text and change nothing: ``ndots`` in particular, since a Service name
   is expanded once and then always queried as an absolute name.
+
+:func:`dns_timing` maps the options onto a discovery round (``docs/reference/client.md``, "DNS
+and resolv.conf", has the table).
 """
 
 from __future__ import annotations
@@ -34,8 +37,11 @@ from pathlib import Path
 from ..errors import ConfigurationError
 
 __all__ = [
+    "DEFAULT_DISCOVERY_TIMEOUT",
     "MAXNS",
+    "DnsTries",
     "ResolvConf",
+    "dns_timing",
     "load_resolv_conf",
     "nameservers_from",
     "note_once",
@@ -46,10 +52,21 @@ log = logging.getLogger("headlesslb.dns")
 
 MAXNS = 3
 """glibc's limit on nameservers (``<resolv.h>``): later ``nameserver`` lines are ignored."""
+GLIBC_TIMEOUT = 5
+"""``RES_TIMEOUT``: seconds one try waits for one server when resolv.conf says nothing."""
+GLIBC_ATTEMPTS = 2
+"""``RES_DFLRETRY``: passes over the server list when resolv.conf says nothing."""
 MAX_TIMEOUT = 30
 """``RES_MAXRETRANS``: ``timeout:`` is capped at this many seconds."""
 MAX_ATTEMPTS = 5
 """``RES_MAXRETRY``: ``attempts:`` is capped at this many passes."""
+DEFAULT_DISCOVERY_TIMEOUT = 3.0
+"""Seconds one discovery round may take when neither ``discovery_timeout=`` nor resolv.conf's
+``timeout:``/``attempts:`` say otherwise."""
+ROUND_SLACK = 1.0
+"""Seconds a round bounded by resolv.conf's options gets beyond its queries' last try, so that the
+try, not the round, is what gives up."""
+
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _ATOI = re.compile(r"\s*([+-]?[0-9]{1,18})")  # no int() of a huge string
 _BLANK = re.compile(r"[ \t]")
@@ -163,6 +180,46 @@ class ResolvConf:
             if len(labels) >= 3 and labels[1] == "svc" and _all_labels(labels):
                 return labels[0], ".".join(labels[2:])
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class DnsTries:
+    """How one DNS query asks the nameservers: resolv.conf's options, glibc's meaning.
+
+    A query sends to each server in turn (``rotate``: starting at the next one each query, round
+    robin), waits ``per_try`` for each, and goes round the list ``attempts`` times; a server that
+    answered SERVFAIL or REFUSED, or could not be reached, is not asked again by that query. The
+    round's own bound (``discovery_timeout``) caps all of it.
+    """
+
+    per_try: float | None = None
+    """Seconds one try waits for one server; None: a second, or the round if shorter."""
+    attempts: int | None = None
+    """Passes over the server list; None: as many as the round has time for."""
+    rotate: bool = False
+    """Start each query at the next server rather than the first."""
+
+
+def dns_timing(
+    conf: ResolvConf, *, discovery_timeout: float | None, servers: int
+) -> tuple[float, DnsTries]:
+    """The bound of one discovery round and the tries its queries make.
+
+    ``discovery_timeout=`` given: it bounds the round, tries of up to a second each go round the
+    servers until it ends (resolv.conf's ``timeout:`` and ``attempts:`` are not used; ``rotate``
+    is). Not given, and resolv.conf has neither ``timeout:`` nor ``attempts:``: the same, within
+    :data:`DEFAULT_DISCOVERY_TIMEOUT`. Otherwise glibc's model: tries of ``timeout:`` seconds
+    (default 5), ``attempts:`` passes (default 2) over the ``servers``, and a round long enough
+    for every try of one query (plus :data:`ROUND_SLACK`).
+    """
+    if discovery_timeout is not None:
+        return discovery_timeout, DnsTries(rotate=conf.rotate)
+    if conf.timeout is None and conf.attempts is None:
+        return DEFAULT_DISCOVERY_TIMEOUT, DnsTries(rotate=conf.rotate)
+    per_try = conf.timeout if conf.timeout is not None else GLIBC_TIMEOUT
+    attempts = conf.attempts if conf.attempts is not None else GLIBC_ATTEMPTS
+    round_timeout = per_try * attempts * max(servers, 1) + ROUND_SLACK
+    return float(round_timeout), DnsTries(float(per_try), attempts, conf.rotate)
 
 
 def parse_nameserver(spec: str) -> tuple[str, int]:

@@ -5,8 +5,9 @@ reads the replies). One call to :meth:`DnsDiscovery.resolve` is one discovery ro
 decides when to call it. Every query is for an absolute name (the name was expanded once, in
 :mod:`headlesslb.core.names`), a truncated UDP answer is retried over TCP (a question that went
 straight to TCP is asked over UDP when TCP fails), and the whole round is bounded by
-``anyio.fail_after``. A nameserver's IPv6 zone (``fe80::1%eth0``) is sent to as the socket
-address's scope id.
+``anyio.fail_after``. Within it each query asks the nameservers as resolv.conf's options say
+(:class:`~headlesslb.core.resolv.DnsTries`: how long a try waits, how many passes over the list,
+``rotate``), to a socket address carrying the scope id of an IPv6 zone (``fe80::1%eth0``).
 
 **A partial failure is partial.** A round's queries run in parallel (A and AAAA in dual stack, the
 A lookups of SRV targets): when some fail, the round keeps what the others answered, logs what
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import itertools
 import logging
 import os
 import random
@@ -44,6 +46,7 @@ import anyio
 
 from ..core.endpoint import Endpoint, Resolution
 from ..core.names import ORDINAL_MAX, ServiceName, is_dns_label, split_ordinal, split_ordinal_text
+from ..core.resolv import DnsTries
 from ..errors import AnswerTooLarge, ConfigurationError, DiscoveryError
 from .dnswire import (
     AAAA,
@@ -86,6 +89,9 @@ _ADDRESS_LIMIT = {A_TYPE: "about 4,090 IPv4", AAAA: "about 2,340 IPv6"}
 _RCODES = {1: "FORMERR", 2: "SERVFAIL", 4: "NOTIMP", 5: "REFUSED"}
 _query_ids = random.SystemRandom()
 """Unpredictable query IDs (with the OS's random source port): no blind spoofing."""
+_rotation = itertools.count(_query_ids.randrange(2**16))
+"""Where ``rotate`` starts the next query, as glibc's process-wide counter (a random start, then
+one more each query, whichever Service or client asks)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -166,6 +172,11 @@ class DnsDiscovery:
     and hostname) or an int (A/AAAA only, every Pod on that port). ``statefulset`` names the
     StatefulSet whose Pods' hostnames carry ordinals; by default it is inferred when every hostname
     shares one ``<name>-<n>`` prefix.
+
+    ``timeout`` bounds a whole round; ``tries`` says how each of its queries asks the nameservers
+    (:class:`~headlesslb.core.resolv.DnsTries`: resolv.conf's ``timeout:``, ``attempts:`` and
+    ``rotate``, mapped by :func:`~headlesslb.core.resolv.dns_timing`). Without it a try waits up
+    to a second and the servers are asked in order, round after round, until the round ends.
     """
 
     def __init__(
@@ -176,6 +187,7 @@ class DnsDiscovery:
         nameservers: Sequence[tuple[str, int]],
         ip_family: IpFamily = "ipv4",
         timeout: float = 3.0,
+        tries: DnsTries | None = None,
         statefulset: str | None = None,
         edns_payload: int | None = 1232,
     ) -> None:
@@ -193,8 +205,11 @@ class DnsDiscovery:
         self.timeout = timeout
         self.statefulset = statefulset
         self.nameservers: tuple[tuple[str, int], ...] = tuple(nameservers)
-        # One try per nameserver waits this long; the round as a whole is bounded below.
-        self._try_timeout = min(timeout, 1.0)
+        self.tries = tries or DnsTries()
+        """How each query asks the nameservers (resolv.conf's timeout, attempts, rotate)."""
+        # One try of one nameserver waits this long; the round as a whole is bounded below.
+        per_try = self.tries.per_try
+        self._try_timeout = min(timeout, 1.0) if per_try is None else per_try
         self._edns_payload = edns_payload or None
         self._noted: dict[str, None] = {}  # skipped records already logged, oldest first
         self._replies: dict[tuple[str, int], tuple[bytes, _Answer]] = {}
@@ -473,13 +488,17 @@ class DnsDiscovery:
         return results
 
     async def _query(self, name: str, rdtype: int) -> _Answer:
-        """One question, asked of each nameserver in turn until one answers it."""
+        """One question, asked of each nameserver in turn until one answers it: from the first
+        server (or, with ``rotate``, the next one round), ``attempts`` times round the list."""
         qname = name.lower()
         what = f"{name} {RDTYPE_NAMES[rdtype]}"
         key = (qname, rdtype)
-        servers = list(self.nameservers)
+        servers = self._in_turn()
         problems: list[str] = []
-        while servers:
+        attempts = self.tries.attempts
+        passes = 0
+        while servers and (attempts is None or passes < attempts):
+            passes += 1
             for server in list(servers):
                 try:
                     wire, qid = await self._exchange(server, qname, rdtype)
@@ -488,7 +507,7 @@ class DnsDiscovery:
                         return known[1]  # byte for byte the last reply: nothing to read again
                     reply = await _read_cooperatively(wire, qid, qname, rdtype)
                 except TimeoutError:
-                    continue  # asked again next time round, until the query's deadline
+                    continue  # asked again next time round, while attempts and time are left
                 except (OSError, MalformedReply, anyio.EndOfStream, anyio.IncompleteRead) as exc:
                     problems.append(f"{_server_text(server)}: {exc or type(exc).__name__}")
                     servers.remove(server)
@@ -498,9 +517,24 @@ class DnsDiscovery:
                 rcode = _RCODES.get(reply.rcode, f"rcode {reply.rcode}")
                 problems.append(f"{_server_text(server)} answered {rcode}")
                 servers.remove(server)
+        if servers:  # every try of these timed out
+            problems.append(
+                f"{', '.join(_server_text(s) for s in servers)}: no answer in {passes}"
+                f" attempt{'s' if passes > 1 else ''} of {self._try_timeout:g} s"
+            )
+            raise DiscoveryError(f"DNS did not answer {what}: {'; '.join(problems)}")
         raise DiscoveryError(
             f"no nameserver could answer {what} (SERVFAIL/REFUSED): {'; '.join(problems)}"
         )
+
+    def _in_turn(self) -> list[tuple[str, int]]:
+        """The nameservers in the order a query asks them: as listed, or with ``rotate`` from
+        the next one round (each query one further, as glibc's RES_ROTATE)."""
+        servers = list(self.nameservers)
+        if self.tries.rotate and len(servers) > 1:
+            start = next(_rotation) % len(servers)
+            servers = servers[start:] + servers[:start]
+        return servers
 
     def _answer(self, key: tuple[str, int], wire: bytes, reply: Reply, what: str) -> _Answer:
         qname, rdtype = key

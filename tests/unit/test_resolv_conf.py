@@ -2,10 +2,10 @@
 dnspython (which reads the same file format) agrees.
 
 Each row is a file as a Pod or a machine gets it. For each: the nameservers asked, the namespace
-and cluster domain inferred, and how many lines or limits are logged. dnspython's
-``Resolver(filename=...)`` reads nameservers, search, ``timeout:`` and ``rotate`` too (not
-``attempts:``, which it has no counterpart of: its retries run until ``lifetime``); where it
-reads them differently the row says so and why.
+and cluster domain inferred, the round bound and tries the options give (``dns_timing``), and
+how many lines or limits are logged. dnspython's ``Resolver(filename=...)`` reads nameservers,
+search, ``timeout:`` and ``rotate`` too (not ``attempts:``, which it has no counterpart of: its
+retries run until ``lifetime``); where it reads them differently the row says so and why.
 """
 
 from __future__ import annotations
@@ -24,11 +24,16 @@ from headlesslb.compose import compose
 from headlesslb.core.names import SERVICE_ACCOUNT_NAMESPACE
 from headlesslb.core.resolv import (
     MAXNS,
+    DnsTries,
     ResolvConf,
+    dns_timing,
     load_resolv_conf,
 )
 from headlesslb.errors import ConfigurationError
-from headlesslb.io.dns import nameserver_address, unusable_nameserver
+from headlesslb.io.dns import DnsDiscovery, nameserver_address, unusable_nameserver
+
+NO_OPTIONS = (3.0, DnsTries())
+"""The round bound and tries without timeout:/attempts: (as before resolv.conf's options)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +43,7 @@ class Row:
     nameservers: tuple[str, ...]
     namespace: str | None
     cluster_domain: str | None
+    timing: tuple[float, DnsTries] = NO_OPTIONS
     notes: int = 0
     """Lines skipped or limits applied (each logged once)."""
     dnspython: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -112,6 +118,7 @@ ROWS = [
         ("10.100.0.10", "10.100.0.11"),
         "team-a",
         "k8s.example",
+        timing=(1 * 3 * 2 + 1.0, DnsTries(1.0, 3, rotate=True)),
     ),
     Row(
         "zone-id-nameservers",
@@ -122,6 +129,7 @@ ROWS = [
         ("fe80::a%eth0", "fd00:10:96::a"),
         "default",
         "cluster.local",
+        timing=(2 * 2 * 2 + 1.0, DnsTries(2.0, 2)),  # attempts: glibc's default, 2
     ),
     Row(
         "more-than-three-nameservers",
@@ -149,6 +157,8 @@ ROWS = [
         ("10.96.0.10",),
         "default",
         "cluster.local",
+        # glibc's atoi reads timeout:abc as 0, which waits 1 s; attempts:9 is capped at 5.
+        timing=(1 * 5 * 1 + 1.0, DnsTries(1.0, 5)),
         notes=6,
         dnspython={"rejects": "a nameserver line that is no address fails the whole Resolver"},
     ),
@@ -163,6 +173,7 @@ ROWS = [
         ("10.96.0.10", "10.96.0.11"),
         "prod",
         "cluster.local",
+        timing=(3.0, DnsTries(rotate=True)),
     ),
     Row(
         "crlf-tabs-trailing-whitespace-last-search-wins",
@@ -173,6 +184,7 @@ ROWS = [
         ("10.96.0.10",),
         "staging",
         "cluster.local",
+        timing=(2 * 2 * 1 + 1.0, DnsTries(2.0, 2)),
     ),
     Row(
         "indented-line-and-glibc-limits",
@@ -183,6 +195,8 @@ ROWS = [
         ("10.96.0.10",),
         "default",
         "cluster.local",
+        # timeout capped at 30; attempts:0 (glibc would send nothing) read as 1.
+        timing=(30 * 1 * 1 + 1.0, DnsTries(30.0, 1)),
         notes=3,
         dnspython={
             "nameservers": "dnspython reads an indented line; glibc ignores it",
@@ -249,6 +263,8 @@ def test_real_world_files(row: Row, tmp_path: Path) -> None:
     conf = load_resolv_conf(path)
     assert conf.nameservers == row.nameservers
     assert (conf.namespace, conf.cluster_domain) == (row.namespace, row.cluster_domain)
+    timing = dns_timing(conf, discovery_timeout=None, servers=len(conf.nameservers))
+    assert timing == row.timing
     assert len(conf.notes) == row.notes, conf.notes
     assert len(conf.nameservers) <= MAXNS
 
@@ -289,6 +305,25 @@ def test_skipped_lines_are_logged_once(tmp_path: Path, caplog: pytest.LogCapture
 def test_unreadable_file_reads_as_empty(tmp_path: Path) -> None:
     assert load_resolv_conf(tmp_path / "missing") == ResolvConf()
     assert load_resolv_conf(tmp_path) == ResolvConf()  # a directory, as glibc reads it
+
+
+@pytest.mark.parametrize(
+    ("options", "discovery_timeout", "servers", "expected"),
+    [
+        ("", None, 2, (3.0, DnsTries())),
+        ("rotate", None, 2, (3.0, DnsTries(rotate=True))),
+        ("timeout:1 attempts:3 rotate", None, 2, (7.0, DnsTries(1.0, 3, rotate=True))),
+        ("attempts:1", None, 3, (16.0, DnsTries(5.0, 1))),  # timeout: glibc's default, 5 s
+        # discovery_timeout= wins over timeout: and attempts: (rotate still applies).
+        ("timeout:1 attempts:3 rotate", 2.0, 2, (2.0, DnsTries(rotate=True))),
+        ("", 0.5, 1, (0.5, DnsTries())),
+    ],
+)
+def test_dns_timing(
+    options: str, discovery_timeout: float | None, servers: int, expected: tuple[float, DnsTries]
+) -> None:
+    conf = ResolvConf.parse(f"options {options}\n" if options else "")
+    assert dns_timing(conf, discovery_timeout=discovery_timeout, servers=servers) == expected
 
 
 # -- the client built from a resolv.conf --------------------------------------------------------
@@ -352,6 +387,33 @@ def test_explicit_nameserver_naming_no_interface_is_an_error() -> None:
             "web-hl",
             {"namespace": "default", "nameservers": ["10.0.0.1", "[fe80::1%nosuch0]:53"]},
         )
+
+
+def test_options_reach_the_spec_and_the_fallback(tmp_path: Path) -> None:
+    conf = _conf(tmp_path, "options timeout:1 attempts:3 rotate\n")
+    kwargs: Any = {
+        "resolv_conf": conf,
+        "namespace": "default",
+        "nameservers": ["10.0.0.1", "10.0.0.2"],
+        "fallback": "web-lb",
+    }
+    parts = compose("web-hl", kwargs)
+    assert parts.spec.discovery_timeout == 7.0
+    assert parts.spec.dns_tries == DnsTries(1.0, 3, rotate=True)
+    assert parts.spec.dns.tries == parts.spec.dns_tries  # clients sharing answers agree on it
+    fallback = parts.fallback
+    assert fallback is not None and isinstance(fallback._discovery, DnsDiscovery)
+    assert fallback._discovery.tries == parts.spec.dns_tries
+    assert fallback._discovery.timeout == 7.0
+    # discovery_timeout= wins over timeout: and attempts:.
+    parts = compose("web-hl", {**kwargs, "discovery_timeout": 2.0})
+    assert (parts.spec.discovery_timeout, parts.spec.dns_tries) == (2.0, DnsTries(rotate=True))
+
+
+def test_no_options_keep_the_old_round(tmp_path: Path) -> None:
+    conf = _conf(tmp_path, "nameserver 10.96.0.10\noptions ndots:5\n")
+    parts = compose("web-hl", {"resolv_conf": conf, "namespace": "default"})
+    assert (parts.spec.discovery_timeout, parts.spec.dns_tries) == (3.0, DnsTries())
 
 
 # -- socket addresses --------------------------------------------------------------------------

@@ -44,12 +44,13 @@ from .core.names import (
 from .core.pickers import PickerName, SlowStart, make_picker
 from .core.pickers.base import PickerFactory
 from .core.pool import OutlierPolicy, Pool
+from .core.resolv import ResolvConf, dns_timing, note_once
 from .core.retry import RetryBudget, RetryPolicy
 from .core.schedule import RefreshPolicy
 from .core.subset import Subset, as_subset
 from .core.throttle import AdaptiveThrottle, Throttle
 from .errors import ConfigurationError
-from .io.dns import IpFamily
+from .io.dns import IpFamily, unusable_nameserver
 from .io.fallback import DEFAULT_PORTS, Fallback
 from .io.refresher import Discovery
 from .io.runtime import ConnectionLimits, Runtime, RuntimeSpec, SubsetPlace
@@ -86,7 +87,7 @@ class Settings:
     retry: RetryPolicy | None = None
     throttle: AdaptiveThrottle | None = None
     hedge: HedgePolicy | None = None
-    discovery_timeout: float = 3.0
+    discovery_timeout: float | None = None
     discovery: Discovery | None = None
     share_discovery: bool = True
     pod_transport: Any = None
@@ -103,7 +104,9 @@ class Settings:
         if not isinstance(self.scheme, str) or self.scheme not in DEFAULT_PORTS:
             raise ConfigurationError(f"scheme must be 'http' or 'https', not {self.scheme!r}")
         validate.count("writes_to", self.writes_to, max=ORDINAL_MAX, allow_none=True)
-        validate.number("discovery_timeout", self.discovery_timeout, min=0, exclusive_min=True)
+        validate.number(
+            "discovery_timeout", self.discovery_timeout, min=0, exclusive_min=True, allow_none=True
+        )
         families = get_args(IpFamily)
         if self.ip_family not in families:
             raise ConfigurationError(
@@ -248,17 +251,10 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
     fallback = o.fallback
     # DNS is needed unless discovery is given and the fallback (if any) is a URL.
     needs_dns = o.discovery is None or (fallback is not None and "://" not in fallback)
-    if o.nameservers is not None:
-        servers = nameservers_from(o.nameservers)
-    elif resolv.nameservers:
-        servers = nameservers_from(resolv.nameservers)
-    elif needs_dns:
-        raise ConfigurationError(
-            f"{o.resolv_conf} lists no nameserver: pass nameservers=['ip:port', ...]",
-            argument="nameservers",
-        )
-    else:
-        servers = ()
+    servers = _nameservers(o, resolv, needs_dns)
+    discovery_timeout, dns_tries = dns_timing(
+        resolv, discovery_timeout=o.discovery_timeout, servers=len(servers)
+    )
     rng = o.rng or random.Random()
     refresh = o.refresh or RefreshPolicy()
     retry = o.retry or RetryPolicy()
@@ -268,7 +264,8 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
         port=port,
         nameservers=servers,
         ip_family=o.ip_family,
-        discovery_timeout=o.discovery_timeout,
+        discovery_timeout=discovery_timeout,
+        dns_tries=dns_tries,
         statefulset=o.statefulset,
         refresh=refresh,
         outlier=o.outlier or OutlierPolicy(),
@@ -305,9 +302,10 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
             port=port,
             nameservers=servers,
             ip_family=o.ip_family,
-            discovery_timeout=o.discovery_timeout,
+            discovery_timeout=discovery_timeout,
             refresh=refresh,
             clock=o.clock,
+            dns_tries=dns_tries,
         ),
         retry=retry,
         budget=budget,
@@ -323,6 +321,33 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
         http2=o.http2,
         pod_transport=o.pod_transport,
     )
+
+
+def _nameservers(o: Settings, resolv: ResolvConf, needs_dns: bool) -> tuple[tuple[str, int], ...]:
+    """``nameservers=``, each one this machine can send to; else resolv.conf's, without those it
+    cannot (a zone id naming no interface here: skipped, logged once), as long as one is left."""
+    if o.nameservers is not None:
+        servers = nameservers_from(o.nameservers)
+        for index, server in enumerate(servers):
+            if (why := unusable_nameserver(server)) is not None:
+                raise ConfigurationError(f"nameservers[{index}]: {why}")
+        return servers
+    usable = []
+    skipped = []
+    for server in nameservers_from(resolv.nameservers) if resolv.nameservers else ():
+        why = unusable_nameserver(server)
+        if why is None:
+            usable.append(server)
+        else:
+            skipped.append(why)
+            note_once(f"{o.resolv_conf}: nameserver {why}; skipped")
+    if not usable and needs_dns:
+        said = f" usable nameserver (skipped {'; '.join(skipped)})" if skipped else " nameserver"
+        raise ConfigurationError(
+            f"{o.resolv_conf} lists no{said}: pass nameservers=['ip:port', ...]",
+            argument="nameservers",
+        )
+    return tuple(usable)
 
 
 def _placed(service: str, subset: int | Subset | None, rng: random.Random) -> SubsetPlace | None:

@@ -71,9 +71,12 @@ class TransportOptions(TypedDict, total=False):
     fallback: str | None
     """The ClusterIP/LB Service: a name or an ``http(s)://host[:port]`` URL [None]."""
     nameservers: Sequence[str] | None
-    """``["ip:port", ...]`` [resolv.conf's]."""
+    """``["ip:port", ...]``, an IPv6 one as ``"[fe80::1%eth0]:53"`` [resolv.conf's first three,
+    read as glibc reads them]."""
     resolv_conf: str
-    """["/etc/resolv.conf"]"""
+    """Where the nameservers, the search list (namespace, cluster domain) and the options
+    ``timeout:``, ``attempts:`` and ``rotate`` come from (docs: "DNS and resolv.conf")
+    ["/etc/resolv.conf"]"""
     namespace: str | None
     """[POD_NAMESPACE, the service-account file, else resolv.conf's search list]"""
     cluster_domain: str | None
@@ -94,8 +97,9 @@ class TransportOptions(TypedDict, total=False):
     hedge: HedgePolicy | None
     """Hedged requests: an idempotent request with no answer after a delay gets a second
     attempt to another Pod, the first answer wins, charged to the retry budget [None: off]."""
-    discovery_timeout: float
-    """Seconds one DNS round may take [3.0]."""
+    discovery_timeout: float | None
+    """Seconds one DNS round may take; given, resolv.conf's ``timeout:`` and ``attempts:`` are
+    not used [3.0, or what they need: timeout × attempts × nameservers, plus a second]."""
     discovery: Discovery | None
     """Use this instead of DNS (tests, your own service registry) [DNS]."""
     share_discovery: bool

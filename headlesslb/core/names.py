@@ -1,20 +1,21 @@
 """Service names: parse, validate, expand once to an absolute FQDN; Pod hostname → ordinal.
 
-Pure code apart from the two small loaders at the bottom (resolv.conf, the Pod's namespace), which
-read a file or the environment once at start. A short name is expanded here exactly once, so every
-later DNS query is for an absolute name: no ``ndots:5`` search-list storm on each refresh.
+Pure code apart from the small loader at the bottom (the Pod's namespace), which reads a file or
+the environment once at start; resolv.conf is read by :mod:`.resolv` (re-exported here). A short
+name is expanded here exactly once, so every later DNS query is for an absolute name: no
+``ndots:5`` search-list storm on each refresh.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigurationError, InvalidServiceName
+from .resolv import ResolvConf, load_resolv_conf, nameservers_from, parse_nameserver
 
 __all__ = [
     "DEFAULT_CLUSTER_DOMAIN",
@@ -74,54 +75,6 @@ class ServiceName:
 
     def __str__(self) -> str:
         return self.host
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvConf:
-    """The parts of resolv.conf that matter here."""
-
-    nameservers: tuple[str, ...] = ()
-    search: tuple[str, ...] = ()
-    options: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, text: str) -> ResolvConf:
-        """Parse resolv.conf text; unknown lines are ignored as the C library ignores them."""
-        nameservers: list[str] = []
-        search: tuple[str, ...] = ()
-        options: dict[str, str] = {}
-        for raw in text.splitlines():
-            line = raw.split("#", 1)[0].split(";", 1)[0].strip()
-            if not line:
-                continue
-            keyword, *args = line.split()
-            if keyword == "nameserver" and args:
-                nameservers.append(args[0])
-            elif keyword in ("search", "domain") and args:
-                search = tuple(a.rstrip(".").lower() for a in args)  # the last one wins
-            elif keyword == "options":
-                for opt in args:
-                    name, _, value = opt.partition(":")
-                    options[name] = value
-        return cls(tuple(nameservers), search, options)
-
-    @property
-    def namespace(self) -> str | None:
-        """The namespace a Pod's first search domain names (``<ns>.svc.<domain>``)."""
-        if self.search:
-            labels = self.search[0].split(".")
-            if len(labels) >= 3 and labels[1] == "svc":
-                return labels[0]
-        return None
-
-    @property
-    def cluster_domain(self) -> str | None:
-        """The cluster domain read off a ``svc.<domain>`` search entry."""
-        for entry in self.search:
-            labels = entry.split(".")
-            if "svc" in labels[:2] and labels.index("svc") + 1 < len(labels):
-                return ".".join(labels[labels.index("svc") + 1 :])
-        return None
 
 
 def _check_labels(name: str, original: str) -> list[str]:
@@ -219,44 +172,6 @@ def parse_port(port: int | str | None) -> int | str | None:
     raise ConfigurationError(f"port must be an int or a port name, not {type(port).__name__}")
 
 
-def parse_nameserver(spec: str) -> tuple[str, int]:
-    """Parse ``"ip"``, ``"ip:port"`` or ``"[v6]:port"`` into ``(ip, port)``; port defaults to 53."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigurationError(
-            f"nameserver must be a str 'ip', 'ip:port' or '[ipv6]:port', not {spec!r}"
-        )
-    text = spec.strip()
-    if any(char.isspace() for char in text):
-        raise ConfigurationError(f"nameserver {spec!r} has whitespace inside")
-    host, port_text, has_port = text, "", False
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ConfigurationError(f"nameserver {spec!r}: expected '[ipv6]:port'")
-        port_text, has_port = rest[1:], bool(rest)
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-        has_port = True
-    if "%" in host:
-        raise ConfigurationError(
-            f"nameserver {spec!r}: IPv6 zone ids ('%eth0') are not supported; use an address"
-            " that needs no interface, such as a global or unique-local one"
-        )
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ConfigurationError(
-            f"nameserver {spec!r}: {host!r} is not an IP address (nameservers are given by address)"
-        ) from None
-    port = 53
-    if has_port:
-        # ASCII digits only: str.isdigit() also says yes to '٥٣' and '¹'.
-        if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
-            raise ConfigurationError(f"nameserver {spec!r}: port {port_text!r} is not 1-65535")
-        port = int(port_text)
-    return (str(address), port)
-
-
 def split_ordinal(hostname: str) -> tuple[str, int] | None:
     """``web-3`` → ``("web", 3)``; ``None`` if the hostname carries no StatefulSet ordinal.
 
@@ -286,14 +201,6 @@ def is_dns_label(label: str) -> bool:
     return bool(_LABEL.fullmatch(label))
 
 
-def load_resolv_conf(path: str | os.PathLike[str] = "/etc/resolv.conf") -> ResolvConf:
-    """Read resolv.conf; a missing file reads as empty (no search list, no nameservers)."""
-    try:
-        return ResolvConf.parse(Path(path).read_text())
-    except FileNotFoundError:
-        return ResolvConf()
-
-
 def detect_namespace(
     resolv: ResolvConf,
     env: Mapping[str, str] | None = None,
@@ -308,26 +215,6 @@ def detect_namespace(
     except OSError:
         text = ""
     return text or resolv.namespace
-
-
-def nameservers_from(specs: Sequence[str]) -> tuple[tuple[str, int], ...]:
-    """Parse a list of nameserver specs; an empty list is an error, not 'use the system'."""
-    if isinstance(specs, str):
-        specs = [specs]
-    if isinstance(specs, bytes | bytearray) or not isinstance(specs, Sequence):
-        raise ConfigurationError(
-            "nameservers must be a list of 'ip', 'ip:port' or '[ipv6]:port' strings (in order"
-            f" of preference), not {type(specs).__name__}"
-        )
-    parsed = []
-    for index, spec in enumerate(specs):
-        try:
-            parsed.append(parse_nameserver(spec))
-        except ConfigurationError as exc:
-            raise ConfigurationError(f"nameservers[{index}]: {exc}") from None
-    if not parsed:
-        raise ConfigurationError("nameservers is empty: pass None to use resolv.conf")
-    return tuple(parsed)
 
 
 STATEFULSET_NAME_MAX = 52

@@ -5,7 +5,9 @@ reads the replies). One call to :meth:`DnsDiscovery.resolve` is one discovery ro
 decides when to call it. Every query is for an absolute name (the name was expanded once, in
 :mod:`headlesslb.core.names`), a truncated UDP answer is retried over TCP (a question that went
 straight to TCP is asked over UDP when TCP fails), and the whole round is bounded by
-``anyio.fail_after``.
+``anyio.fail_after``. Within it each query asks the nameservers as resolv.conf's options say
+(:class:`~headlesslb.core.resolv.DnsTries`: how long a try waits, how many passes over the list,
+``rotate``), to a socket address carrying the scope id of an IPv6 zone (``fe80::1%eth0``).
 
 **A partial failure is partial.** A round's queries run in parallel (A and AAAA in dual stack, the
 A lookups of SRV targets): when some fail, the round keeps what the others answered, logs what
@@ -30,9 +32,11 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import itertools
 import logging
 import os
 import random
+import re
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,6 +46,7 @@ import anyio
 
 from ..core.endpoint import Endpoint, Resolution
 from ..core.names import ORDINAL_MAX, ServiceName, is_dns_label, split_ordinal, split_ordinal_text
+from ..core.resolv import DnsTries
 from ..errors import AnswerTooLarge, ConfigurationError, DiscoveryError
 from .dnswire import (
     AAAA,
@@ -59,7 +64,7 @@ from .dnswire import (
 from .dnswire import A as A_TYPE
 from .pauses import between_steps
 
-__all__ = ["DnsDiscovery", "IpFamily"]
+__all__ = ["DnsDiscovery", "IpFamily", "nameserver_address", "unusable_nameserver"]
 
 log = logging.getLogger("headlesslb.dns")
 
@@ -84,6 +89,9 @@ _ADDRESS_LIMIT = {A_TYPE: "about 4,090 IPv4", AAAA: "about 2,340 IPv6"}
 _RCODES = {1: "FORMERR", 2: "SERVFAIL", 4: "NOTIMP", 5: "REFUSED"}
 _query_ids = random.SystemRandom()
 """Unpredictable query IDs (with the OS's random source port): no blind spoofing."""
+_rotation = itertools.count(_query_ids.randrange(2**16))
+"""Where ``rotate`` starts the next query, as glibc's process-wide counter (a random start, then
+one more each query, whichever Service or client asks)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -167,6 +175,11 @@ class DnsDiscovery:
     and hostname) or an int (A/AAAA only, every Pod on that port). ``statefulset`` names the
     StatefulSet whose Pods' hostnames carry ordinals; by default it is inferred when every hostname
     shares one ``<name>-<n>`` prefix.
+
+    ``timeout`` bounds a whole round; ``tries`` says how each of its queries asks the nameservers
+    (:class:`~headlesslb.core.resolv.DnsTries`: resolv.conf's ``timeout:``, ``attempts:`` and
+    ``rotate``, mapped by :func:`~headlesslb.core.resolv.dns_timing`). Without it a try waits up
+    to a second and the servers are asked in order, round after round, until the round ends.
     """
 
     def __init__(
@@ -177,6 +190,7 @@ class DnsDiscovery:
         nameservers: Sequence[tuple[str, int]],
         ip_family: IpFamily = "ipv4",
         timeout: float = 3.0,
+        tries: DnsTries | None = None,
         statefulset: str | None = None,
         edns_payload: int | None = 1232,
     ) -> None:
@@ -194,8 +208,11 @@ class DnsDiscovery:
         self.timeout = timeout
         self.statefulset = statefulset
         self.nameservers: tuple[tuple[str, int], ...] = tuple(nameservers)
-        # One try per nameserver waits this long; the round as a whole is bounded below.
-        self._try_timeout = min(timeout, 1.0)
+        self.tries = tries or DnsTries()
+        """How each query asks the nameservers (resolv.conf's timeout, attempts, rotate)."""
+        # One try of one nameserver waits this long; the round as a whole is bounded below.
+        per_try = self.tries.per_try
+        self._try_timeout = min(timeout, 1.0) if per_try is None else per_try
         self._edns_payload = edns_payload or None
         self._noted: dict[str, None] = {}  # skipped records already logged, oldest first
         self._replies: dict[tuple[str, int], tuple[bytes, _Answer]] = {}
@@ -476,14 +493,18 @@ class DnsDiscovery:
         return results
 
     async def _query(self, name: str, rdtype: int) -> _Answer:
-        """One question, asked of each nameserver in turn until one answers it."""
+        """One question, asked of each nameserver in turn until one answers it: from the first
+        server (or, with ``rotate``, the next one round), ``attempts`` times round the list."""
         qname = name.lower()
         what = f"{name} {RDTYPE_NAMES[rdtype]}"
         key = (qname, rdtype)
-        servers = list(self.nameservers)
+        servers = self._in_turn()
         problems: list[str] = []
         kinds: list[str] = []
-        while servers:
+        attempts = self.tries.attempts
+        passes = 0
+        while servers and (attempts is None or passes < attempts):
+            passes += 1
             for server in list(servers):
                 try:
                     wire, qid = await self._exchange(server, qname, rdtype)
@@ -492,7 +513,7 @@ class DnsDiscovery:
                         return known[1]  # byte for byte the last reply: nothing to read again
                     reply = await _read_cooperatively(wire, qid, qname, rdtype)
                 except TimeoutError:
-                    continue  # asked again next time round, until the query's deadline
+                    continue  # asked again next time round, while attempts and time are left
                 except (OSError, MalformedReply, anyio.EndOfStream, anyio.IncompleteRead) as exc:
                     problems.append(f"{_server_text(server)}: {exc or type(exc).__name__}")
                     kinds.append(_failure_kind(exc))
@@ -504,8 +525,23 @@ class DnsDiscovery:
                 problems.append(f"{_server_text(server)} answered {rcode}")
                 kinds.append(f"answered {rcode}")
                 servers.remove(server)
+        if servers:  # every try of these timed out
+            problems.append(
+                f"{', '.join(_server_text(s) for s in servers)}: no answer in {passes}"
+                f" attempt{'s' if passes > 1 else ''} of {self._try_timeout:g} s"
+            )
+            raise DiscoveryError(f"DNS did not answer {what}: {'; '.join(problems)}")
         label = "; ".join(dict.fromkeys(kinds))
         raise DiscoveryError(f"no nameserver could answer {what} ({label}): {'; '.join(problems)}")
+
+    def _in_turn(self) -> list[tuple[str, int]]:
+        """The nameservers in the order a query asks them: as listed, or with ``rotate`` from
+        the next one round (each query one further, as glibc's RES_ROTATE)."""
+        servers = list(self.nameservers)
+        if self.tries.rotate and len(servers) > 1:
+            start = next(_rotation) % len(servers)
+            servers = servers[start:] + servers[:start]
+        return servers
 
     def _answer(self, key: tuple[str, int], wire: bytes, reply: Reply, what: str) -> _Answer:
         qname, rdtype = key
@@ -577,6 +613,38 @@ def _truncated(wire: bytes) -> bool:
     return len(wire) >= 12 and bool(wire[2] & 0x02)
 
 
+SocketAddress = tuple[str, int] | tuple[str, int, int, int]
+
+
+def nameserver_address(server: tuple[str, int]) -> SocketAddress:
+    """The socket address of a nameserver: ``(ip, port)``, or for an IPv6 address with a zone id
+    (``fe80::1%eth0``) ``(ip, port, 0, scope id)``: the socket module does not read a zone in a
+    2-tuple's host (connecting fails with EINVAL). Raises OSError when the OS knows no such
+    interface."""
+    ip, port = server
+    address, sep, zone = ip.partition("%")
+    if not sep:
+        return server
+    scope = int(zone) if re.fullmatch(r"[0-9]{1,10}", zone) else socket.if_nametoindex(zone)
+    if not 0 < scope < 2**32:
+        raise OSError(errno.ENXIO, f"no interface has the index {scope}")
+    return (address, port, 0, scope)
+
+
+def unusable_nameserver(server: tuple[str, int]) -> str | None:
+    """Why this machine cannot send to ``server``, or None: a zone id naming no interface here,
+    or a link-local IPv6 address naming none (glibc would try it, and fail to send). IPv4
+    link-local is fine: NodeLocal DNSCache listens on 169.254.20.10."""
+    try:
+        nameserver_address(server)
+    except OSError as exc:
+        return f"{_server_text(server)}: {exc.strerror or exc}"
+    ip = ipaddress.ip_address(server[0].partition("%")[0])
+    if ip.version == 6 and ip.is_link_local and "%" not in server[0]:
+        return f"{_server_text(server)}: a link-local address needs a zone id, as fe80::1%eth0"
+    return None
+
+
 def _nonblocking_socket(server: tuple[str, int], kind: socket.SocketKind) -> socket.socket:
     """A fresh non-blocking socket of ``kind`` for the address family of ``server``."""
     ip, _ = server
@@ -589,8 +657,9 @@ async def _udp_exchange(server: tuple[str, int], query: bytes, qid: int) -> byte
     """Send ``query`` from a fresh socket (a new random source port each time) and wait for the
     reply with ``qid``. A plain non-blocking socket: anyio's UDP sockets resolve even an IP
     address through getaddrinfo in a worker thread, which cost more than the whole exchange."""
+    address = nameserver_address(server)
     with _nonblocking_socket(server, socket.SOCK_DGRAM) as sock:
-        sock.connect(server)  # the kernel now drops datagrams from any other address
+        sock.connect(address)  # the kernel now drops datagrams from any other address
         sock.send(query)
         while True:
             await anyio.wait_readable(sock)
@@ -607,8 +676,9 @@ async def _tcp_exchange(server: tuple[str, int], query: bytes) -> bytes:
     """Send ``query`` over a fresh TCP connection and read the one reply (both framed by a
     two-byte length, RFC 1035 4.2.2). A plain non-blocking socket, as for UDP: anyio's
     ``connect_tcp`` and streams were a third of the CPU of a round whose answer was unchanged."""
+    address = nameserver_address(server)
     with _nonblocking_socket(server, socket.SOCK_STREAM) as sock:
-        if error := sock.connect_ex(server):
+        if error := sock.connect_ex(address):
             if error != errno.EINPROGRESS:
                 raise OSError(error, f"connecting: {os.strerror(error)}")
             await anyio.wait_writable(sock)

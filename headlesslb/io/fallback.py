@@ -17,6 +17,7 @@ from ..core.clock import Clock
 from ..core.endpoint import Endpoint
 from ..core.names import expand_service_name
 from ..core.pool import Outcome
+from ..core.resolv import DnsTries
 from ..core.schedule import RefreshPolicy
 from ..errors import ConfigurationError, NoEndpointsAvailable
 from .cache import LookupCache
@@ -49,6 +50,7 @@ class Fallback:
         discovery_timeout: float,
         refresh: RefreshPolicy,
         clock: Clock,
+        dns_tries: DnsTries | None = None,
     ) -> None:
         if not isinstance(spec, str):
             raise ConfigurationError(
@@ -67,6 +69,7 @@ class Fallback:
                 nameservers=nameservers,
                 ip_family=ip_family,
                 timeout=discovery_timeout,
+                tries=dns_tries,
             )
             self.scheme = scheme
             self.host = service.host

@@ -40,6 +40,7 @@ from ..core.names import ServiceName
 from ..core.pickers import ConsistentHash, Ordinal, PickerName, SlowStart, make_picker
 from ..core.pickers.base import PickerFactory
 from ..core.pool import OutlierPolicy, Pool
+from ..core.resolv import DnsTries
 from ..core.schedule import RefreshPolicy
 from ..core.snapshot import Snapshot
 from ..core.subset import ClientPlace, Subsetter
@@ -119,6 +120,9 @@ class RuntimeSpec:
     nameservers: tuple[tuple[str, int], ...]
     ip_family: IpFamily
     discovery_timeout: float
+    """What bounds one DNS round (``discovery_timeout=``, or what resolv.conf's options need)."""
+    dns_tries: DnsTries
+    """How each DNS query asks the nameservers (resolv.conf's timeout, attempts, rotate)."""
     statefulset: str | None
     refresh: RefreshPolicy
     outlier: OutlierPolicy
@@ -159,6 +163,7 @@ class RuntimeSpec:
             self.nameservers,
             self.ip_family,
             self.discovery_timeout,
+            self.dns_tries,
             self.statefulset,
             self.refresh,
         )
@@ -388,6 +393,7 @@ def _dns(spec: RuntimeSpec) -> Discovery:
         nameservers=spec.nameservers,
         ip_family=spec.ip_family,
         timeout=spec.discovery_timeout,
+        tries=spec.dns_tries,
         statefulset=spec.statefulset,
     )
     return SharedDiscovery(dns, spec.dns, spec.clock) if spec.share else dns

@@ -1,8 +1,8 @@
 """What clients of one process share: DNS answers, runtimes, and the one registry shape for both.
 
 Several clients in one process that target the same Service (same expanded name, port,
-nameservers, IP family, discovery timeout, StatefulSet and refresh policy) would each poll DNS on
-their own. With ``share_discovery=True`` (the default) their DNS rounds go through one
+nameservers, IP family, discovery timeout and tries, StatefulSet and refresh policy) would each
+poll DNS on their own. With ``share_discovery=True`` (the default) their DNS rounds go through one
 :class:`SharedEntry` per Service and event loop: a round finds the latest answer in it while that
 answer's TTL lasts (handed on with the TTL that is left, so every client's next round lands when
 it expires) and otherwise asks DNS once for all of them (single-flight). K clients cost the DNS
@@ -36,6 +36,7 @@ import anyio
 from ..core import forksafe
 from ..core.clock import Clock
 from ..core.endpoint import Resolution
+from ..core.resolv import DnsTries
 from ..core.schedule import RefreshPolicy
 from ..errors import copy_error
 from .dns import DnsDiscovery
@@ -145,6 +146,8 @@ class ServiceKey:
     nameservers: tuple[tuple[str, int], ...]
     ip_family: str
     timeout: float
+    tries: DnsTries
+    """How each query asks the nameservers (resolv.conf's timeout, attempts, rotate)."""
     statefulset: str | None
     refresh: RefreshPolicy
 

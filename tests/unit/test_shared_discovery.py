@@ -14,6 +14,7 @@ import pytest
 from headlesslb.compose import compose
 from headlesslb.core.clock import ManualClock
 from headlesslb.core.endpoint import Endpoint, Resolution
+from headlesslb.core.resolv import DnsTries
 from headlesslb.core.schedule import RefreshPolicy
 from headlesslb.errors import ConfigurationError, DiscoveryError
 from headlesslb.io.dns import DnsDiscovery
@@ -30,6 +31,7 @@ KEY = ServiceKey(
     (("127.0.0.1", 53),),
     "ipv4",
     3.0,
+    DnsTries(),
     None,
     RefreshPolicy(),
 )
@@ -187,12 +189,13 @@ def test_a_pid_change_without_the_hook_also_resets() -> None:
         """
         import os
         import anyio
+        from headlesslb.core.resolv import DnsTries
         from headlesslb.core.schedule import RefreshPolicy
         from headlesslb.io.shared import ServiceKey, SharedDiscovery, answers
         from headlesslb.testing import StaticDiscovery
 
-        key = ServiceKey("web-hl.default.svc.cluster.local.", 80, (), "ipv4", 3.0, None,
-                         RefreshPolicy())
+        key = ServiceKey("web-hl.default.svc.cluster.local.", 80, (), "ipv4", 3.0, DnsTries(),
+                         None, RefreshPolicy())
         handle = SharedDiscovery(StaticDiscovery(["10.0.0.1:80"]), key, lambda: 0.0)
         anyio.run(handle.resolve)
         assert len(answers) == 1

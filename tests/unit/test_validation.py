@@ -266,9 +266,8 @@ def test_status_codes_and_methods() -> None:
 @pytest.mark.parametrize(
     "spec",
     [
-        "fe80::1%eth0",
-        "[fe80::1%eth0]:53",
-        "[fe80::1%1]",
+        "10.0.0.1%eth0",  # a zone id goes on an IPv6 address
+        "[fe80::1%]:53",
         "1.1.1.1:0",
         "1.1.1.1:65536",
         "1.1.1.1:٥٣",  # Arabic-Indic digits: str.isdigit() says yes
@@ -297,6 +296,10 @@ def test_parse_nameserver_accepts() -> None:
     assert parse_nameserver("127.0.0.1:5353") == ("127.0.0.1", 5353)
     assert parse_nameserver("[::1]:65535") == ("::1", 65535)
     assert parse_nameserver("fd00::a") == ("fd00::a", 53)
+    # Zone ids are kept in the ip text; whether the interface exists is asked at construction.
+    assert parse_nameserver("fe80::1%eth0") == ("fe80::1%eth0", 53)
+    assert parse_nameserver("[FE80::0001%eth0]:5353") == ("fe80::1%eth0", 5353)
+    assert parse_nameserver("[fe80::1%1]") == ("fe80::1%1", 53)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,434 @@
+"""resolv.conf as glibc reads it: real-world files, what headlesslb derives from each, and where
+dnspython (which reads the same file format) agrees.
+
+Each row is a file as a Pod or a machine gets it. For each: the nameservers asked, the namespace
+and cluster domain inferred, the round bound and tries the options give (``dns_timing``), and
+how many lines or limits are logged. dnspython's ``Resolver(filename=...)`` reads nameservers,
+search, ``timeout:`` and ``rotate`` too (not ``attempts:``, which it has no counterpart of: its
+retries run until ``lifetime``); where it reads them differently the row says so and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+import dns.name
+import dns.resolver
+import pytest
+
+from headlesslb.compose import compose
+from headlesslb.core.names import SERVICE_ACCOUNT_NAMESPACE
+from headlesslb.core.resolv import (
+    MAXNS,
+    DnsTries,
+    ResolvConf,
+    dns_timing,
+    load_resolv_conf,
+)
+from headlesslb.errors import ConfigurationError
+from headlesslb.io.dns import DnsDiscovery, nameserver_address, unusable_nameserver
+
+NO_OPTIONS = (3.0, DnsTries())
+"""The round bound and tries without timeout:/attempts: (as before resolv.conf's options)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    id: str
+    text: str
+    nameservers: tuple[str, ...]
+    namespace: str | None
+    cluster_domain: str | None
+    timing: tuple[float, DnsTries] = NO_OPTIONS
+    notes: int = 0
+    """Lines skipped or limits applied (each logged once)."""
+    dnspython: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Fields dnspython reads otherwise, with why; ``{"rejects": why}``: it refuses the file."""
+
+
+ROWS = [
+    Row(
+        "kubeadm-kind-default",
+        "search default.svc.cluster.local svc.cluster.local cluster.local\n"
+        "nameserver 10.96.0.10\n"
+        "options ndots:5\n",
+        ("10.96.0.10",),
+        "default",
+        "cluster.local",
+    ),
+    Row(
+        "gke",
+        "search shop.svc.cluster.local svc.cluster.local cluster.local"
+        " us-central1-b.c.my-project.internal c.my-project.internal google.internal\n"
+        "nameserver 10.8.0.10\n"
+        "options ndots:5\n",
+        ("10.8.0.10",),
+        "shop",
+        "cluster.local",
+    ),
+    Row(
+        "eks",
+        "nameserver 172.20.0.10\n"
+        "search payments.svc.cluster.local svc.cluster.local cluster.local"
+        " eu-west-1.compute.internal\n"
+        "options ndots:5\n",
+        ("172.20.0.10",),
+        "payments",
+        "cluster.local",
+    ),
+    Row(
+        "aks",
+        "search default.svc.cluster.local svc.cluster.local cluster.local"
+        " vxwg2xsaxm2ezocn5bnsm2y1ig.ax.internal.cloudapp.net\n"
+        "nameserver 10.0.0.10\n"
+        "options ndots:5\n",
+        ("10.0.0.10",),
+        "default",
+        "cluster.local",
+    ),
+    Row(
+        "openshift",
+        "search myproject.svc.cluster.local svc.cluster.local cluster.local"
+        " us-east-2.compute.internal\n"
+        "nameserver 172.30.0.10\n"
+        "options ndots:5\n",
+        ("172.30.0.10",),
+        "myproject",
+        "cluster.local",
+    ),
+    Row(
+        "dnsconfig-custom-search-first",
+        "nameserver 10.96.0.10\n"
+        "search corp.example default.svc.cluster.local svc.cluster.local cluster.local\n"
+        "options ndots:2 edns0\n",
+        ("10.96.0.10",),
+        "default",
+        "cluster.local",
+    ),
+    Row(
+        "dnspolicy-none-with-options",
+        "nameserver 10.100.0.10\n"
+        "nameserver 10.100.0.11\n"
+        "search team-a.svc.k8s.example svc.k8s.example k8s.example\n"
+        "options ndots:2 timeout:1 attempts:3 rotate single-request-reopen\n",
+        ("10.100.0.10", "10.100.0.11"),
+        "team-a",
+        "k8s.example",
+        timing=(1 * 3 * 2 + 1.0, DnsTries(1.0, 3, rotate=True)),
+    ),
+    Row(
+        "zone-id-nameservers",
+        "search default.svc.cluster.local svc.cluster.local cluster.local\n"
+        "nameserver fe80::a%eth0\n"
+        "nameserver fd00:10:96::a\n"
+        "options ndots:5 timeout:2\n",
+        ("fe80::a%eth0", "fd00:10:96::a"),
+        "default",
+        "cluster.local",
+        timing=(2 * 2 * 2 + 1.0, DnsTries(2.0, 2)),  # attempts: glibc's default, 2
+    ),
+    Row(
+        "more-than-three-nameservers",
+        "nameserver 10.0.0.2\n"
+        "nameserver 10.0.0.3\n"
+        "nameserver 8.8.8.8\n"
+        "nameserver 1.1.1.1\n"
+        "search default.svc.cluster.local svc.cluster.local cluster.local\n",
+        ("10.0.0.2", "10.0.0.3", "8.8.8.8"),
+        "default",
+        "cluster.local",
+        notes=1,
+        dnspython={"nameservers": "dnspython keeps every nameserver; glibc the first 3 (MAXNS)"},
+    ),
+    Row(
+        "garbage-lines",
+        "# Generated by NetworkManager\n"
+        "nameserver 10.96.0.10:53\n"
+        "nameserver kube-dns.kube-system\n"
+        "nameserver\n"
+        "nameserver 10.96.0.10\n"
+        "resolver 10.0.0.1\n"
+        "search default.svc.cluster.local svc.cluster.local cluster.local\n"
+        "options ndots:5 timeout:abc attempts:9\n",
+        ("10.96.0.10",),
+        "default",
+        "cluster.local",
+        # glibc's atoi reads timeout:abc as 0, which waits 1 s; attempts:9 is capped at 5.
+        timing=(1 * 5 * 1 + 1.0, DnsTries(1.0, 5)),
+        notes=6,
+        dnspython={"rejects": "a nameserver line that is no address fails the whole Resolver"},
+    ),
+    Row(
+        "comments-semicolon-and-hash",
+        "; written by hand\n"
+        "# the cluster's DNS\n"
+        "nameserver 10.96.0.10    # CoreDNS\n"
+        "nameserver 10.96.0.11 ; the second one\n"
+        "search prod.svc.cluster.local svc.cluster.local cluster.local\n"
+        "options ndots:5 rotate   # spread the load\n",
+        ("10.96.0.10", "10.96.0.11"),
+        "prod",
+        "cluster.local",
+        timing=(3.0, DnsTries(rotate=True)),
+    ),
+    Row(
+        "crlf-tabs-trailing-whitespace-last-search-wins",
+        "domain corp.example\r\n"
+        "nameserver\t10.96.0.10\t \r\n"
+        "search\tstaging.svc.cluster.local\tsvc.cluster.local  cluster.local \t\r\n"
+        "options timeout:2   \r\n",
+        ("10.96.0.10",),
+        "staging",
+        "cluster.local",
+        timing=(2 * 2 * 1 + 1.0, DnsTries(2.0, 2)),
+    ),
+    Row(
+        "indented-line-and-glibc-limits",
+        "  nameserver 10.0.0.99\n"
+        "nameserver 10.96.0.10\n"
+        "search default.svc.cluster.local svc.cluster.local cluster.local\n"
+        "options timeout:45 attempts:0\n",
+        ("10.96.0.10",),
+        "default",
+        "cluster.local",
+        # timeout capped at 30; attempts:0 (glibc would send nothing) read as 1.
+        timing=(30 * 1 * 1 + 1.0, DnsTries(30.0, 1)),
+        notes=3,
+        dnspython={
+            "nameservers": "dnspython reads an indented line; glibc ignores it",
+            "timeout": "dnspython does not cap timeout: at 30 s",
+        },
+    ),
+    Row(
+        "custom-domain-beyond-six-search-entries",
+        "search a.example b.example c.example d.example e.example f.example"
+        " billing.svc.k8s.corp svc.k8s.corp k8s.corp\n"
+        "nameserver 10.32.0.10\n"
+        "options ndots:5\n",
+        ("10.32.0.10",),
+        "billing",  # glibc 2.25 and older stopped at 6 entries; 2.26 and later read them all
+        "k8s.corp",
+    ),
+    Row(
+        "svc-entries-only",
+        "nameserver 10.96.0.10\nsearch svc.cluster.local cluster.local\n",
+        ("10.96.0.10",),
+        None,
+        "cluster.local",
+    ),
+    Row(
+        "systemd-resolved-stub-outside-kubernetes",
+        "# This is /run/systemd/resolve/stub-resolv.conf managed by man:systemd-resolved(8).\n"
+        "nameserver 127.0.0.53\n"
+        "options edns0 trust-ad\n"
+        "search .\n",
+        ("127.0.0.53",),
+        None,
+        None,
+    ),
+    Row(
+        "domain-line-last-wins-over-search",
+        "search default.svc.cluster.local svc.cluster.local cluster.local\n"
+        "domain corp.example\n"
+        "nameserver 10.96.0.10\n",
+        ("10.96.0.10",),
+        None,
+        None,
+    ),
+]
+
+
+def _dnspython(path: Path) -> dict[str, Any]:
+    """What dnspython reads from the file, in our terms."""
+    resolver = dns.resolver.Resolver(filename=str(path))
+    names = resolver.search or ([resolver.domain] if "\ndomain" in "\n" + path.read_text() else [])
+    return {
+        "nameservers": tuple(str(n) for n in resolver.nameservers),
+        "search": tuple(
+            n.to_text(omit_final_dot=True).lower() for n in names if n != dns.name.root
+        ),
+        "timeout": resolver.timeout,
+        "rotate": resolver.rotate,
+    }
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
+def test_real_world_files(row: Row, tmp_path: Path) -> None:
+    path = tmp_path / "resolv.conf"
+    path.write_bytes(row.text.encode())
+    conf = load_resolv_conf(path)
+    assert conf.nameservers == row.nameservers
+    assert (conf.namespace, conf.cluster_domain) == (row.namespace, row.cluster_domain)
+    timing = dns_timing(conf, discovery_timeout=None, servers=len(conf.nameservers))
+    assert timing == row.timing
+    assert len(conf.notes) == row.notes, conf.notes
+    assert len(conf.nameservers) <= MAXNS
+
+    if "rejects" in row.dnspython:
+        with pytest.raises(ValueError):
+            _dnspython(path)
+        return
+    theirs = _dnspython(path)
+    ours = {
+        "nameservers": conf.nameservers,
+        "search": conf.search,
+        "timeout": conf.timeout,
+        "rotate": conf.rotate,
+    }
+    if conf.timeout is None:
+        del ours["timeout"], theirs["timeout"]  # their default (2 s) is theirs alone
+    for key in ours:
+        if key in row.dnspython:
+            assert ours[key] != theirs[key], f"{key}: said to differ ({row.dnspython[key]})"
+        else:
+            assert ours[key] == theirs[key], key
+    if "nameservers" in row.dnspython and row.id == "more-than-three-nameservers":
+        assert theirs["nameservers"][:MAXNS] == conf.nameservers
+
+
+def test_skipped_lines_are_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "resolv.conf"
+    path.write_text("nameserver 10.96.0.10:53\nnameserver 10.96.0.10\nbogus\n")
+    with caplog.at_level(logging.WARNING, logger="headlesslb.dns"):
+        load_resolv_conf(path)
+        load_resolv_conf(path)  # every client built reads it again: said the first time only
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert "10.96.0.10:53" in lines[0] and "resolv.conf takes no port" in lines[0]
+    assert "bogus" in lines[1]
+
+
+def test_unreadable_file_reads_as_empty(tmp_path: Path) -> None:
+    assert load_resolv_conf(tmp_path / "missing") == ResolvConf()
+    assert load_resolv_conf(tmp_path) == ResolvConf()  # a directory, as glibc reads it
+
+
+@pytest.mark.parametrize(
+    ("options", "discovery_timeout", "servers", "expected"),
+    [
+        ("", None, 2, (3.0, DnsTries())),
+        ("rotate", None, 2, (3.0, DnsTries(rotate=True))),
+        ("timeout:1 attempts:3 rotate", None, 2, (7.0, DnsTries(1.0, 3, rotate=True))),
+        ("attempts:1", None, 3, (16.0, DnsTries(5.0, 1))),  # timeout: glibc's default, 5 s
+        # discovery_timeout= wins over timeout: and attempts: (rotate still applies).
+        ("timeout:1 attempts:3 rotate", 2.0, 2, (2.0, DnsTries(rotate=True))),
+        ("", 0.5, 1, (0.5, DnsTries())),
+    ],
+)
+def test_dns_timing(
+    options: str, discovery_timeout: float | None, servers: int, expected: tuple[float, DnsTries]
+) -> None:
+    conf = ResolvConf.parse(f"options {options}\n" if options else "")
+    assert dns_timing(conf, discovery_timeout=discovery_timeout, servers=servers) == expected
+
+
+# -- the client built from a resolv.conf --------------------------------------------------------
+@pytest.fixture
+def no_namespace_hints(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    if Path(SERVICE_ACCOUNT_NAMESPACE).exists():
+        pytest.skip("this machine is a Pod: its service-account file names the namespace")
+
+
+def _conf(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "resolv.conf"
+    path.write_text(text)
+    return str(path)
+
+
+def _interface() -> str:
+    """An interface this machine has (the loopback one, on Linux)."""
+    return socket.if_nameindex()[0][1]
+
+
+@pytest.mark.usefixtures("no_namespace_hints")
+def test_namespace_past_custom_search_entries(tmp_path: Path) -> None:
+    conf = _conf(
+        tmp_path,
+        "nameserver 10.96.0.10\n"
+        "search corp.example team-b.svc.k8s.example svc.k8s.example k8s.example\n",
+    )
+    parts = compose("web-hl", {"resolv_conf": conf})
+    assert parts.service.fqdn == "web-hl.team-b.svc.k8s.example."
+
+
+def test_zone_naming_no_interface_is_skipped_while_another_server_is_usable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    conf = _conf(tmp_path, "nameserver fe80::1%nosuch0\nnameserver 10.96.0.10\n")
+    with caplog.at_level(logging.WARNING, logger="headlesslb.dns"):
+        parts = compose("web-hl", {"resolv_conf": conf, "namespace": "default"})
+    assert parts.spec.nameservers == (("10.96.0.10", 53),)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "fe80::1%nosuch0" in line and "skipped" in line
+
+
+def test_zone_naming_an_interface_is_used(tmp_path: Path) -> None:
+    name = _interface()
+    conf = _conf(tmp_path, f"nameserver fe80::1%{name}\nnameserver fd00::53\n")
+    parts = compose("web-hl", {"resolv_conf": conf, "namespace": "default"})
+    assert parts.spec.nameservers == ((f"fe80::1%{name}", 53), ("fd00::53", 53))
+
+
+def test_no_usable_nameserver_says_which_were_skipped(tmp_path: Path) -> None:
+    conf = _conf(tmp_path, "nameserver fe80::1%nosuch0\nnameserver fe80::2\n")
+    with pytest.raises(ConfigurationError, match="no usable nameserver") as info:
+        compose("web-hl", {"resolv_conf": conf, "namespace": "default"})
+    assert "nosuch0" in str(info.value) and "fe80::2" in str(info.value)
+
+
+def test_explicit_nameserver_naming_no_interface_is_an_error() -> None:
+    with pytest.raises(ConfigurationError, match=r"nameservers\[1\].*fe80::1%nosuch0"):
+        compose(
+            "web-hl",
+            {"namespace": "default", "nameservers": ["10.0.0.1", "[fe80::1%nosuch0]:53"]},
+        )
+
+
+def test_options_reach_the_spec_and_the_fallback(tmp_path: Path) -> None:
+    conf = _conf(tmp_path, "options timeout:1 attempts:3 rotate\n")
+    kwargs: Any = {
+        "resolv_conf": conf,
+        "namespace": "default",
+        "nameservers": ["10.0.0.1", "10.0.0.2"],
+        "fallback": "web-lb",
+    }
+    parts = compose("web-hl", kwargs)
+    assert parts.spec.discovery_timeout == 7.0
+    assert parts.spec.dns_tries == DnsTries(1.0, 3, rotate=True)
+    assert parts.spec.dns.tries == parts.spec.dns_tries  # clients sharing answers agree on it
+    fallback = parts.fallback
+    assert fallback is not None and isinstance(fallback._discovery, DnsDiscovery)
+    assert fallback._discovery.tries == parts.spec.dns_tries
+    assert fallback._discovery.timeout == 7.0
+    # discovery_timeout= wins over timeout: and attempts:.
+    parts = compose("web-hl", {**kwargs, "discovery_timeout": 2.0})
+    assert (parts.spec.discovery_timeout, parts.spec.dns_tries) == (2.0, DnsTries(rotate=True))
+
+
+def test_no_options_keep_the_old_round(tmp_path: Path) -> None:
+    conf = _conf(tmp_path, "nameserver 10.96.0.10\noptions ndots:5\n")
+    parts = compose("web-hl", {"resolv_conf": conf, "namespace": "default"})
+    assert (parts.spec.discovery_timeout, parts.spec.dns_tries) == (3.0, DnsTries())
+
+
+# -- socket addresses --------------------------------------------------------------------------
+def test_zone_becomes_the_scope_id() -> None:
+    name = _interface()
+    index = socket.if_nametoindex(name)
+    assert nameserver_address((f"fe80::1%{name}", 53)) == ("fe80::1", 53, 0, index)
+    assert nameserver_address(("fe80::1%7", 5353)) == ("fe80::1", 5353, 0, 7)
+    assert nameserver_address(("10.96.0.10", 53)) == ("10.96.0.10", 53)
+    with pytest.raises(OSError):
+        nameserver_address(("fe80::1%nosuch0", 53))
+
+
+def test_unusable_nameservers() -> None:
+    assert unusable_nameserver(("fe80::1%nosuch0", 53)) is not None
+    assert "zone id" in (unusable_nameserver(("fe80::1", 53)) or "")
+    assert unusable_nameserver(("169.254.20.10", 53)) is None  # NodeLocal DNSCache
+    assert unusable_nameserver(("fd00::a", 53)) is None

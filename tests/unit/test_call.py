@@ -19,14 +19,23 @@ import pytest
 from headlesslb.compose import compose
 from headlesslb.core.balancer import Balancer
 from headlesslb.core.call import (
+    ABANDONED,
+    HEDGE_DUE,
+    WAITED,
     Backoff,
     Call,
     Deliver,
     Fail,
+    Failed,
+    FallbackFailed,
+    FallbackResponded,
+    Found,
     LookupPod,
+    Responded,
     Router,
     Send,
     SendToFallback,
+    Settled,
     Step,
 )
 from headlesslb.core.clock import ManualClock
@@ -295,7 +304,7 @@ def drive(
                 action = action.then
             if isinstance(action, int):
                 verdict = call.router.retry.judge(action, {})  # the sender's, at header time
-                step = call.responded(action, verdict)
+                step = call.feed(Responded(action, verdict))
                 if isinstance(step, Deliver):
                     delivered = step_attempt(trace), verdict
                 else:  # the shell closes an answer it does not deliver: its body reports
@@ -304,18 +313,18 @@ def drive(
                 if action.in_body:
                     trace.sends[-1].attempt.done(action.outcome)
                 error = action.kind("scripted failure")
-                step = call.failed(error, Verdict(action.outcome, action.failure))
+                step = call.feed(Failed(error, Verdict(action.outcome, action.failure)))
         elif isinstance(step, Backoff):
             clock.advance(step.seconds)
-            step = call.waited()
+            step = call.feed(WAITED)
         elif isinstance(step, LookupPod):
             assert lookups is not None, f"unexpected lookup of {step.name}"
-            step = call.found(lookups.get(step.hostname))
+            step = call.feed(Found(lookups.get(step.hostname)))
         elif isinstance(step, SendToFallback):
             if isinstance(fallback, int):
-                step = call.fallback_responded(FALLBACK, fallback)
+                step = call.feed(FallbackResponded(FALLBACK, fallback))
             else:
-                step = call.fallback_failed(FALLBACK, fallback)
+                step = call.feed(FallbackFailed(FALLBACK, fallback))
         elif isinstance(step, Deliver):
             if delivered is not None:  # the caller reads and closes what it got
                 attempt, verdict = delivered
@@ -329,7 +338,7 @@ def drive(
 
 def respond(call: Call, status: int) -> Step:
     """Play the shell for an answer: the core gets the verdict the sender made of it."""
-    return call.responded(status, call.router.retry.judge(status, {}))
+    return call.feed(Responded(status, call.router.retry.judge(status, {})))
 
 
 def step_attempt(trace: Trace) -> Attempt:
@@ -584,7 +593,7 @@ def test_backoff_past_the_deadline_fails_before_sending() -> None:
     send.attempt.done(Outcome.GATEWAY_ERROR)
     assert isinstance(step, Backoff)
     env.clock.advance(0.06)  # the shell slept; the deadline is gone
-    failed = call.waited()
+    failed = call.feed(WAITED)
     assert isinstance(failed, Fail) and isinstance(failed.error, DeadlineExceeded)
     assert len(env.pool.begun) == 1
 
@@ -682,7 +691,7 @@ def test_fallback_that_cannot_be_resolved_is_raised_unrecorded() -> None:
     call = env.start("GET")
     assert isinstance(call.first(), SendToFallback)
     boom = DiscoveryError("no such Service")
-    step = call.fallback_failed(None, boom)
+    step = call.feed(FallbackFailed(None, boom))
     assert isinstance(step, Fail) and step.error is boom and call.attempts == []
 
 
@@ -766,14 +775,16 @@ def test_pinned_pod_looked_up_again_after_a_refusal() -> None:
     call = env.start("GET", ordinal=1)
     first = call.first()
     assert isinstance(first, LookupPod) and not first.fresh
-    send = call.found(answers["web-1"])
+    send = call.feed(Found(answers["web-1"]))
     assert isinstance(send, Send)
-    step = call.failed(httpx.ConnectError("refused"), Verdict(Outcome.REFUSED, Failure.NOT_SENT))
+    step = call.feed(
+        Failed(httpx.ConnectError("refused"), Verdict(Outcome.REFUSED, Failure.NOT_SENT))
+    )
     while isinstance(step, Backoff):
-        step = call.waited()
+        step = call.feed(WAITED)
     assert isinstance(step, LookupPod) and step.fresh and step.hostname == "web-1"
     moved = Endpoint("10.0.0.9", 80, "web-1", 1)  # the Pod came back at another address
-    send = call.found(moved)
+    send = call.feed(Found(moved))
     assert isinstance(send, Send) and send.endpoint == moved
     assert isinstance(respond(call, 200), Deliver)
     send.attempt.done(Outcome.SUCCESS)
@@ -787,14 +798,16 @@ def test_pinned_pod_refusing_while_the_pool_empties_is_looked_up_again() -> None
     call = env.start("GET", ordinal=1)
     first = call.first()
     assert isinstance(first, LookupPod) and first.port == 8080
-    send = call.found(Endpoint("10.0.0.2", 8080, "web-1", 1))
+    send = call.feed(Found(Endpoint("10.0.0.2", 8080, "web-1", 1)))
     assert isinstance(send, Send)
     env.pool.update(Resolution((), 30))
-    step = call.failed(httpx.ConnectError("refused"), Verdict(Outcome.REFUSED, Failure.NOT_SENT))
+    step = call.feed(
+        Failed(httpx.ConnectError("refused"), Verdict(Outcome.REFUSED, Failure.NOT_SENT))
+    )
     while isinstance(step, Backoff):
-        step = call.waited()
+        step = call.feed(WAITED)
     assert isinstance(step, LookupPod) and step.fresh and step.port == 8080
-    assert isinstance(call.found(None), Fail)
+    assert isinstance(call.feed(Found(None)), Fail)
 
 
 def test_pinned_pod_dns_does_not_know_is_ordinal_not_found() -> None:
@@ -883,14 +896,15 @@ def test_abandon_reports_cancelled_once() -> None:
     send = call.first()
     assert isinstance(send, Send)
     assert send.state.in_flight == 1
-    call.abandon()
-    call.abandon()  # a second cancel is harmless
+    call.feed(ABANDONED)
+    with pytest.raises(RuntimeError, match="Abandoned fed to a call that was abandoned"):
+        call.feed(ABANDONED)  # the call is over: a second cancel is a shell's mistake
     assert send.attempt.finished and send.state.in_flight == 0
     assert env.pool.outcomes() == [Outcome.CANCELLED]
     assert send.state.failures == 0 and send.state.consecutive_failures == 0
 
 
-def test_abandon_during_backoff_or_after_delivery_reports_nothing() -> None:
+def test_abandon_during_backoff_reports_nothing_and_ends_the_call() -> None:
     env = make(3)
     call = env.start("GET")
     send = call.first()
@@ -898,13 +912,22 @@ def test_abandon_during_backoff_or_after_delivery_reports_nothing() -> None:
     step = respond(call, 503)
     send.attempt.done(Outcome.GATEWAY_ERROR)
     assert isinstance(step, Backoff)
-    call.abandon()  # cancelled while sleeping: no attempt in flight
-    second = call.waited()
-    assert isinstance(second, Send)
+    call.feed(ABANDONED)  # cancelled while sleeping: no attempt in flight
+    assert env.pool.outcomes() == [Outcome.GATEWAY_ERROR]
+    with pytest.raises(RuntimeError, match="Waited fed to a call that was abandoned"):
+        call.feed(WAITED)
+
+
+def test_a_delivered_call_takes_no_abandon() -> None:
+    env = make(3)
+    call = env.start("GET")
+    send = call.first()
+    assert isinstance(send, Send)
     assert isinstance(respond(call, 200), Deliver)
-    call.abandon()  # the body reports, not the call
-    second.attempt.done(Outcome.SUCCESS)
-    assert env.pool.outcomes() == [Outcome.GATEWAY_ERROR, Outcome.SUCCESS]
+    with pytest.raises(RuntimeError, match="that ended with Deliver: it accepts nothing more"):
+        call.feed(ABANDONED)  # the response's body reports its attempt, not the call
+    send.attempt.done(Outcome.SUCCESS)
+    assert env.pool.outcomes() == [Outcome.SUCCESS]
 
 
 def test_failure_already_reported_by_the_body_is_not_reported_again() -> None:
@@ -935,7 +958,7 @@ def test_nothing_is_sent_after_the_router_closes() -> None:
     assert isinstance(step, Send)
     env.router.close()
     error = httpx.ReadError("connection closed by the client's own close")
-    failed = call.failed(error, Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
+    failed = call.feed(Failed(error, Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED)))
     assert isinstance(failed, Fail) and failed.error is error  # not retried, not the fallback
     assert "closed" in notes(error)
     assert step.state.in_flight == 0
@@ -957,7 +980,7 @@ def hedged_race(env: Env) -> tuple[Call, Send, Send, list[Event]]:
     first = call.first()
     assert isinstance(first, Send) and first.hedge_after == 0.05
     env.clock.advance(0.05)
-    second = call.hedge()
+    second = call.feed(HEDGE_DUE)
     assert second is not None and second.endpoint != first.endpoint
     return call, first, second, seen
 
@@ -965,10 +988,11 @@ def hedged_race(env: Env) -> tuple[Call, Send, Send, list[Event]]:
 def test_hedge_goes_to_another_pod_and_the_winner_is_delivered() -> None:
     env = hedge_env()
     call, first, second, seen = hedged_race(env)
-    assert call.hedge() is None  # max_hedges=1
+    with pytest.raises(RuntimeError, match="HedgeDue fed to a call waiting on two racing"):
+        call.feed(HEDGE_DUE)  # one race at a time: Race keeps one other attempt
     assert first.state.in_flight == 1 and second.state.in_flight == 1
     env.clock.advance(0.01)
-    call.settle(second.attempt)  # the hedge answered first: the first attempt is cancelled
+    call.feed(Settled(second))  # the hedge answered first: the first attempt is cancelled
     assert first.attempt.finished and first.state.in_flight == 0
     step = respond(call, 200)
     assert isinstance(step, Deliver)
@@ -987,9 +1011,9 @@ def test_first_attempt_winning_cancels_the_hedge() -> None:
     call = env.start("GET")
     first = call.first()
     assert isinstance(first, Send)
-    second = call.hedge()
+    second = call.feed(HEDGE_DUE)
     assert second is not None
-    call.settle(first.attempt)
+    call.feed(Settled(first))
     assert second.attempt.finished and second.state.in_flight == 0
     assert isinstance(respond(call, 200), Deliver)
     first.attempt.done(Outcome.SUCCESS)
@@ -1001,9 +1025,11 @@ def test_a_failed_winner_is_retried_and_counts_the_cancelled_loser() -> None:
     call = env.start("GET")
     first = call.first()
     assert isinstance(first, Send)
-    assert call.hedge() is not None
-    call.settle(first.attempt)
-    step = call.failed(httpx.ReadError("reset"), Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
+    assert call.feed(HEDGE_DUE) is not None
+    call.feed(Settled(first))
+    step = call.feed(
+        Failed(httpx.ReadError("reset"), Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
+    )
     assert isinstance(step, Send)  # attempt 3 of 3
     assert isinstance(respond(call, 200), Deliver)
     step.attempt.done(Outcome.SUCCESS)
@@ -1012,23 +1038,21 @@ def test_a_failed_winner_is_retried_and_counts_the_cancelled_loser() -> None:
 
 def test_not_hedged_writes_pinned_requests_or_without_a_policy() -> None:
     env = hedge_env()
-    for call in (env.start("POST"), env.start("GET", ordinal=1)):
+    for call in (env.start("POST"), env.start("GET", ordinal=1), make(3).start("GET")):
         step = call.first()
-        assert isinstance(step, Send) and step.hedge_after is None and call.hedge() is None
-        call.abandon()
-    plain = make(3).start("GET")
-    step = plain.first()
-    assert isinstance(step, Send) and step.hedge_after is None and plain.hedge() is None
-    plain.abandon()
+        assert isinstance(step, Send) and step.hedge_after is None
+        with pytest.raises(RuntimeError, match="HedgeDue fed to a call waiting on a Send;"):
+            call.feed(HEDGE_DUE)
+        call.feed(ABANDONED)
 
 
 def test_cancelled_during_a_race_reports_both_attempts() -> None:
     env = hedge_env()
     call = env.start("GET")
     first = call.first()
-    second = call.hedge()
+    second = call.feed(HEDGE_DUE)
     assert isinstance(first, Send) and second is not None
-    call.abandon()
+    call.feed(ABANDONED)
     assert first.attempt.finished and second.attempt.finished
 
 
@@ -1038,7 +1062,7 @@ def test_a_hedge_the_budget_refuses_is_not_sent() -> None:
     call = env.start("GET")
     step = call.first()
     assert isinstance(step, Send) and step.hedge_after == 0.05
-    assert call.hedge() is None
+    assert call.feed(HEDGE_DUE) is None
     assert isinstance(respond(call, 200), Deliver)
     step.attempt.done(Outcome.SUCCESS)
     assert len(call.attempts) == 1
@@ -1052,12 +1076,12 @@ def test_no_hedge_once_the_deadline_has_passed_and_nothing_is_counted() -> None:
     first = call.first()
     assert isinstance(first, Send) and first.hedge_after == 0.25
     env.clock.advance(0.25)  # the hedge delay and the deadline end together (exact in binary)
-    assert call.hedge() is None  # not an assertion failure on a Fail step
+    assert call.feed(HEDGE_DUE) is None  # not an assertion failure on a Fail step
     assert call.tried == {first.state.key} and env.pool.begun == [first.attempt]
     assert call.race is not None and call.race.other is None and call.race.hedges == 0
     assert clock_budget.try_withdraw()  # the token is still there (taken now: no retry)
     timeout = httpx.ReadTimeout("per-try timeout")
-    step = call.failed(timeout, Verdict(Outcome.TIMEOUT, Failure.MAYBE_PROCESSED))
+    step = call.feed(Failed(timeout, Verdict(Outcome.TIMEOUT, Failure.MAYBE_PROCESSED)))
     assert isinstance(step, Fail) and step.error is timeout
 
 
@@ -1068,24 +1092,24 @@ def test_a_keyed_hedge_goes_to_the_keys_next_owner_as_a_retry_does() -> None:
     for n in range(12):
         hedged = env.start("GET", key=f"user-{n}")
         first = hedged.first()
-        hedge = hedged.hedge()
+        hedge = hedged.feed(HEDGE_DUE)
         assert isinstance(first, Send) and hedge is not None
         retried = env.start("GET", key=f"user-{n}")
         owner = retried.first()
         assert isinstance(owner, Send) and owner.endpoint == first.endpoint
         reset = httpx.ReadError("reset")
-        retry = retried.failed(reset, Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
+        retry = retried.feed(Failed(reset, Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED)))
         assert isinstance(retry, Send)
         assert hedge.endpoint == retry.endpoint, f"user-{n}"
-        hedged.abandon()
-        retried.abandon()
+        hedged.feed(ABANDONED)
+        retried.feed(ABANDONED)
 
 
 def test_a_first_attempt_beaten_by_its_hedge_is_a_timeout_a_beaten_hedge_nothing() -> None:
     env = hedge_env()
     call, first, hedge, seen = hedged_race(env)
     env.clock.advance(0.02)  # the hedge answers in 20 ms: the first had none in 70
-    call.settle(hedge.attempt)
+    call.feed(Settled(hedge))
     slow = first.state
     assert env.pool.reports[-1] == (first.attempt, Outcome.TIMEOUT)
     latency = env.pool.latency.decayed(slow, env.clock())
@@ -1105,7 +1129,7 @@ def test_a_first_attempt_beaten_by_its_hedge_is_a_timeout_a_beaten_hedge_nothing
 
     other = env.start("GET")
     first = other.first()
-    hedge = other.hedge()
+    hedge = other.feed(HEDGE_DUE)
     assert isinstance(first, Send) and hedge is not None
     env.clock.advance(0.01)
     state = hedge.state
@@ -1114,7 +1138,7 @@ def test_a_first_attempt_beaten_by_its_hedge_is_a_timeout_a_beaten_hedge_nothing
         return state.consecutive_failures, state.failures, env.pool.latency.decayed(state, 0.0)
 
     before = marks()
-    other.settle(first.attempt)  # the first answered: the hedge says nothing about its Pod
+    other.feed(Settled(first))  # the first answered: the hedge says nothing about its Pod
     assert env.pool.reports[-1] == (hedge.attempt, Outcome.CANCELLED)
     assert marks() == before
     assert other.attempts[-1].outcome is Outcome.CANCELLED
@@ -1131,9 +1155,9 @@ def test_a_pod_whose_first_attempts_always_lose_to_hedges_is_ejected() -> None:
         assert isinstance(first, Send) and (silent is None or first.state is silent)
         silent = first.state
         env.clock.advance(0.05)
-        hedge = call.hedge()
+        hedge = call.feed(HEDGE_DUE)
         assert hedge is not None
-        call.settle(hedge.attempt)
+        call.feed(Settled(hedge))
         assert isinstance(respond(call, 200), Deliver)
         hedge.attempt.done(Outcome.SUCCESS)
     assert silent is not None and silent.ejected_until is not None
@@ -1144,8 +1168,10 @@ def test_a_race_cut_short_by_the_clients_close_counts_against_no_pod() -> None:
     env = hedge_env()
     call, first, hedge, _ = hedged_race(env)
     env.router.close()  # the close breaks both; the hedge's error happens to come first
-    call.settle(hedge.attempt)
+    call.feed(Settled(hedge))
     assert env.pool.reports[-1] == (first.attempt, Outcome.CANCELLED)
-    step = call.failed(httpx.ReadError("closed"), Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
+    step = call.feed(
+        Failed(httpx.ReadError("closed"), Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
+    )
     assert isinstance(step, Fail)
     assert env.pool.outcomes()[-2:] == [Outcome.CANCELLED, Outcome.CANCELLED]

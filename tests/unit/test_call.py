@@ -22,6 +22,7 @@ from headlesslb.core.call import (
     ABANDONED,
     HEDGE_DUE,
     WAITED,
+    Abandoned,
     Backoff,
     Call,
     Deliver,
@@ -46,7 +47,8 @@ from headlesslb.core.names import expand_service_name
 from headlesslb.core.options import RequestOptions
 from headlesslb.core.pickers import ConsistentHash, Ordinal, make_picker
 from headlesslb.core.pool import Attempt, Outcome, OutlierPolicy, Pool
-from headlesslb.core.retry import Failure, RetryBudget, RetryPolicy, Verdict
+from headlesslb.core.results import Result
+from headlesslb.core.retry import ANSWERED, Failure, RetryBudget, RetryPolicy, Verdict
 from headlesslb.core.snapshot import EndpointState
 from headlesslb.errors import (
     ClientClosed,
@@ -1175,3 +1177,363 @@ def test_a_race_cut_short_by_the_clients_close_counts_against_no_pod() -> None:
     )
     assert isinstance(step, Fail)
     assert env.pool.outcomes()[-2:] == [Outcome.CANCELLED, Outcome.CANCELLED]
+
+
+# -- the protocol: one way in, and only what the call waits for ----------------------------------
+Steps = list[Step | None]
+Feed = Result | Callable[[Steps], object]
+"""A result to feed, or what makes one from the steps handed out so far (a fresh error, or
+``Settled`` naming a Send); anything else a shell might wrongly feed, for the refusals."""
+
+
+def ok(steps: Steps | None = None) -> Responded:
+    return Responded(200, ANSWERED)
+
+
+def unavailable(steps: Steps | None = None) -> Responded:
+    return Responded(503, RetryPolicy().judge(503, {}))
+
+
+def reset(steps: Steps | None = None) -> Failed:
+    return Failed(httpx.ReadError("reset"), Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
+
+
+def found(endpoint: Endpoint | None) -> Callable[[Steps], Found]:
+    return lambda steps: Found(endpoint)
+
+
+def to_fallback_failed(steps: Steps) -> FallbackFailed:
+    return FallbackFailed(None, httpx.ConnectError("the fallback's name did not resolve"))
+
+
+def to_fallback_ok(steps: Steps) -> FallbackResponded:
+    return FallbackResponded(FALLBACK, 200)
+
+
+def won_by(index: int) -> Callable[[Steps], Settled]:
+    """``Settled`` naming the ``index``-th Send handed out (0: the first attempt, 1: its hedge)."""
+    return lambda steps: Settled([s for s in steps if isinstance(s, Send)][index])
+
+
+def made(item: Feed, steps: Steps) -> Any:
+    return item(steps) if callable(item) else item
+
+
+def play(call: Call, feeds: Sequence[Feed]) -> Steps:
+    """Play a shell feeding ``feeds`` in turn: every step handed out (None: the result gets no
+    step), ``first()``'s included. A response's body reports its outcome once it was fed, as a
+    real shell's does (read and closed, or closed unread when not delivered)."""
+    steps: Steps = [call.first()]
+    answering = steps[0]
+    for item in feeds:
+        result = made(item, steps)
+        step = call.feed(result)
+        if isinstance(result, Settled):
+            answering = result.winner
+        elif isinstance(result, Responded):
+            assert isinstance(answering, Send)
+            answering.attempt.done(result.verdict.outcome)
+        if isinstance(step, Send) and result is not HEDGE_DUE:
+            answering = step
+        steps.append(step)
+    return steps
+
+
+LOOKUP: dict[str, Any] = {"endpoints": pods(3, hostnames=False), "statefulset": "web"}
+FALLBACK_ONLY: dict[str, Any] = {"endpoints": 0, "fallback": True}
+RACING: dict[str, Any] = {"retry": NO_BACKOFF, "hedge": HedgePolicy(delay=0.05)}
+DRY_RACING: dict[str, Any] = {**RACING, "budget": RetryBudget(0.0, 0.0)}
+WEB_1 = Endpoint("10.0.0.2", 80, "web-1", 1)
+PINNED = {"ordinal": 1}
+
+
+@pytest.mark.parametrize(
+    ("env_args", "options", "feeds", "expected"),
+    [
+        pytest.param({}, {}, [ok], ["Send", "Deliver"], id="plain"),
+        pytest.param(
+            {"retry": NO_BACKOFF}, {}, [reset, ok], ["Send", "Send", "Deliver"], id="retried"
+        ),
+        pytest.param(
+            {},
+            {},
+            [unavailable, WAITED, ok],
+            ["Send", "Backoff", "Send", "Deliver"],
+            id="backed-off",
+        ),
+        pytest.param(
+            LOOKUP, PINNED, [found(WEB_1), ok], ["LookupPod", "Send", "Deliver"], id="pinned-lookup"
+        ),
+        pytest.param(LOOKUP, PINNED, [found(None)], ["LookupPod", "Fail"], id="pinned-not-found"),
+        pytest.param(
+            FALLBACK_ONLY, {}, [to_fallback_ok], ["SendToFallback", "Deliver"], id="fallback"
+        ),
+        pytest.param(
+            FALLBACK_ONLY,
+            {},
+            [to_fallback_failed],
+            ["SendToFallback", "Fail"],
+            id="fallback-failed",
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [HEDGE_DUE, won_by(0), ok],
+            ["Send", "Send", None, "Deliver"],
+            id="first-wins",
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [HEDGE_DUE, won_by(1), ok],
+            ["Send", "Send", None, "Deliver"],
+            id="hedge-wins",
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [HEDGE_DUE, won_by(1), reset, ok],
+            ["Send", "Send", None, "Send", "Deliver"],
+            id="race-winner-failed-then-retried",
+        ),
+        pytest.param(RACING, {}, [ok], ["Send", "Deliver"], id="hedged-answered-in-time"),
+        pytest.param(
+            DRY_RACING, {}, [HEDGE_DUE, ok], ["Send", None, "Deliver"], id="hedge-not-sent"
+        ),
+        pytest.param({}, {}, [ABANDONED], ["Send", None], id="abandoned-sending"),
+        pytest.param(
+            {}, {}, [unavailable, ABANDONED], ["Send", "Backoff", None], id="abandoned-backing-off"
+        ),
+        pytest.param(LOOKUP, PINNED, [ABANDONED], ["LookupPod", None], id="abandoned-looking-up"),
+        pytest.param(
+            FALLBACK_ONLY, {}, [ABANDONED], ["SendToFallback", None], id="abandoned-to-fallback"
+        ),
+        pytest.param(
+            RACING, {}, [HEDGE_DUE, ABANDONED], ["Send", "Send", None], id="abandoned-racing"
+        ),
+    ],
+)
+def test_each_kind_of_call_is_one_sequence_of_results(
+    env_args: dict[str, Any],
+    options: dict[str, Any],
+    feeds: list[Feed],
+    expected: list[str | None],
+) -> None:
+    env = make(**{"endpoints": 3, **env_args})
+    call = env.start("GET", **options)
+    steps = play(call, feeds)
+    assert [None if s is None else type(s).__name__ for s in steps] == expected
+    for step in steps:
+        if isinstance(step, Send):
+            assert step.attempt.finished  # by its body, by the call, or as a race's loser
+    # The call is over: whatever comes next is a shell's mistake, and changes nothing.
+    reports = list(env.pool.reports)
+    with pytest.raises(RuntimeError, match=r"fed to a call (that ended with|that was abandoned)"):
+        call.feed(ok())
+    assert env.pool.reports == reports
+
+
+@pytest.mark.parametrize(
+    ("env_args", "options", "before", "wrong", "error"),
+    [
+        pytest.param(
+            {},
+            {},
+            None,
+            ok,
+            "^Responded fed to a call not started: first\\(\\) gives",
+            id="before-first",
+        ),
+        pytest.param(
+            {},
+            {},
+            [],
+            found(WEB_1),
+            "^Found fed to a call waiting on a Send; it accepts Responded, Failed, Abandoned$",
+            id="found-without-a-lookup",
+        ),
+        pytest.param(
+            {},
+            {},
+            [],
+            WAITED,
+            "^Waited fed to a call waiting on a Send;",
+            id="waited-while-sending",
+        ),
+        pytest.param(
+            {},
+            {},
+            [unavailable],
+            ok,
+            "^Responded fed to a call waiting on a Backoff; it accepts Waited, Abandoned$",
+            id="responded-while-backing-off",
+        ),
+        pytest.param(
+            LOOKUP,
+            PINNED,
+            [],
+            ok,
+            "^Responded fed to a call waiting on a LookupPod; it accepts Found, Abandoned$",
+            id="responded-to-a-lookup",
+        ),
+        pytest.param(
+            FALLBACK_ONLY,
+            {},
+            [],
+            ok,
+            "waiting on a SendToFallback; it accepts FallbackResponded, FallbackFailed, Abandoned$",
+            id="a-pods-answer-to-the-fallback",
+        ),
+        pytest.param(
+            {},
+            {},
+            [],
+            to_fallback_ok,
+            "^FallbackResponded fed to a call waiting on a Send;",
+            id="the-fallbacks-answer-to-a-pod",
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [HEDGE_DUE],
+            ok,
+            "^Responded fed to a call waiting on two racing Sends .*; it accepts Settled,"
+            " Abandoned$",
+            id="race-not-settled",
+        ),
+        pytest.param(
+            RACING, {}, [HEDGE_DUE], reset, "^Failed fed to a call waiting on two", id="race-failed"
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [HEDGE_DUE],
+            HEDGE_DUE,
+            "^HedgeDue fed to a call waiting on two",
+            id="hedge-twice",
+        ),
+        pytest.param(
+            {}, {}, [], HEDGE_DUE, "^HedgeDue fed to a call waiting on a Send;", id="hedge-unhedged"
+        ),
+        pytest.param(
+            DRY_RACING,
+            {},
+            [HEDGE_DUE],
+            HEDGE_DUE,
+            "^HedgeDue fed to a call waiting on a Send;",
+            id="due-twice",
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [HEDGE_DUE, won_by(0)],
+            HEDGE_DUE,
+            "^HedgeDue fed to a call waiting on a Send;",
+            id="hedge-after-the-race",
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [],
+            won_by(0),
+            "^Settled fed to a call waiting on a hedged Send; it accepts Responded, Failed,"
+            " Abandoned, HedgeDue$",
+            id="settled-without-a-race",
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [HEDGE_DUE, won_by(0)],
+            won_by(0),
+            "^Settled fed to a call waiting on a Send;",
+            id="settled-twice",
+        ),
+        pytest.param(
+            {},
+            {},
+            [ok],
+            ABANDONED,
+            "^Abandoned fed to a call that ended with Deliver: it accepts nothing more$",
+            id="after-deliver",
+        ),
+        pytest.param(
+            LOOKUP,
+            PINNED,
+            [found(None)],
+            ok,
+            "^Responded fed to a call that ended with Fail",
+            id="after-fail",
+        ),
+        pytest.param(
+            {},
+            {},
+            [ABANDONED],
+            ok,
+            "^Responded fed to a call that was abandoned",
+            id="after-abandoned",
+        ),
+        pytest.param(
+            {},
+            {},
+            [],
+            (200, ANSWERED),
+            "^tuple fed to a call waiting on a Send;",
+            id="not-a-result",
+        ),
+    ],
+)
+def test_a_result_the_call_is_not_waiting_for_is_refused(
+    env_args: dict[str, Any],
+    options: dict[str, Any],
+    before: list[Feed] | None,
+    wrong: Feed,
+    error: str,
+) -> None:
+    env = make(**{"endpoints": 3, **env_args})
+    call = env.start("GET", **options)
+    steps = [] if before is None else play(call, before)
+    state, reports, records = call._state, list(env.pool.reports), list(call.attempts)
+    with pytest.raises(RuntimeError, match=error):
+        call.feed(made(wrong, steps))
+    # Refused before anything happened: the call still waits for what it waited for.
+    assert call._state is state and env.pool.reports == reports and call.attempts == records
+    if Abandoned in call._state.accepts:
+        call.feed(ABANDONED)  # what is still in flight ends: the books balance
+
+
+def test_first_is_asked_once() -> None:
+    env = make(3)
+    call = env.start("GET")
+    send = call.first()
+    with pytest.raises(
+        RuntimeError, match=r"^first\(\) on a call already started \(waiting on a Send\)"
+    ):
+        call.first()
+    assert isinstance(send, Send) and env.pool.begun == [send.attempt]  # no second attempt
+    call.feed(ABANDONED)
+
+
+def test_settled_must_name_one_of_the_racing_sends() -> None:
+    env = hedge_env()
+    call, first, hedge, _ = hedged_race(env)
+    other = env.start("GET")
+    stranger = other.first()
+    assert isinstance(stranger, Send)
+    with pytest.raises(
+        RuntimeError, match=r"^Settled names a Send to .* not one of the two racing$"
+    ):
+        call.feed(Settled(stranger))
+    assert not first.attempt.finished and not hedge.attempt.finished  # nothing was settled
+    call.feed(Settled(hedge))
+    assert first.attempt.finished
+    assert isinstance(call.feed(ok()), Deliver)
+    hedge.attempt.done(Outcome.SUCCESS)
+    other.feed(ABANDONED)
+
+
+def test_the_old_input_methods_are_gone() -> None:
+    # One way in: a shell cannot call the core out of order through a side door.
+    public = {name for name in dir(Call) if not name.startswith("_")}
+    old = {"responded", "failed", "abandon", "hedge", "settle", "waited", "found"}
+    assert not public & (old | {"fallback_responded", "fallback_failed"})
+    assert {"first", "feed"} <= public

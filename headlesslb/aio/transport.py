@@ -27,7 +27,26 @@ from typing_extensions import Unpack
 
 from ..clientbase import TransportBase, check_url
 from ..compose import compose
-from ..core.call import Backoff, Call, Deliver, Fail, LookupPod, Router, Send, SendToFallback, Step
+from ..core.call import (
+    ABANDONED,
+    HEDGE_DUE,
+    WAITED,
+    Backoff,
+    Call,
+    Deliver,
+    Fail,
+    Failed,
+    FallbackFailed,
+    FallbackResponded,
+    Found,
+    LookupPod,
+    Responded,
+    Router,
+    Send,
+    SendToFallback,
+    Settled,
+    Step,
+)
 from ..core.options import EXTENSION, PLAIN, RequestOptions
 from ..errors import ClientClosed, DeadlineExceeded, InvalidRequest, NotStarted
 from ..io.outcomes import classify
@@ -201,7 +220,8 @@ class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
         return response
 
     async def _drive(self, call: Call, request: httpx.Request) -> httpx.Response:
-        """Perform the call core's steps until it delivers a response or fails."""
+        """Perform the call core's steps, feeding it each one's result, until it delivers a
+        response or fails."""
         step: Step = call.first()
         response: httpx.Response | None = None
         read_body = call.options.read_body
@@ -215,12 +235,12 @@ class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
                     else:
                         response, verdict = await self._race(call, request, step, read_body)
                 except httpx.TransportError as exc:
-                    step = call.failed(exc, classify(exc))
+                    step = call.feed(Failed(exc, classify(exc)))
                     continue
                 except BaseException:
-                    call.abandon()
+                    call.feed(ABANDONED)
                     raise
-                step = call.responded(response.status_code, verdict)
+                step = call.feed(Responded(response.status_code, verdict))
                 if type(step) is not Deliver:
                     await response.aclose()  # a retried answer is dropped, its Pod reported
             elif kind is Deliver:
@@ -229,17 +249,18 @@ class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
             elif kind is Backoff:
                 assert isinstance(step, Backoff)
                 await self._until_closed(anyio.sleep(step.seconds))
-                step = call.waited()
+                step = call.feed(WAITED)
             elif kind is LookupPod:
                 assert isinstance(step, LookupPod)
-                step = call.found(await self._until_closed(self.runtime.lookup_pod(step)))
+                step = call.feed(Found(await self._until_closed(self.runtime.lookup_pod(step))))
             elif kind is SendToFallback:
                 assert isinstance(step, SendToFallback)
                 try:
-                    response, step = await self._to_fallback(call, request, step)
+                    response, sent = await self._to_fallback(request, step)
                 except BaseException:
-                    call.abandon()  # cancelled: the core closes the attempt's record
+                    call.feed(ABANDONED)  # cancelled: the core closes the attempt's record
                     raise
+                step = call.feed(sent)
             else:
                 assert isinstance(step, Fail)
                 raise step.error
@@ -260,11 +281,13 @@ class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
     async def _race(
         self, call: Call, request: httpx.Request, step: Send, read_body: bool
     ) -> Answer:
-        """``step``, and a hedge to another Pod if the core sends one after ``hedge_after``:
-        the first to finish wins, the other is cancelled (httpcore closes a connection whose
-        exchange was cancelled, so it is never reused half-read) and the core records it."""
+        """``step``, and a hedge to another Pod if the core sends one when ``hedge_after``
+        passes (``HEDGE_DUE``): the first to finish wins, the other is cancelled (httpcore
+        closes a connection whose exchange was cancelled, so it is never reused half-read) and
+        the core records it (``Settled``)."""
         assert step.hedge_after is not None
         first: list[tuple[Send, Answer | Exception]] = []
+        hedge: Send | None = None  # stays None when the first finishes within the delay
 
         async def run(attempt: Send) -> None:
             try:
@@ -283,12 +306,13 @@ class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
         async with anyio.create_task_group() as group:
             group.start_soon(run, step)
             await anyio.sleep(step.hedge_after)
-            hedge = None if first else call.hedge()
+            hedge = None if first else call.feed(HEDGE_DUE)
             if hedge is not None:
                 group.start_soon(run, hedge)
             await anyio.sleep_forever()  # until the first to finish cancels the group
         winner, result = first[0]
-        call.settle(winner.attempt)
+        if hedge is not None:
+            call.feed(Settled(winner))
         if isinstance(result, Exception):
             raise result
         return result
@@ -331,14 +355,14 @@ class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
         return response, verdict
 
     async def _to_fallback(
-        self, call: Call, request: httpx.Request, step: SendToFallback
-    ) -> tuple[httpx.Response | None, Step]:
+        self, request: httpx.Request, step: SendToFallback
+    ) -> tuple[httpx.Response | None, FallbackResponded | FallbackFailed]:
         fallback = self.fallback
         assert fallback is not None
         try:
             host, port = await self._until_closed(fallback.address())
         except httpx.TransportError as exc:
-            return None, call.fallback_failed(None, exc)
+            return None, FallbackFailed(None, exc)
         address = f"{host}:{port}"
         try:
             response = await self._sender.send_to(
@@ -351,8 +375,8 @@ class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
             )
         except httpx.TransportError as exc:
             fallback.failed(exc)
-            return None, call.fallback_failed(address, exc)
-        return response, call.fallback_responded(address, response.status_code)
+            return None, FallbackFailed(address, exc)
+        return response, FallbackResponded(address, response.status_code)
 
     async def _pass_through(
         self, request: httpx.Request, options: RequestOptions

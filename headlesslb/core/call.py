@@ -1,21 +1,37 @@
 """The call core: every decision of one request, as a pure state machine.
 
 Like h11 for HTTP, this module does no I/O. A shell (:mod:`headlesslb.aio` or
-:mod:`headlesslb.sync`) asks :class:`Router` for a :class:`Call`, then loops: it performs the
-:class:`Step` the call hands it and feeds the result back, until the call says :class:`Deliver`
-or :class:`Fail`::
+:mod:`headlesslb.sync`) asks :class:`Router` for a :class:`Call`, takes its first step, then
+loops: it performs the :class:`Step` the call hands it and feeds the result back with
+:meth:`Call.feed`, the call's one way in (the results are :mod:`.results`), until the call
+says :class:`Deliver` or :class:`Fail`::
 
     call = router.start(method, options, replayable=...)
     step = call.first()
     while True:
         if Send:            send to step.state's Pod (per-try timeout step.timeout)
-                            → call.responded(status, verdict) or call.failed(error, verdict)
-        if Backoff:         sleep step.seconds                  → call.waited()
-        if LookupPod:       resolve the Pod's own DNS name       → call.found(endpoint or None)
-        if SendToFallback:  send to the fallback Service         → call.fallback_responded(...)
-                                                                   or call.fallback_failed(...)
+                            → step = call.feed(Responded(status, verdict))
+                                  or call.feed(Failed(error, verdict))
+        if Backoff:         sleep step.seconds         → step = call.feed(WAITED)
+        if LookupPod:       resolve the Pod's own name → step = call.feed(Found(endpoint or None))
+        if SendToFallback:  send to the fallback       → step = call.feed(FallbackResponded(...))
+                                                             or call.feed(FallbackFailed(...))
         if Deliver:         return the latest response
         if Fail:            raise step.error
+
+A hedged ``Send`` (``hedge_after`` set) takes two more results while it is in flight:
+``call.feed(HEDGE_DUE)`` when the delay passes with no answer (a second ``Send`` to race, or
+None), and, when it raced, ``call.feed(Settled(winner))`` before the winner's own result. A
+shell whose caller gives up during a step feeds ``ABANDONED``: the call is then over.
+``first()`` is the one entry that is not a result: it answers nothing the shell performed, so
+it is a question, asked once; every later step answers exactly one result.
+
+The call refuses what it is not waiting for: a result that does not answer the step it handed
+out last (``Found`` with no ``LookupPod`` asked, ``Responded`` while two attempts race and no
+``Settled`` said which won), anything after ``Deliver``, ``Fail`` or ``Abandoned``, and a second
+``first()``, each raise a ``RuntimeError`` naming the step it waits on. So a shell cannot call
+the core out of order, and the core's books (in-flight counts, records, events) cannot be
+reported twice or left open by a shell's mistake.
 
 Which Pod, whether to retry, when to fall back and which typed error a caller gets are decided
 here and nowhere else. A response that is not delivered is closed by the shell. Three parts of a
@@ -29,6 +45,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, overload
 
 from ..errors import ClientClosed, DeadlineExceeded, DiscoveryError, NoEndpointsAvailable, Throttled
 from .attempts import AttemptLog, AttemptRecord
@@ -50,7 +67,22 @@ from .pinning import Pinning
 from .pool import Attempt, Outcome, Pool
 from .race import Race
 from .report import Report
-from .retry import Failure, RetryBudget, RetryPolicy, RetryVerdict, Verdict
+from .results import (
+    ABANDONED,
+    HEDGE_DUE,
+    WAITED,
+    Abandoned,
+    Failed,
+    FallbackFailed,
+    FallbackResponded,
+    Found,
+    HedgeDue,
+    Responded,
+    Result,
+    Settled,
+    Waited,
+)
+from .retry import Failure, RetryBudget, RetryPolicy, RetryVerdict
 from .snapshot import EndpointState
 from .steps import (
     DELIVER,
@@ -66,16 +98,29 @@ from .steps import (
 from .throttle import Throttle
 
 __all__ = [
+    "ABANDONED",
+    "HEDGE_DUE",
+    "WAITED",
+    "Abandoned",
     "AttemptRecord",
     "Backoff",
     "Call",
     "Deliver",
     "Fail",
+    "Failed",
+    "FallbackFailed",
+    "FallbackResponded",
+    "Found",
+    "HedgeDue",
     "LookupPod",
+    "Responded",
+    "Result",
     "Router",
     "Send",
     "SendToFallback",
+    "Settled",
     "Step",
+    "Waited",
 ]
 
 _NOT_SENT = frozenset({Outcome.REFUSED, Outcome.CONNECT_FAILURE})
@@ -155,6 +200,25 @@ class Router:
         return Call(self, method, options, ctx, replayable, self.clock(), log, pin)
 
 
+# -- the protocol: what a call accepts while it waits for a result ------------------------------
+_Handler = Callable[["Call", Any], "Step | None"]
+
+
+class _State:
+    """One state of a call's protocol: the results it accepts, each with its handler (one dict
+    lookup checks a result and finds what handles it), and what it waits on, for errors."""
+
+    __slots__ = ("accepts", "waiting")
+
+    def __init__(self, waiting: str, accepts: dict[type[Result], _Handler]) -> None:
+        self.waiting = waiting
+        self.accepts = accepts
+
+
+_NOT_STARTED = _State("not started: first() gives its first step", {})
+"""A call before its :meth:`Call.first`."""
+
+
 # -- one call ------------------------------------------------------------------------------------
 @dataclass(slots=True, eq=False)
 class Call:
@@ -184,6 +248,8 @@ class Call:
     throttled: bool = False
     """A retry was shed by the client's adaptive throttle."""
     discovery_error: str | None = None
+    _state: _State = field(default=_NOT_STARTED, repr=False)
+    """What the call waits for: the results it accepts now, each with its handler."""
 
     @property
     def attempts(self) -> list[AttemptRecord]:
@@ -192,15 +258,55 @@ class Call:
 
     # -- driving ---------------------------------------------------------------------------------
     def first(self) -> Step:
-        """The first step."""
-        return self._next_attempt()
+        """The first step (asked once; every later one answers a result, :meth:`feed`)."""
+        if self._state is not _NOT_STARTED:
+            raise RuntimeError(
+                f"first() on a call already started ({self._state.waiting}): a call gives its"
+                " first step once"
+            )
+        return self._hand(self._next_attempt())
 
-    def responded(self, status: int, verdict: Verdict) -> Step:
-        """The Pod of the last :class:`Send` answered with ``status`` (body read, if asked),
-        which its sender judged ``verdict`` (:meth:`RetryPolicy.judge`, at header time; the
-        body reports the verdict's outcome to the pool, this call decides on the rest)."""
+    @overload
+    def feed(
+        self, result: Responded | Failed | Waited | Found | FallbackResponded | FallbackFailed
+    ) -> Step: ...
+    @overload
+    def feed(self, result: HedgeDue) -> Send | None: ...
+    @overload
+    def feed(self, result: Settled | Abandoned) -> None: ...
+    def feed(self, result: Result) -> Step | None:
+        """What the shell made of the last step: the next step (the table in :mod:`.results`).
+
+        ``HedgeDue`` gets a second :class:`Send` or None; ``Settled`` and ``Abandoned`` get
+        None (the shell goes on with the winner's result, or re-raises). A result the call is
+        not waiting for raises ``RuntimeError``, naming the step it waits on.
+        """
+        handler = self._state.accepts.get(type(result))
+        if handler is None:
+            raise self._out_of_turn(result)
+        return handler(self, result)
+
+    def _hand(self, step: Step) -> Step:
+        """Hand ``step`` out: from now on the call waits for its result."""
+        if type(step) is Send:
+            self._state = _SENT if step.hedge_after is None else _HEDGEABLE
+        else:
+            self._state = _AWAITING[type(step)]
+        return step
+
+    def _out_of_turn(self, result: object) -> RuntimeError:
+        state = self._state
+        error = f"{type(result).__name__} fed to a call {state.waiting}"
+        if state.accepts:
+            error += f"; it accepts {', '.join(kind.__name__ for kind in state.accepts)}"
+        return RuntimeError(error)
+
+    def _responded(self, result: Responded) -> Step:
+        """The Pod of the last :class:`Send` answered (its body read, if asked): the verdict
+        its sender made of it decides the rest (its body reports the outcome to the pool)."""
         endpoint = self.endpoint
         assert endpoint is not None
+        status = result.status
         log = self.log
         if log.announced is not None:
             log.finished(endpoint.authority, status=status)
@@ -213,21 +319,23 @@ class Call:
         hedger = router.hedger
         if hedger is not None and attempt is not None:
             hedger.observe(router.clock() - attempt.started)
+        verdict = result.verdict
         failure = verdict.failure
         if failure is Failure.REJECTED:
-            return self._rejected(attempt, verdict.hold_off)
+            return self._hand(self._rejected(attempt, verdict.hold_off))
         throttle = self.router.throttle
         if throttle is not None:
             throttle.answered(True)
         if failure is not None and self._may_retry(failure):
-            return self._retry_step()
+            return self._hand(self._retry_step())
+        self._state = _DELIVERED  # the common end, handed out without _hand's lookup
         return DELIVER
 
-    def failed(self, error: BaseException, verdict: Verdict) -> Step:
-        """The last :class:`Send` failed with ``error`` (judged ``verdict`` by
-        :func:`headlesslb.io.outcomes.classify`), before a response or while reading its body."""
+    def _failed(self, result: Failed) -> Step:
+        """The last :class:`Send` failed, before a response or while its body was read."""
         endpoint = self.endpoint
         assert endpoint is not None
+        error, verdict = result.error, result.verdict
         outcome = verdict.outcome
         attempt, self.current = self.current, None
         if attempt is not None and not attempt.finished:
@@ -242,13 +350,14 @@ class Call:
         if self.router.closed:
             # Nothing is sent after close: no retry, no fallback (the close caused the error).
             error.add_note("headlesslb: the client was closed while this request was in flight")
-            return Fail(error)
+            return self._hand(Fail(error))
         if self._may_retry(verdict.failure):
-            return self._retry_step()
-        return self._give_up(error)
+            return self._hand(self._retry_step())
+        return self._hand(self._give_up(error))
 
-    def abandon(self) -> None:
-        """The caller gave up (cancelled) during the last :class:`Send` (or race)."""
+    def _abandoned(self, result: Abandoned) -> None:
+        """The caller gave up during the last step: what is in flight ends as cancelled."""
+        self._state = _ABANDONED
         if self.race is not None:
             self.race.abandon(self)
         attempt, self.current = self.current, None
@@ -259,44 +368,57 @@ class Call:
             address = self.endpoint.authority if self.endpoint is not None else None
             log.finished(None if log.announced.fallback else address, error="cancelled")
 
-    def hedge(self) -> Send | None:
-        """The hedge delay of the :class:`Send` in flight passed with no answer: a second
-        :class:`Send` to another Pod, or None (see :meth:`Race.hedge`)."""
-        return None if self.race is None else self.race.hedge(self)
+    def _hedge_due(self, result: HedgeDue) -> Send | None:
+        """The hedge delay passed with no answer: a second :class:`Send` to race the first, or
+        None (see :meth:`Race.hedge`)."""
+        race = self.race
+        assert race is not None  # a Send carries hedge_after only when its call has a race
+        hedge = race.hedge(self)
+        self._state = _SENT if hedge is None else _RACING
+        return hedge
 
-    def settle(self, winner: Attempt) -> None:
-        """Of the two attempts of a race, ``winner`` finished first; the other is recorded as
-        its loser (see :meth:`Race.settle`)."""
-        if self.race is not None:
-            self.race.settle(self, winner)
+    def _settled(self, result: Settled) -> None:
+        """Of the two racing attempts, ``result.winner`` finished first; the other is recorded
+        as its loser (see :meth:`Race.settle`)."""
+        race = self.race
+        assert race is not None and race.other is not None
+        winner = result.winner.attempt
+        if winner is not self.current and winner is not race.other[0]:
+            raise RuntimeError(
+                f"Settled names a Send to {result.winner.endpoint} that is not one of the two"
+                " racing"
+            )
+        race.settle(self, winner)
+        self._state = _SENT
 
-    def waited(self) -> Step:
+    def _waited(self, result: Waited) -> Step:
         """The :class:`Backoff` is over."""
-        return self._next_attempt()
+        return self._hand(self._next_attempt())
 
-    def found(self, endpoint: Endpoint | None) -> Step:
-        """The result of a :class:`LookupPod`: the Pod, or None when DNS has no such name."""
+    def _found(self, result: Found) -> Step:
+        """The :class:`LookupPod`'s answer: the Pod, or None when DNS has no such name."""
         assert self.pin is not None  # only a pinned call asks for a lookup
-        return self.pin.found(self, endpoint)
+        return self._hand(self.pin.found(self, result.endpoint))
 
-    def fallback_responded(self, address: str, status: int) -> Step:
-        """The fallback Service at ``address`` answered with ``status``."""
-        self.fallback_address = address
+    def _fallback_responded(self, result: FallbackResponded) -> Step:
+        """The fallback Service answered."""
+        address = self.fallback_address = result.address
         log = self.log
         if log.announced is not None:
-            log.finished(address, status=status)
-        log.records.append(AttemptRecord(address, status=status, fallback=True))
-        return DELIVER
+            log.finished(address, status=result.status)
+        log.records.append(AttemptRecord(address, status=result.status, fallback=True))
+        return self._hand(DELIVER)
 
-    def fallback_failed(self, address: str | None, error: BaseException) -> Step:
-        """Sending to the fallback Service failed (``address`` None: resolving it failed)."""
+    def _fallback_failed(self, result: FallbackFailed) -> Step:
+        """Sending to the fallback Service failed (or resolving its name did)."""
+        address, error = result.address, result.error
         log = self.log
         if log.announced is not None:
             log.finished(address, error=type(error).__name__)
         if address is not None:
             self.fallback_address = address
             log.records.append(AttemptRecord(address, error=type(error).__name__, fallback=True))
-        return Fail(error)
+        return self._hand(Fail(error))
 
     # -- reading ---------------------------------------------------------------------------------
     @property
@@ -544,3 +666,32 @@ class Call:
 
 def _closed() -> Fail:
     return Fail(ClientClosed("the client was closed while this request was in flight"))
+
+
+# The states a step puts its call in (made here: the handlers are the call's).
+_DELIVERED = _State("that ended with Deliver: it accepts nothing more", {})
+_SENT = _State(
+    "waiting on a Send",
+    {Responded: Call._responded, Failed: Call._failed, Abandoned: Call._abandoned},
+)
+_HEDGEABLE = _State("waiting on a hedged Send", {**_SENT.accepts, HedgeDue: Call._hedge_due})
+_RACING = _State(
+    "waiting on two racing Sends (Settled says which won, before its result)",
+    {Settled: Call._settled, Abandoned: Call._abandoned},
+)
+_AWAITING: dict[type[Step], _State] = {
+    Backoff: _State("waiting on a Backoff", {Waited: Call._waited, Abandoned: Call._abandoned}),
+    LookupPod: _State("waiting on a LookupPod", {Found: Call._found, Abandoned: Call._abandoned}),
+    SendToFallback: _State(
+        "waiting on a SendToFallback",
+        {
+            FallbackResponded: Call._fallback_responded,
+            FallbackFailed: Call._fallback_failed,
+            Abandoned: Call._abandoned,
+        },
+    ),
+    Deliver: _DELIVERED,
+    Fail: _State("that ended with Fail: it accepts nothing more", {}),
+}
+"""The state a step puts its call in (a ``Send``'s: :data:`_SENT` or :data:`_HEDGEABLE`)."""
+_ABANDONED = _State("that was abandoned: it accepts nothing more", {})

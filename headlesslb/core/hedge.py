@@ -14,7 +14,7 @@ every hedge is charged to the :class:`RetryBudget`: a hedge the budget refuses i
 hedging can never add more load than retries may.
 
 This module only decides. The call core holds the two attempts and records the loser
-(``Call.hedge`` and ``Call.settle`` in :mod:`headlesslb.core.call`); waiting for the first to
+(fed ``HedgeDue`` and ``Settled``, :mod:`headlesslb.core.call`); waiting for the first to
 finish and cancelling the other is the shells' work: an anyio task group in
 :mod:`headlesslb.aio.transport`, a client-owned thread pool in :mod:`headlesslb.sync.hedging`
 (see ``docs/overload.md``).

@@ -1,11 +1,12 @@
 """The hedge race of one call: whether a second attempt goes out, and what its loser counts as.
 
 A hedged call's first :class:`~headlesslb.core.steps.Send` carries ``hedge_after``; when that
-passes with no answer the shell asks :meth:`Race.hedge` (through ``Call.hedge``) for a second
-``Send`` to another Pod, then says which attempt finished first (:meth:`Race.settle`), and the
-loser is recorded here, exactly once (pool ``Attempt``, report, ``AttemptFinished``). Whether a
-call is hedged at all, after how long and to which Pod is :class:`~headlesslb.core.hedge.Hedger`'s
-decision; this module keeps the race's state and the loser's verdict.
+passes with no answer the shell feeds the call ``HEDGE_DUE``, and :meth:`Race.hedge` gives a
+second ``Send`` to another Pod; the shell then says which attempt finished first (``Settled``,
+:meth:`Race.settle`), and the loser is recorded here, exactly once (pool ``Attempt``, report,
+``AttemptFinished``). Whether a call is hedged at all, after how long and to which Pod is
+:class:`~headlesslb.core.hedge.Hedger`'s decision; this module keeps the race's state and the
+loser's verdict.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ class Race:
         return call.begin(state, None, left, first=False)
 
     def settle(self, call: Call, winner: Attempt) -> None:
-        """Of the two attempts, ``winner`` finished first (its result comes next, through the
-        call's ``responded`` or ``failed``); the other was cancelled by the shell.
+        """Of the two attempts, ``winner`` finished first (its result, ``Responded`` or
+        ``Failed``, is fed next); the other was cancelled by the shell.
 
         What the loser says about its Pod depends on which one it was. A hedge that lost says
         nothing (``Outcome.CANCELLED``): it was sent late and cut short. A first attempt that

@@ -1,7 +1,8 @@
 """What the call core tells its shell to do next: the steps of one request.
 
 A :class:`~headlesslb.core.call.Call` hands its shell one :class:`Step` at a time; the shell
-performs it (I/O) and feeds the result back. These are plain frozen records, so a shell's loop
+performs it (I/O) and feeds the result back (``call.feed(result)``, one of
+:mod:`.results`, which mirror these steps). These are plain frozen records, so a shell's loop
 is a dispatch on their type and nothing else.
 """
 
@@ -44,8 +45,8 @@ class Send(Step):
     headers: tuple[tuple[str, str], ...] = ()
     """Headers an observer asked to send with this attempt (tracing's ``traceparent``)."""
     hedge_after: float | None = None
-    """Seconds after which, with no answer yet, the shell asks the call's ``hedge()`` for a
-    second attempt (``None``: this attempt is not hedged)."""
+    """Seconds after which, with no answer yet, the shell feeds the call ``HEDGE_DUE``, which
+    answers with a second attempt or None (``None`` here: this attempt is not hedged)."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -55,15 +56,15 @@ class Send(Step):
 
 @dataclass(frozen=True, slots=True)
 class Backoff(Step):
-    """Wait this long, then call the call's ``waited()``."""
+    """Wait this long, then feed the call ``WAITED``."""
 
     seconds: float
 
 
 @dataclass(frozen=True, slots=True)
 class LookupPod(Step):
-    """Resolve a StatefulSet Pod by its own DNS name (SRV gave no hostnames), then call the
-    call's ``found()``. ``fresh``: the cached answer just refused a connection; ask DNS again."""
+    """Resolve a StatefulSet Pod by its own DNS name (SRV gave no hostnames), then feed the call
+    ``Found``. ``fresh``: the cached answer just refused a connection; ask DNS again."""
 
     ordinal: int
     hostname: str
@@ -76,8 +77,8 @@ class LookupPod(Step):
 
 @dataclass(frozen=True, slots=True)
 class SendToFallback(Step):
-    """Send the request to the fallback Service, then report with the call's
-    ``fallback_responded()`` or ``fallback_failed()``."""
+    """Send the request to the fallback Service, then feed the call ``FallbackResponded`` or
+    ``FallbackFailed``."""
 
     headers: tuple[tuple[str, str], ...] = ()
     """Headers an observer asked to send with this attempt (tracing's ``traceparent``)."""

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ..core import forksafe
-from ..core.call import Call, Send
+from ..core.call import HEDGE_DUE, Call, Send, Settled
 from ..errors import ClientClosed
 from ..io.sender import Answer
 from .network import CancelToken, cancellable
@@ -53,8 +53,9 @@ class HedgeRunner:
             return self._executor
 
     def race(self, call: Call, step: Send, send: Callable[[Send], Answer]) -> Answer:
-        """``step``, and a hedge if the core sends one after ``step.hedge_after``; the first
-        to finish wins (its response and verdict, or its transport error raised)."""
+        """``step``, and a hedge if the core sends one when ``step.hedge_after`` passes
+        (``HEDGE_DUE``); the first to finish wins (its response and verdict, or its transport
+        error raised), and the core, told which (``Settled``), records the other."""
         assert step.hedge_after is not None
         executor = self._pool()
         results: queue.SimpleQueue[tuple[Send, Result]] = queue.SimpleQueue()
@@ -80,11 +81,12 @@ class HedgeRunner:
             executor.submit(run, attempt, token)
 
         submit(step)
+        hedge: Send | None = None
         try:
             try:
                 winner, result = results.get(timeout=step.hedge_after)
             except queue.Empty:
-                hedge = call.hedge()
+                hedge = call.feed(HEDGE_DUE)
                 if hedge is not None:
                     # Closed meanwhile (the executor refuses): the first attempt fails at once.
                     with contextlib.suppress(RuntimeError):
@@ -95,7 +97,8 @@ class HedgeRunner:
                 settled = True
             while not results.empty():  # both finished at once: the later one is dropped
                 _drop(results.get_nowait()[1])
-        call.settle(winner.attempt)  # the loser is recorded before it is stopped
+        if hedge is not None:
+            call.feed(Settled(winner))  # the loser is recorded before it is stopped
         for attempt, token in tokens:
             if attempt is not winner:
                 token.cancel()

@@ -37,7 +37,24 @@ from typing_extensions import Unpack
 from ..clientbase import TransportBase, check_url
 from ..compose import compose
 from ..core import forksafe
-from ..core.call import Backoff, Call, Deliver, Fail, LookupPod, Router, Send, SendToFallback, Step
+from ..core.call import (
+    ABANDONED,
+    WAITED,
+    Backoff,
+    Call,
+    Deliver,
+    Fail,
+    Failed,
+    FallbackFailed,
+    FallbackResponded,
+    Found,
+    LookupPod,
+    Responded,
+    Router,
+    Send,
+    SendToFallback,
+    Step,
+)
 from ..core.options import EXTENSION, PLAIN, RequestOptions
 from ..errors import ClientClosed, InvalidRequest, NotStarted
 from ..io import pauses
@@ -240,7 +257,8 @@ class HeadlessTransport(TransportBase, httpx.BaseTransport):
         portal: anyio.from_thread.BlockingPortal,
         runtime: Runtime,
     ) -> httpx.Response:
-        """Perform the call core's steps until it delivers a response or fails."""
+        """Perform the call core's steps, feeding it each one's result, until it delivers a
+        response or fails."""
         step: Step = call.first()
         response: httpx.Response | None = None
         read_body = call.options.read_body
@@ -256,12 +274,12 @@ class HeadlessTransport(TransportBase, httpx.BaseTransport):
                             call, step, lambda send: self._attempt(request, send, read_body)
                         )
                 except httpx.TransportError as exc:
-                    step = call.failed(exc, classify(exc))
+                    step = call.feed(Failed(exc, classify(exc)))
                     continue
                 except BaseException:
-                    call.abandon()
+                    call.feed(ABANDONED)
                     raise
-                step = call.responded(response.status_code, verdict)
+                step = call.feed(Responded(response.status_code, verdict))
                 if type(step) is not Deliver:
                     response.close()  # a retried answer is dropped, its Pod reported
             elif kind is Deliver:
@@ -270,17 +288,18 @@ class HeadlessTransport(TransportBase, httpx.BaseTransport):
             elif kind is Backoff:
                 assert isinstance(step, Backoff)
                 self._closing.wait(step.seconds)  # close() ends it: the core then says so
-                step = call.waited()
+                step = call.feed(WAITED)
             elif kind is LookupPod:
                 assert isinstance(step, LookupPod)
-                step = call.found(self._on_portal(portal, runtime.lookup_pod, step))
+                step = call.feed(Found(self._on_portal(portal, runtime.lookup_pod, step)))
             elif kind is SendToFallback:
                 assert isinstance(step, SendToFallback)
                 try:
-                    response, step = self._to_fallback(call, request, portal, step)
+                    response, sent = self._to_fallback(request, portal, step)
                 except BaseException:
-                    call.abandon()  # interrupted: the core closes the attempt's record
+                    call.feed(ABANDONED)  # interrupted: the core closes the attempt's record
                     raise
+                step = call.feed(sent)
             else:
                 assert isinstance(step, Fail)
                 raise step.error
@@ -329,17 +348,16 @@ class HeadlessTransport(TransportBase, httpx.BaseTransport):
 
     def _to_fallback(
         self,
-        call: Call,
         request: httpx.Request,
         portal: anyio.from_thread.BlockingPortal,
         step: SendToFallback,
-    ) -> tuple[httpx.Response | None, Step]:
+    ) -> tuple[httpx.Response | None, FallbackResponded | FallbackFailed]:
         fallback = self.fallback
         assert fallback is not None
         try:
             host, port = self._on_portal(portal, fallback.address)
         except httpx.TransportError as exc:
-            return None, call.fallback_failed(None, exc)
+            return None, FallbackFailed(None, exc)
         address = f"{host}:{port}"
         try:
             response = self._sender.send_to(
@@ -352,8 +370,8 @@ class HeadlessTransport(TransportBase, httpx.BaseTransport):
             )
         except httpx.TransportError as exc:
             fallback.failed(exc)
-            return None, call.fallback_failed(address, exc)
-        return response, call.fallback_responded(address, response.status_code)
+            return None, FallbackFailed(address, exc)
+        return response, FallbackResponded(address, response.status_code)
 
     def _pass_through(self, request: httpx.Request, options: RequestOptions) -> httpx.Response:
         if options.routes:

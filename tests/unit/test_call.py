@@ -19,14 +19,24 @@ import pytest
 from headlesslb.compose import compose
 from headlesslb.core.balancer import Balancer
 from headlesslb.core.call import (
+    ABANDONED,
+    HEDGE_DUE,
+    WAITED,
+    Abandoned,
     Backoff,
     Call,
     Deliver,
     Fail,
+    Failed,
+    FallbackFailed,
+    FallbackResponded,
+    Found,
     LookupPod,
+    Responded,
     Router,
     Send,
     SendToFallback,
+    Settled,
     Step,
 )
 from headlesslb.core.clock import ManualClock
@@ -37,7 +47,8 @@ from headlesslb.core.names import expand_service_name
 from headlesslb.core.options import RequestOptions
 from headlesslb.core.pickers import ConsistentHash, Ordinal, make_picker
 from headlesslb.core.pool import Attempt, Outcome, OutlierPolicy, Pool
-from headlesslb.core.retry import Failure, RetryBudget, RetryPolicy, Verdict
+from headlesslb.core.results import Result
+from headlesslb.core.retry import ANSWERED, Failure, RetryBudget, RetryPolicy, Verdict
 from headlesslb.core.snapshot import EndpointState
 from headlesslb.errors import (
     ClientClosed,
@@ -295,7 +306,7 @@ def drive(
                 action = action.then
             if isinstance(action, int):
                 verdict = call.router.retry.judge(action, {})  # the sender's, at header time
-                step = call.responded(action, verdict)
+                step = call.feed(Responded(action, verdict))
                 if isinstance(step, Deliver):
                     delivered = step_attempt(trace), verdict
                 else:  # the shell closes an answer it does not deliver: its body reports
@@ -304,18 +315,18 @@ def drive(
                 if action.in_body:
                     trace.sends[-1].attempt.done(action.outcome)
                 error = action.kind("scripted failure")
-                step = call.failed(error, Verdict(action.outcome, action.failure))
+                step = call.feed(Failed(error, Verdict(action.outcome, action.failure)))
         elif isinstance(step, Backoff):
             clock.advance(step.seconds)
-            step = call.waited()
+            step = call.feed(WAITED)
         elif isinstance(step, LookupPod):
             assert lookups is not None, f"unexpected lookup of {step.name}"
-            step = call.found(lookups.get(step.hostname))
+            step = call.feed(Found(lookups.get(step.hostname)))
         elif isinstance(step, SendToFallback):
             if isinstance(fallback, int):
-                step = call.fallback_responded(FALLBACK, fallback)
+                step = call.feed(FallbackResponded(FALLBACK, fallback))
             else:
-                step = call.fallback_failed(FALLBACK, fallback)
+                step = call.feed(FallbackFailed(FALLBACK, fallback))
         elif isinstance(step, Deliver):
             if delivered is not None:  # the caller reads and closes what it got
                 attempt, verdict = delivered
@@ -329,7 +340,7 @@ def drive(
 
 def respond(call: Call, status: int) -> Step:
     """Play the shell for an answer: the core gets the verdict the sender made of it."""
-    return call.responded(status, call.router.retry.judge(status, {}))
+    return call.feed(Responded(status, call.router.retry.judge(status, {})))
 
 
 def step_attempt(trace: Trace) -> Attempt:
@@ -584,7 +595,7 @@ def test_backoff_past_the_deadline_fails_before_sending() -> None:
     send.attempt.done(Outcome.GATEWAY_ERROR)
     assert isinstance(step, Backoff)
     env.clock.advance(0.06)  # the shell slept; the deadline is gone
-    failed = call.waited()
+    failed = call.feed(WAITED)
     assert isinstance(failed, Fail) and isinstance(failed.error, DeadlineExceeded)
     assert len(env.pool.begun) == 1
 
@@ -682,7 +693,7 @@ def test_fallback_that_cannot_be_resolved_is_raised_unrecorded() -> None:
     call = env.start("GET")
     assert isinstance(call.first(), SendToFallback)
     boom = DiscoveryError("no such Service")
-    step = call.fallback_failed(None, boom)
+    step = call.feed(FallbackFailed(None, boom))
     assert isinstance(step, Fail) and step.error is boom and call.attempts == []
 
 
@@ -766,14 +777,16 @@ def test_pinned_pod_looked_up_again_after_a_refusal() -> None:
     call = env.start("GET", ordinal=1)
     first = call.first()
     assert isinstance(first, LookupPod) and not first.fresh
-    send = call.found(answers["web-1"])
+    send = call.feed(Found(answers["web-1"]))
     assert isinstance(send, Send)
-    step = call.failed(httpx.ConnectError("refused"), Verdict(Outcome.REFUSED, Failure.NOT_SENT))
+    step = call.feed(
+        Failed(httpx.ConnectError("refused"), Verdict(Outcome.REFUSED, Failure.NOT_SENT))
+    )
     while isinstance(step, Backoff):
-        step = call.waited()
+        step = call.feed(WAITED)
     assert isinstance(step, LookupPod) and step.fresh and step.hostname == "web-1"
     moved = Endpoint("10.0.0.9", 80, "web-1", 1)  # the Pod came back at another address
-    send = call.found(moved)
+    send = call.feed(Found(moved))
     assert isinstance(send, Send) and send.endpoint == moved
     assert isinstance(respond(call, 200), Deliver)
     send.attempt.done(Outcome.SUCCESS)
@@ -787,14 +800,16 @@ def test_pinned_pod_refusing_while_the_pool_empties_is_looked_up_again() -> None
     call = env.start("GET", ordinal=1)
     first = call.first()
     assert isinstance(first, LookupPod) and first.port == 8080
-    send = call.found(Endpoint("10.0.0.2", 8080, "web-1", 1))
+    send = call.feed(Found(Endpoint("10.0.0.2", 8080, "web-1", 1)))
     assert isinstance(send, Send)
     env.pool.update(Resolution((), 30))
-    step = call.failed(httpx.ConnectError("refused"), Verdict(Outcome.REFUSED, Failure.NOT_SENT))
+    step = call.feed(
+        Failed(httpx.ConnectError("refused"), Verdict(Outcome.REFUSED, Failure.NOT_SENT))
+    )
     while isinstance(step, Backoff):
-        step = call.waited()
+        step = call.feed(WAITED)
     assert isinstance(step, LookupPod) and step.fresh and step.port == 8080
-    assert isinstance(call.found(None), Fail)
+    assert isinstance(call.feed(Found(None)), Fail)
 
 
 def test_pinned_pod_dns_does_not_know_is_ordinal_not_found() -> None:
@@ -883,14 +898,15 @@ def test_abandon_reports_cancelled_once() -> None:
     send = call.first()
     assert isinstance(send, Send)
     assert send.state.in_flight == 1
-    call.abandon()
-    call.abandon()  # a second cancel is harmless
+    call.feed(ABANDONED)
+    with pytest.raises(RuntimeError, match="Abandoned fed to a call that was abandoned"):
+        call.feed(ABANDONED)  # the call is over: a second cancel is a shell's mistake
     assert send.attempt.finished and send.state.in_flight == 0
     assert env.pool.outcomes() == [Outcome.CANCELLED]
     assert send.state.failures == 0 and send.state.consecutive_failures == 0
 
 
-def test_abandon_during_backoff_or_after_delivery_reports_nothing() -> None:
+def test_abandon_during_backoff_reports_nothing_and_ends_the_call() -> None:
     env = make(3)
     call = env.start("GET")
     send = call.first()
@@ -898,13 +914,22 @@ def test_abandon_during_backoff_or_after_delivery_reports_nothing() -> None:
     step = respond(call, 503)
     send.attempt.done(Outcome.GATEWAY_ERROR)
     assert isinstance(step, Backoff)
-    call.abandon()  # cancelled while sleeping: no attempt in flight
-    second = call.waited()
-    assert isinstance(second, Send)
+    call.feed(ABANDONED)  # cancelled while sleeping: no attempt in flight
+    assert env.pool.outcomes() == [Outcome.GATEWAY_ERROR]
+    with pytest.raises(RuntimeError, match="Waited fed to a call that was abandoned"):
+        call.feed(WAITED)
+
+
+def test_a_delivered_call_takes_no_abandon() -> None:
+    env = make(3)
+    call = env.start("GET")
+    send = call.first()
+    assert isinstance(send, Send)
     assert isinstance(respond(call, 200), Deliver)
-    call.abandon()  # the body reports, not the call
-    second.attempt.done(Outcome.SUCCESS)
-    assert env.pool.outcomes() == [Outcome.GATEWAY_ERROR, Outcome.SUCCESS]
+    with pytest.raises(RuntimeError, match="that ended with Deliver: it accepts nothing more"):
+        call.feed(ABANDONED)  # the response's body reports its attempt, not the call
+    send.attempt.done(Outcome.SUCCESS)
+    assert env.pool.outcomes() == [Outcome.SUCCESS]
 
 
 def test_failure_already_reported_by_the_body_is_not_reported_again() -> None:
@@ -935,7 +960,7 @@ def test_nothing_is_sent_after_the_router_closes() -> None:
     assert isinstance(step, Send)
     env.router.close()
     error = httpx.ReadError("connection closed by the client's own close")
-    failed = call.failed(error, Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
+    failed = call.feed(Failed(error, Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED)))
     assert isinstance(failed, Fail) and failed.error is error  # not retried, not the fallback
     assert "closed" in notes(error)
     assert step.state.in_flight == 0
@@ -957,7 +982,7 @@ def hedged_race(env: Env) -> tuple[Call, Send, Send, list[Event]]:
     first = call.first()
     assert isinstance(first, Send) and first.hedge_after == 0.05
     env.clock.advance(0.05)
-    second = call.hedge()
+    second = call.feed(HEDGE_DUE)
     assert second is not None and second.endpoint != first.endpoint
     return call, first, second, seen
 
@@ -965,10 +990,11 @@ def hedged_race(env: Env) -> tuple[Call, Send, Send, list[Event]]:
 def test_hedge_goes_to_another_pod_and_the_winner_is_delivered() -> None:
     env = hedge_env()
     call, first, second, seen = hedged_race(env)
-    assert call.hedge() is None  # max_hedges=1
+    with pytest.raises(RuntimeError, match="HedgeDue fed to a call waiting on two racing"):
+        call.feed(HEDGE_DUE)  # one race at a time: Race keeps one other attempt
     assert first.state.in_flight == 1 and second.state.in_flight == 1
     env.clock.advance(0.01)
-    call.settle(second.attempt)  # the hedge answered first: the first attempt is cancelled
+    call.feed(Settled(second))  # the hedge answered first: the first attempt is cancelled
     assert first.attempt.finished and first.state.in_flight == 0
     step = respond(call, 200)
     assert isinstance(step, Deliver)
@@ -987,9 +1013,9 @@ def test_first_attempt_winning_cancels_the_hedge() -> None:
     call = env.start("GET")
     first = call.first()
     assert isinstance(first, Send)
-    second = call.hedge()
+    second = call.feed(HEDGE_DUE)
     assert second is not None
-    call.settle(first.attempt)
+    call.feed(Settled(first))
     assert second.attempt.finished and second.state.in_flight == 0
     assert isinstance(respond(call, 200), Deliver)
     first.attempt.done(Outcome.SUCCESS)
@@ -1001,9 +1027,11 @@ def test_a_failed_winner_is_retried_and_counts_the_cancelled_loser() -> None:
     call = env.start("GET")
     first = call.first()
     assert isinstance(first, Send)
-    assert call.hedge() is not None
-    call.settle(first.attempt)
-    step = call.failed(httpx.ReadError("reset"), Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
+    assert call.feed(HEDGE_DUE) is not None
+    call.feed(Settled(first))
+    step = call.feed(
+        Failed(httpx.ReadError("reset"), Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
+    )
     assert isinstance(step, Send)  # attempt 3 of 3
     assert isinstance(respond(call, 200), Deliver)
     step.attempt.done(Outcome.SUCCESS)
@@ -1012,23 +1040,21 @@ def test_a_failed_winner_is_retried_and_counts_the_cancelled_loser() -> None:
 
 def test_not_hedged_writes_pinned_requests_or_without_a_policy() -> None:
     env = hedge_env()
-    for call in (env.start("POST"), env.start("GET", ordinal=1)):
+    for call in (env.start("POST"), env.start("GET", ordinal=1), make(3).start("GET")):
         step = call.first()
-        assert isinstance(step, Send) and step.hedge_after is None and call.hedge() is None
-        call.abandon()
-    plain = make(3).start("GET")
-    step = plain.first()
-    assert isinstance(step, Send) and step.hedge_after is None and plain.hedge() is None
-    plain.abandon()
+        assert isinstance(step, Send) and step.hedge_after is None
+        with pytest.raises(RuntimeError, match="HedgeDue fed to a call waiting on a Send;"):
+            call.feed(HEDGE_DUE)
+        call.feed(ABANDONED)
 
 
 def test_cancelled_during_a_race_reports_both_attempts() -> None:
     env = hedge_env()
     call = env.start("GET")
     first = call.first()
-    second = call.hedge()
+    second = call.feed(HEDGE_DUE)
     assert isinstance(first, Send) and second is not None
-    call.abandon()
+    call.feed(ABANDONED)
     assert first.attempt.finished and second.attempt.finished
 
 
@@ -1038,7 +1064,7 @@ def test_a_hedge_the_budget_refuses_is_not_sent() -> None:
     call = env.start("GET")
     step = call.first()
     assert isinstance(step, Send) and step.hedge_after == 0.05
-    assert call.hedge() is None
+    assert call.feed(HEDGE_DUE) is None
     assert isinstance(respond(call, 200), Deliver)
     step.attempt.done(Outcome.SUCCESS)
     assert len(call.attempts) == 1
@@ -1052,12 +1078,12 @@ def test_no_hedge_once_the_deadline_has_passed_and_nothing_is_counted() -> None:
     first = call.first()
     assert isinstance(first, Send) and first.hedge_after == 0.25
     env.clock.advance(0.25)  # the hedge delay and the deadline end together (exact in binary)
-    assert call.hedge() is None  # not an assertion failure on a Fail step
+    assert call.feed(HEDGE_DUE) is None  # not an assertion failure on a Fail step
     assert call.tried == {first.state.key} and env.pool.begun == [first.attempt]
     assert call.race is not None and call.race.other is None and call.race.hedges == 0
     assert clock_budget.try_withdraw()  # the token is still there (taken now: no retry)
     timeout = httpx.ReadTimeout("per-try timeout")
-    step = call.failed(timeout, Verdict(Outcome.TIMEOUT, Failure.MAYBE_PROCESSED))
+    step = call.feed(Failed(timeout, Verdict(Outcome.TIMEOUT, Failure.MAYBE_PROCESSED)))
     assert isinstance(step, Fail) and step.error is timeout
 
 
@@ -1068,24 +1094,24 @@ def test_a_keyed_hedge_goes_to_the_keys_next_owner_as_a_retry_does() -> None:
     for n in range(12):
         hedged = env.start("GET", key=f"user-{n}")
         first = hedged.first()
-        hedge = hedged.hedge()
+        hedge = hedged.feed(HEDGE_DUE)
         assert isinstance(first, Send) and hedge is not None
         retried = env.start("GET", key=f"user-{n}")
         owner = retried.first()
         assert isinstance(owner, Send) and owner.endpoint == first.endpoint
         reset = httpx.ReadError("reset")
-        retry = retried.failed(reset, Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
+        retry = retried.feed(Failed(reset, Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED)))
         assert isinstance(retry, Send)
         assert hedge.endpoint == retry.endpoint, f"user-{n}"
-        hedged.abandon()
-        retried.abandon()
+        hedged.feed(ABANDONED)
+        retried.feed(ABANDONED)
 
 
 def test_a_first_attempt_beaten_by_its_hedge_is_a_timeout_a_beaten_hedge_nothing() -> None:
     env = hedge_env()
     call, first, hedge, seen = hedged_race(env)
     env.clock.advance(0.02)  # the hedge answers in 20 ms: the first had none in 70
-    call.settle(hedge.attempt)
+    call.feed(Settled(hedge))
     slow = first.state
     assert env.pool.reports[-1] == (first.attempt, Outcome.TIMEOUT)
     latency = env.pool.latency.decayed(slow, env.clock())
@@ -1105,7 +1131,7 @@ def test_a_first_attempt_beaten_by_its_hedge_is_a_timeout_a_beaten_hedge_nothing
 
     other = env.start("GET")
     first = other.first()
-    hedge = other.hedge()
+    hedge = other.feed(HEDGE_DUE)
     assert isinstance(first, Send) and hedge is not None
     env.clock.advance(0.01)
     state = hedge.state
@@ -1114,7 +1140,7 @@ def test_a_first_attempt_beaten_by_its_hedge_is_a_timeout_a_beaten_hedge_nothing
         return state.consecutive_failures, state.failures, env.pool.latency.decayed(state, 0.0)
 
     before = marks()
-    other.settle(first.attempt)  # the first answered: the hedge says nothing about its Pod
+    other.feed(Settled(first))  # the first answered: the hedge says nothing about its Pod
     assert env.pool.reports[-1] == (hedge.attempt, Outcome.CANCELLED)
     assert marks() == before
     assert other.attempts[-1].outcome is Outcome.CANCELLED
@@ -1131,9 +1157,9 @@ def test_a_pod_whose_first_attempts_always_lose_to_hedges_is_ejected() -> None:
         assert isinstance(first, Send) and (silent is None or first.state is silent)
         silent = first.state
         env.clock.advance(0.05)
-        hedge = call.hedge()
+        hedge = call.feed(HEDGE_DUE)
         assert hedge is not None
-        call.settle(hedge.attempt)
+        call.feed(Settled(hedge))
         assert isinstance(respond(call, 200), Deliver)
         hedge.attempt.done(Outcome.SUCCESS)
     assert silent is not None and silent.ejected_until is not None
@@ -1144,8 +1170,370 @@ def test_a_race_cut_short_by_the_clients_close_counts_against_no_pod() -> None:
     env = hedge_env()
     call, first, hedge, _ = hedged_race(env)
     env.router.close()  # the close breaks both; the hedge's error happens to come first
-    call.settle(hedge.attempt)
+    call.feed(Settled(hedge))
     assert env.pool.reports[-1] == (first.attempt, Outcome.CANCELLED)
-    step = call.failed(httpx.ReadError("closed"), Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
+    step = call.feed(
+        Failed(httpx.ReadError("closed"), Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
+    )
     assert isinstance(step, Fail)
     assert env.pool.outcomes()[-2:] == [Outcome.CANCELLED, Outcome.CANCELLED]
+
+
+# -- the protocol: one way in, and only what the call waits for ----------------------------------
+Steps = list[Step | None]
+Feed = Result | Callable[[Steps], object]
+"""A result to feed, or what makes one from the steps handed out so far (a fresh error, or
+``Settled`` naming a Send); anything else a shell might wrongly feed, for the refusals."""
+
+
+def ok(steps: Steps | None = None) -> Responded:
+    return Responded(200, ANSWERED)
+
+
+def unavailable(steps: Steps | None = None) -> Responded:
+    return Responded(503, RetryPolicy().judge(503, {}))
+
+
+def reset(steps: Steps | None = None) -> Failed:
+    return Failed(httpx.ReadError("reset"), Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED))
+
+
+def found(endpoint: Endpoint | None) -> Callable[[Steps], Found]:
+    return lambda steps: Found(endpoint)
+
+
+def to_fallback_failed(steps: Steps) -> FallbackFailed:
+    return FallbackFailed(None, httpx.ConnectError("the fallback's name did not resolve"))
+
+
+def to_fallback_ok(steps: Steps) -> FallbackResponded:
+    return FallbackResponded(FALLBACK, 200)
+
+
+def won_by(index: int) -> Callable[[Steps], Settled]:
+    """``Settled`` naming the ``index``-th Send handed out (0: the first attempt, 1: its hedge)."""
+    return lambda steps: Settled([s for s in steps if isinstance(s, Send)][index])
+
+
+def made(item: Feed, steps: Steps) -> Any:
+    return item(steps) if callable(item) else item
+
+
+def play(call: Call, feeds: Sequence[Feed]) -> Steps:
+    """Play a shell feeding ``feeds`` in turn: every step handed out (None: the result gets no
+    step), ``first()``'s included. A response's body reports its outcome once it was fed, as a
+    real shell's does (read and closed, or closed unread when not delivered)."""
+    steps: Steps = [call.first()]
+    answering = steps[0]
+    for item in feeds:
+        result = made(item, steps)
+        step = call.feed(result)
+        if isinstance(result, Settled):
+            answering = result.winner
+        elif isinstance(result, Responded):
+            assert isinstance(answering, Send)
+            answering.attempt.done(result.verdict.outcome)
+        if isinstance(step, Send) and result is not HEDGE_DUE:
+            answering = step
+        steps.append(step)
+    return steps
+
+
+LOOKUP: dict[str, Any] = {"endpoints": pods(3, hostnames=False), "statefulset": "web"}
+FALLBACK_ONLY: dict[str, Any] = {"endpoints": 0, "fallback": True}
+RACING: dict[str, Any] = {"retry": NO_BACKOFF, "hedge": HedgePolicy(delay=0.05)}
+DRY_RACING: dict[str, Any] = {**RACING, "budget": RetryBudget(0.0, 0.0)}
+WEB_1 = Endpoint("10.0.0.2", 80, "web-1", 1)
+PINNED = {"ordinal": 1}
+
+
+@pytest.mark.parametrize(
+    ("env_args", "options", "feeds", "expected"),
+    [
+        pytest.param({}, {}, [ok], ["Send", "Deliver"], id="plain"),
+        pytest.param(
+            {"retry": NO_BACKOFF}, {}, [reset, ok], ["Send", "Send", "Deliver"], id="retried"
+        ),
+        pytest.param(
+            {},
+            {},
+            [unavailable, WAITED, ok],
+            ["Send", "Backoff", "Send", "Deliver"],
+            id="backed-off",
+        ),
+        pytest.param(
+            LOOKUP, PINNED, [found(WEB_1), ok], ["LookupPod", "Send", "Deliver"], id="pinned-lookup"
+        ),
+        pytest.param(LOOKUP, PINNED, [found(None)], ["LookupPod", "Fail"], id="pinned-not-found"),
+        pytest.param(
+            FALLBACK_ONLY, {}, [to_fallback_ok], ["SendToFallback", "Deliver"], id="fallback"
+        ),
+        pytest.param(
+            FALLBACK_ONLY,
+            {},
+            [to_fallback_failed],
+            ["SendToFallback", "Fail"],
+            id="fallback-failed",
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [HEDGE_DUE, won_by(0), ok],
+            ["Send", "Send", None, "Deliver"],
+            id="first-wins",
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [HEDGE_DUE, won_by(1), ok],
+            ["Send", "Send", None, "Deliver"],
+            id="hedge-wins",
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [HEDGE_DUE, won_by(1), reset, ok],
+            ["Send", "Send", None, "Send", "Deliver"],
+            id="race-winner-failed-then-retried",
+        ),
+        pytest.param(RACING, {}, [ok], ["Send", "Deliver"], id="hedged-answered-in-time"),
+        pytest.param(
+            DRY_RACING, {}, [HEDGE_DUE, ok], ["Send", None, "Deliver"], id="hedge-not-sent"
+        ),
+        pytest.param({}, {}, [ABANDONED], ["Send", None], id="abandoned-sending"),
+        pytest.param(
+            {}, {}, [unavailable, ABANDONED], ["Send", "Backoff", None], id="abandoned-backing-off"
+        ),
+        pytest.param(LOOKUP, PINNED, [ABANDONED], ["LookupPod", None], id="abandoned-looking-up"),
+        pytest.param(
+            FALLBACK_ONLY, {}, [ABANDONED], ["SendToFallback", None], id="abandoned-to-fallback"
+        ),
+        pytest.param(
+            RACING, {}, [HEDGE_DUE, ABANDONED], ["Send", "Send", None], id="abandoned-racing"
+        ),
+    ],
+)
+def test_each_kind_of_call_is_one_sequence_of_results(
+    env_args: dict[str, Any],
+    options: dict[str, Any],
+    feeds: list[Feed],
+    expected: list[str | None],
+) -> None:
+    env = make(**{"endpoints": 3, **env_args})
+    call = env.start("GET", **options)
+    steps = play(call, feeds)
+    assert [None if s is None else type(s).__name__ for s in steps] == expected
+    for step in steps:
+        if isinstance(step, Send):
+            assert step.attempt.finished  # by its body, by the call, or as a race's loser
+    # The call is over: whatever comes next is a shell's mistake, and changes nothing.
+    reports = list(env.pool.reports)
+    with pytest.raises(RuntimeError, match=r"fed to a call (that ended with|that was abandoned)"):
+        call.feed(ok())
+    assert env.pool.reports == reports
+
+
+@pytest.mark.parametrize(
+    ("env_args", "options", "before", "wrong", "error"),
+    [
+        pytest.param(
+            {},
+            {},
+            None,
+            ok,
+            "^Responded fed to a call not started: first\\(\\) gives",
+            id="before-first",
+        ),
+        pytest.param(
+            {},
+            {},
+            [],
+            found(WEB_1),
+            "^Found fed to a call waiting on a Send; it accepts Responded, Failed, Abandoned$",
+            id="found-without-a-lookup",
+        ),
+        pytest.param(
+            {},
+            {},
+            [],
+            WAITED,
+            "^Waited fed to a call waiting on a Send;",
+            id="waited-while-sending",
+        ),
+        pytest.param(
+            {},
+            {},
+            [unavailable],
+            ok,
+            "^Responded fed to a call waiting on a Backoff; it accepts Waited, Abandoned$",
+            id="responded-while-backing-off",
+        ),
+        pytest.param(
+            LOOKUP,
+            PINNED,
+            [],
+            ok,
+            "^Responded fed to a call waiting on a LookupPod; it accepts Found, Abandoned$",
+            id="responded-to-a-lookup",
+        ),
+        pytest.param(
+            FALLBACK_ONLY,
+            {},
+            [],
+            ok,
+            "waiting on a SendToFallback; it accepts FallbackResponded, FallbackFailed, Abandoned$",
+            id="a-pods-answer-to-the-fallback",
+        ),
+        pytest.param(
+            {},
+            {},
+            [],
+            to_fallback_ok,
+            "^FallbackResponded fed to a call waiting on a Send;",
+            id="the-fallbacks-answer-to-a-pod",
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [HEDGE_DUE],
+            ok,
+            "^Responded fed to a call waiting on two racing Sends .*; it accepts Settled,"
+            " Abandoned$",
+            id="race-not-settled",
+        ),
+        pytest.param(
+            RACING, {}, [HEDGE_DUE], reset, "^Failed fed to a call waiting on two", id="race-failed"
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [HEDGE_DUE],
+            HEDGE_DUE,
+            "^HedgeDue fed to a call waiting on two",
+            id="hedge-twice",
+        ),
+        pytest.param(
+            {}, {}, [], HEDGE_DUE, "^HedgeDue fed to a call waiting on a Send;", id="hedge-unhedged"
+        ),
+        pytest.param(
+            DRY_RACING,
+            {},
+            [HEDGE_DUE],
+            HEDGE_DUE,
+            "^HedgeDue fed to a call waiting on a Send;",
+            id="due-twice",
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [HEDGE_DUE, won_by(0)],
+            HEDGE_DUE,
+            "^HedgeDue fed to a call waiting on a Send;",
+            id="hedge-after-the-race",
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [],
+            won_by(0),
+            "^Settled fed to a call waiting on a hedged Send; it accepts Responded, Failed,"
+            " Abandoned, HedgeDue$",
+            id="settled-without-a-race",
+        ),
+        pytest.param(
+            RACING,
+            {},
+            [HEDGE_DUE, won_by(0)],
+            won_by(0),
+            "^Settled fed to a call waiting on a Send;",
+            id="settled-twice",
+        ),
+        pytest.param(
+            {},
+            {},
+            [ok],
+            ABANDONED,
+            "^Abandoned fed to a call that ended with Deliver: it accepts nothing more$",
+            id="after-deliver",
+        ),
+        pytest.param(
+            LOOKUP,
+            PINNED,
+            [found(None)],
+            ok,
+            "^Responded fed to a call that ended with Fail",
+            id="after-fail",
+        ),
+        pytest.param(
+            {},
+            {},
+            [ABANDONED],
+            ok,
+            "^Responded fed to a call that was abandoned",
+            id="after-abandoned",
+        ),
+        pytest.param(
+            {},
+            {},
+            [],
+            (200, ANSWERED),
+            "^tuple fed to a call waiting on a Send;",
+            id="not-a-result",
+        ),
+    ],
+)
+def test_a_result_the_call_is_not_waiting_for_is_refused(
+    env_args: dict[str, Any],
+    options: dict[str, Any],
+    before: list[Feed] | None,
+    wrong: Feed,
+    error: str,
+) -> None:
+    env = make(**{"endpoints": 3, **env_args})
+    call = env.start("GET", **options)
+    steps = [] if before is None else play(call, before)
+    state, reports, records = call._state, list(env.pool.reports), list(call.attempts)
+    with pytest.raises(RuntimeError, match=error):
+        call.feed(made(wrong, steps))
+    # Refused before anything happened: the call still waits for what it waited for.
+    assert call._state is state and env.pool.reports == reports and call.attempts == records
+    if Abandoned in call._state.accepts:
+        call.feed(ABANDONED)  # what is still in flight ends: the books balance
+
+
+def test_first_is_asked_once() -> None:
+    env = make(3)
+    call = env.start("GET")
+    send = call.first()
+    with pytest.raises(
+        RuntimeError, match=r"^first\(\) on a call already started \(waiting on a Send\)"
+    ):
+        call.first()
+    assert isinstance(send, Send) and env.pool.begun == [send.attempt]  # no second attempt
+    call.feed(ABANDONED)
+
+
+def test_settled_must_name_one_of_the_racing_sends() -> None:
+    env = hedge_env()
+    call, first, hedge, _ = hedged_race(env)
+    other = env.start("GET")
+    stranger = other.first()
+    assert isinstance(stranger, Send)
+    with pytest.raises(
+        RuntimeError, match=r"^Settled names a Send to .* not one of the two racing$"
+    ):
+        call.feed(Settled(stranger))
+    assert not first.attempt.finished and not hedge.attempt.finished  # nothing was settled
+    call.feed(Settled(hedge))
+    assert first.attempt.finished
+    assert isinstance(call.feed(ok()), Deliver)
+    hedge.attempt.done(Outcome.SUCCESS)
+    other.feed(ABANDONED)
+
+
+def test_the_old_input_methods_are_gone() -> None:
+    # One way in: a shell cannot call the core out of order through a side door.
+    public = {name for name in dir(Call) if not name.startswith("_")}
+    old = {"responded", "failed", "abandon", "hedge", "settle", "waited", "found"}
+    assert not public & (old | {"fallback_responded", "fallback_failed"})
+    assert {"first", "feed"} <= public

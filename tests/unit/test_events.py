@@ -13,7 +13,19 @@ from typing import Any
 import pytest
 
 from headlesslb.core.balancer import Balancer
-from headlesslb.core.call import Call, Deliver, Fail, Router, Send, SendToFallback, Step
+from headlesslb.core.call import (
+    ABANDONED,
+    Call,
+    Deliver,
+    Fail,
+    Failed,
+    FallbackResponded,
+    Responded,
+    Router,
+    Send,
+    SendToFallback,
+    Step,
+)
 from headlesslb.core.clock import ManualClock
 from headlesslb.core.endpoint import Endpoint, Resolution
 from headlesslb.core.events import (
@@ -94,7 +106,7 @@ def make(
 
 def respond(call: Call, status: int) -> Step:
     """Play the shell for an answer: the core gets the verdict the sender made of it."""
-    return call.responded(status, call.router.retry.judge(status, {}))
+    return call.feed(Responded(status, call.router.retry.judge(status, {})))
 
 
 def test_membership_changes_name_who_joined_and_who_left() -> None:
@@ -154,7 +166,9 @@ def test_a_retry_shows_as_a_failed_attempt_then_a_resend() -> None:
     call = router.start("GET", RequestOptions(), replayable=True, url="http://web-hl/x")
     step = call.first()
     assert isinstance(step, Send)
-    step = call.failed(ConnectionError("boom"), Verdict(Outcome.CONNECT_FAILURE, Failure.NOT_SENT))
+    step = call.feed(
+        Failed(ConnectionError("boom"), Verdict(Outcome.CONNECT_FAILURE, Failure.NOT_SENT))
+    )
     assert isinstance(step, Send)
     step.attempt.done(Outcome.SUCCESS)
     assert isinstance(respond(call, 200), Deliver)
@@ -209,7 +223,7 @@ def test_fallback_engages_once_and_leaves_when_a_pod_answers() -> None:
         call = router.start("GET", RequestOptions(), replayable=True)
         step = call.first()
         assert isinstance(step, SendToFallback)
-        assert isinstance(call.fallback_responded("10.96.0.10:80", 200), Deliver)
+        assert isinstance(call.feed(FallbackResponded("10.96.0.10:80", 200)), Deliver)
     (engaged,) = recorder.of(FallbackEngaged)
     assert engaged.fallback == "web-lb" and engaged.reason == "no usable endpoint (0 in DNS)"
     fallback_attempts = [f for f in recorder.of(AttemptFinished) if f.start.fallback]
@@ -241,7 +255,7 @@ def test_a_cancelled_attempt_still_finishes() -> None:
     _, _, router, recorder = make()
     call = router.start("GET", RequestOptions(), replayable=True)
     assert isinstance(call.first(), Send)
-    call.abandon()
+    call.feed(ABANDONED)
     (finished,) = recorder.of(AttemptFinished)
     assert finished.error == "cancelled"
 

@@ -20,6 +20,7 @@ from headlesslb.core.endpoint import Endpoint, Resolution
 from headlesslb.core.hedge import HedgePlan, HedgePolicy, Hedger, LatencyEstimator
 from headlesslb.core.pickers import ConsistentHash, Ordinal, make_picker
 from headlesslb.core.pool import OutlierPolicy, Pool
+from headlesslb.core.race import Race
 from headlesslb.core.retry import RetryBudget, RetryPolicy
 from headlesslb.errors import ConfigurationError
 from headlesslb.testing import StaticDiscovery
@@ -189,17 +190,18 @@ def test_the_hedge_option_is_checked_on_both_transports(flavor: str) -> None:
 def test_sync_hedge_timer_at_the_deadline_sends_no_hedge(monkeypatch: pytest.MonkeyPatch) -> None:
     """The hedge delay outlasts the deadline, so the sync shell asks for the hedge once the
     deadline has passed. The first attempt answers only after the core has decided (a hook on
-    :meth:`Call.hedge`), so that order holds however slow the machine is."""
+    :meth:`Race.hedge`, which the call asks when fed ``HEDGE_DUE``), so that order holds however
+    slow the machine is."""
     decided = threading.Event()
-    hedge = Call.hedge
+    hedge = Race.hedge
 
-    def hedge_then_answer(call: Call) -> Send | None:
+    def hedge_then_answer(race: Race, call: Call) -> Send | None:
         try:
-            return hedge(call)
+            return hedge(race, call)
         finally:
             decided.set()
 
-    monkeypatch.setattr(Call, "hedge", hedge_then_answer)
+    monkeypatch.setattr(Race, "hedge", hedge_then_answer)
     asked: list[str] = []
 
     def pod(request: httpx.Request) -> httpx.Response:
@@ -214,7 +216,7 @@ def test_sync_hedge_timer_at_the_deadline_sends_no_hedge(monkeypatch: pytest.Mon
         hedge=HedgePolicy(delay=0.05),
         retry=RetryPolicy(deadline=0.04),
     ) as client:
-        response = client.get("/")  # before the fix: AssertionError from Call.hedge
+        response = client.get("/")  # before the fix: AssertionError from the hedge decision
     assert decided.is_set() and len(asked) == 1  # no hedge was sent
     assert response.status_code == 200  # the sync shell has no hard cap: the answer stands
     assert [a.get("status") for a in response.extensions["headlesslb"]["attempts"]] == [200]

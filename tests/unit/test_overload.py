@@ -12,7 +12,7 @@ import pytest
 
 from headlesslb.compose import compose
 from headlesslb.core.balancer import Balancer
-from headlesslb.core.call import Call, Deliver, Fail, Router, Send, Step
+from headlesslb.core.call import Call, Deliver, Fail, Responded, Router, Send, Step
 from headlesslb.core.clock import ManualClock
 from headlesslb.core.endpoint import Endpoint, Resolution
 from headlesslb.core.names import expand_service_name
@@ -72,7 +72,7 @@ def answer(call: Call, step: Step, status: int, headers: dict[str, str] | None =
     assert isinstance(step, Send)
     verdict = call.router.retry.judge(status, headers or {})
     step.attempt.done(verdict.outcome)
-    return call.responded(status, verdict)
+    return call.feed(Responded(status, verdict))
 
 
 # -- rejections ----------------------------------------------------------------------------------

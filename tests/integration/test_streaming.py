@@ -1,14 +1,18 @@
 """Streamed responses over a LocalCluster (the echo app's ``/stream``: server-sent events).
 
 A stream counts as in flight on its Pod until it is closed; once its headers reached the caller
-nothing is retried or hedged. Async clients on asyncio and trio, and the sync client; both the
+nothing is retried or hedged; a stream the caller drops without closing is released (its Pod's
+in-flight count, its connection, a departed Pod's pool) when it is garbage-collected, and the
+client says so once. Async clients on asyncio and trio, and the sync client; both the
 ``HeadlessClient`` and a bare ``HeadlessTransport`` under httpx's own client.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -21,8 +25,12 @@ import headlesslb.sync
 from headlesslb import EndpointStatus, HeadlessClient, HeadlessTransport, HedgePolicy
 from headlesslb.testing import LocalCluster
 
+from .helpers import eventually
+
 LONG = "/stream?chunks=400&interval=0.05"
 """A stream of 20 s: longer than any test keeps it open."""
+
+ABANDONED = "a streamed response was garbage-collected without being closed"
 
 
 def _kwargs(cluster: LocalCluster, **kwargs: Any) -> dict[str, Any]:
@@ -61,6 +69,21 @@ def _next_pod_sync(lines: Iterator[str]) -> str:
 
 def _served(cluster: LocalCluster) -> int:
     return sum(cluster.requests_served(p.name) for p in cluster.pods("web"))
+
+
+def _collected(check: Callable[[], bool]) -> Callable[[], bool]:
+    """``check``, after a garbage collection: a half-read body is first closed by its async
+    generator's finalizer (asyncio, trio), which leaves it in cyclic garbage."""
+
+    def after_gc() -> bool:
+        gc.collect()
+        return check()
+
+    return after_gc
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if ABANDONED in r.getMessage()]
 
 
 # -- async: HeadlessClient, and HeadlessTransport under httpx.AsyncClient -------------------------
@@ -187,6 +210,70 @@ async def test_a_hedged_stream_is_not_raced_once_delivered(cluster: LocalCluster
         assert _in_flight(client.endpoints()) == {"web-0": 0, "web-1": 0, "web-2": 0}
 
 
+@pytest.mark.anyio
+@VIA
+@pytest.mark.parametrize("read", [0, 2], ids=["unread", "half-read"])
+async def test_an_abandoned_stream_is_released_when_collected(
+    cluster: LocalCluster, via: str, read: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="headlesslb")
+    caplog.set_level(logging.DEBUG, logger="headlesslb.streams")
+    async with _async_client(cluster, via, picker="least_request") as client:
+        sender = client.transport._sender
+        for _ in range(2):
+            response = await client.unclosed(LONG)
+            assert sum(_in_flight(client.endpoints()).values()) == 1
+            if read:
+                lines = response.aiter_lines()
+                for _ in range(read):
+                    await _next_pod(lines)
+                del lines
+            del response  # never closed
+            gc.collect()
+            await eventually(
+                _collected(
+                    lambda: not any(_in_flight(client.endpoints()).values()) and not sender._active
+                ),
+                within=5,
+            )
+        assert sorted(_in_flight(client.endpoints()).values()) == [0, 0, 0]
+    warnings = _warnings(caplog)
+    # Once per client: the next abandoned stream is a DEBUG line.
+    assert [r.levelno for r in warnings] == [logging.WARNING, logging.DEBUG]
+    assert warnings[0].name == "headlesslb.streams"
+    message = warnings[0].getMessage()
+    assert message.startswith("GET http://web-hl") and "/stream?chunks=400" in message
+
+
+@pytest.fixture
+def draining_cluster() -> Iterator[LocalCluster]:
+    """StatefulSet ``web`` ×3 whose not-ready Pods leave DNS (they keep serving)."""
+    with LocalCluster(ttl=1) as c:
+        c.add_statefulset("web", replicas=3, publish_not_ready=False)
+        yield c
+
+
+@pytest.mark.anyio
+@VIA
+async def test_a_departed_pods_pool_closes_once_its_abandoned_stream_is_collected(
+    draining_cluster: LocalCluster, via: str
+) -> None:
+    cluster = draining_cluster
+    pod = cluster.pod("web-2")
+    address = (pod.ip, pod.port)
+    async with _async_client(cluster, via) as client:
+        sender = client.transport._sender
+        response = await client.unclosed(LONG, ordinal=2)
+        cluster.set_ready("web-2", False)
+        await eventually(lambda: "web-2" not in _in_flight(client.endpoints()), within=5)
+        await anyio.sleep(0.1)
+        assert address in sender.addresses  # its stream is open: the pool stays
+        del response
+        gc.collect()
+        await eventually(_collected(lambda: address not in sender.addresses), within=5)
+        assert not sender._active
+
+
 # -- sync ------------------------------------------------------------------------------------------
 class _Sync:
     """The sync twin of :class:`_Async`."""
@@ -290,3 +377,56 @@ def test_sync_a_hedged_stream_is_not_raced_once_delivered(cluster: LocalCluster,
         assert len(lines) == 8
         assert _served(cluster) == len(report["attempts"])
         assert _in_flight(client.endpoints()) == {"web-0": 0, "web-1": 0, "web-2": 0}
+
+
+@VIA
+@pytest.mark.parametrize("read", [0, 2], ids=["unread", "half-read"])
+def test_sync_an_abandoned_stream_is_released_when_collected(
+    cluster: LocalCluster, via: str, read: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="headlesslb")
+    caplog.set_level(logging.DEBUG, logger="headlesslb.streams")
+    with _sync_client(cluster, via, picker="least_request") as client:
+        sender = client.transport._sender
+        for _ in range(2):
+            response = client.unclosed(LONG)
+            assert sum(_in_flight(client.endpoints()).values()) == 1
+            if read:
+                lines = response.iter_lines()
+                for _ in range(read):
+                    _next_pod_sync(lines)
+                del lines  # closes the generators: the attempt ends, but not the sender's count
+            del response
+            gc.collect()
+            _until(
+                _collected(
+                    lambda: not any(_in_flight(client.endpoints()).values()) and not sender._active
+                ),
+                within=5,
+            )
+            # Its connection was closed, not left half-read in httpcore's pool.
+            _until(lambda: not any(p.connections for p in sender._pools.values()), within=5)
+    warnings = _warnings(caplog)
+    assert [r.levelno for r in warnings] == [logging.WARNING, logging.DEBUG]
+    message = warnings[0].getMessage()
+    assert message.startswith("GET http://web-hl") and "/stream?chunks=400" in message
+
+
+@VIA
+def test_sync_a_departed_pods_pool_closes_once_its_abandoned_stream_is_collected(
+    draining_cluster: LocalCluster, via: str
+) -> None:
+    cluster = draining_cluster
+    pod = cluster.pod("web-2")
+    address = (pod.ip, pod.port)
+    with _sync_client(cluster, via) as client:
+        sender = client.transport._sender
+        response = client.unclosed(LONG, ordinal=2)
+        cluster.set_ready("web-2", False)
+        _until(lambda: "web-2" not in _in_flight(client.endpoints()), within=5)
+        time.sleep(0.1)
+        assert address in sender.addresses
+        del response
+        gc.collect()
+        _until(_collected(lambda: address not in sender.addresses), within=5)
+        assert not sender._active

@@ -343,9 +343,11 @@ class PodSender:
         :meth:`send_to`): the response and its verdict by ``policy``, whose outcome the body
         reports to the pool attempt when it ends (a failed send is the caller's to report)."""
         endpoint = step.state.endpoint
+        attempt = step.attempt
         response, body = await self._send(
-            request, endpoint.ip, endpoint.port, scheme, sni, headers, step.timeout, step.attempt
+            request, endpoint.ip, endpoint.port, scheme, sni, headers, step.timeout, attempt
         )
+        attempt.answer()  # its latency: to the headers (the body may stream for minutes)
         body.verdict = verdict = policy.judge(response.status_code, response.headers)
         return response, verdict
 
@@ -542,6 +544,7 @@ def transport_answer(
     """A ``pod_transport``'s response to an attempt, judged by ``policy`` (both shells): a body
     read already reports the verdict's outcome now, another is wrapped by ``reporting`` to
     report it when it ends."""
+    attempt.answer()
     verdict = policy.judge(response.status_code, response.headers)
     if response.is_closed:  # built with content=/json=: read and closed already
         report_attempt(attempt, verdict.outcome)

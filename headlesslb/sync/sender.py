@@ -145,9 +145,11 @@ class SyncPodSender:
         :meth:`send_to`): the response and its verdict by ``policy``, whose outcome the body
         reports to the pool attempt when it ends (a failed send is the caller's to report)."""
         endpoint = step.state.endpoint
+        attempt = step.attempt
         response, body = self._send(
-            request, endpoint.ip, endpoint.port, scheme, sni, headers, step.timeout, step.attempt
+            request, endpoint.ip, endpoint.port, scheme, sni, headers, step.timeout, attempt
         )
+        attempt.answer()  # its latency: to the headers (the body may stream for minutes)
         body.verdict = verdict = policy.judge(response.status_code, response.headers)
         return response, verdict
 

@@ -172,6 +172,16 @@ async def test_least_request_avoids_the_pod_with_an_open_stream(
 
 @pytest.mark.anyio
 @VIA
+async def test_peak_ewma_measures_a_stream_to_its_headers(cluster: LocalCluster, via: str) -> None:
+    async with _async_client(cluster, via, picker="peak_ewma") as client:
+        async with client.stream("/stream?chunks=11&interval=0.1", ordinal=0) as response:
+            assert len([line async for line in response.aiter_lines() if line]) == 11
+        latency = {s.hostname: s.ewma_latency for s in client.endpoints()}["web-0"]
+        assert latency is not None and latency < 0.5  # its headers' time, not the stream's 1 s
+
+
+@pytest.mark.anyio
+@VIA
 async def test_a_reset_mid_stream_reaches_the_caller_and_is_not_retried(
     cluster: LocalCluster, via: str
 ) -> None:
@@ -342,6 +352,15 @@ def test_sync_a_stream_is_in_flight_until_it_is_closed(cluster: LocalCluster, vi
         assert _in_flight(client.endpoints()) == {"web-0": 0, "web-1": 0, "web-2": 0}
         assert client.transport._sender._active == {}
     assert cluster.requests_served(pod) == 1
+
+
+@VIA
+def test_sync_peak_ewma_measures_a_stream_to_its_headers(cluster: LocalCluster, via: str) -> None:
+    with _sync_client(cluster, via, picker="peak_ewma") as client:
+        with client.stream("/stream?chunks=11&interval=0.1", ordinal=0) as response:
+            assert len([line for line in response.iter_lines() if line]) == 11
+        latency = {s.hostname: s.ewma_latency for s in client.endpoints()}["web-0"]
+        assert latency is not None and latency < 0.5
 
 
 @VIA

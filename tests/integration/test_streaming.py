@@ -13,16 +13,19 @@ import contextlib
 import gc
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 
 import headlesslb.sync
 from headlesslb import EndpointStatus, HeadlessClient, HeadlessTransport, HedgePolicy
+from headlesslb.events import Event, StreamAbandoned
 from headlesslb.testing import LocalCluster
 
 from .helpers import eventually
@@ -253,6 +256,26 @@ async def test_an_abandoned_stream_is_released_when_collected(
     assert warnings[0].name == "headlesslb.streams"
     message = warnings[0].getMessage()
     assert message.startswith("GET http://web-hl") and "/stream?chunks=400" in message
+
+
+@pytest.mark.anyio
+async def test_a_stream_dropped_in_another_thread_is_released_on_the_loop(
+    cluster: LocalCluster,
+) -> None:
+    threads: list[int] = []
+
+    def observer(event: Event) -> None:
+        if isinstance(event, StreamAbandoned):
+            threads.append(threading.get_ident())
+
+    async with _async_client(cluster, "client", observers=[observer]) as client:
+        held = [await client.unclosed(LONG)]
+        await anyio.to_thread.run_sync(held.clear)  # its last reference dies in a worker thread
+        await eventually(
+            _collected(lambda: not any(_in_flight(client.endpoints()).values())), within=5
+        )
+        assert not client.transport._sender._active
+    assert threads == [threading.get_ident()]  # released on the loop's thread, not the worker's
 
 
 @pytest.fixture

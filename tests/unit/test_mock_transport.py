@@ -14,6 +14,7 @@ Host header naming the Service. ``nameservers`` is not needed when ``discovery=`
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 from collections import Counter
@@ -401,6 +402,25 @@ def test_sync_a_mocked_stream_dropped_unclosed_is_released_when_collected() -> N
                 assert time.monotonic() < deadline, "not released"
                 time.sleep(0.01)
     feed.check()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_stream_collected_after_its_loop_ended_raises_nothing(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    feed = _Feed()
+
+    async def main() -> httpx.Response:
+        async with HeadlessClient("web-hl.default", **feed.options()) as c:
+            response: httpx.Response = await c.http.send(c.build_request("GET", "/"), stream=True)
+            return response
+
+    held = [anyio.run(main, backend=backend)]  # the loop is closed, trio's run over
+    held.clear()
+    gc.collect()
+    assert unraisable == []
 
 
 # -- one verdict per response: the pool and the call core agree ----------------------------------

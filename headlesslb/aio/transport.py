@@ -96,10 +96,14 @@ class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
         """The event stream: ``events.subscribe(observer)`` (see :mod:`headlesslb.events`)."""
         pod_transport = parts.checked_pod_transport(httpx.AsyncBaseTransport)
         self._sender: AsyncSender = (
-            TransportSender(pod_transport)
+            TransportSender(pod_transport, parts.events)
             if pod_transport is not None
             else PodSender(
-                verify=parts.verify, cert=parts.cert, http2=parts.http2, limits=parts.limits
+                verify=parts.verify,
+                cert=parts.cert,
+                http2=parts.http2,
+                limits=parts.limits,
+                events=parts.events,
             )
         )
         self._passthrough_transport: httpx.AsyncHTTPTransport | None = None

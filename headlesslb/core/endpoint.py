@@ -67,7 +67,8 @@ class EndpointStatus:
     requests: int
     failures: int
     ewma_latency: float | None
-    """Peak-sensitive moving average of latency in seconds, ``None`` before the first response."""
+    """Peak-sensitive moving average of latency (to response headers) in seconds, ``None``
+    before the first response."""
     ejected_until: float | None
     """Monotonic time the ejection ends, ``None`` if not ejected."""
     held_off_until: float | None = None

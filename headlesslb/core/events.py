@@ -48,6 +48,7 @@ __all__ = [
     "ReadmitReason",
     "RetryBudgetExhausted",
     "RetryScheduled",
+    "StreamAbandoned",
 ]
 
 # The core does no I/O; logging an observer's own crash is the one exception, as for any library.
@@ -232,6 +233,28 @@ class AttemptFinished(Event):
     def endpoint(self) -> Endpoint | None:
         """The Pod (``None`` for the fallback)."""
         return self.start.endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAbandoned(Event):
+    """A streamed response was garbage-collected without being closed.
+
+    It was released then: its attempt reported as cancelled (which says nothing about the Pod),
+    the Pod's in-flight count dropped, its connection closed (a body not read to the end is
+    never reused). Until then it counted as in flight, and kept a connection busy. Close
+    streamed responses (``async with client.stream(...)``) so their connections are reused.
+    """
+
+    service: str
+    method: str
+    url: str
+    """The request's URL as the caller gave it (naming the Service)."""
+    endpoint: Endpoint | None
+    """The Pod; ``None`` for the fallback Service."""
+    address: str
+    """``ip:port`` the response came from."""
+    first: bool
+    """True for the client's first abandoned stream (logs warn once per client)."""
 
 
 # -- discovery -----------------------------------------------------------------------------------

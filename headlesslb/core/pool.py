@@ -116,12 +116,14 @@ class OutlierPolicy:
 class Attempt:
     """One request on one endpoint, in flight until :meth:`done` is called exactly once."""
 
-    __slots__ = ("_pool", "finished", "started", "state")
+    __slots__ = ("_pool", "answered", "finished", "started", "state")
 
     def __init__(self, pool: Pool, state: EndpointState, started: float) -> None:
         self._pool = pool
         self.state = state
         self.started = started
+        self.answered: float | None = None
+        """When the response's headers came (:meth:`answer`); None until then."""
         self.finished = False
         """Whether :meth:`done` was called (only it sets this: a plain attribute, not a
         property, because every response body reads it once)."""
@@ -130,6 +132,13 @@ class Attempt:
     def endpoint(self) -> Endpoint:
         """The endpoint this attempt went to."""
         return self.state.endpoint
+
+    def answer(self) -> None:
+        """The response's headers came back now (the sender says so). Its latency is measured
+        to here, while the attempt stays in flight until :meth:`done`: a streamed body may last
+        minutes, and peak-EWMA must see a Pod that answers in milliseconds and is busy meanwhile,
+        not a latency of minutes once the stream ends."""
+        self.answered = self._pool._clock()
 
     def done(self, outcome: Outcome) -> None:
         """Report how the attempt ended; a second call is a bug and raises RuntimeError."""
@@ -264,7 +273,9 @@ class Pool:
             # decay on would make it look cheap while it turns requests away.
             self.latency.restamp(state, now)
             return
-        self.latency.observe(state, now - attempt.started, now)
+        answered = attempt.answered
+        end = now if answered is None else answered
+        self.latency.observe(state, end - attempt.started, now)
         if outcome in _FAILURES:
             state.failures += 1
             state.consecutive_failures += 1

@@ -5,7 +5,9 @@ one httpcore connection pool per address; it counts the requests in flight per a
 connections of a Pod that left DNS close as soon as its last request ends, however long that took.
 An attempt's response is judged once, at header time (:meth:`RetryPolicy.judge
 <headlesslb.core.retry.RetryPolicy.judge>`): the sender hands the verdict to the shell, for the
-call core, and its body reports the verdict's outcome to the pool exactly once, when it ends.
+call core, and its body reports the verdict's outcome to the pool exactly once, when it ends:
+read to the end or closed, or, for a streamed response the caller dropped unclosed, when the
+garbage collector finds it (:class:`Reaper`: reported as cancelled, released on the loop).
 :class:`TransportSender` sends through a user's httpx transport instead (``pod_transport=``:
 ``httpx.MockTransport``, respx), for tests with no sockets behind the balancer.
 """
@@ -13,6 +15,9 @@ call core, and its body reports the verdict's outcome to the pool exactly once, 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
+import queue
 import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeAlias
@@ -21,15 +26,20 @@ import httpcore
 import httpx
 
 from ..core.call import Send
+from ..core.events import EventHub, StreamAbandoned
 from ..core.pool import Attempt, Outcome
 from ..core.retry import ANSWERED, RetryPolicy, Verdict
 from ..errors import ClientClosed
 from .outcomes import classify, map_httpcore_errors
+from .tasks import spawn, waker
 
 __all__ = [
+    "Abandoned",
     "Answer",
     "AsyncSender",
     "PodSender",
+    "Reaper",
+    "ReportingBody",
     "TransportSender",
     "pod_request",
     "report_attempt",
@@ -37,6 +47,8 @@ __all__ = [
     "transport_request",
     "with_headers",
 ]
+
+log = logging.getLogger("headlesslb.streams")
 
 Address = tuple[str, int]
 
@@ -171,6 +183,104 @@ def pod_request(
     )
 
 
+class Abandoned:
+    """A response body the garbage collector found unclosed: what releasing it takes (never the
+    body itself, which is being destroyed)."""
+
+    __slots__ = ("address", "attempt", "inner", "request")
+
+    def __init__(
+        self, inner: Any, attempt: Attempt | None, request: httpx.Request, address: Address | None
+    ) -> None:
+        self.inner = inner
+        """The stream the body wrapped (httpcore's, or a ``pod_transport``'s): to close."""
+        self.attempt = attempt
+        self.request = request
+        self.address = address
+        """Where the sender counted it in (None: a ``pod_transport``'s, counted nowhere)."""
+
+
+class Reaper:
+    """One sender's response bodies dropped unclosed: queued by the garbage collector, released
+    by the sender's owner (its event loop; the sync client's runtime thread).
+
+    A body's ``__del__`` runs wherever the garbage collector does: on any thread, between any
+    two bytecodes of whatever ran there, perhaps inside the very lock releasing it would take
+    (httpcore's pool lock is not reentrant) or in the middle of a pool's bookkeeping, which is
+    one loop's and unlocked in the async client. So :meth:`abandoned`, its only call, does two
+    things, both safe there and neither blocking: it puts the body's record on a
+    ``queue.SimpleQueue`` (reentrant by design, "appropriate for use in destructors such as
+    ``__del__``") and calls :attr:`wake`, which schedules :meth:`reap` on the owner: asyncio's
+    ``call_soon_threadsafe`` or trio's ``run_sync_soon`` (:func:`~headlesslb.io.tasks.waker`),
+    or the sync runtime thread's ``call_soon``. Everything else (reporting the attempt, the
+    event, the counts, closing) happens there.
+    """
+
+    __slots__ = ("_queue", "_warned", "events", "wake")
+
+    def __init__(self, events: EventHub | None) -> None:
+        self.events = events
+        """Where :class:`~headlesslb.core.events.StreamAbandoned` goes (None: nowhere)."""
+        self.wake: Callable[[], object] | None = None
+        """Schedules :meth:`reap` on the owner, from any thread (set by the owner, once)."""
+        self._queue: queue.SimpleQueue[
+            tuple[Any, Attempt | None, httpx.Request, Address | None]
+        ] = queue.SimpleQueue()
+        self._warned = False
+
+    def abandoned(
+        self, inner: Any, attempt: Attempt | None, request: httpx.Request, address: Address | None
+    ) -> None:
+        """Queue a body found unclosed and wake the owner (the garbage collector's context: no
+        module global is read here, so it works at interpreter exit too)."""
+        self._queue.put((inner, attempt, request, address))
+        wake = self.wake
+        if wake is not None:
+            # Not contextlib.suppress: no object to build here. The loop may be closed, its run
+            # over: nobody is left to release to.
+            try:  # noqa: SIM105
+                wake()
+            except Exception:
+                pass
+
+    def reap(self, release: Callable[[Abandoned], None]) -> None:
+        """Release every body queued so far (the owner's context): its attempt reported as
+        cancelled (it says nothing about the Pod), the event emitted, then ``release(record)``
+        (the counts, the connection). Never raises: it runs as a loop callback."""
+        while True:
+            try:
+                record = Abandoned(*self._queue.get_nowait())
+            except queue.Empty:
+                return
+            try:
+                attempt = record.attempt
+                report_attempt(attempt, Outcome.CANCELLED)
+                self._announce(record, attempt)
+                release(record)
+            except Exception:
+                log.exception("releasing a streamed response that was not closed failed")
+
+    def _announce(self, record: Abandoned, attempt: Attempt | None) -> None:
+        events = self.events
+        if events is None:
+            return
+        first, self._warned = not self._warned, True
+        endpoint = None if attempt is None else attempt.state.endpoint
+        if endpoint is not None:
+            address = endpoint.authority
+        elif record.address is not None:
+            host, port = record.address
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        else:
+            address = "?"
+        request = record.request
+        events.emit(
+            StreamAbandoned(
+                events.service, request.method, str(request.url), endpoint, address, first
+            )
+        )
+
+
 class PodSender:
     """Sends requests straight to ``ip:port`` addresses, one httpcore connection pool per address.
 
@@ -186,12 +296,15 @@ class PodSender:
         cert: Any = None,
         http2: bool = False,
         limits: httpx.Limits | None = None,
+        events: EventHub | None = None,
     ) -> None:
         self._ssl_context = httpx.create_ssl_context(verify=verify, cert=cert)
         self._http2 = http2
         self._limits = limits or httpx.Limits(
             max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
         )
+        self._reaper = Reaper(events)
+        """Bodies dropped unclosed, released on this sender's loop (woken by its first send)."""
         self._pools: dict[Address, httpcore.AsyncConnectionPool] = {}
         self._active: dict[Address, int] = {}
         """Requests in flight per address, from the send until the response is closed."""
@@ -212,6 +325,8 @@ class PodSender:
                 keepalive_expiry=limits.keepalive_expiry,
                 http2=self._http2,
             )
+            if self._reaper.wake is None:  # on the loop that sends, once
+                self._reaper.wake = waker(self._reap)
         return pool
 
     async def send_attempt(
@@ -228,9 +343,11 @@ class PodSender:
         :meth:`send_to`): the response and its verdict by ``policy``, whose outcome the body
         reports to the pool attempt when it ends (a failed send is the caller's to report)."""
         endpoint = step.state.endpoint
+        attempt = step.attempt
         response, body = await self._send(
-            request, endpoint.ip, endpoint.port, scheme, sni, headers, step.timeout, step.attempt
+            request, endpoint.ip, endpoint.port, scheme, sni, headers, step.timeout, attempt
         )
+        attempt.answer()  # its latency: to the headers (the body may stream for minutes)
         body.verdict = verdict = policy.judge(response.status_code, response.headers)
         return response, verdict
 
@@ -282,7 +399,7 @@ class PodSender:
         except BaseException:
             await self._release(address)
             raise
-        body = _PodStream(self, address, core_response.stream, attempt)
+        body = _PodStream(self, address, core_response.stream, attempt, request)
         response = httpx.Response(
             status_code=core_response.status,
             headers=core_response.headers,
@@ -292,13 +409,34 @@ class PodSender:
         return response, body
 
     async def _release(self, address: Address) -> None:
+        pool = self._leave(address)
+        if pool is not None:
+            await _aclose(pool)
+
+    def _leave(self, address: Address) -> httpcore.AsyncConnectionPool | None:
+        """Count a request out of ``address``: the pool to close now, when it was the last one
+        there and the address has departed (taken out at once: nothing new goes to it)."""
         left = self._active[address] - 1
         if left:
             self._active[address] = left
-            return
+            return None
         del self._active[address]
-        if address in self._departed:
-            await self._close(address)
+        if address not in self._departed:
+            return None
+        self._departed.discard(address)
+        return self._pools.pop(address, None)
+
+    def _reap(self) -> None:
+        """Release the bodies dropped unclosed (on the loop: the reaper's wake-up)."""
+        self._reaper.reap(self._release_abandoned)
+
+    def _release_abandoned(self, record: Abandoned) -> None:
+        # A loop callback cannot await: the count drops now (least-request sees it at once,
+        # and a departed pool is taken out of use now); the closing, which awaits, is a task
+        # of the loop's own.
+        assert record.address is not None
+        pool = self._leave(record.address)
+        spawn("closing a stream that was not closed", functools.partial(_discard, record, pool))
 
     async def retire(self, keep: set[Address]) -> None:
         """Close the connections of every address not in ``keep``: now if nothing is in flight
@@ -312,8 +450,7 @@ class PodSender:
         self._departed.discard(address)
         pool = self._pools.pop(address, None)
         if pool is not None:
-            with contextlib.suppress(Exception):  # a socket that fails to close is closed anyway
-                await pool.aclose()
+            await _aclose(pool)
 
     @property
     def addresses(self) -> set[Address]:
@@ -326,26 +463,53 @@ class PodSender:
         pools, self._pools = list(self._pools.values()), {}
         self._departed.clear()
         for pool in pools:
-            with contextlib.suppress(Exception):
-                await pool.aclose()
+            await _aclose(pool)
+
+
+async def _aclose(closable: Any) -> None:
+    with contextlib.suppress(Exception):  # a socket that fails to close is closed anyway
+        await closable.aclose()
+
+
+async def _discard(record: Abandoned, pool: httpcore.AsyncConnectionPool | None) -> None:
+    """Close an abandoned body's stream (httpcore closes a connection whose response was not
+    read to the end: it is never reused) and, when that was its departed Pod's last request,
+    the Pod's pool."""
+    await _aclose(record.inner)
+    if pool is not None:
+        await _aclose(pool)
 
 
 class _PodStream(httpx.AsyncByteStream):
     """A response body from httpcore: errors mapped to httpx's, the request counted until close,
-    and the attempt's outcome (its verdict's) reported exactly once, when the body ends."""
+    and the attempt's outcome (its verdict's) reported exactly once, when the body ends (or,
+    dropped unclosed, as cancelled once the garbage collector finds it: :class:`Reaper`)."""
 
-    __slots__ = ("_address", "_attempt", "_inner", "_open", "_sender", "verdict")
+    __slots__ = ("_address", "_attempt", "_inner", "_open", "_request", "_sender", "verdict")
 
     def __init__(
-        self, sender: PodSender, address: Address, inner: Any, attempt: Attempt | None
+        self,
+        sender: PodSender,
+        address: Address,
+        inner: Any,
+        attempt: Attempt | None,
+        request: httpx.Request,
     ) -> None:
         self._sender = sender
         self._address = address
         self._inner = inner
         self._attempt = attempt
+        self._request = request
         self._open = True
         self.verdict = ANSWERED
         """What the response means, set by the sender once judged (with no attempt, unused)."""
+
+    # __del__, not weakref.finalize: nothing to make or detach per response, one flag read when
+    # a closed body goes. Only Reaper.abandoned runs here (see Reaper for why).
+    def __del__(self) -> None:
+        if self._open:
+            self._open = False
+            self._sender._reaper.abandoned(self._inner, self._attempt, self._request, self._address)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -380,6 +544,7 @@ def transport_answer(
     """A ``pod_transport``'s response to an attempt, judged by ``policy`` (both shells): a body
     read already reports the verdict's outcome now, another is wrapped by ``reporting`` to
     report it when it ends."""
+    attempt.answer()
     verdict = policy.judge(response.status_code, response.headers)
     if response.is_closed:  # built with content=/json=: read and closed already
         report_attempt(attempt, verdict.outcome)
@@ -399,9 +564,10 @@ class TransportSender:
     ``http(s)://<ip>:<port>/<path>`` carrying the Service's Host header: mock the Pods behind the
     balancer with ``httpx.MockTransport`` or respx, no sockets involved."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+    def __init__(self, transport: httpx.AsyncBaseTransport, events: EventHub | None = None) -> None:
         self._transport = transport
         self._closed = False
+        self._reaper = Reaper(events)
 
     async def send_attempt(
         self,
@@ -425,7 +591,15 @@ class TransportSender:
             headers=headers,
             connect_timeout=step.timeout,
         )
-        return transport_answer(response, step.attempt, policy, _ReportingStream)
+        reaper = self._reaper
+        if reaper.wake is None:  # on the loop that sends, once
+            reaper.wake = waker(functools.partial(reaper.reap, _discard_spawned))
+        return transport_answer(
+            response,
+            step.attempt,
+            policy,
+            functools.partial(_ReportingStream, reaper=reaper, request=request),
+        )
 
     async def send_to(
         self,
@@ -453,13 +627,40 @@ class TransportSender:
         await self._transport.aclose()
 
 
-class _ReportingStream(httpx.AsyncByteStream):
-    """A body from a user's transport that reports its attempt's verdict when it ends."""
+def _discard_spawned(record: Abandoned) -> None:
+    """Close a ``pod_transport`` body dropped unclosed, in a task of the loop (it awaits)."""
+    spawn("closing a stream that was not closed", functools.partial(_discard, record, None))
 
-    def __init__(self, inner: httpx.AsyncByteStream, attempt: Attempt, verdict: Verdict) -> None:
+
+class ReportingBody:
+    """A body from a user's transport (``pod_transport=``, both shells) that reports its
+    attempt's verdict when it ends, or, dropped unclosed, is handed to ``reaper`` when the
+    garbage collector finds it (reported as cancelled, closed by the sender's owner)."""
+
+    def __init__(
+        self,
+        inner: Any,
+        attempt: Attempt,
+        verdict: Verdict,
+        *,
+        reaper: Reaper,
+        request: httpx.Request,
+    ) -> None:
         self._inner = inner
         self._attempt = attempt
         self._verdict = verdict
+        self._reaper = reaper
+        self._request = request
+        self._open = True
+
+    def __del__(self) -> None:
+        if self._open:
+            self._open = False
+            self._reaper.abandoned(self._inner, self._attempt, self._request, None)
+
+
+class _ReportingStream(ReportingBody, httpx.AsyncByteStream):
+    """An async ``pod_transport`` body (see :class:`ReportingBody`)."""
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -473,6 +674,7 @@ class _ReportingStream(httpx.AsyncByteStream):
             raise
 
     async def aclose(self) -> None:
+        self._open = False
         try:
             await self._inner.aclose()
         finally:

@@ -13,12 +13,14 @@ logged, never lost.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import anyio
 
-__all__ = ["Background"]
+__all__ = ["Background", "spawn", "waker"]
 
 log = logging.getLogger("headlesslb.background")
 
@@ -45,6 +47,35 @@ def _on_trio() -> bool:
     return False
 
 
+def spawn(name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``work()`` as a task of the running event loop itself (an asyncio task, or a trio
+    system task), not of the caller's task: callable from a plain callback on the loop too. An
+    exception escaping ``work`` must not reach the loop (trio ends the whole run for a system
+    task's): wrap it, as :class:`Background` does."""
+    if _on_trio():
+        import trio  # only where trio is already running
+
+        trio.lowlevel.spawn_system_task(work, name=f"headlesslb {name}")
+    else:
+        task = asyncio.get_running_loop().create_task(work(), name=f"headlesslb {name}")
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+
+
+def waker(callback: Callable[[], object]) -> Callable[[], object]:
+    """A function running ``callback`` soon on the running event loop (the caller's, now),
+    callable later from any thread, and from a garbage-collector callback: asyncio's
+    ``call_soon_threadsafe`` (asyncio's own finalizer hook for async generators calls it from
+    the garbage collector) or trio's ``TrioToken.run_sync_soon`` (documented safe even from
+    signal handlers). It raises ``RuntimeError`` once the loop is closed or trio's run is
+    over. ``callback`` runs on the loop but in no task: it must not raise."""
+    if _on_trio():
+        import trio
+
+        return functools.partial(trio.lowlevel.current_trio_token().run_sync_soon, callback)
+    return functools.partial(asyncio.get_running_loop().call_soon_threadsafe, callback)
+
+
 class Background:
     """Loops started with :meth:`spawn` and stopped together by :meth:`aclose`, from any task."""
 
@@ -62,16 +93,7 @@ class Background:
             raise RuntimeError("background work was already stopped")
         job = _Job(name)
         self._jobs.add(job)
-        if _on_trio():
-            import trio  # only where trio is already running
-
-            trio.lowlevel.spawn_system_task(self._run, job, work, name=f"headlesslb {name}")
-        else:
-            task = asyncio.get_running_loop().create_task(
-                self._run(job, work), name=f"headlesslb {name}"
-            )
-            _TASKS.add(task)
-            task.add_done_callback(_TASKS.discard)
+        spawn(name, functools.partial(self._run, job, work))
 
     async def _run(self, job: _Job, work: Callable[[], Awaitable[None]]) -> None:
         try:

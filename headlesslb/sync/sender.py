@@ -2,15 +2,18 @@
 
 One httpcore ``ConnectionPool`` per Pod address, shared by every thread of the process; requests
 in flight are counted per address (under a lock), so the connections of a Pod that left DNS close
-as soon as its last request ends. After ``fork()`` the child forgets the parent's pools without
-touching their sockets (closing them would shut the parent's connections down, TLS included).
+as soon as its last request ends. A body dropped unclosed is released by the runtime's thread
+once the garbage collector finds it (:class:`~headlesslb.io.sender.Reaper`). After ``fork()``
+the child forgets the parent's pools and bodies without touching their sockets (closing them
+would shut the parent's connections down, TLS included).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import ssl
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Protocol
 
 import httpcore
@@ -18,12 +21,16 @@ import httpx
 
 from ..core import forksafe
 from ..core.call import Send
+from ..core.events import EventHub
 from ..core.pool import Attempt, Outcome
-from ..core.retry import ANSWERED, RetryPolicy, Verdict
+from ..core.retry import ANSWERED, RetryPolicy
 from ..errors import ClientClosed
 from ..io.outcomes import classify, httpx_error
 from ..io.sender import (
+    Abandoned,
     Answer,
+    Reaper,
+    ReportingBody,
     pod_request,
     report_attempt,
     transport_answer,
@@ -72,6 +79,11 @@ class SyncSender(Protocol):
         """Close connections to addresses not in ``keep`` once they are idle."""
         ...
 
+    def reap_on(self, call_soon: Callable[[Callable[[], object]], None]) -> None:
+        """Release bodies dropped unclosed on the thread ``call_soon`` hands callbacks to (the
+        runtime's: ``call_soon`` must be safe from any thread and from the garbage collector)."""
+        ...
+
     def close(self) -> None:
         """Close everything; nothing is sent afterwards."""
         ...
@@ -87,12 +99,15 @@ class SyncPodSender:
         cert: Any = None,
         http2: bool = False,
         limits: httpx.Limits | None = None,
+        events: EventHub | None = None,
     ) -> None:
         self._ssl_context = httpx.create_ssl_context(verify=verify, cert=cert)
         self._http2 = http2
         self._limits = limits or httpx.Limits(
             max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
         )
+        self._reaper = Reaper(events)
+        """Bodies dropped unclosed, released on the runtime's thread (:meth:`reap_on`)."""
         self._lock = forksafe.lock(self)
         self._network = Network()
         self._pools: dict[Address, httpcore.ConnectionPool] = {}
@@ -130,9 +145,11 @@ class SyncPodSender:
         :meth:`send_to`): the response and its verdict by ``policy``, whose outcome the body
         reports to the pool attempt when it ends (a failed send is the caller's to report)."""
         endpoint = step.state.endpoint
+        attempt = step.attempt
         response, body = self._send(
-            request, endpoint.ip, endpoint.port, scheme, sni, headers, step.timeout, step.attempt
+            request, endpoint.ip, endpoint.port, scheme, sni, headers, step.timeout, attempt
         )
+        attempt.answer()  # its latency: to the headers (the body may stream for minutes)
         body.verdict = verdict = policy.judge(response.status_code, response.headers)
         return response, verdict
 
@@ -190,7 +207,7 @@ class SyncPodSender:
             if mapped is None:
                 raise
             raise mapped from exc
-        body = _PodStream(self, address, core_response.stream, attempt)
+        body = _PodStream(self, address, core_response.stream, attempt, request)
         response = httpx.Response(
             status_code=core_response.status,
             headers=core_response.headers,
@@ -211,6 +228,23 @@ class SyncPodSender:
         if pool is not None:
             with contextlib.suppress(Exception):
                 pool.close()
+
+    def reap_on(self, call_soon: Callable[[Callable[[], object]], None]) -> None:
+        """Release bodies dropped unclosed on the thread ``call_soon`` hands callbacks to (the
+        transport's runtime thread, set when the transport starts)."""
+        self._reaper.wake = functools.partial(call_soon, self._reap)
+
+    def _reap(self) -> None:
+        self._reaper.reap(self._release_abandoned)
+
+    def _release_abandoned(self, record: Abandoned) -> None:
+        # Here, on the runtime's thread, not in the garbage collector's context: closing takes
+        # httpcore's pool lock (not reentrant) and the count ours. httpcore closes a connection
+        # whose response was not read to the end: it never goes back to the pool half-read.
+        with contextlib.suppress(Exception):  # a socket that fails to close is closed anyway
+            record.inner.close()
+        assert record.address is not None
+        self._release(record.address)
 
     def retire(self, keep: set[Address]) -> None:
         """Close the connections of every address not in ``keep``: now if nothing is in flight
@@ -236,6 +270,10 @@ class SyncPodSender:
         self._pools = {}
         self._active = {}
         self._departed = set()
+        # The parent's bodies keep the parent's reaper: dropped here, they are never released
+        # (that would close the parent's connections); the child's are released by its own.
+        self._reaper.wake = None
+        self._reaper = Reaper(self._reaper.events)
 
     def close(self) -> None:
         """Close every connection; from now on nothing is sent. A request blocked on one in
@@ -260,20 +298,43 @@ def _capped(extensions: MutableMapping[str, Any], seconds: float) -> dict[str, A
 
 class _PodStream(httpx.SyncByteStream):
     """A blocking response body: errors mapped, the request counted until close, the attempt's
-    outcome (its verdict's) reported exactly once when the body ends."""
+    outcome (its verdict's) reported exactly once when the body ends (or, dropped unclosed, as
+    cancelled once the garbage collector finds it: :class:`~headlesslb.io.sender.Reaper`)."""
 
-    __slots__ = ("_address", "_attempt", "_inner", "_open", "_sender", "verdict")
+    __slots__ = (
+        "_address",
+        "_attempt",
+        "_inner",
+        "_open",
+        "_reaper",
+        "_request",
+        "_sender",
+        "verdict",
+    )
 
     def __init__(
-        self, sender: SyncPodSender, address: Address, inner: Any, attempt: Attempt | None
+        self,
+        sender: SyncPodSender,
+        address: Address,
+        inner: Any,
+        attempt: Attempt | None,
+        request: httpx.Request,
     ) -> None:
         self._sender = sender
+        self._reaper = sender._reaper  # its own, not a forked child's (SyncPodSender._forget)
         self._address = address
         self._inner = inner
         self._attempt = attempt
+        self._request = request
         self._open = True
         self.verdict = ANSWERED
         """What the response means, set by the sender once judged (with no attempt, unused)."""
+
+    # As the async body's: only Reaper.abandoned runs here; the runtime thread releases it.
+    def __del__(self) -> None:
+        if self._open:
+            self._open = False
+            self._reaper.abandoned(self._inner, self._attempt, self._request, self._address)
 
     # Errors are mapped in except clauses, free until one is raised: a with block would cost
     # two calls per use, and every request reads and closes one body.
@@ -311,9 +372,10 @@ class SyncTransportSender:
     """Sends each attempt through a blocking httpx transport (``pod_transport=``), as a request
     for ``http(s)://<ip>:<port>/<path>`` carrying the Service's Host header."""
 
-    def __init__(self, transport: httpx.BaseTransport) -> None:
+    def __init__(self, transport: httpx.BaseTransport, events: EventHub | None = None) -> None:
         self._transport = transport
         self._closed = False
+        self._reaper = Reaper(events)
 
     def send_attempt(
         self,
@@ -337,7 +399,12 @@ class SyncTransportSender:
             headers=headers,
             connect_timeout=step.timeout,
         )
-        return transport_answer(response, step.attempt, policy, _ReportingStream)
+        return transport_answer(
+            response,
+            step.attempt,
+            policy,
+            functools.partial(_ReportingStream, reaper=self._reaper, request=request),
+        )
 
     def send_to(
         self,
@@ -359,19 +426,25 @@ class SyncTransportSender:
     def retire(self, keep: set[Address]) -> None:
         """Nothing to close: the transport owns its connections."""
 
+    def reap_on(self, call_soon: Callable[[Callable[[], object]], None]) -> None:
+        """Release bodies dropped unclosed on the thread ``call_soon`` hands callbacks to."""
+        self._reaper.wake = functools.partial(call_soon, self._reap)
+
+    def _reap(self) -> None:
+        self._reaper.reap(_close_inner)
+
     def close(self) -> None:
         """Close the transport; nothing is sent afterwards."""
         self._closed = True
         self._transport.close()
 
 
-class _ReportingStream(httpx.SyncByteStream):
-    """A body from a user's transport that reports its attempt's verdict when it ends."""
+def _close_inner(record: Abandoned) -> None:
+    record.inner.close()
 
-    def __init__(self, inner: httpx.SyncByteStream, attempt: Attempt, verdict: Verdict) -> None:
-        self._inner = inner
-        self._attempt = attempt
-        self._verdict = verdict
+
+class _ReportingStream(ReportingBody, httpx.SyncByteStream):
+    """A blocking ``pod_transport`` body (see :class:`~headlesslb.io.sender.ReportingBody`)."""
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -384,6 +457,7 @@ class _ReportingStream(httpx.SyncByteStream):
             raise
 
     def close(self) -> None:
+        self._open = False
         try:
             self._inner.close()
         finally:

@@ -102,10 +102,14 @@ class HeadlessTransport(TransportBase, httpx.BaseTransport):
         self._sni = parts.spec.sni
         pod_transport = parts.checked_pod_transport(httpx.BaseTransport)
         self._sender: SyncSender = (
-            SyncTransportSender(pod_transport)
+            SyncTransportSender(pod_transport, parts.events)
             if pod_transport is not None
             else SyncPodSender(
-                verify=parts.verify, cert=parts.cert, http2=parts.http2, limits=parts.limits
+                verify=parts.verify,
+                cert=parts.cert,
+                http2=parts.http2,
+                limits=parts.limits,
+                events=parts.events,
             )
         )
         self._lock = forksafe.lock(self)
@@ -169,6 +173,7 @@ class HeadlessTransport(TransportBase, httpx.BaseTransport):
             # The sender, not this transport: a runtime outliving a transport dropped unclosed
             # must not keep it alive (its finalizer leaves the runtime).
             detach = runtime.attach(parts.events, retire, parts.fallback)
+            sender.reap_on(lease.value.cm.call_soon)  # bodies dropped unclosed: released there
             if made:
                 lease.value.start()  # once its first client is attached: it misses no event
             self._router = parts.router(runtime)

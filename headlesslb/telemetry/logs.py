@@ -12,7 +12,9 @@ nothing is printed unless the application configures logging):
 - ``headlesslb.refresher``: DNS failing (WARNING, each failed round, as rounds back off) and
   recovered (INFO);
 - ``headlesslb.attempts``: each attempt (DEBUG; attempt events are built only while this logger
-  is enabled for DEBUG, or another observer wants them).
+  is enabled for DEBUG, or another observer wants them);
+- ``headlesslb.streams``: a streamed response garbage-collected without being closed (WARNING,
+  the first of each client; DEBUG after that).
 
 Records carry structured fields in ``extra``: ``service``, and where they apply ``endpoint``
 (``ip:port``), ``hostname``, ``ordinal``, ``reason``.
@@ -38,6 +40,7 @@ from ..core.events import (
     HealthChanged,
     RetryBudgetExhausted,
     RetryScheduled,
+    StreamAbandoned,
 )
 
 __all__ = ["MAX_ENDPOINT_LINES", "LogObserver"]
@@ -51,6 +54,7 @@ fallback_log = logging.getLogger("headlesslb.fallback")
 retry_log = logging.getLogger("headlesslb.retry")
 discovery_log = logging.getLogger("headlesslb.refresher")
 attempt_log = logging.getLogger("headlesslb.attempts")
+stream_log = logging.getLogger("headlesslb.streams")
 
 
 def _fields(service: str, pod: Endpoint | None, **more: Any) -> Mapping[str, Any]:
@@ -160,6 +164,22 @@ class LogObserver:
         elif kind is DiscoveryRound:
             assert isinstance(event, DiscoveryRound)
             self._discovery(event)
+        elif kind is StreamAbandoned:
+            assert isinstance(event, StreamAbandoned)
+            level = logging.WARNING if event.first else logging.DEBUG
+            if stream_log.isEnabledFor(level):
+                stream_log.log(
+                    level,
+                    "%s %s (from %s): a streamed response was garbage-collected without being"
+                    " closed; close it (async with client.stream(...), or with in sync code) so"
+                    " its connection is reused",
+                    event.method,
+                    event.url,
+                    event.address,
+                    extra=_fields(
+                        event.service, event.endpoint, reason="stream not closed", url=event.url
+                    ),
+                )
 
     def _membership(self, event: EndpointsChanged) -> None:
         changes = [("joined", e) for e in event.added] + [("left", e) for e in event.removed]

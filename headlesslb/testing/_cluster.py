@@ -145,6 +145,9 @@ class LocalCluster:
     workload picks another.
 
     Workload and Service names are unique across the whole cluster, whatever their namespace.
+    Pods serve the echo app unless given your own: JSON naming the Pod for any path, ``ok`` on
+    ``/healthz``, and on ``/stream?chunks=N&interval=S`` server-sent events, one every ``S``
+    seconds (``&reset_after=K`` resets the connection after ``K``: a Pod dying mid-stream).
     Scripts that start a cluster need the usual ``if __name__ == "__main__":`` guard (the
     cluster process re-imports the main module).
     """

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import socket
+import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,6 +219,9 @@ class PodServer:
                 }
             ).encode()
             content_type = b"application/json"
+        if path == "/stream" and status < 400:
+            await self._stream(scope, receive, send)
+            return
         if pod.reset:
             await self._reset_mid_response(scope, receive, send, body)
             return
@@ -233,6 +237,49 @@ class PodServer:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``/stream?chunks=N&interval=S&reset_after=K``: server-sent events, one ``data:``
+        line of JSON (``{"pod": ..., "chunk": i}``) every ``interval`` seconds (default 10
+        chunks, 0.1 s apart), no Content-Length; ``reset_after=K`` (or the Pod's ``reset``
+        control: half the chunks) resets the connection after K chunks. It stops when the client
+        goes away or the Pod is killed."""
+        pod = self.pod
+        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        chunks = int(query.get("chunks", ["10"])[0])
+        interval = float(query.get("interval", ["0.1"])[0])
+        reset_after = int(query["reset_after"][0]) if "reset_after" in query else None
+        if reset_after is None and pod.reset:
+            reset_after = chunks // 2
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-pod", pod.name.encode()),
+                ],
+            }
+        )
+        for chunk in range(chunks):
+            if chunk == reset_after:
+                await self._abort(scope, receive)
+                return
+            if chunk:
+                await self._sleep(interval)
+            transport = self._transport_for(scope.get("client"))
+            if transport is None or transport.is_closing():
+                return  # the client went away, or the Pod was killed: nobody reads on
+            event = json.dumps({"pod": pod.name, "chunk": chunk})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": f"data: {event}\n\n".encode(),
+                    "more_body": True,
+                }
+            )
+        await send({"type": "http.response.body", "body": b""})
 
     async def _reset_mid_response(
         self, scope: Scope, receive: Receive, send: Send, body: bytes
@@ -253,6 +300,10 @@ class PodServer:
         await send(
             {"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True}
         )
+        await self._abort(scope, receive)
+
+    async def _abort(self, scope: Scope, receive: Receive) -> None:
+        """Reset the request's connection (RST) and wait until uvicorn sees it go."""
         transport = self._transport_for(scope.get("client"))
         if transport is None:
             return

@@ -460,6 +460,26 @@ def test_reset_mid_response(local_cluster: LocalCluster) -> None:
     assert get(local_cluster.url("web-0", "/a")).status_code == 200
 
 
+def test_stream_sends_events_and_resets_on_request(local_cluster: LocalCluster) -> None:
+    local_cluster.add_statefulset("web", 1)
+    url = local_cluster.url("web-0", "/stream?chunks=3&interval=0.1")
+    t0 = time.monotonic()
+    with client() as c, c.stream("GET", url) as r:
+        assert r.headers["content-type"] == "text/event-stream" and r.headers["x-pod"] == "web-0"
+        events = [line for line in r.iter_lines() if line]
+    assert time.monotonic() - t0 >= 0.2  # spaced out, not sent at once
+    assert events == [f'data: {{"pod": "web-0", "chunk": {i}}}' for i in range(3)]
+    with client() as c, c.stream("GET", url + "&reset_after=2") as r:
+        got = []
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            got.extend(line for line in r.iter_lines() if line)
+    assert len(got) == 2
+    local_cluster.reset("web-0", True)  # the Pod control: half the chunks, then a reset
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        get(local_cluster.url("web-0", "/stream?chunks=4&interval=0"))
+    assert local_cluster.requests_served("web-0") == 3
+
+
 def test_scale_statefulset(local_cluster: LocalCluster) -> None:
     local_cluster.add_statefulset("web", 3)
     pods = local_cluster.scale("web", 5)

@@ -13,12 +13,15 @@ Host header naming the Service. ``nameservers`` is not needed when ``discovery=`
 
 from __future__ import annotations
 
+import gc
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from typing import Literal
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, Literal
 
+import anyio
 import httpx
 import pytest
 
@@ -34,6 +37,7 @@ from headlesslb import (
 )
 from headlesslb.core.retry import Verdict
 from headlesslb.errors import ConfigurationError, DiscoveryError
+from headlesslb.events import Event, StreamAbandoned
 from headlesslb.testing import StaticDiscovery
 from headlesslb.testing.static import parse_endpoint
 
@@ -320,6 +324,103 @@ def test_sync_mocked_attempts_are_reported(answer: Callable[[str], httpx.Respons
         statuses = {e.ip: e for e in c.endpoints()}
     assert all(e.in_flight == 0 for e in statuses.values()), statuses
     assert statuses["10.0.0.1"].failures >= 1
+
+
+# -- a streamed body dropped unclosed is released when collected ---------------------------------
+class _Body(httpx.AsyncByteStream, httpx.SyncByteStream):
+    """A streamed mock body that remembers being closed."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"event"
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b"event"
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class _Feed:
+    """Pods answering each request with a fresh streamed body; the events the client emits."""
+
+    def __init__(self) -> None:
+        self.bodies: list[_Body] = []
+        self.events: list[Event] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.bodies.append(_Body())
+        return httpx.Response(200, stream=self.bodies[-1])
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "discovery": StaticDiscovery(PODS),
+            "pod_transport": httpx.MockTransport(self.handler),
+            "observers": [self.events.append],
+        }
+
+    def released(self, endpoints: list[EndpointStatus]) -> bool:
+        gc.collect()
+        return not any(e.in_flight for e in endpoints) and self.bodies[-1].closed
+
+    def check(self) -> None:
+        abandoned = [e for e in self.events if isinstance(e, StreamAbandoned)]
+        assert [e.first for e in abandoned] == [True, False]  # the log warns once per client
+        first = abandoned[0]
+        assert (first.method, first.url) == ("GET", f"http://{SERVICE_HOST}/feed")
+        assert first.endpoint is not None and first.address == first.endpoint.authority
+
+
+@pytest.mark.anyio
+async def test_a_mocked_stream_dropped_unclosed_is_released_when_collected() -> None:
+    feed = _Feed()
+    async with HeadlessClient("web-hl.default", **feed.options()) as c:
+        for _ in range(2):
+            response = await c.http.send(c.build_request("GET", "/feed"), stream=True)
+            assert sum(e.in_flight for e in c.endpoints()) == 1
+            del response
+            with anyio.fail_after(5):
+                while not feed.released(c.endpoints()):
+                    await anyio.sleep(0.01)
+    feed.check()
+
+
+def test_sync_a_mocked_stream_dropped_unclosed_is_released_when_collected() -> None:
+    feed = _Feed()
+    with headlesslb.sync.HeadlessClient("web-hl.default", **feed.options()) as c:
+        for _ in range(2):
+            response = c.http.send(c.build_request("GET", "/feed"), stream=True)
+            assert sum(e.in_flight for e in c.endpoints()) == 1
+            del response
+            deadline = time.monotonic() + 5
+            while not feed.released(c.endpoints()):
+                assert time.monotonic() < deadline, "not released"
+                time.sleep(0.01)
+    feed.check()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_stream_collected_after_its_loop_ended_raises_nothing(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    feed = _Feed()
+
+    async def main() -> httpx.Response:
+        async with HeadlessClient("web-hl.default", **feed.options()) as c:
+            response: httpx.Response = await c.http.send(c.build_request("GET", "/"), stream=True)
+            return response
+
+    held = [anyio.run(main, backend=backend)]  # the loop is closed, trio's run over
+    held.clear()
+    gc.collect()
+    assert unraisable == []
 
 
 # -- one verdict per response: the pool and the call core agree ----------------------------------

@@ -134,6 +134,28 @@ def test_peak_ewma_jumps_up_and_decays_down() -> None:
     assert 0.1 < pool.latency.decayed(state, clock()) < 0.5  # type: ignore[operator]
 
 
+def test_latency_is_measured_to_the_headers_and_in_flight_lasts_to_the_end() -> None:
+    # A streamed response: headers after 20 ms, its body open for a minute. Peak-EWMA must see
+    # the Pod's 20 ms, and the Pod busy all along (not a one-minute latency afterwards).
+    pool, clock = make_pool(1)
+    state = pool.snapshot.members[0]
+    attempt = pool.begin(state)
+    clock.advance(0.02)
+    attempt.answer()
+    clock.advance(60.0)
+    assert state.in_flight == 1
+    attempt.done(Outcome.SUCCESS)
+    assert state.in_flight == 0
+    assert pool.latency.decayed(state, clock()) == pytest.approx(0.02)
+    # A stream broken mid-body counts as a failure, with its headers' latency too.
+    attempt = pool.begin(state)
+    clock.advance(0.02)
+    attempt.answer()
+    clock.advance(60.0)
+    attempt.done(Outcome.RESET)
+    assert state.failures == 1 and pool.latency.decayed(state, clock()) == pytest.approx(0.02)
+
+
 def test_health_verdicts_rebuild_snapshot() -> None:
     pool, _ = make_pool(2)
     key = pool.snapshot.members[0].key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import socket
 import subprocess
@@ -20,6 +21,11 @@ from headlesslb.cli import EXIT_ERROR, EXIT_NO_ENDPOINTS, build_parser, main
 from headlesslb.core.names import SERVICE_ACCOUNT_NAMESPACE
 from headlesslb.errors import ConfigurationError, InvalidServiceName
 from headlesslb.testing import LocalCluster
+
+RICH = importlib.util.find_spec("rich") is not None
+WITH_TOP = ("resolve", "get", "top") if RICH else ("resolve", "get")
+"""The commands that read discovery flags; ``top`` needs rich (the ``top`` extra), which the
+minimum-versions run does not install (the main run, which has it, covers ``top``)."""
 
 
 def _dns(cluster: LocalCluster) -> list[str]:
@@ -230,7 +236,7 @@ def test_cli_names_flags_where_the_api_names_arguments(
 ) -> None:
     empty = tmp_path / "resolv.conf"
     empty.write_text("search default.svc.cluster.local\n")
-    for command in ("resolve", "get", "top"):  # top said "pass nameservers=[...]" before
+    for command in WITH_TOP:  # top said "pass nameservers=[...]" before
         code = main([command, "web-hl", "--namespace", "x", "--resolv-conf", str(empty)])
         assert code == EXIT_ERROR
         err = capsys.readouterr().err
@@ -243,7 +249,7 @@ def test_cli_names_flags_where_the_api_names_arguments(
         HeadlessClient("web-hl", namespace="x", nameservers=["dns.local"])
 
 
-@pytest.mark.parametrize("command", ["resolve", "get", "top"])
+@pytest.mark.parametrize("command", WITH_TOP)
 def test_cli_names_the_namespace_flag(
     command: str,
     tmp_path: Path,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import ssl
 import sys
@@ -26,6 +27,7 @@ import httpx
 from . import __version__
 from .clientbase import ServiceURLs
 from .core import validate
+from .core.environ import NAMESERVERS, from_environ
 from .core.events import DiscoveryRound, Event
 from .core.names import (
     ORDINAL_MAX,
@@ -223,14 +225,18 @@ def _add_discovery_args(parser: argparse.ArgumentParser, *, scheme: bool = False
 
 
 def _nameservers(args: argparse.Namespace) -> list[str]:
-    """The --nameserver flags, else resolv.conf's (``resolve``, which asks DNS itself; the
-    clients of ``get`` and ``top`` read resolv.conf as the library does)."""
+    """The --nameserver flags, else HEADLESSLB_NAMESERVERS, else resolv.conf's (``resolve``,
+    which asks DNS itself; the clients of ``get`` and ``top`` read them as the library does)."""
     if args.nameserver:
         return list(args.nameserver)
+    from_env = from_environ(os.environ).nameservers
+    if from_env is not None:
+        return [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip, port in from_env]
     servers = list(load_resolv_conf(args.resolv_conf).nameservers)
     if not servers:
         raise ConfigurationError(
             f"{args.resolv_conf} lists no nameserver: pass --nameserver ip[:port]"
+            f" or set {NAMESERVERS}"
         )
     return servers
 
@@ -288,10 +294,12 @@ def register_resolve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 async def _resolve(args: argparse.Namespace) -> int:
     resolv = load_resolv_conf(args.resolv_conf)
+    environ = dict(os.environ)
+    env = from_environ(environ)  # the flags, else HEADLESSLB_*, else the Pod's (as a client)
     service = expand_service_name(
         args.service,
-        namespace=args.namespace or detect_namespace(resolv),
-        cluster_domain=args.cluster_domain or resolv.cluster_domain,
+        namespace=args.namespace or env.namespace or detect_namespace(resolv, environ),
+        cluster_domain=args.cluster_domain or env.cluster_domain or resolv.cluster_domain,
     )
     discovery = DnsDiscovery(
         service,

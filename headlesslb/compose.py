@@ -3,11 +3,12 @@
 Both shells — the async :class:`headlesslb.HeadlessTransport` and the blocking
 :class:`headlesslb.sync.HeadlessTransport` — take the same keyword arguments
 (:class:`~headlesslb.options.TransportOptions`) and hand them to :func:`compose`. It checks them
-into :class:`Settings` (a typed error naming the argument), reads the environment (resolv.conf,
-the namespace), and builds the client's :class:`Parts`: what stays the client's own (its event
-stream, fallback, retry budget, throttle, hedging, the URLs it serves) and the
-:class:`~headlesslb.io.runtime.RuntimeSpec` its background half is leased by. Nothing here starts
-any I/O, and nothing here builds the runtime: the shell leases one when it starts.
+into :class:`Settings` (a typed error naming the argument), reads the environment once (the
+``HEADLESSLB_*`` variables, resolv.conf, the namespace), and builds the client's :class:`Parts`:
+what stays the client's own (its event stream, fallback, retry budget, throttle, hedging, the URLs
+it serves) and the :class:`~headlesslb.io.runtime.RuntimeSpec` its background half is leased by.
+Nothing here starts any I/O, and nothing here builds the runtime: the shell leases one when it
+starts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import os
 import random
 import ssl
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -27,6 +28,7 @@ from .clientbase import ServiceURLs, service_hosts
 from .core import validate
 from .core.call import Router
 from .core.clock import Clock, monotonic
+from .core.environ import NAMESERVERS, EnvironSettings, from_environ
 from .core.events import EventHub, Observer
 from .core.health import HealthCheck
 from .core.hedge import HedgePolicy, Hedger
@@ -242,16 +244,19 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
     lets the sync shell's runtimes use its thread-safe pool."""
     check_option_names(options)
     o = Settings(**options)
+    environ = dict(os.environ)  # read once: the variables below, POD_NAMESPACE, the subset's
+    env = from_environ(environ)
     resolv = load_resolv_conf(o.resolv_conf)
-    namespace = o.namespace or detect_namespace(resolv)
-    cluster_domain = o.cluster_domain or resolv.cluster_domain
+    # The argument, else its HEADLESSLB_* variable, else what the Pod says (docs/how-to/testing.md).
+    namespace = o.namespace or env.namespace or detect_namespace(resolv, environ)
+    cluster_domain = o.cluster_domain or env.cluster_domain or resolv.cluster_domain
     name = expand_service_name(service, namespace=namespace, cluster_domain=cluster_domain)
     parsed_port = parse_port(o.port)
     port: int | str = DEFAULT_PORTS[o.scheme] if parsed_port is None else parsed_port
     fallback = o.fallback
     # DNS is needed unless discovery is given and the fallback (if any) is a URL.
     needs_dns = o.discovery is None or (fallback is not None and "://" not in fallback)
-    servers = _nameservers(o, resolv, needs_dns)
+    servers = _nameservers(o, env, resolv, needs_dns)
     discovery_timeout, dns_tries = dns_timing(
         resolv, discovery_timeout=o.discovery_timeout, servers=len(servers)
     )
@@ -270,7 +275,7 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
         refresh=refresh,
         outlier=o.outlier or OutlierPolicy(),
         health=o.health,
-        subset=_placed(service, o.subset, rng),
+        subset=_placed(service, o.subset, rng, environ),
         picker=o.picker,
         sharding=o.sharding,
         slow_start=o.slow_start,
@@ -323,14 +328,24 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
     )
 
 
-def _nameservers(o: Settings, resolv: ResolvConf, needs_dns: bool) -> tuple[tuple[str, int], ...]:
-    """``nameservers=``, each one this machine can send to; else resolv.conf's, without those it
-    cannot (a zone id naming no interface here: skipped, logged once), as long as one is left."""
-    if o.nameservers is not None:
-        servers = nameservers_from(o.nameservers)
+def _nameservers(
+    o: Settings, env: EnvironSettings, resolv: ResolvConf, needs_dns: bool
+) -> tuple[tuple[str, int], ...]:
+    """``nameservers=``, else ``HEADLESSLB_NAMESERVERS``, each one this machine can send to;
+    else resolv.conf's, without those it cannot (a zone id naming no interface here: skipped,
+    logged once), as long as one is left."""
+    given = (
+        ("nameservers", nameservers_from(o.nameservers))
+        if o.nameservers is not None
+        else (NAMESERVERS, env.nameservers)
+        if env.nameservers is not None
+        else None
+    )
+    if given is not None:
+        source, servers = given
         for index, server in enumerate(servers):
             if (why := unusable_nameserver(server)) is not None:
-                raise ConfigurationError(f"nameservers[{index}]: {why}")
+                raise ConfigurationError(f"{source}[{index}]: {why}")
         return servers
     usable = []
     skipped = []
@@ -344,18 +359,21 @@ def _nameservers(o: Settings, resolv: ResolvConf, needs_dns: bool) -> tuple[tupl
     if not usable and needs_dns:
         said = f" usable nameserver (skipped {'; '.join(skipped)})" if skipped else " nameserver"
         raise ConfigurationError(
-            f"{o.resolv_conf} lists no{said}: pass nameservers=['ip:port', ...]",
+            f"{o.resolv_conf} lists no{said}: pass nameservers=['ip:port', ...]"
+            f" or set {NAMESERVERS}",
             argument="nameservers",
         )
     return tuple(usable)
 
 
-def _placed(service: str, subset: int | Subset | None, rng: random.Random) -> SubsetPlace | None:
+def _placed(
+    service: str, subset: int | Subset | None, rng: random.Random, environ: Mapping[str, str]
+) -> SubsetPlace | None:
     """``subset=`` placed for this client: from its identity, else at random (logged)."""
     the_subset = as_subset(subset)
     if the_subset is None:
         return None
-    place = the_subset.place(os.environ, rng)
+    place = the_subset.place(environ, rng)
     log.info(
         "%s: a subset of %d Pods, client placed by %s (%s)",
         service,

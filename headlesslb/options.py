@@ -71,16 +71,19 @@ class TransportOptions(TypedDict, total=False):
     fallback: str | None
     """The ClusterIP/LB Service: a name or an ``http(s)://host[:port]`` URL [None]."""
     nameservers: Sequence[str] | None
-    """``["ip:port", ...]``, an IPv6 one as ``"[fe80::1%eth0]:53"`` [resolv.conf's first three,
-    read as glibc reads them]."""
+    """``["ip:port", ...]``, an IPv6 one as ``"[fe80::1%eth0]:53"``; wins over
+    ``HEADLESSLB_NAMESERVERS="ip:port,ip:port"``, which wins over resolv.conf [resolv.conf's first
+    three, read as glibc reads them]."""
     resolv_conf: str
     """Where the nameservers, the search list (namespace, cluster domain) and the options
     ``timeout:``, ``attempts:`` and ``rotate`` come from (docs: "DNS and resolv.conf")
     ["/etc/resolv.conf"]"""
     namespace: str | None
-    """[POD_NAMESPACE, the service-account file, else resolv.conf's search list]"""
+    """Wins over ``HEADLESSLB_NAMESPACE`` [HEADLESSLB_NAMESPACE, else POD_NAMESPACE, the
+    service-account file, else resolv.conf's search list]"""
     cluster_domain: str | None
-    """[from resolv.conf, else "cluster.local"]"""
+    """Wins over ``HEADLESSLB_CLUSTER_DOMAIN`` [HEADLESSLB_CLUSTER_DOMAIN, else from resolv.conf,
+    else "cluster.local"]"""
     statefulset: str | None
     """The StatefulSet's name, to look Pods up by name when SRV gives no hostnames [inferred]."""
     ip_family: IpFamily

@@ -21,6 +21,7 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any, Final, cast
 
+from ..core.environ import CLUSTER_DOMAIN, NAMESERVERS, NAMESPACE
 from ..core.names import validate_domain, validate_label
 from ..core.validate import count, number
 from ._apps import AppSpec, ClientKwargs, app_spec
@@ -311,6 +312,18 @@ class LocalCluster:
         if namespace is not None:
             validate_label("namespace", namespace)
         return {"nameservers": [self.nameserver], "namespace": namespace or self.namespace}
+
+    def environ(self, namespace: str | None = None) -> dict[str, str]:
+        """The ``HEADLESSLB_*`` variables pointing a client in **another process** at this
+        cluster (its DNS, namespace and cluster domain), for an app run separately:
+        ``subprocess.Popen(["uvicorn", "myapp:app"], env={**os.environ, **cluster.environ()})``.
+        A client's own arguments win over them; they win over resolv.conf and POD_NAMESPACE."""
+        kwargs = self.client_kwargs(namespace)
+        return {
+            NAMESERVERS: ",".join(kwargs["nameservers"]),
+            NAMESPACE: kwargs["namespace"],
+            CLUSTER_DOMAIN: self.domain.rstrip("."),
+        }
 
     @property
     def ttl(self) -> int:

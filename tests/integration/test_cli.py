@@ -240,7 +240,10 @@ def test_cli_names_flags_where_the_api_names_arguments(
         code = main([command, "web-hl", "--namespace", "x", "--resolv-conf", str(empty)])
         assert code == EXIT_ERROR
         err = capsys.readouterr().err
-        assert "lists no nameserver: pass --nameserver ip[:port]\n" in err, err
+        assert (
+            "lists no nameserver: pass --nameserver ip[:port] or set HEADLESSLB_NAMESERVERS\n"
+            in err
+        ), err
     # The API, for the same mistake, names its keyword argument.
     with pytest.raises(ConfigurationError, match=r"pass nameservers=\['ip:port'") as raised:
         HeadlessClient("web-hl", namespace="x", resolv_conf=str(empty))

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from .core import validate
 from .core.balancer import Balancer
 from .core.endpoint import EndpointStatus
 from .core.names import ServiceName
@@ -159,6 +160,12 @@ class TransportBase:
         pods = "" if runtime is None else f", {len(runtime.pool.snapshot.members)} Pods"
         name = f"{type(self).__module__}.{type(self).__name__}"
         return f"<{name} {self.parts.urls.base} {self._state}{pods}>"
+
+    def _ready_timeout(self, timeout: float | None) -> float:
+        """``wait_ready``'s ``timeout``, checked (None: ``first_resolution_timeout``)."""
+        if timeout is None:
+            return float(self.parts.spec.refresh.first_resolution_timeout)
+        return validate.number("timeout", timeout, min=0)
 
     @property
     def runtime(self) -> Runtime:

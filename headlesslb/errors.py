@@ -17,12 +17,18 @@ __all__ = [
     "ConfigurationError",
     "DeadlineExceeded",
     "DiscoveryError",
+    "DnsUnreachable",
+    "EmptyAnswer",
     "HeadlessLBError",
     "InvalidRequest",
     "InvalidServiceName",
     "NoEndpointsAvailable",
+    "NoHealthyPods",
+    "NotReady",
+    "NotReadyInTime",
     "NotStarted",
     "OrdinalNotFound",
+    "ServiceNotFound",
     "Throttled",
 ]
 
@@ -103,6 +109,37 @@ class DeadlineExceeded(HeadlessLBError, httpx.TimeoutException):
 
 class NoEndpointsAvailable(HeadlessLBError, httpx.TransportError):
     """Discovery yielded no usable endpoint and no fallback Service is configured."""
+
+
+class NotReady(HeadlessLBError):
+    """``wait_ready()`` found no usable Pod: the base of the reasons it gives (catch this one
+    in a readiness probe). Each reason is also a :class:`NoEndpointsAvailable` or, for DNS that
+    could not be asked, a :class:`DiscoveryError`: what a request would have raised."""
+
+
+class ServiceNotFound(NotReady, NoEndpointsAvailable):
+    """DNS answered NXDOMAIN: no such Service (a typo, another namespace), or none of its Pods is
+    ready (Kubernetes DNS has no name for a headless Service without ready Pods either)."""
+
+
+class EmptyAnswer(NotReady, NoEndpointsAvailable):
+    """DNS answered, with no address: the name exists, but lists no Pod of the address family
+    asked (``ip_family=``)."""
+
+
+class DnsUnreachable(NotReady, DiscoveryError):
+    """DNS could not be asked (timeout, SERVFAIL, REFUSED, no reachable nameserver) and no Pod
+    is known: the round's error is its ``__cause__``."""
+
+
+class NoHealthyPods(NotReady, NoEndpointsAvailable):
+    """DNS lists Pods, but none may take requests: none passed its health check (with
+    ``HealthCheck(start_unhealthy=True)``), or every one is unhealthy or ejected."""
+
+
+class NotReadyInTime(NotReady, NoEndpointsAvailable):
+    """``wait_ready(timeout)``'s timeout passed before the first DNS answer (or, with
+    ``start_unhealthy``, the first health checks) came; the message says what was seen."""
 
 
 class OrdinalNotFound(HeadlessLBError, httpx.TransportError):

@@ -86,6 +86,24 @@ class HeadlessClient(ClientBase):
             await self.http.aclose()
         self._state = "closed"
 
+    # A timeout argument, as readiness probes (and redis-py's ping) take one: ASYNC109's
+    # cancel-scope advice would leave the caller no way to tell a timeout from a reason.
+    async def wait_ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Return once some Pod may take requests, or raise why none may: a readiness probe
+        (:meth:`HeadlessTransport.wait_ready`: NXDOMAIN, an empty answer, DNS unreachable, no
+        Pod passed its health check, or ``timeout`` passed, each a
+        :class:`~headlesslb.errors.NotReady`). Opens a client not opened yet::
+
+            try:
+                await client.wait_ready(timeout=2)
+            except headlesslb.NotReady as exc:
+                return Response(str(exc), status_code=503)
+        """
+        if self._state == "new":
+            await self.open()
+        self._check_open()
+        await self.transport.wait_ready(timeout)
+
     def _check_open(self) -> None:
         if self._state != "open":
             what = "was closed" if self._state == "closed" else "was not opened"

@@ -185,6 +185,31 @@ class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
         """Whether the transport was started (entered, or by a request) and not closed."""
         return self._state == "open"
 
+    # A timeout argument, as readiness probes (and redis-py's ping) take one: ASYNC109's
+    # cancel-scope advice would leave the caller no way to tell a timeout from a reason.
+    async def wait_ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Return once some Pod may take requests, or raise why none may (a readiness probe).
+
+        Waits, at most ``timeout`` seconds (None: ``RefreshPolicy.first_resolution_timeout``),
+        for the first DNS answer and, with ``HealthCheck(start_unhealthy=True)``, the first
+        health checks of its Pods; then says what it found at once, without waiting for later
+        rounds: :class:`~headlesslb.errors.ServiceNotFound` (NXDOMAIN),
+        :class:`~headlesslb.errors.EmptyAnswer`, :class:`~headlesslb.errors.DnsUnreachable`,
+        :class:`~headlesslb.errors.NoHealthyPods` or
+        :class:`~headlesslb.errors.NotReadyInTime`, all :class:`~headlesslb.errors.NotReady`.
+        Starts a transport not started yet, as a first request would; a close meanwhile raises
+        :class:`~headlesslb.errors.ClientClosed`.
+        """
+        limit = self._ready_timeout(timeout)
+        if self._state != "open":
+            if self._state == "closed":
+                raise NotStarted("this HeadlessTransport was closed: make a new one")
+            self._start()
+        runtime = self.runtime
+        error = await self._until_closed(runtime.until_usable(limit))
+        if error is not None:
+            raise error
+
     # -- requests --------------------------------------------------------------------------------
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` to a Pod (retrying on others, falling back if none is usable)."""

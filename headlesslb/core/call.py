@@ -51,7 +51,7 @@ from ..errors import ClientClosed, DeadlineExceeded, DiscoveryError, NoEndpoints
 from .attempts import AttemptLog, AttemptRecord
 from .balancer import Balancer
 from .clock import Clock, monotonic
-from .endpoint import Endpoint
+from .endpoint import Endpoint, in_dns
 from .events import (
     EventHub,
     FallbackEngaged,
@@ -623,8 +623,8 @@ class Call:
             return Fail(self.undiscovered(error))
         return Fail(
             NoEndpointsAvailable(
-                f"no usable endpoint for {router.service.host} ({len(members)} in DNS)"
-                " and no fallback configured"
+                f"no usable endpoint for {router.service.host}"
+                f" ({in_dns(len(members), router.pool.nxdomain)}) and no fallback configured"
             )
         )
 
@@ -634,8 +634,8 @@ class Call:
             return f"discovery failed ({self.discovery_error})"
         if self.attempts:
             return f"no Pod accepted the connection ({self.summary()})"
-        members = len(self.router.pool.snapshot.members)
-        return f"no usable endpoint ({members} in DNS)"
+        pool = self.router.pool
+        return f"no usable endpoint ({in_dns(len(pool.snapshot.members), pool.nxdomain)})"
 
     def _give_up(self, error: BaseException) -> Step:
         if self.attempts and self.ctx.ordinal is None and self._never_sent():

@@ -51,6 +51,21 @@ class Resolution:
     says NXDOMAIN of a missing Service and of a headless Service with no ready Pod alike."""
 
 
+NXDOMAIN_WORDS = "no such Service, or none of its Pods is ready (NXDOMAIN)"
+"""What an NXDOMAIN answer means, in the errors' and logs' words."""
+EMPTY_WORDS = "DNS answered with no Pod address (empty answer)"
+"""What an empty answer means, in the errors' and logs' words."""
+
+
+def in_dns(members: int, nxdomain: bool) -> str:
+    """How many Pods DNS gave, saying NXDOMAIN or an empty answer when it gave none."""
+    if members:
+        return f"{members} in DNS"
+    if nxdomain:
+        return "0 in DNS, NXDOMAIN: no such Service, or none of its Pods is ready"
+    return "0 in DNS, an empty answer"
+
+
 @dataclass(frozen=True, slots=True)
 class EndpointStatus:
     """A point-in-time view of one endpoint for users (``client.endpoints()``)."""

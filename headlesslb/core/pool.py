@@ -184,6 +184,9 @@ class Pool:
         self._next_deadline = math.inf
         self._applied: tuple[Endpoint, ...] | None = None
         """The endpoints tuple of the last update, to recognise the same one at once."""
+        self.nxdomain = False
+        """Whether the latest answer applied was NXDOMAIN (no members then), not an empty one:
+        what errors say when there is no Pod (:attr:`Resolution.nxdomain`)."""
 
     # -- reading -----------------------------------------------------------------------------
     @property
@@ -214,6 +217,7 @@ class Pool:
         hands it back for an unchanged answer) costs nothing, and an equal one no new objects.
         """
         endpoints = resolution.endpoints
+        self.nxdomain = resolution.nxdomain
         if endpoints is self._applied and self._snapshot.version:
             return self._snapshot
         states = self._states

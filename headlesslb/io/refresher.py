@@ -94,6 +94,10 @@ class Refresher:
         with anyio.move_on_after(self.policy.first_resolution_timeout):
             await self._ready.wait()
 
+    async def first_round(self) -> None:
+        """Wait for the first round, however long it takes (the caller bounds the wait)."""
+        await self._ready.wait()
+
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:

@@ -33,7 +33,7 @@ import httpx
 from ..core.balancer import Balancer
 from ..core.call import LookupPod
 from ..core.clock import Clock
-from ..core.endpoint import Endpoint
+from ..core.endpoint import EMPTY_WORDS, NXDOMAIN_WORDS, Endpoint
 from ..core.events import EndpointsChanged, Event, EventHub
 from ..core.health import HealthCheck
 from ..core.names import ServiceName
@@ -44,6 +44,14 @@ from ..core.resolv import DnsTries
 from ..core.schedule import RefreshPolicy
 from ..core.snapshot import Snapshot
 from ..core.subset import ClientPlace, Subsetter
+from ..errors import (
+    DnsUnreachable,
+    EmptyAnswer,
+    NoHealthyPods,
+    NotReady,
+    NotReadyInTime,
+    ServiceNotFound,
+)
 from ..telemetry.logs import LogObserver
 from . import pauses
 from .cache import LookupCache
@@ -327,6 +335,56 @@ class Runtime:
             members = self.pool.snapshot.members
             if health is not None and health.check.start_unhealthy and members:
                 await health.probed.wait()
+
+    async def until_usable(self, within: float) -> NotReady | None:
+        """``wait_ready``'s wait: for the first DNS round and, when Pods start unhealthy and DNS
+        gave some, their first health checks, at most ``within`` seconds. Returns None when
+        some Pod may take requests, else why none may (:meth:`not_ready`)."""
+        with anyio.move_on_after(within):
+            await self.refresher.first_round()
+            health = self.health
+            members = self.pool.snapshot.members
+            if health is not None and health.check.start_unhealthy and members:
+                await health.probed.wait()
+        return self.not_ready(within)
+
+    def not_ready(self, waited: float) -> NotReady | None:
+        """Why no Pod may take requests now (None: some may), after ``waited`` seconds of
+        waiting for the first answers."""
+        snapshot = self.pool.snapshot
+        if snapshot.eligible:
+            return None
+        host = self.spec.service.host
+        members = len(snapshot.members)
+        refresher = self.refresher
+        if not refresher.ready:
+            return NotReadyInTime(
+                f"{host} not ready within {waited:g} s: no DNS answer yet (a round may take"
+                f" {self.spec.discovery_timeout:g} s)"
+            )
+        if not members:
+            error = refresher.last_error
+            if error is not None:
+                failure = DnsUnreachable(
+                    f"DNS could not be asked for {host}: {type(error).__name__}: {error}"
+                )
+                failure.__cause__ = error
+                return failure
+            if self.pool.nxdomain:
+                return ServiceNotFound(f"{host}: {NXDOMAIN_WORDS}")
+            return EmptyAnswer(f"{host}: {EMPTY_WORDS}")
+        health = self.health
+        if health is not None and health.check.start_unhealthy:
+            if not health.probed.is_set():
+                return NotReadyInTime(
+                    f"{host} not ready within {waited:g} s: {members} in DNS, none health"
+                    " checked yet"
+                )
+            if not any(m.admitted for m in snapshot.members):
+                return NoHealthyPods(
+                    f"{host}: {members} in DNS, none passed its health check ({health.check.path})"
+                )
+        return NoHealthyPods(f"{host}: {members} in DNS, every one unhealthy or ejected")
 
     async def lookup_pod(self, step: LookupPod) -> Endpoint | None:
         """A StatefulSet Pod by its own DNS name, through the capped, shared cache."""

@@ -69,6 +69,13 @@ class HeadlessClient(ClientBase):
             self._state = "closed"
             self.http.close()
 
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Return once some Pod may take requests, or raise why none may: a readiness probe
+        (:meth:`HeadlessTransport.wait_ready`, each reason a
+        :class:`~headlesslb.errors.NotReady`). Starts discovery if it was not started yet."""
+        self._check_open()
+        self.transport.wait_ready(timeout)
+
     def _check_open(self) -> None:
         if self._state != "open":
             raise NotStarted("this HeadlessClient was closed: make a new one")

@@ -150,6 +150,21 @@ class HeadlessTransport(TransportBase, httpx.BaseTransport):
         """Whether the background thread runs (started, in this process, not closed)."""
         return self._state == "open" and self._portal is not None
 
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Return once some Pod may take requests, or raise why none may (a readiness probe):
+        :meth:`headlesslb.HeadlessTransport.wait_ready`, blocking. Starts a transport not
+        started yet; a :meth:`close` from another thread meanwhile raises
+        :class:`~headlesslb.errors.ClientClosed`."""
+        limit = self._ready_timeout(timeout)
+        portal = self._portal
+        if portal is None or self._state != "open":
+            self._start()
+            portal = self._portal
+            assert portal is not None
+        error = self._on_portal(portal, self.runtime.until_usable, limit)
+        if error is not None:
+            raise error
+
     def _start(self) -> None:
         forksafe.check()
         if self._state == "open" and self._portal is not None:

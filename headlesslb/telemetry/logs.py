@@ -10,7 +10,8 @@ nothing is printed unless the application configures logging):
 - ``headlesslb.retry``: the retry budget exhausted (WARNING, once until a retry is allowed
   again), each retry (DEBUG);
 - ``headlesslb.refresher``: DNS failing (WARNING, each failed round, as rounds back off) and
-  recovered (INFO);
+  recovered (INFO); NXDOMAIN for the Service (WARNING, once, and again only after it resolved
+  meanwhile);
 - ``headlesslb.attempts``: each attempt (DEBUG; attempt events are built only while this logger
   is enabled for DEBUG, or another observer wants them);
 - ``headlesslb.streams``: a streamed response garbage-collected without being closed (WARNING,
@@ -26,7 +27,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ..core.endpoint import Endpoint
+from ..core.endpoint import NXDOMAIN_WORDS, Endpoint
 from ..core.events import (
     AttemptFinished,
     AttemptStarted,
@@ -69,6 +70,10 @@ def _fields(service: str, pod: Endpoint | None, **more: Any) -> Mapping[str, Any
 
 class LogObserver:
     """Turns events into log records (see the module docstring for loggers and levels)."""
+
+    def __init__(self) -> None:
+        self._nxdomain = False
+        """Whether NXDOMAIN was logged, and the Service has not resolved since."""
 
     def wants_attempts(self) -> bool:
         """Attempt events only while ``headlesslb.attempts`` logs DEBUG."""
@@ -204,6 +209,17 @@ class LogObserver:
             )
 
     def _discovery(self, event: DiscoveryRound) -> None:
+        if event.nxdomain:
+            if not self._nxdomain:
+                self._nxdomain = True
+                discovery_log.warning(
+                    "%s: %s; check the name and namespace, and that its Pods are ready",
+                    event.service,
+                    NXDOMAIN_WORDS,
+                    extra=_fields(event.service, None, reason="NXDOMAIN"),
+                )
+        elif event.ok:
+            self._nxdomain = False  # it resolved: a later NXDOMAIN is news again
         if not event.ok:
             discovery_log.warning(
                 "discovery failed (%s); keeping %d known endpoints",

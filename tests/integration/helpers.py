@@ -114,6 +114,9 @@ class SyncAsAsync:
     def endpoints(self) -> Any:
         return self.sync.endpoints()
 
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        await _in_thread(self.sync.wait_ready, timeout)
+
     async def request(self, method: str, url: Any, **kwargs: Any) -> httpx.Response:
         response: httpx.Response = await _in_thread(self.sync.request, method, url, **kwargs)
         return response

@@ -92,7 +92,10 @@ async def test_membership_fallback_and_dns_failure_and_recovery(
                 await client.get("/")
             (engaged,) = records(caplog, "sending requests to the fallback")
             assert engaged.levelno == logging.WARNING
-            assert engaged.reason == "no usable endpoint (0 in DNS)"  # type: ignore[attr-defined]
+            assert engaged.reason == (  # type: ignore[attr-defined]
+                "no usable endpoint (0 in DNS, NXDOMAIN: no such Service, or none of its Pods"
+                " is ready)"
+            )
             cluster.create_service("web-hl")
 
             async def off_fallback() -> bool:

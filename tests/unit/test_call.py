@@ -641,7 +641,7 @@ def test_no_members_and_a_discovery_error_is_discovery_error() -> None:
 def test_no_members_and_no_error_is_no_endpoints_available() -> None:
     env = make(0)
     error = env.run("GET", []).error
-    assert isinstance(error, NoEndpointsAvailable) and "(0 in DNS)" in str(error)
+    assert isinstance(error, NoEndpointsAvailable) and "(0 in DNS, an empty answer)" in str(error)
 
 
 def test_members_with_a_stale_error_are_still_used() -> None:

@@ -31,6 +31,7 @@ from headlesslb.core.endpoint import Endpoint, Resolution
 from headlesslb.core.events import (
     AttemptFinished,
     AttemptStarted,
+    DiscoveryRound,
     EndpointEjected,
     EndpointReadmitted,
     EndpointsChanged,
@@ -49,6 +50,7 @@ from headlesslb.core.pickers import ConsistentHash, Ordinal, make_picker
 from headlesslb.core.pool import Outcome, OutlierPolicy, Pool
 from headlesslb.core.retry import Failure, RetryBudget, RetryPolicy, Verdict
 from headlesslb.errors import ConfigurationError
+from headlesslb.telemetry.logs import LogObserver
 
 SERVICE = expand_service_name("web-hl.default")
 PODS = tuple(Endpoint(f"10.0.0.{i + 1}", 80, f"web-{i}", i) for i in range(3))
@@ -225,7 +227,8 @@ def test_fallback_engages_once_and_leaves_when_a_pod_answers() -> None:
         assert isinstance(step, SendToFallback)
         assert isinstance(call.feed(FallbackResponded("10.96.0.10:80", 200)), Deliver)
     (engaged,) = recorder.of(FallbackEngaged)
-    assert engaged.fallback == "web-lb" and engaged.reason == "no usable endpoint (0 in DNS)"
+    assert engaged.fallback == "web-lb"
+    assert engaged.reason == "no usable endpoint (0 in DNS, an empty answer)"
     fallback_attempts = [f for f in recorder.of(AttemptFinished) if f.start.fallback]
     assert len(fallback_attempts) == 3 and fallback_attempts[0].address == "10.96.0.10:80"
     pool.update(Resolution(PODS, 30))
@@ -295,3 +298,37 @@ def test_a_closed_client_fails_without_announcing_an_attempt() -> None:
     call = router.start("GET", RequestOptions(), replayable=True)
     assert isinstance(call.first(), Fail)
     assert not recorder.of(AttemptStarted)
+
+
+def test_nxdomain_is_logged_once_until_the_service_resolves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    observer = LogObserver()
+
+    def round_(*, ok: bool = True, nxdomain: bool = False, endpoints: int = 0) -> None:
+        observer(DiscoveryRound("web-h1", ok, 0.001, endpoints, 0.0, nxdomain=nxdomain))
+
+    def warned() -> int:
+        return sum("NXDOMAIN" in r.getMessage() for r in caplog.records)
+
+    with caplog.at_level(logging.WARNING, logger="headlesslb"):
+        round_(nxdomain=True)
+        round_(nxdomain=True)
+        round_(ok=False)  # DNS failing meanwhile is no resolution
+        round_(nxdomain=True)
+        assert warned() == 1
+        round_(endpoints=2)  # it resolved: the next NXDOMAIN is news
+        round_(nxdomain=True)
+        assert warned() == 2
+        LogObserver()(DiscoveryRound("other", True, 0.001, 0, 0.0, nxdomain=True))
+        assert warned() == 3  # per observer (one per runtime), not process-wide
+
+
+def test_errors_say_nxdomain_or_an_empty_answer() -> None:
+    for nxdomain, words in ((True, "NXDOMAIN"), (False, "empty answer")):
+        _, pool, router, _ = make()
+        pool.update(Resolution((), 0.0, nxdomain=nxdomain))
+        call = router.start("GET", RequestOptions(), replayable=True)
+        step = call.first()
+        assert isinstance(step, Fail)
+        assert words in str(step.error), step.error

@@ -54,6 +54,7 @@ from ..io.runtime import Runtime, RuntimeSpec
 from ..io.sender import Answer, AsyncSender, PodSender, TransportSender, with_headers
 from ..io.shared import Lease, Registry, loop_identity
 from ..io.tasks import Background
+from ..io.tls import tls_context
 from ..options import TransportOptions
 
 __all__ = ["HeadlessTransport"]
@@ -419,7 +420,7 @@ class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
         if self._passthrough_transport is None:
             parts = self.parts
             self._passthrough_transport = httpx.AsyncHTTPTransport(
-                verify=parts.verify, cert=parts.cert, http2=parts.http2
+                verify=tls_context(parts.verify, parts.cert), http2=parts.http2
             )
         return await self._passthrough_transport.handle_async_request(request)
 

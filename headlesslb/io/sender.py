@@ -32,6 +32,7 @@ from ..core.retry import ANSWERED, RetryPolicy, Verdict
 from ..errors import ClientClosed
 from .outcomes import classify, map_httpcore_errors
 from .tasks import spawn, waker
+from .tls import tls_context
 
 __all__ = [
     "Abandoned",
@@ -298,7 +299,7 @@ class PodSender:
         limits: httpx.Limits | None = None,
         events: EventHub | None = None,
     ) -> None:
-        self._ssl_context = httpx.create_ssl_context(verify=verify, cert=cert)
+        self._ssl_context = tls_context(verify, cert)
         self._http2 = http2
         self._limits = limits or httpx.Limits(
             max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0

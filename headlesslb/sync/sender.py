@@ -36,6 +36,7 @@ from ..io.sender import (
     transport_answer,
     transport_request,
 )
+from ..io.tls import tls_context
 from .network import Network
 
 __all__ = ["SyncPodSender", "SyncSender", "SyncTransportSender"]
@@ -101,7 +102,7 @@ class SyncPodSender:
         limits: httpx.Limits | None = None,
         events: EventHub | None = None,
     ) -> None:
-        self._ssl_context = httpx.create_ssl_context(verify=verify, cert=cert)
+        self._ssl_context = tls_context(verify, cert)
         self._http2 = http2
         self._limits = limits or httpx.Limits(
             max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0

@@ -62,6 +62,7 @@ from ..io.outcomes import classify
 from ..io.runtime import Runtime, RuntimeSpec
 from ..io.sender import Answer, with_headers
 from ..io.shared import Lease, Registry
+from ..io.tls import tls_context
 from ..options import TransportOptions
 from .hedging import HedgeRunner
 from .pool import LockedPool
@@ -403,7 +404,7 @@ class HeadlessTransport(TransportBase, httpx.BaseTransport):
         if self._passthrough_transport is None:
             parts = self.parts
             self._passthrough_transport = httpx.HTTPTransport(
-                verify=parts.verify, cert=parts.cert, http2=parts.http2
+                verify=tls_context(parts.verify, parts.cert), http2=parts.http2
             )
         return self._passthrough_transport.handle_request(request)
 

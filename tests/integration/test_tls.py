@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,3 +89,18 @@ async def test_certificate_for_another_name_is_rejected(
     while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
         cause = cause.__cause__ or cause.__context__
     assert isinstance(cause, ssl.SSLCertVerificationError), caught.value
+
+
+async def test_a_ca_bundle_path_verifies_without_httpx_deprecation_warnings(
+    tls_cluster: LocalCluster, ca: trustme.CA, tmp_path: Path
+) -> None:
+    # verify="/path" is headlesslb's argument, as it was httpx's: httpx 0.28 deprecated that
+    # form in its own context factory, and every context a client made warned once (twice per
+    # client: its Pods' connections and its probes').
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        async with make_client(tls_cluster, scheme="https", verify=str(bundle)) as client:
+            response = await client.get("/secure")
+    assert response.status_code == 200

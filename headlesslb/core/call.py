@@ -318,7 +318,7 @@ class Call:
         attempt, self.current = self.current, None
         hedger = router.hedger
         if hedger is not None and attempt is not None:
-            hedger.observe(router.clock() - attempt.started)
+            hedger.observe(attempt.latency(router.clock()))  # to the headers, as peak-EWMA
         verdict = result.verdict
         failure = verdict.failure
         if failure is Failure.REJECTED:

@@ -140,6 +140,13 @@ class Attempt:
         not a latency of minutes once the stream ends."""
         self.answered = self._pool._clock()
 
+    def latency(self, now: float) -> float:
+        """Seconds from the send to the response's headers (to ``now`` when they have not come:
+        a failure, or a sender that does not say): what peak-EWMA and a learned hedge delay
+        measure."""
+        answered = self.answered
+        return (now if answered is None else answered) - self.started
+
     def done(self, outcome: Outcome) -> None:
         """Report how the attempt ended; a second call is a bug and raises RuntimeError."""
         if self.finished:
@@ -277,9 +284,7 @@ class Pool:
             # decay on would make it look cheap while it turns requests away.
             self.latency.restamp(state, now)
             return
-        answered = attempt.answered
-        end = now if answered is None else answered
-        self.latency.observe(state, end - attempt.started, now)
+        self.latency.observe(state, attempt.latency(now), now)
         if outcome in _FAILURES:
             state.failures += 1
             state.consecutive_failures += 1

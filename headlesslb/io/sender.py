@@ -42,6 +42,7 @@ __all__ = [
     "Reaper",
     "ReportingBody",
     "TransportSender",
+    "answered",
     "pod_request",
     "report_attempt",
     "transport_answer",
@@ -348,8 +349,7 @@ class PodSender:
         response, body = await self._send(
             request, endpoint.ip, endpoint.port, scheme, sni, headers, step.timeout, attempt
         )
-        attempt.answer()  # its latency: to the headers (the body may stream for minutes)
-        body.verdict = verdict = policy.judge(response.status_code, response.headers)
+        body.verdict = verdict = answered(response, attempt, policy)
         return response, verdict
 
     async def send_to(
@@ -545,13 +545,19 @@ def transport_answer(
     """A ``pod_transport``'s response to an attempt, judged by ``policy`` (both shells): a body
     read already reports the verdict's outcome now, another is wrapped by ``reporting`` to
     report it when it ends."""
-    attempt.answer()
-    verdict = policy.judge(response.status_code, response.headers)
+    verdict = answered(response, attempt, policy)
     if response.is_closed:  # built with content=/json=: read and closed already
         report_attempt(attempt, verdict.outcome)
     else:
         response.stream = reporting(response.stream, attempt, verdict)
     return response, verdict
+
+
+def answered(response: httpx.Response, attempt: Attempt, policy: RetryPolicy) -> Verdict:
+    """The headers of ``attempt``'s ``response`` came back now (its latency ends here, however
+    long the body streams): the one verdict ``policy`` makes of it (every sender, both shells)."""
+    attempt.answer()
+    return policy.judge(response.status_code, response.headers)
 
 
 def report_attempt(attempt: Attempt | None, outcome: Outcome) -> None:

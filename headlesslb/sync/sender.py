@@ -31,6 +31,7 @@ from ..io.sender import (
     Answer,
     Reaper,
     ReportingBody,
+    answered,
     pod_request,
     report_attempt,
     transport_answer,
@@ -150,8 +151,7 @@ class SyncPodSender:
         response, body = self._send(
             request, endpoint.ip, endpoint.port, scheme, sni, headers, step.timeout, attempt
         )
-        attempt.answer()  # its latency: to the headers (the body may stream for minutes)
-        body.verdict = verdict = policy.judge(response.status_code, response.headers)
+        body.verdict = verdict = answered(response, attempt, policy)
         return response, verdict
 
     def send_to(

@@ -17,6 +17,7 @@ transport to close stops it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Literal, TypeVar
@@ -278,7 +279,10 @@ class HeadlessTransport(TransportBase, httpx.AsyncBaseTransport):
                 return response
             elif kind is Backoff:
                 assert isinstance(step, Backoff)
-                await self._until_closed(anyio.sleep(step.seconds))
+                # A close cuts the back-off short; the core then says what follows (a close:
+                # nothing is sent), as in the sync shell.
+                with contextlib.suppress(ClientClosed):
+                    await self._until_closed(anyio.sleep(step.seconds))
                 step = call.feed(WAITED)
             elif kind is LookupPod:
                 assert isinstance(step, LookupPod)

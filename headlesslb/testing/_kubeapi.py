@@ -371,7 +371,7 @@ class KubeAPI:
                 if self._etcd_http().get("/health").json().get("health") == "true":
                     return
             except (httpx.HTTPError, ValueError):
-                pass
+                pass  # not listening or not healthy yet: asked again until the deadline
             if time.monotonic() > deadline:
                 raise TimeoutError(f"etcd not healthy within {self._start_timeout} s")
             time.sleep(0.05)

@@ -51,7 +51,7 @@ class _OnPortal:
         if inspect.iscoroutinefunction(value):
 
             async def on_portal(*args: Any, **kwargs: Any) -> Any:
-                portal = self._transport._portal
+                portal = self._transport._host._portal
                 assert portal is not None, "the sync transport is not running"
                 return await _in_thread(portal.call, functools.partial(value, *args, **kwargs))
 

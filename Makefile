@@ -56,9 +56,12 @@ test: $(VENV)/.test-installed lint typecheck kubeapi
 	$(PY) -m pytest -n 4
 	$(MAKE) docs test-min
 
+## Also checks that the generated shells (sync, httpx2) match their source: a hand edit of one,
+## or an edit of the source without `python tools/unasync.py`, fails here.
 lint: $(VENV)/.test-installed
 	$(PY) -m ruff check headlesslb tests benchmarks examples tools
 	$(PY) -m ruff format --check headlesslb tests benchmarks examples tools
+	$(PY) tools/unasync.py --check
 
 typecheck: $(VENV)/.test-installed
 	$(PY) -m mypy --strict headlesslb examples

@@ -1,10 +1,10 @@
 """Print the requirements of the minimum-versions run: every lower bound, pinned exactly.
 
-Reads pyproject.toml: the runtime dependencies and the ``testing`` extra (what users install)
-and, from the ``test`` extra, the tools the minimum-versions subset runs with (pytest, its
+Reads pyproject.toml: the runtime dependencies and the ``testing`` and ``httpx2`` extras (what
+users install) and, from the ``test`` extra, the tools the minimum-versions subset runs with (pytest, its
 plugins, trio, hypothesis, trustme). Each ``name>=X`` becomes ``name==X``, so ``make test-min``
 proves the lower bounds we publish are versions the code works with. A dependency without a
-lower bound is an error: there would be nothing to test.
+lower bound is an error: there would be nothing to test (an upper bound beside it is dropped).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_TOOLS = ("pytest", "pytest-xdist", "trio", "hypothesis", "trustme")
-_BOUND = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*>=\s*([0-9][0-9A-Za-z.]*)$")
+_BOUND = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*>=\s*([0-9][0-9A-Za-z.]*)(\s*,\s*<[^,]+)?$")
 
 
 def _pinned(requirement: str) -> str:
@@ -34,7 +34,12 @@ def main() -> None:
     missing = [tool for tool in TEST_TOOLS if tool not in names]
     if missing:
         raise SystemExit(f"lower_bounds: the test extra lacks {', '.join(missing)}")
-    requirements = [*project["dependencies"], *extras["testing"], *(names[t] for t in TEST_TOOLS)]
+    requirements = [
+        *project["dependencies"],
+        *extras["testing"],
+        *extras["httpx2"],
+        *(names[t] for t in TEST_TOOLS),
+    ]
     sys.stdout.write("".join(_pinned(r) + "\n" for r in requirements))
 
 

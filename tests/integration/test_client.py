@@ -208,6 +208,7 @@ async def test_no_nameserver_at_start(cluster: LocalCluster, with_fallback: bool
                     await client.get("/")
 
 
+@pytest.mark.async_only  # the async httpx transport in a plain httpx.AsyncClient
 async def test_plain_httpx_client_with_the_transport(cluster: LocalCluster) -> None:
     transport = HeadlessTransport(
         "web-hl", port="http", nameservers=[cluster.nameserver], namespace="default"

@@ -165,17 +165,17 @@ def _ruff(text: str, path: str) -> str:
     return formatted.stdout
 
 
-def generated() -> dict[Path, str]:
-    """Every generated file and what it must contain."""
+def generated(root: Path = ROOT) -> dict[Path, str]:
+    """Every generated file under ``root`` and what it must contain."""
     files: dict[Path, str] = {}
     for source in SOURCES:
-        text = (ROOT / source).read_text()
+        text = (root / source).read_text()
         module = source.removesuffix(".py").replace("/", ".")
         for flavour in FLAVOURS:
             if module not in flavour.generates:
                 continue
             target = flavour.modules[module].replace(".", "/") + ".py"
-            files[ROOT / target] = _ruff(rewrite(text, source, flavour), target)
+            files[root / target] = _ruff(rewrite(text, source, flavour), target)
     return files
 
 
@@ -185,13 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if a generated file differs"
     )
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help="the checkout to work on [this one]"
+    )
     args = parser.parse_args(argv)
+    root = args.root.resolve()
     stale = []
-    for path, text in generated().items():
+    for path, text in generated(root).items():
         current = path.read_text() if path.exists() else None
         if current == text:
             continue
-        stale.append(path.relative_to(ROOT))
+        stale.append(path.relative_to(root))
         if not args.check:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)

@@ -14,7 +14,8 @@ from .core.health import HealthCheck
 from .core.hedge import HedgePolicy
 from .core.names import ServiceName, expand_service_name
 from .core.options import RequestOptions
-from .core.pickers import ConsistentHash, SlowStart
+from .core.orca import LoadReport
+from .core.pickers import ConsistentHash, LeastLoaded, SlowStart, WeightedRoundRobin
 from .core.pool import OutlierPolicy
 from .core.report import AttemptReport, Report
 from .core.retry import RetryBudget, RetryPolicy
@@ -67,6 +68,8 @@ __all__ = [
     "HedgePolicy",
     "InvalidRequest",
     "InvalidServiceName",
+    "LeastLoaded",
+    "LoadReport",
     "NoEndpointsAvailable",
     "NoHealthyPods",
     "NotReady",
@@ -85,6 +88,7 @@ __all__ = [
     "SlowStart",
     "Subset",
     "Throttled",
+    "WeightedRoundRobin",
     "__version__",
     "expand_service_name",
 ]

@@ -56,7 +56,9 @@ class TransportOptions(TypedDict, total=False):
     scheme: Literal["http", "https"]
     """How Pods are reached; decides TLS, never a URL ["http"]."""
     picker: PickerName | PickerFactory
-    """"round_robin", "least_request", "peak_ewma" or a picker factory ["round_robin"]."""
+    """"round_robin", "least_request", "peak_ewma", "weighted_round_robin" (ORCA load
+    reports, gRFC A58), "least_loaded" (P2C on in-flight + a reported metric) or a picker
+    factory such as ``WeightedRoundRobin(blackout_period=5)`` ["round_robin"]."""
     sharding: PickerFactory | None
     """The picker for ``key=`` requests [``ConsistentHash()``; ``ConsistentHash(
     balance_factor=1.25)`` bounds a hot key's owner's load]."""

@@ -179,6 +179,10 @@ class Router:
         """Whether the latest request served went to the fallback (its changes are events)."""
         self.budget_dry = False
         """Whether the latest retry the budget was asked for was denied."""
+        reports = pool.load_reports
+        self.attempt_headers = () if reports is None else reports.request_headers
+        """Headers every attempt to a Pod carries: asking for a load report when the picker
+        reads them (``endpoint-load-metrics-format``), else none."""
 
     def close(self) -> None:
         """The client closed: calls in flight fail at their next step, none is retried."""
@@ -511,8 +515,9 @@ class Call:
         if log.observed:
             race = self.race
             headers = log.announce(self.endpoint, race is not None and race.other is not None)
+            headers += router.attempt_headers
         else:
-            headers = ()
+            headers = router.attempt_headers
         return Send(state, attempt, timeout, headers, hedge_after)
 
     def undiscovered(self, error: BaseException) -> DiscoveryError:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .orca import LoadReport
+
 __all__ = ["Endpoint", "EndpointStatus", "Resolution"]
 
 
@@ -88,3 +90,6 @@ class EndpointStatus:
     """Monotonic time the ejection ends, ``None`` if not ejected."""
     held_off_until: float | None = None
     """Monotonic time a hold-off after a rejection (429, 503 with Retry-After) ends."""
+    load: LoadReport | None = None
+    """The latest load report the Pod sent (ORCA ``endpoint-load-metrics``; its ``received``
+    says how old it is), when the picker reads reports; None otherwise, or before the first."""

@@ -44,6 +44,7 @@ __all__ = [
     "FallbackEngaged",
     "FallbackLeft",
     "HealthChanged",
+    "LoadReportRejected",
     "Observer",
     "ReadmitReason",
     "RetryBudgetExhausted",
@@ -255,6 +256,17 @@ class StreamAbandoned(Event):
     """``ip:port`` the response came from."""
     first: bool
     """True for the client's first abandoned stream (logs warn once per client)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReportRejected(Event):
+    """A Pod's load report (ORCA ``endpoint-load-metrics``) could not be used and was dropped;
+    the request went on. Emitted once per Pod, again only after it sent a good one."""
+
+    service: str
+    endpoint: Endpoint
+    reason: str
+    """What was wrong with it (too long, malformed, a value that is not a finite number >= 0)."""
 
 
 # -- discovery -----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from .events import (
     ReadmitReason,
 )
 from .ewma import PeakEwmaEstimator
+from .orca import LoadReports
 from .snapshot import EndpointState, Snapshot
 from .subset import Subsetter
 
@@ -116,10 +117,11 @@ class OutlierPolicy:
 class Attempt:
     """One request on one endpoint, in flight until :meth:`done` is called exactly once."""
 
-    __slots__ = ("_pool", "answered", "finished", "started", "state")
+    __slots__ = ("answered", "finished", "pool", "started", "state")
 
     def __init__(self, pool: Pool, state: EndpointState, started: float) -> None:
-        self._pool = pool
+        self.pool = pool
+        """The pool it is counted in (its ``load_reports`` takes the response's report)."""
         self.state = state
         self.started = started
         self.answered: float | None = None
@@ -138,7 +140,7 @@ class Attempt:
         to here, while the attempt stays in flight until :meth:`done`: a streamed body may last
         minutes, and peak-EWMA must see a Pod that answers in milliseconds and is busy meanwhile,
         not a latency of minutes once the stream ends."""
-        self.answered = self._pool._clock()
+        self.answered = self.pool._clock()
 
     def latency(self, now: float) -> float:
         """Seconds from the send to the response's headers (to ``now`` when they have not come:
@@ -152,7 +154,7 @@ class Attempt:
         if self.finished:
             raise RuntimeError(f"attempt on {self.state.endpoint} reported twice")
         self.finished = True
-        self._pool._finish(self, outcome)
+        self.pool._finish(self, outcome)
 
 
 _by_key = operator.attrgetter("key")
@@ -191,6 +193,9 @@ class Pool:
         self._next_deadline = math.inf
         self._applied: tuple[Endpoint, ...] | None = None
         """The endpoints tuple of the last update, to recognise the same one at once."""
+        self.load_reports: LoadReports | None = None
+        """Where responses' load reports go (ORCA), set only while a picker reads them: the
+        sender hands each response's headers to it (None: not read at all)."""
         self.nxdomain = False
         """Whether the latest answer applied was NXDOMAIN (no members then), not an empty one:
         what errors say when there is no Pod (:attr:`Resolution.nxdomain`)."""

@@ -15,6 +15,7 @@ from types import MappingProxyType
 
 from .endpoint import Endpoint, EndpointStatus
 from .ewma import PeakEwmaEstimator
+from .orca import LoadReport
 
 __all__ = ["EndpointState", "Snapshot"]
 
@@ -36,6 +37,7 @@ class EndpointState:
         "in_flight",
         "key",
         "last_ejected_at",
+        "load",
         "requests",
         "since",
         "times_ejected",
@@ -67,6 +69,9 @@ class EndpointState:
         """Until when the endpoint is held off after rejecting for load (429, Retry-After)."""
         self.since = 0.0
         """When it joined or last came back from an ejection (slow start ramps from here)."""
+        self.load: LoadReport | None = None
+        """The latest load report the Pod sent (ORCA ``endpoint-load-metrics``), however old:
+        pickers judge its age. Kept only while a picker reads reports (:mod:`.orca`)."""
 
     @property
     def available(self) -> bool:
@@ -95,6 +100,7 @@ class EndpointState:
             ewma_latency=self.ewma,
             ejected_until=self.ejected_until,
             held_off_until=self.held_until,
+            load=self.load,
         )
 
     def __repr__(self) -> str:

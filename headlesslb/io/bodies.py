@@ -100,7 +100,11 @@ def answered(response: _Response, attempt: Attempt, policy: RetryPolicy) -> Verd
     """The headers of ``attempt``'s ``response`` came back now (its latency ends here, however
     long the body streams): the one verdict ``policy`` makes of it (every sender)."""
     attempt.answer()
-    return policy.judge(response.status_code, response.headers)
+    headers = response.headers
+    reports = attempt.pool.load_reports
+    if reports is not None:  # only while a picker reads load reports (ORCA)
+        reports.offer(attempt.state, headers)
+    return policy.judge(response.status_code, headers)
 
 
 def report_attempt(attempt: Attempt | None, outcome: Outcome) -> None:

@@ -34,12 +34,13 @@ from ..core.balancer import Balancer
 from ..core.call import LookupPod
 from ..core.clock import Clock
 from ..core.endpoint import EMPTY_WORDS, NXDOMAIN_WORDS, Endpoint
-from ..core.events import EndpointsChanged, Event, EventHub
+from ..core.events import EndpointsChanged, Event, EventHub, LoadReportRejected
 from ..core.health import HealthCheck
 from ..core.limits import ConnectionLimits
 from ..core.names import ServiceName
+from ..core.orca import LoadReports
 from ..core.pickers import ConsistentHash, Ordinal, PickerName, SlowStart, make_picker
-from ..core.pickers.base import PickerFactory
+from ..core.pickers.base import PickerFactory, ReadsLoad
 from ..core.pool import OutlierPolicy, Pool
 from ..core.resolv import DnsTries
 from ..core.schedule import RefreshPolicy
@@ -203,17 +204,17 @@ class Runtime:
             subset=None if spec.subset is None else Subsetter(spec.subset.size, spec.subset.place),
             on_refused=self.refused,
         )
-        self.balancer = Balancer(
-            self.pool,
-            make_picker(
-                spec.picker,
-                rng=rng,
-                clock=spec.clock,
-                slow_start=spec.slow_start,
-            ),
-            sharding=spec.sharding or ConsistentHash(),
-            ordinal=Ordinal(),
-        )
+        picker = make_picker(spec.picker, rng=rng, clock=spec.clock, slow_start=spec.slow_start)
+        sharding = spec.sharding or ConsistentHash()
+        self.balancer = Balancer(self.pool, picker, sharding=sharding, ordinal=Ordinal())
+        readers = [f for f in (picker, sharding) if isinstance(f, ReadsLoad)]
+        if readers:
+            # Only now are responses' load reports asked for and read: nobody else pays.
+            self.pool.load_reports = LoadReports(
+                spec.clock,
+                max_age=max(f.report_max_age for f in readers),
+                rejected=self._report_rejected,
+            )
         self.discovery = spec.discovery or _dns(spec)
         self.refresher = Refresher(
             self.discovery,
@@ -239,6 +240,9 @@ class Runtime:
             spec.refresh, spec.clock, max_entries=PINNED_CACHE_SIZE
         )
         """Pods found by their own DNS name, for ``ordinal=`` when SRV gives no hostnames."""
+
+    def _report_rejected(self, endpoint: Endpoint, reason: str) -> None:
+        self.events.emit(LoadReportRejected(self.events.service, endpoint, reason))
 
     # -- clients ---------------------------------------------------------------------------------
     @property

@@ -39,6 +39,7 @@ from ..core.events import (
     FallbackEngaged,
     FallbackLeft,
     HealthChanged,
+    LoadReportRejected,
     RetryBudgetExhausted,
     RetryScheduled,
     StreamAbandoned,
@@ -169,6 +170,16 @@ class LogObserver:
         elif kind is DiscoveryRound:
             assert isinstance(event, DiscoveryRound)
             self._discovery(event)
+        elif kind is LoadReportRejected:
+            assert isinstance(event, LoadReportRejected)
+            pool_log.warning(
+                "%s: %s sent a load report that cannot be used (%s); its reports are ignored"
+                " until a good one comes",
+                event.service,
+                event.endpoint,
+                event.reason,
+                extra=_fields(event.service, event.endpoint, reason=event.reason),
+            )
         elif kind is StreamAbandoned:
             assert isinstance(event, StreamAbandoned)
             level = logging.WARNING if event.first else logging.DEBUG

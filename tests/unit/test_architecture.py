@@ -153,6 +153,8 @@ def test_public_names_are_pinned() -> None:
             "HedgePolicy",
             "InvalidRequest",
             "InvalidServiceName",
+            "LeastLoaded",
+            "LoadReport",
             "NoEndpointsAvailable",
             "NoHealthyPods",
             "NotReady",
@@ -171,6 +173,7 @@ def test_public_names_are_pinned() -> None:
             "SlowStart",
             "Subset",
             "Throttled",
+            "WeightedRoundRobin",
             "__version__",
             "expand_service_name",
         ]

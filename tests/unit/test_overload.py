@@ -327,7 +327,10 @@ def test_slow_start_weight_is_envoys_formula_with_a_floor() -> None:
         SlowStart(min_weight=0.05)
 
 
-@pytest.mark.parametrize("picker", ["round_robin", "least_request", "peak_ewma"])
+@pytest.mark.parametrize(
+    "picker",
+    ["round_robin", "least_request", "peak_ewma", "weighted_round_robin", "least_loaded"],
+)
 def test_a_newcomer_ramps_up_but_the_first_pods_do_not(picker: str) -> None:
     clock = ManualClock()
     router = make(3, picker=picker, slow_start=SlowStart(window=10.0), clock=clock)

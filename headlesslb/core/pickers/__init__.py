@@ -3,6 +3,8 @@
 - :class:`RoundRobin` — in turn, from a random start (the default);
 - :class:`LeastRequest` — power of two choices on in-flight requests;
 - :class:`PeakEwma` — power of two choices on latency × load (best with uneven Pods);
+- :class:`WeightedRoundRobin` — turns weighted by the Pods' own load reports (ORCA, gRFC A58);
+- :class:`LeastLoaded` — power of two choices on in-flight requests plus a reported metric;
 - :class:`ConsistentHash` — sharding by a request key (Maglev over endpoints, jump over ordinals);
 - :class:`Ordinal` — pinning to a StatefulSet ordinal.
 
@@ -25,16 +27,19 @@ from ..clock import Clock, monotonic
 from .base import NO_CONTEXT, HashKey, PickContext, Picker, PickerFactory, TablePickerFactory
 from .hashing import ConsistentHash
 from .hashtables import key_hash
+from .load import LeastLoaded
 from .ordinal import Ordinal
 from .p2c import LeastRequest, PeakEwma
 from .round_robin import RoundRobin
 from .slow_start import SlowStart
+from .weighted import WeightedRoundRobin
 
 __all__ = [
     "NO_CONTEXT",
     "PICKERS",
     "ConsistentHash",
     "HashKey",
+    "LeastLoaded",
     "LeastRequest",
     "Ordinal",
     "PeakEwma",
@@ -45,17 +50,24 @@ __all__ = [
     "RoundRobin",
     "SlowStart",
     "TablePickerFactory",
+    "WeightedRoundRobin",
     "key_hash",
     "make_picker",
 ]
 
-PickerName = Literal["round_robin", "least_request", "peak_ewma"]
+PickerName = Literal[
+    "round_robin", "least_request", "peak_ewma", "weighted_round_robin", "least_loaded"
+]
 """The built-in balancing policies, by name (``picker=`` also takes a PickerFactory)."""
 
 PICKERS: dict[str, Callable[[random.Random | None, Clock, SlowStart | None], PickerFactory]] = {
     "round_robin": lambda rng, clock, slow: RoundRobin(rng, slow_start=slow, clock=clock),
     "least_request": lambda rng, clock, slow: LeastRequest(rng, slow_start=slow, clock=clock),
     "peak_ewma": lambda rng, clock, slow: PeakEwma(rng, clock, slow_start=slow),
+    "weighted_round_robin": lambda rng, clock, slow: WeightedRoundRobin(
+        rng, slow_start=slow, clock=clock
+    ),
+    "least_loaded": lambda rng, clock, slow: LeastLoaded(rng, slow_start=slow, clock=clock),
 }
 """The balancing policies a client accepts by name (each takes slow start)."""
 
@@ -85,8 +97,8 @@ def make_picker(
     if isinstance(spec, PickerFactory):
         if slow_start is not None:
             raise ConfigurationError(
-                "slow_start applies to the named pickers ('round_robin', 'least_request',"
-                f" 'peak_ewma'), not to a picker factory of your own ({type(spec).__name__}):"
+                f"slow_start applies to the named pickers ({', '.join(map(repr, PICKERS))}),"
+                " not to a picker factory of your own ({type(spec).__name__}):"
                 " pass the factory its own slow_start, if it takes one"
             )
         return spec

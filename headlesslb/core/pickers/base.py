@@ -21,6 +21,7 @@ __all__ = [
     "PickContext",
     "Picker",
     "PickerFactory",
+    "ReadsLoad",
     "TablePickerFactory",
     "no_pause",
 ]
@@ -101,4 +102,19 @@ class TablePickerFactory(PickerFactory, Protocol[Table]):
     def build_from(self, snapshot: Snapshot, table: Table | None) -> Picker:
         """A picker for ``snapshot`` that reads ``table``, whatever membership it was built for,
         and builds none (cheap: it runs on the request path)."""
+        ...
+
+
+@runtime_checkable
+class ReadsLoad(Protocol):
+    """A picker factory that reads the Pods' load reports (ORCA ``endpoint-load-metrics``).
+
+    The pool keeps reports only while its balancing or sharding factory is one of these: a
+    client whose pickers do not read them neither asks for nor parses them.
+    """
+
+    @property
+    def report_max_age(self) -> float:
+        """Seconds a report stays usable: older ones count as none (the Pod stopped
+        reporting)."""
         ...

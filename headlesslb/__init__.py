@@ -12,6 +12,7 @@ from .aio.transport import HeadlessTransport
 from .core.endpoint import Endpoint, EndpointStatus, Resolution
 from .core.health import HealthCheck
 from .core.hedge import HedgePolicy
+from .core.keys import KeyFrom
 from .core.names import ServiceName, expand_service_name
 from .core.options import RequestOptions
 from .core.orca import LoadReport
@@ -68,6 +69,7 @@ __all__ = [
     "HedgePolicy",
     "InvalidRequest",
     "InvalidServiceName",
+    "KeyFrom",
     "LeastLoaded",
     "LoadReport",
     "NoEndpointsAvailable",

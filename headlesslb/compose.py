@@ -30,6 +30,7 @@ from .core.environ import NAMESERVERS, EnvironSettings, from_environ
 from .core.events import EventHub, Observer
 from .core.health import HealthCheck
 from .core.hedge import HedgePolicy, Hedger
+from .core.keys import KeySource, check_source
 from .core.limits import ConnectionLimits
 from .core.names import (
     ORDINAL_MAX,
@@ -75,6 +76,7 @@ class Settings:
     slow_start: SlowStart | None = None
     subset: int | Subset | None = None
     writes_to: int | None = None
+    key_from: KeySource | None = None
     fallback: str | None = None
     nameservers: Sequence[str] | None = None
     resolv_conf: str = "/etc/resolv.conf"
@@ -105,6 +107,7 @@ class Settings:
         if not isinstance(self.scheme, str) or self.scheme not in DEFAULT_PORTS:
             raise ConfigurationError(f"scheme must be 'http' or 'https', not {self.scheme!r}")
         validate.count("writes_to", self.writes_to, max=ORDINAL_MAX, allow_none=True)
+        check_source(self.key_from)
         validate.number(
             "discovery_timeout", self.discovery_timeout, min=0, exclusive_min=True, allow_none=True
         )
@@ -196,6 +199,8 @@ class Parts:
     throttle: Throttle | None
     hedger: Hedger | None
     writes_to: int | None
+    key_from: KeySource | None
+    """Where a request's key comes from when it has none (``key_from=``)."""
     statefulset: str | None
     rng: random.Random
     clock: Clock
@@ -317,6 +322,7 @@ def compose(service: str, options: Mapping[str, Any], *, pool_class: type[Pool] 
         throttle=None if o.throttle is None else o.throttle.build(o.clock, rng),
         hedger=None if o.hedge is None else Hedger(o.hedge, retry, budget, clock=o.clock),
         writes_to=o.writes_to,
+        key_from=o.key_from,
         statefulset=o.statefulset,
         rng=rng,
         clock=o.clock,

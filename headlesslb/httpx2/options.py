@@ -72,6 +72,11 @@ class TransportOptions(TypedDict, total=False):
     (docs/scale.md) [None: every Pod]."""
     writes_to: int | None
     """Send writes to this StatefulSet ordinal [None]."""
+    key_from: Callable[[httpx2.Request], HashKey | None] | None
+    """Derive a request's sharding key from the request when it has no ``key=``:
+    ``KeyFrom.header("x-session-id")``, ``KeyFrom.cookie("sid")``, ``KeyFrom.first(...)`` or a
+    function of the request; for SDKs that cannot set extensions. ``ordinal=`` and an explicit
+    ``key=`` win over it, and ``writes_to`` over both for writes [None]."""
     fallback: str | None
     """The ClusterIP/LB Service: a name or an ``http(s)://host[:port]`` URL [None]."""
     nameservers: Sequence[str] | None

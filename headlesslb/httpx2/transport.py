@@ -44,6 +44,7 @@ from headlesslb.core.call import (
     SendToFallback,
     Step,
 )
+from headlesslb.core.keys import derive
 from headlesslb.core.options import EXTENSION, PLAIN, RequestOptions
 from headlesslb.errors import DeadlineExceeded, HeadlessLBError, InvalidRequest
 from headlesslb.httpx2.options import TransportOptions
@@ -193,6 +194,9 @@ class HeadlessTransport(TransportBase, httpx2.AsyncBaseTransport):
                 # Not this Service (say, a redirect to another site): send it as httpx2 would.
                 return await self._pass_through(request, options)
             check_url(parts.urls, request)
+            key_from = parts.key_from
+            if key_from is not None:
+                options = derive(options, key_from, request)
             runtime, router = host.runtime, host.router
             assert runtime is not None and router is not None
             if not runtime.ready:

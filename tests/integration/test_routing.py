@@ -7,7 +7,7 @@ import collections
 import anyio
 import pytest
 
-from headlesslb import OrdinalNotFound, OutlierPolicy, Subset
+from headlesslb import KeyFrom, OrdinalNotFound, OutlierPolicy, Subset
 from headlesslb.core.pickers import ConsistentHash
 from headlesslb.testing import LocalCluster
 
@@ -141,3 +141,21 @@ async def test_subset_uses_n_pods_replaces_a_dead_one_and_pins_any(cluster: Loca
             return set(await served_by(client, 10)) == {"web-0", "web-2"}
 
         await eventually(replaced, within=5)
+
+
+async def test_key_from_a_header_shards_requests_that_carry_no_key(cluster: LocalCluster) -> None:
+    # What an SDK does: it sends its own headers and cannot set extensions.
+    async with make_client(cluster, key_from=KeyFrom.header("x-session-id")) as client:
+        owners: dict[str, set[str]] = collections.defaultdict(set)
+        for i in range(120):
+            session = f"session-{i % 12}"
+            response = await client.get("/", headers={"x-session-id": session})
+            owners[session].add(response.json()["pod"])
+            # The key is the header's: an explicit key= for the same session agrees.
+            if i < 12:
+                explicit = await client.get("/", key=session)
+                assert explicit.json()["pod"] in owners[session]
+        assert all(len(pods) == 1 for pods in owners.values())  # each session sticks
+        assert len({pod for pods in owners.values() for pod in pods}) > 1  # sessions spread
+        # No header: balanced over every Pod, as without key_from.
+        assert len(await served_by(client, 30)) == 3

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GOOD = """
 import httpx
 from headlesslb import HeadlessClient, HeadlessTransport, Report, ConsistentHash
+from headlesslb import KeyFrom, LeastLoaded, WeightedRoundRobin
 from headlesslb import sync
 from headlesslb.testing import LocalCluster
 
@@ -47,6 +48,14 @@ async def use_async(cluster: LocalCluster) -> None:
             endpoint: str = attempt["endpoint"]
         print(hostname, endpoint, report.get("service"))
     HeadlessTransport("web-hl", picker="least_request")
+    HeadlessTransport(
+        "llm-hl", picker=WeightedRoundRobin(blackout_period=5.0),
+        key_from=KeyFrom.first(KeyFrom.header("x-session-id"), KeyFrom.cookie("sid")),
+    )
+    HeadlessClient(
+        "llm-hl", picker=LeastLoaded(metric="kv_cache_usage_perc", metric_weight=10.0),
+        key_from=lambda request: request.headers.get("x-tenant"),
+    )
 
 
 def use_sync() -> None:
@@ -64,6 +73,8 @@ BAD = {
     "misspelt-client-option": 'HeadlessClient("web-hl", fallbak="web-lb")',
     "misspelt-report-key": 'print(report["hostnme"])',
     "sync-misspelt-keyword": 'sync.HeadlessClient("web-hl").get("/a", ordnal=1)',
+    "key-from-a-string": 'HeadlessClient("web-hl", key_from="x-session-id")',
+    "key-from-a-float-key": 'HeadlessClient("web-hl", key_from=lambda request: 1.5)',
 }
 
 BAD_TEMPLATE = """

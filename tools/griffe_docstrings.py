@@ -72,7 +72,8 @@ def _lookup(pkg: griffe.Module, path: str) -> griffe.Object | griffe.Alias | Non
     if not path.startswith(pkg.path + "."):
         return None
     try:
-        return pkg.get_member(path[len(pkg.path) + 1 :])
+        found: griffe.Object | griffe.Alias = pkg.get_member(path[len(pkg.path) + 1 :])
+        return found
     except (KeyError, griffe.AliasResolutionError, griffe.CyclicAliasError):
         return None
 
@@ -139,7 +140,7 @@ def _scopes(obj: griffe.Object) -> list[griffe.Object]:
     here: griffe.Object | None = obj
     while here is not None:
         scopes.append(here)
-        here = here.parent  # type: ignore[assignment]
+        here = here.parent
     return scopes
 
 
@@ -211,7 +212,9 @@ def _literal_blocks(text: str) -> str:
             j -= 1
         pad = " " * indent
         out.extend(["", pad + "```python"])
-        out.extend(pad + b if b.strip() else "" for b in textwrap.dedent("\n".join(block)).split("\n"))
+        out.extend(
+            pad + b if b.strip() else "" for b in textwrap.dedent("\n".join(block)).split("\n")
+        )
         out.extend([pad + "```"])
         i = j
     return "\n".join(out)

@@ -57,11 +57,11 @@ test: $(VENV)/.test-installed lint typecheck kubeapi
 	$(MAKE) docs test-min
 
 lint: $(VENV)/.test-installed
-	$(PY) -m ruff check headlesslb tests benchmarks examples tools
-	$(PY) -m ruff format --check headlesslb tests benchmarks examples tools
+	$(PY) -m ruff check headlesslb headlesslb_pytest tests benchmarks examples tools
+	$(PY) -m ruff format --check headlesslb headlesslb_pytest tests benchmarks examples tools
 
 typecheck: $(VENV)/.test-installed
-	$(PY) -m mypy --strict headlesslb examples
+	$(PY) -m mypy --strict headlesslb headlesslb_pytest examples
 
 ## The kubeapi bed of tests/kubeapi (docs/testing-kubeapi.md): etcd and our server on Kubernetes'
 ## own API machinery, from Debian sid's packages pinned in tools/kubeapi/debs.lock, built into a

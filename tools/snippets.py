@@ -11,7 +11,7 @@ marker comment naming it, the whole file or a section of it::
 The block holds the code itself, not an include directive, so the repository browser and any
 Markdown viewer show it as the site does (an include directive showed there raw). The copy
 cannot drift: ``python tools/snippets.py`` rewrites every block from its file, and
-``python tools/snippets.py --check`` (run by tests/unit/test_prose.py) fails naming each stale
+``python tools/snippets.py --check`` (and tests/packaging/test_docs.py) fails naming each stale
 block. Section markers use pymdownx.snippets' syntax, which the files already carry.
 """
 

@@ -40,6 +40,7 @@ from _common import print_table, write_results
 import headlesslb.sync
 from headlesslb import HeadlessClient
 from headlesslb.core.options import EXTENSION
+from headlesslb.options import DEFAULT_LIMITS
 from headlesslb.testing import LocalCluster
 
 Send = Callable[[], Awaitable[httpx.Response]]
@@ -65,9 +66,7 @@ async def _compare(
     cluster: LocalCluster, rounds: int, requests: int, concurrency: int
 ) -> dict[str, float]:
     one_pod = cluster.url(cluster.pods("web")[0].name)
-    limits = httpx.Limits(
-        max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
-    )
+    limits = DEFAULT_LIMITS  # the plain clients connect as headlesslb's pools do
     async with (
         httpx.AsyncClient(base_url=one_pod, limits=limits) as plain,
         HeadlessClient(
@@ -132,9 +131,7 @@ def _compare_sync(
     first = cluster.pods("web")[0]
     assert first.name.endswith("-0")  # the Pod that ordinal=0 pins to
     one_pod = cluster.url(first.name)
-    limits = httpx.Limits(
-        max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
-    )
+    limits = DEFAULT_LIMITS  # the plain clients connect as headlesslb's pools do
     where = {"nameservers": [cluster.nameserver], "namespace": cluster.namespace}
     every_pod = [
         httpx.Client(base_url=cluster.url(pod.name), limits=limits) for pod in cluster.pods("web")

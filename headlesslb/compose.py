@@ -56,7 +56,7 @@ from .io.dns import IpFamily, unusable_nameserver
 from .io.fallback import DEFAULT_PORTS, Fallback
 from .io.refresher import Discovery
 from .io.runtime import ConnectionLimits, Runtime, RuntimeSpec, SubsetPlace
-from .options import TransportOptions, check_option_names
+from .options import DEFAULT_LIMITS, TransportOptions, check_option_names
 from .telemetry.logs import LogObserver
 
 __all__ = ["Parts", "Settings", "compose"]
@@ -281,7 +281,7 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
         slow_start=o.slow_start,
         verify=o.verify,
         cert=_hashable(o.cert),
-        limits=ConnectionLimits.of(o.limits),
+        limits=ConnectionLimits.of(o.limits or DEFAULT_LIMITS),
         http2=o.http2,
         clock=o.clock,
         pool_class=pool_class,
@@ -322,7 +322,7 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
         clock=o.clock,
         verify=o.verify,
         cert=o.cert,
-        limits=o.limits,
+        limits=o.limits or DEFAULT_LIMITS,
         http2=o.http2,
         pod_transport=o.pod_transport,
     )

@@ -36,6 +36,7 @@ from .io.refresher import Discovery
 
 __all__ = [
     "CLIENT_OPTION_NAMES",
+    "DEFAULT_LIMITS",
     "OPTION_NAMES",
     "BodyRequestArgs",
     "ClientOptions",
@@ -44,6 +45,25 @@ __all__ = [
     "check_option_names",
     "client_settings",
 ]
+
+
+DEFAULT_LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=100, keepalive_expiry=4.0
+)
+"""The connection limits of each Pod when ``limits=`` is not given: at most 100 connections to
+one Pod, each kept alive for 4 s when idle.
+
+Limits apply per Pod (each has a pool of its own), so a client holds at most 100 × the Pods it
+sends to. 100 is httpx's own default for a whole client: a Pod gets no more connections from
+headlesslb than from a plain ``httpx.AsyncClient`` pointed at it. The bound exists for a Pod that
+stalls: without one, every request sent its way while it stalls opens one more connection (a
+file descriptor here, a slot in its accept queue there) until the client runs out. At the bound,
+a request waits for a connection up to the pool timeout (httpx's ``Timeout(pool=...)``, 5 s by
+default); then it fails as not connected, which is never sent, so it is retried on another Pod
+and counts against the stalled one in outlier detection. Raise it for many concurrent slow
+requests to few Pods: ``limits=httpx.Limits(max_connections=500)``; ``max_connections=None``
+removes the bound, as it was before this default.
+"""
 
 
 class TransportOptions(TypedDict, total=False):
@@ -120,7 +140,7 @@ class TransportOptions(TypedDict, total=False):
     cert: Any
     """As httpx's ``cert`` [None]."""
     limits: httpx.Limits | None
-    """Connection limits per Pod [unlimited, keep-alive 4 s]."""
+    """Connection limits per Pod [``DEFAULT_LIMITS``: 100 connections, keep-alive 4 s]."""
     http2: bool
     """[False]"""
     clock: Clock

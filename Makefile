@@ -28,10 +28,14 @@ $(VENV)/.demo-installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[testing]'
 	touch $@
 
+# The package with its extras, and the development tools of the `test` dependency group (PEP 735;
+# `pip install --group` needs pip >= 25.1, hence the upgrade first).
+TEST_EXTRAS := testing,prometheus,opentelemetry,top
+
 $(VENV)/.test-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --upgrade 'pip>=25.1'
+	$(PY) -m pip install --quiet -e '.[$(TEST_EXTRAS)]' --group test
 	touch $@ $(VENV)/.demo-installed
 
 $(MIN_VENV)/.installed: pyproject.toml tools/lower_bounds.py

@@ -1,10 +1,10 @@
 """Print the requirements of the minimum-versions run: every lower bound, pinned exactly.
 
 Reads pyproject.toml: the runtime dependencies and the ``testing`` extra (what users install)
-and, from the ``test`` extra, the tools the minimum-versions subset runs with (pytest, its
-plugins, trio, hypothesis, trustme). Each ``name>=X`` becomes ``name==X``, so ``make test-min``
-proves the lower bounds we publish are versions the code works with. A dependency without a
-lower bound is an error: there would be nothing to test.
+and, from the ``test`` dependency group, the tools the minimum-versions subset runs with
+(pytest, its plugins, trio, hypothesis, trustme). Each ``name>=X`` becomes ``name==X``, so
+``make test-min`` proves the lower bounds we publish are versions the code works with. A
+dependency without a lower bound is an error: there would be nothing to test.
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ def _pinned(requirement: str) -> str:
 
 
 def main() -> None:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = pyproject["project"]
     extras = project["optional-dependencies"]
-    names = {r.split(">=")[0].strip(): r for r in extras["test"] if not r.startswith("headlesslb")}
+    group = pyproject["dependency-groups"]["test"]  # strings, and {include-group = ...} tables
+    names = {r.split(">=")[0].strip(): r for r in group if isinstance(r, str)}
     missing = [tool for tool in TEST_TOOLS if tool not in names]
     if missing:
-        raise SystemExit(f"lower_bounds: the test extra lacks {', '.join(missing)}")
+        raise SystemExit(f"lower_bounds: the test group lacks {', '.join(missing)}")
     requirements = [*project["dependencies"], *extras["testing"], *(names[t] for t in TEST_TOOLS)]
     sys.stdout.write("".join(_pinned(r) + "\n" for r in requirements))
 

@@ -117,6 +117,10 @@ def test_the_wheel_metadata(wheel: Path) -> None:
     assert "Typing :: Typed" in classifiers
     assert "Programming Language :: Python :: 3.11" in classifiers
     assert not any(c.startswith("License ::") for c in classifiers)  # PEP 639: the expression
+    # Extras are what users install; the development tools are dependency groups, unpublished.
+    extras = set(metadata.get_all("Provides-Extra") or [])
+    assert {"testing", "prometheus", "opentelemetry", "top"} <= extras
+    assert not {"test", "docs"} & extras, extras
     urls = dict(u.split(", ", 1) for u in metadata.get_all("Project-URL") or [])
     assert {"Homepage", "Documentation", "Source", "Issues"} <= set(urls)
     # The library reads DNS with its own reader: dnspython is only the local cluster's.

@@ -47,10 +47,13 @@ class HeadlesslbDocstrings(griffe.Extension):
         """Rewrite every docstring of the package once it is loaded."""
         if pkg.name != PACKAGE:
             return
+        objects = _walk(pkg)
         rendered = _rendered(pkg)
-        for obj in _walk(pkg):
+        for obj in objects:
             if obj.is_class:
                 _hide_internal_bases(obj, rendered)  # type: ignore[arg-type]
+        rendered = _rendered(pkg)  # with the members the hidden bases gave their subclasses
+        for obj in objects:
             if obj.docstring is not None:
                 obj.docstring.value = _markdown(obj.docstring.value, obj, rendered)
                 if obj.is_attribute:

@@ -7,6 +7,8 @@ they use. Typed, so a misspelt keyword is a type error; :func:`check_option_name
 run time too. What each option does to a client is decided in :mod:`headlesslb.compose`.
 """
 
+# Written once: tools/unasync.py generates the other flavours from this file.
+
 from __future__ import annotations
 
 import difflib
@@ -18,21 +20,22 @@ from typing import IO, Any, Literal, TypedDict
 
 import httpx
 
-from .core import validate
-from .core.clock import Clock
-from .core.events import Observer
-from .core.health import HealthCheck
-from .core.hedge import HedgePolicy
-from .core.pickers import PickerName, SlowStart
-from .core.pickers.base import HashKey, PickerFactory
-from .core.pool import OutlierPolicy
-from .core.retry import RetryPolicy
-from .core.schedule import RefreshPolicy
-from .core.subset import Subset
-from .core.throttle import AdaptiveThrottle
-from .errors import ConfigurationError
-from .io.dns import IpFamily
-from .io.refresher import Discovery
+from headlesslb.core import validate
+from headlesslb.core.clock import Clock
+from headlesslb.core.events import Observer
+from headlesslb.core.health import HealthCheck
+from headlesslb.core.hedge import HedgePolicy
+from headlesslb.core.limits import DEFAULT_LIMITS
+from headlesslb.core.pickers import PickerName, SlowStart
+from headlesslb.core.pickers.base import HashKey, PickerFactory
+from headlesslb.core.pool import OutlierPolicy
+from headlesslb.core.retry import RetryPolicy
+from headlesslb.core.schedule import RefreshPolicy
+from headlesslb.core.subset import Subset
+from headlesslb.core.throttle import AdaptiveThrottle
+from headlesslb.errors import ConfigurationError
+from headlesslb.io.dns import IpFamily
+from headlesslb.io.refresher import Discovery
 
 __all__ = [
     "CLIENT_OPTION_NAMES",
@@ -45,25 +48,6 @@ __all__ = [
     "check_option_names",
     "client_settings",
 ]
-
-
-DEFAULT_LIMITS = httpx.Limits(
-    max_connections=100, max_keepalive_connections=100, keepalive_expiry=4.0
-)
-"""The connection limits of each Pod when ``limits=`` is not given: at most 100 connections to
-one Pod, each kept alive for 4 s when idle.
-
-Limits apply per Pod (each has a pool of its own), so a client holds at most 100 × the Pods it
-sends to. 100 is httpx's own default for a whole client: a Pod gets no more connections from
-headlesslb than from a plain ``httpx.AsyncClient`` pointed at it. The bound exists for a Pod that
-stalls: without one, every request sent its way while it stalls opens one more connection (a
-file descriptor here, a slot in its accept queue there) until the client runs out. At the bound,
-a request waits for a connection up to the pool timeout (httpx's ``Timeout(pool=...)``, 5 s by
-default); then it fails as not connected, which is never sent, so it is retried on another Pod
-and counts against the stalled one in outlier detection. Raise it for many concurrent slow
-requests to few Pods: ``limits=httpx.Limits(max_connections=500)``; ``max_connections=None``
-removes the bound, as it was before this default.
-"""
 
 
 class TransportOptions(TypedDict, total=False):
@@ -166,7 +150,7 @@ class ClientOptions(TransportOptions, total=False):
     """[False]; a redirect to the Service goes through the balancer, elsewhere straight."""
 
 
-# -- request arguments, typed as httpx types its own (httpx keeps these aliases private) ----------
+# -- request arguments, typed as httpx types its own (httpx keeps these aliases private) --------
 PrimitiveData = str | int | float | bool | None
 QueryParamTypes = (
     httpx.QueryParams

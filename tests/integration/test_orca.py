@@ -55,10 +55,12 @@ async def test_hostile_reports_leave_the_client_working_and_the_liar_is_ejected(
     liar = statuses[orca_app.LIAR]
     ejected = [e for e in seen if isinstance(e, EndpointEjected)]
     assert [e.endpoint.ordinal for e in ejected] == [orca_app.LIAR]
-    assert not liar.healthy and liar.ejected_until is not None
+    assert not liar.healthy and liar.ejection_remaining is not None
     # The honest Pod's report is shown; the hostile ones' are not (none was usable).
     honest = statuses[orca_app.HONEST].load
     assert honest is not None and honest.rps_fractional == 100.0
+    age = statuses[orca_app.HONEST].load_age
+    assert age is not None and age >= 0.0
     assert honest.metric("num_requests_waiting") == 1.0
     for ordinal in BAD:
         assert statuses[ordinal].load is None

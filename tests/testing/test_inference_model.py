@@ -1,0 +1,86 @@
+"""The inference timing model's Pods (headlesslb/testing/_inference_model.py) over real HTTP:
+SSE tokens, the prefix cache per conversation, vLLM-style load reports when asked, and a
+headlesslb client reading them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from headlesslb import LeastLoaded
+from headlesslb.core.orca import HEADER, parse_load_report
+from headlesslb.sync import HeadlessClient
+from headlesslb.testing import LocalCluster
+from headlesslb.testing._inference_model import ENVIRONMENT, EngineModel
+
+APP = "headlesslb.testing._inference_model:app"
+
+
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
+    # Twenty times faster than the modelled GPU; the cluster process reads it at start.
+    monkeypatch.setenv(ENVIRONMENT, json.dumps({"time_scale": 0.05}))
+    with LocalCluster() as cluster:
+        cluster.add_statefulset("llm", replicas=1, app=APP, factory=True)
+        yield cluster
+
+
+def _stream(http: httpx.Client, url: str, session: str, prompt: int) -> tuple[int, dict, str]:
+    body = {"messages": [], "prompt_tokens": prompt, "max_tokens": 5, "stream": True}
+    headers = {"x-session-id": session, "endpoint-load-metrics-format": "TEXT"}
+    tokens = 0
+    usage: dict = {}
+    with http.stream("POST", url, json=body, headers=headers) as response:
+        assert response.status_code == 200
+        report = response.headers[HEADER]
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                chunk = json.loads(line[6:])
+                tokens += bool(chunk["choices"])
+                usage = chunk.get("usage") or usage
+    return tokens, usage, report
+
+
+def test_tokens_stream_and_a_returning_conversation_hits_the_cache(cluster: LocalCluster) -> None:
+    url = cluster.url("llm-0", "/v1/chat/completions")
+    with httpx.Client(trust_env=False, timeout=30) as http:
+        tokens, usage, report = _stream(http, url, "conv-a", 1000)
+        assert tokens == 5 and usage["prompt_tokens"] == 1000
+        assert usage["prompt_tokens_details"]["cached_tokens"] == 0
+        parsed = parse_load_report(report, 0.0)  # vLLM's names, and what A58 weighs by
+        # Made as the request is queued, as vLLM's: it counts the request itself.
+        assert parsed.metric("num_requests_waiting") == 1.0
+        assert parsed.metric("kv_cache_usage_perc") is not None
+        # The next turn: the previous prompt and answer are cached, the new tokens are not.
+        _, usage, _ = _stream(http, url, "conv-a", 1200)
+        assert usage["prompt_tokens_details"]["cached_tokens"] == 1005
+        _, usage, _ = _stream(http, url, "conv-b", 1200)
+        assert usage["prompt_tokens_details"]["cached_tokens"] == 0
+        stats = http.get(cluster.url("llm-0", "/stats")).json()
+        assert (stats["served"], stats["cached_tokens"]) == (3, 1005)
+        assert http.post(cluster.url("llm-0", "/reset")).status_code == 200
+        _, usage, _ = _stream(http, url, "conv-a", 1200)
+        assert usage["prompt_tokens_details"]["cached_tokens"] == 0
+
+
+def test_a_client_reading_reports_sees_them(cluster: LocalCluster) -> None:
+    with HeadlessClient(
+        "llm-hl", port="http", picker=LeastLoaded(), **cluster.client_kwargs()
+    ) as client:
+        body = {"messages": [{"role": "user", "content": "a b c"}], "max_tokens": 2}
+        answer = client.post("/v1/chat/completions", json=body)
+        assert answer.json()["usage"]["prompt_tokens"] == 3
+        (status,) = client.endpoints()
+        assert status.load is not None
+        assert status.load.metric("num_requests_running") is not None
+
+
+def test_the_model_is_the_cited_figures() -> None:
+    model = EngineModel()
+    assert model.step(1, 0) == pytest.approx(1 / 75)  # 75 tokens/s at one sequence
+    assert 8 / model.step(8, 0) == pytest.approx(6.6 * 75)  # 6.6x that at the knee, 8
+    assert model.step(0, 10_000) == pytest.approx(1.0)
+    assert EngineModel(speed=0.5).step(1, 0) == pytest.approx(2 / 75)

@@ -8,9 +8,9 @@ import pytest
 pytest.importorskip("openai")
 pytest.importorskip("httpx2")
 
-from openai_sessions import chat, session_client  # noqa: E402
+from openai_sessions import chat, session_client
 
-from headlesslb.testing import LocalCluster  # noqa: E402
+from headlesslb.testing import LocalCluster
 
 pytestmark = pytest.mark.anyio
 

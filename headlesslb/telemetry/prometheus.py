@@ -19,7 +19,9 @@ It exposes the OpenTelemetry metrics under Prometheus' conventional names (``_se
 - ``headlesslb_retries_total``, ``headlesslb_retry_budget_exhausted_total``,
   ``headlesslb_fallback_requests_total``, ``headlesslb_endpoint_changes_total`` (label
   ``change``: joined, left), ``headlesslb_dns_round_duration_seconds`` (histogram),
-  ``headlesslb_dns_errors_total``.
+  ``headlesslb_dns_errors_total``;
+- ``headlesslb_load_reports_rejected_total`` (label ``endpoint``): a Pod's ORCA load report was
+  dropped as unusable, counted once per run of bad reports (:class:`LoadReportRejected`).
 
 Per-endpoint series have bounded cardinality: ``endpoint`` is the Pod's hostname (``web-3``: a
 StatefulSet's names are stable) or, without one, its ``ip:port``; after ``max_endpoints``
@@ -44,6 +46,7 @@ from ..core.events import (
     EndpointsChanged,
     Event,
     HealthChanged,
+    LoadReportRejected,
     RetryBudgetExhausted,
     RetryScheduled,
 )
@@ -151,6 +154,10 @@ class PrometheusMetrics(Collector):
                 self._dns.setdefault((service,), _Histogram()).observe(event.duration)
                 if not event.ok:
                     self._add("dns_errors", (service,))
+            elif kind is LoadReportRejected:
+                assert isinstance(event, LoadReportRejected)
+                pod = self._endpoint(service, event.endpoint)
+                self._add("load_reports_rejected", (service, pod))
 
     def _attempt(self, event: AttemptFinished) -> None:
         service = event.service
@@ -239,4 +246,8 @@ _COUNTERS: dict[str, tuple[str, Labels]] = {
     "fallback_requests": ("Attempts sent to the fallback Service.", ("service",)),
     "endpoint_changes": ("Pods joining or leaving DNS.", ("service", "change")),
     "dns_errors": ("DNS rounds that failed.", ("service",)),
+    "load_reports_rejected": (
+        "Pods' load reports dropped as unusable, once per run of bad reports.",
+        ("service", "endpoint"),
+    ),
 }

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from headlesslb.core.endpoint import Endpoint
-from headlesslb.core.events import EndpointCounts, EndpointEjected
+from headlesslb.core.events import EndpointCounts, EndpointEjected, LoadReportRejected
 from headlesslb.errors import ConfigurationError
 from headlesslb.telemetry.otel import DURATION_BUCKETS
 from headlesslb.telemetry.prometheus import OTHER, PrometheusMetrics
@@ -78,6 +78,18 @@ def test_per_endpoint_series_are_capped() -> None:
     assert len(endpoints) == 11 and OTHER in endpoints and "10.1.0.1:8080" in endpoints
     assert value(found, "headlesslb_ejections_total", endpoint=OTHER) == 90
     assert value(found, "headlesslb_ejections_total") == 100
+
+
+def test_rejected_load_reports_are_counted_per_pod() -> None:
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    service = "llm-hl.default.svc.cluster.local"
+    for _ in range(2):
+        metrics(LoadReportRejected(service, Endpoint("10.0.0.1", 80, "llm-0", 0), "NaN"))
+    metrics(LoadReportRejected(service, Endpoint("10.0.0.2", 80, "llm-1", 1), "too long"))
+    found = samples(registry)
+    assert value(found, "headlesslb_load_reports_rejected_total", endpoint="llm-0") == 2
+    assert value(found, "headlesslb_load_reports_rejected_total") == 3
 
 
 def test_every_name_is_prefixed() -> None:

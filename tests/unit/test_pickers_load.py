@@ -296,3 +296,27 @@ def test_least_loaded_validation() -> None:
         LeastLoaded(metric_weight=-1)
     with pytest.raises(ConfigurationError, match=r"LeastLoaded\.max_age"):
         LeastLoaded(max_age=0)
+
+
+# -- both, with the pool's other mechanisms ----------------------------------------------------
+@pytest.mark.parametrize("factory", [WeightedRoundRobin, LeastLoaded])
+def test_held_off_ejected_and_unsubset_pods_get_nothing(
+    factory: type[WeightedRoundRobin] | type[LeastLoaded],
+) -> None:
+    clock = ManualClock()
+    place = Subset(4, client=3).place({}, random.Random(3))
+    pool = make_pool(12, clock, subset=Subsetter(4, place))
+    for state in pool.snapshot.members:
+        report(pool, state, "rps_fractional=10, cpu_utilization=0.5, named_metrics.x=1")
+    clock.advance(11.0)
+    balancer = Balancer(pool, factory(random.Random(4), clock=clock))
+    in_use = {s.endpoint.ip for s in pool.snapshot.eligible}
+    assert set(shares(balancer, 400)) == in_use and len(in_use) == 4
+    held, ejected = pool.snapshot.eligible[:2]
+    pool.hold_off(held, 5.0)  # a 429 with Retry-After: 5
+    assert pool.eject(ejected.key)
+    seen = set(shares(balancer, 400))
+    assert held.endpoint.ip not in seen and ejected.endpoint.ip not in seen
+    assert len(seen) == 4  # the subset's ring replaced both from outside
+    clock.advance(6.0)  # the hold-off ends; the ejection (10 s) does not yet
+    assert held.endpoint.ip in set(shares(balancer, 400))

@@ -17,7 +17,9 @@ httpx's own instrumentation (``HTTPXClientInstrumentor``) wraps ``httpx.HTTPTran
 **Metrics**: ``http.client.request.duration`` (s, the semantic-convention buckets) per attempt,
 and ``headlesslb.endpoints`` (by state), ``headlesslb.ejections``, ``headlesslb.retries``,
 ``headlesslb.retry_budget.exhausted``, ``headlesslb.fallback.requests``,
-``headlesslb.dns.round.duration`` and ``headlesslb.dns.errors``, each with a ``service`` attribute.
+``headlesslb.dns.round.duration``, ``headlesslb.dns.errors`` and
+``headlesslb.load_reports.rejected`` (a Pod's unusable ORCA load reports, once per run of them),
+each with a ``service`` attribute.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from ..core.events import (
     EndpointsChanged,
     Event,
     HealthChanged,
+    LoadReportRejected,
     RetryBudgetExhausted,
     RetryScheduled,
 )
@@ -221,6 +224,11 @@ class OpenTelemetryObserver:
         self._dns_errors = meter.create_counter(
             "headlesslb.dns.errors", unit="{round}", description="DNS rounds that failed."
         )
+        self._rejected_reports = meter.create_counter(
+            "headlesslb.load_reports.rejected",
+            unit="{report}",
+            description="Pods' load reports dropped as unusable, once per run of bad reports.",
+        )
         meter.create_observable_gauge(
             "headlesslb.endpoints",
             callbacks=[self._observe_endpoints],
@@ -280,6 +288,8 @@ class OpenTelemetryObserver:
             assert isinstance(event, EndpointEjected)
             self._ejections.add(1, self._by_service(event.service))
             self._counts[event.service] = event.counts
+        elif kind is LoadReportRejected:
+            self._rejected_reports.add(1, self._by_service(event.service))
         elif kind in (EndpointsChanged, EndpointReadmitted, HealthChanged):
             assert isinstance(event, EndpointsChanged | EndpointReadmitted | HealthChanged)
             self._counts[event.service] = event.counts

@@ -23,7 +23,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from headlesslb.core.endpoint import Endpoint
-from headlesslb.core.events import AttemptFinished, AttemptStarted, RetryScheduled
+from headlesslb.core.events import (
+    AttemptFinished,
+    AttemptStarted,
+    LoadReportRejected,
+    RetryScheduled,
+)
 from headlesslb.telemetry import otel
 from headlesslb.telemetry.otel import OpenTelemetryObserver
 
@@ -217,3 +222,10 @@ def test_a_global_sdk_configured_later_is_seen_at_the_next_look_and_traces(
     assert span.name == "GET" and "traceparent" in start.headers
     sdk.tracer_provider.shutdown()
     sdk.meter_provider.shutdown()
+
+
+def test_rejected_load_reports_are_counted(sdk: Sdk) -> None:
+    sdk.observer(LoadReportRejected(SERVICE, WEB_0, "not a finite number"))
+    sdk.observer(LoadReportRejected(SERVICE, WEB_1, "too long"))
+    (point,) = sdk.points("headlesslb.load_reports.rejected")
+    assert point.value == 2 and dict(point.attributes) == {"service": SERVICE}

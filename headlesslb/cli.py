@@ -574,6 +574,12 @@ def register_top(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help=f"probe requests per second, with --probe (default: {DEFAULT_RATE:g})",
     )  # fmt: skip
     parser.add_argument(
+        "--load", metavar="METRIC", default=None,
+        help="with --probe: the probes ask the Pods for ORCA load reports and pick the less"
+        " loaded of two Pods by this metric (vLLM's num_requests_waiting, cpu_utilization, ...),"
+        " and a LOAD column shows each Pod's last reported value (default: off)",
+    )  # fmt: skip
+    parser.add_argument(
         "--health-path", metavar="PATH", type=_checked(_request_path), default=None,
         help="health-check the Pods on this path, every second (default: off)",
     )  # fmt: skip
@@ -599,6 +605,13 @@ def _top(args: argparse.Namespace) -> int:
             "--rate is how often --probe sends, and top sends nothing without it:"
             " add --probe PATH, or leave --rate out"
         )
+    if args.load is not None and args.probe is None:
+        raise ConfigurationError(
+            "--load shows what the Pods report to top's own probes, and top sends nothing"
+            " without them: add --probe PATH, or leave --load out"
+        )
+    if args.load is not None and not args.load.strip():
+        raise ConfigurationError("--load takes a metric's name, such as num_requests_waiting")
     if args.rate is None:
         args.rate = DEFAULT_RATE
     return run_top(args)

@@ -5,7 +5,9 @@ the last DNS round and the latest state changes. It is one more observer of a cl
 (:mod:`headlesslb.core.events`), so it shows what the logs and metrics say. Like ``kubectl top``
 it only observes: it asks DNS and, with ``--health-path``, health-checks the Pods, but sends no
 request of its own. ``--probe PATH`` (opt-in) sends GET PATH ``--rate`` times a second, and adds
-the columns those requests fill: in flight, requests per second, error rate, peak-EWMA latency.
+the columns those requests fill: in flight, requests per second, error rate, peak-EWMA latency;
+with ``--load METRIC`` the probes also ask for the Pods' ORCA load reports (and pick by that
+metric, ``LeastLoaded``), and a LOAD column shows each Pod's last reported value.
 
 Built on rich (``pip install 'headlesslb[top]'``): its ``Live`` display redraws the table in
 place in any terminal, which hand-written ANSI would have to re-implement.
@@ -142,6 +144,15 @@ class Probes:
     rate: float
 
 
+def _load(status: EndpointStatus, metric: str) -> str:
+    """A Pod's last reported ``metric`` and how old it is, or "-" without one."""
+    report = status.load
+    value = None if report is None else report.metric(metric)
+    if value is None or status.load_age is None:
+        return "-"
+    return f"{value:g} ({status.load_age:.0f} s ago)"
+
+
 def render(
     service: str,
     statuses: list[EndpointStatus],
@@ -149,6 +160,7 @@ def render(
     probes: Probes | None = None,
     sent: int = 0,
     health_path: str | None = None,
+    load: str | None = None,
 ) -> Any:
     """The table (a rich renderable) for one redraw. Without probes, only what observing shows:
     no column a request of top's own would have to fill."""
@@ -160,8 +172,11 @@ def render(
     columns = ["POD", "ADDRESS", "STATE"]
     if probes is not None:
         columns += ["IN-FLIGHT", "REQ/S", "ERRORS", "EWMA"]
+        if load is not None:
+            columns.append("LOAD")
     for column in columns:
-        table.add_column(column, justify="right" if column in ("IN-FLIGHT", "REQ/S") else "left")
+        right = column in ("IN-FLIGHT", "REQ/S", "LOAD")
+        table.add_column(column, justify="right" if right else "left")
     for status in statuses:
         host = f"[{status.ip}]" if ":" in status.ip else status.ip
         address = f"{host}:{status.port}"
@@ -173,12 +188,16 @@ def render(
             ewma = "-" if status.ewma_latency is None else f"{status.ewma_latency * 1000:.1f} ms"
             errors_text = "-" if errors is None else f"{errors:.0%}"
             row += [str(status.in_flight), f"{rate:.1f}", errors_text, ewma]
+            if load is not None:
+                row.append(_load(status, load))
         table.add_row(*row)
     if probes is None:
         checks = "" if health_path is None else f"health checks on {health_path}, but "
         traffic = f"observing: {checks}no request sent (--probe PATH measures the Pods)"
     else:
         traffic = f"probes: GET {probes.path}, {probes.rate:g}/s, {sent} sent"
+        if load is not None:
+            traffic += f"; LOAD: the Pods' reported {load} (ORCA)"
     footer = [Text(watcher.dns_line()), Text(traffic)]
     footer += [Text(line, style="dim") for line in watcher.changes]
     return Group(table, *footer)
@@ -190,6 +209,7 @@ async def _top(args: argparse.Namespace) -> int:
 
     from .aio.client import HeadlessClient
     from .core.health import HealthCheck
+    from .core.pickers import LeastLoaded
 
     watcher = Watcher(ip_family=args.ip_family)
     health = None if args.health_path is None else HealthCheck(path=args.health_path, interval=1)
@@ -206,6 +226,8 @@ async def _top(args: argparse.Namespace) -> int:
         discovery_timeout=args.timeout,
         health=health,
         observers=[watcher],
+        # Only a picker that reads load reports asks the Pods for them.
+        picker="round_robin" if args.load is None else LeastLoaded(metric=args.load),
     ) as client:
         service = client.transport.service.host
 
@@ -219,7 +241,9 @@ async def _top(args: argparse.Namespace) -> int:
                     await client.get(probes.path)
 
         def table() -> Any:
-            return render(service, client.endpoints(), watcher, probes, sent, args.health_path)
+            return render(
+                service, client.endpoints(), watcher, probes, sent, args.health_path, args.load
+            )
 
         async def draw() -> None:
             await client.transport.runtime.wait_ready()

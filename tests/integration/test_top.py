@@ -91,3 +91,23 @@ def test_top_tells_nxdomain_from_an_empty_answer(cluster: LocalCluster) -> None:
     )
     assert "DNS: 0 endpoints: the Service exists but DNS lists no IPv6 address" in output
     assert "(empty answer)" in output
+
+
+def test_top_shows_the_pods_reported_load_when_asked() -> None:
+    with LocalCluster() as cluster:
+        cluster.add_statefulset(
+            "lb", replicas=1, app="tests.integration.apps.orca_app:make", factory=True
+        )
+        args = ("--once", "--interval", "0.6", "--probe", "/", "--rate", "20")
+        output = run_top(cluster, *args, "--load", "num_requests_waiting", service="lb-hl")
+        assert "LOAD" in output and "the Pods' reported num_requests_waiting" in output
+        assert "1 (0 s ago)" in output  # what the honest Pod reports, as of the last probe
+        assert "LOAD" not in run_top(cluster, *args, service="lb-hl")  # only when asked
+
+
+def test_top_load_without_probe_is_refused(cluster: LocalCluster) -> None:
+    top = spawn_top(cluster, "--once", "--load", "num_requests_waiting")
+    top.expect(pexpect.EOF)
+    top.close()
+    assert top.exitstatus == 2
+    assert "--load shows what the Pods report" in top.before

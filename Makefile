@@ -112,6 +112,7 @@ bench: $(VENV)/.test-installed
 	$(PY) benchmarks/refresh_stall.py
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/dns_load.py
+	$(PY) benchmarks/inference.py
 
 clean:
 	rm -rf $(VENV) $(MIN_VENV) site .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -191,10 +191,9 @@ class InferenceApp:
             }
         )
         async for event in render.events(gone):
-            if gone.is_set():
-                return
             await send({"type": "http.response.body", "body": event, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        if not gone.is_set():
+            await send({"type": "http.response.body", "body": b""})
 
     # -- answers ---------------------------------------------------------------------------------
     def _headers(self, content_type: bytes, *, request_id: str = "") -> list[tuple[bytes, bytes]]:

@@ -28,12 +28,12 @@ from typing import Any
 import anthropic
 import anyio
 import anyio.to_thread
-import headlesslb.httpx2
-import headlesslb.httpx2.sync
 import httpx2
 import openai
 import pytest
 
+import headlesslb.httpx2
+import headlesslb.httpx2.sync
 from headlesslb import RetryPolicy
 from headlesslb.errors import DeadlineExceeded, HeadlessLBError, NoEndpointsAvailable
 from headlesslb.testing import LocalCluster

@@ -35,6 +35,7 @@ import pytest
 import headlesslb.httpx2
 import headlesslb.httpx2.sync
 from headlesslb import RetryPolicy
+from headlesslb.core.retry import IDEMPOTENT_METHODS
 from headlesslb.errors import DeadlineExceeded, HeadlessLBError, NoEndpointsAvailable
 from headlesslb.testing import LocalCluster
 
@@ -44,6 +45,8 @@ APP = "headlesslb.testing:inference_app"
 MODEL = "headlesslb-echo"
 PODS = ("llm-0", "llm-1", "llm-2")
 PROMPT = "say hello"
+POST_RETRIED = RetryPolicy(idempotent_methods=IDEMPOTENT_METHODS | {"POST"})
+"""Generation has no side effect: an inference client may declare POST safe to repeat."""
 LONG = {"tokens": 400, "token_delay": 0.05}
 """A stream of 20 s: longer than any test keeps it open."""
 
@@ -107,7 +110,9 @@ class Sdk:
     """One SDK client over a headlesslb httpx2 transport, driven the same way whichever SDK and
     flavour: each method is one SDK call (a blocking one runs in a worker thread)."""
 
-    def __init__(self, row: Row, cluster: LocalCluster, **options: Any) -> None:
+    def __init__(
+        self, row: Row, cluster: LocalCluster, max_retries: int = 0, **options: Any
+    ) -> None:
         self.row = row
         options = {"port": "http", "picker": "round_robin", **cluster.client_kwargs(), **options}
         # The URL names the Service: the transport sends it to the Service's Pods.
@@ -120,22 +125,28 @@ class Sdk:
             self.http = httpx2.Client(transport=self.transport)
             if row.vendor == "openai":
                 self.client = openai.OpenAI(
-                    base_url=f"{base}/v1", api_key="-", http_client=self.http, max_retries=0
+                    base_url=f"{base}/v1",
+                    api_key="-",
+                    http_client=self.http,
+                    max_retries=max_retries,
                 )
             else:
                 self.client = anthropic.Anthropic(
-                    base_url=base, api_key="-", http_client=self.http, max_retries=0
+                    base_url=base, api_key="-", http_client=self.http, max_retries=max_retries
                 )
         else:
             self.transport = headlesslb.httpx2.HeadlessTransport("llm-hl", **options)
             self.http = httpx2.AsyncClient(transport=self.transport)
             if row.vendor == "openai":
                 self.client = openai.AsyncOpenAI(
-                    base_url=f"{base}/v1", api_key="-", http_client=self.http, max_retries=0
+                    base_url=f"{base}/v1",
+                    api_key="-",
+                    http_client=self.http,
+                    max_retries=max_retries,
                 )
             else:
                 self.client = anthropic.AsyncAnthropic(
-                    base_url=base, api_key="-", http_client=self.http, max_retries=0
+                    base_url=base, api_key="-", http_client=self.http, max_retries=max_retries
                 )
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -217,8 +228,8 @@ async def sdk_factory(
     test's own loop (the SDK client closes the httpx2 client, which closes the transport)."""
     made: list[Sdk] = []
 
-    def make(**options: Any) -> Sdk:
-        sdk = Sdk(row, llm, **options)
+    def make(max_retries: int = 0, **options: Any) -> Sdk:
+        sdk = Sdk(row, llm, max_retries, **options)
         made.append(sdk)
         return sdk
 
@@ -326,3 +337,53 @@ async def test_an_abandoned_stream_releases_its_pod(
     await eventually(released, within=10)
     # And the Pods still serve: nothing was left half-open in the pool.
     assert _pod_of(await sdk.ask(tokens=1)) in PODS
+
+
+def _status_error(row: Row) -> type[Exception]:
+    return openai.APIStatusError if row.vendor == "openai" else anthropic.APIStatusError
+
+
+async def test_a_failing_pod_costs_no_request_once_posts_may_be_retried(
+    sdk_factory: Callable[..., Sdk], llm: LocalCluster
+) -> None:
+    llm.fail("llm-0", 503)
+    # By default a POST that reached a Pod is not repeated (it may have done something): with
+    # the SDK's retries off, the Pod's 503 reaches the caller.
+    plain = sdk_factory()
+    failures = 0
+    for _ in range(9):
+        try:
+            await plain.ask(tokens=1)
+        except _status_error(plain.row) as exc:
+            assert getattr(exc, "status_code", None) == 503
+            failures += 1
+    assert failures >= 1
+    # Declared safe to repeat, it is retried on another Pod at once.
+    retried = sdk_factory(retry=POST_RETRIED)
+    served_before = llm.requests_served("llm-0")
+    pods = collections.Counter([_pod_of(await retried.ask(tokens=1)) for _ in range(9)])
+    assert sum(pods.values()) == 9 and pods["llm-0"] == 0
+    assert llm.requests_served("llm-0") > served_before  # tried, failed, retried elsewhere
+
+
+@pytest.mark.parametrize(
+    ("posts_retried", "max_retries", "pod_requests"),
+    [(False, 1, 2), (True, 0, 3), (True, 1, 6)],
+)
+async def test_sdk_retries_multiply_headlesslb_s_attempts(
+    sdk_factory: Callable[..., Sdk],
+    llm: LocalCluster,
+    posts_retried: bool,
+    max_retries: int,
+    pod_requests: int,
+) -> None:
+    """Every Pod answers 503: each SDK attempt is a new headlesslb request, which makes up to
+    ``max_attempts`` (3) attempts of its own when it may repeat a POST."""
+    for pod in PODS:
+        llm.fail(pod, 503)
+    policy = POST_RETRIED if posts_retried else RetryPolicy()
+    sdk = sdk_factory(max_retries=max_retries, retry=policy)
+    llm.reset_stats()
+    with pytest.raises(_status_error(sdk.row)):
+        await sdk.ask(tokens=1)
+    assert sum(llm.stats()["pods"].values()) == pod_requests

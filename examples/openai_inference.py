@@ -36,6 +36,7 @@ async def main() -> None:
         cluster.add_deployment(
             "vllm", replicas=3, app="headlesslb.testing:inference_app", factory=True
         )
+        # --8<-- [start:client]
         transport = HeadlessTransport(
             SERVICE,
             port="http",
@@ -51,6 +52,7 @@ async def main() -> None:
             http_client=httpx2.AsyncClient(transport=transport),
             max_retries=0,
         )
+        # --8<-- [end:client]
         try:
             served: collections.Counter[str] = collections.Counter()
 

@@ -13,13 +13,21 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import httpx
+import httpx2
 
+import headlesslb.httpx2
+import headlesslb.httpx2.sync
 import headlesslb.sync
 from headlesslb import HeadlessClient
 from headlesslb.testing import LocalCluster
 
 FLAVOR = {"client": "async"}
 """Which client ``make_client`` builds: set per test by the ``client_flavor`` fixture."""
+
+
+def library() -> Any:
+    """The HTTP library of this row's client (``httpx`` or ``httpx2``): what its own errors are."""
+    return httpx2 if FLAVOR["client"].startswith("httpx2") else httpx
 
 
 def make_client(cluster: LocalCluster, service: str = "web-hl", **kwargs: Any) -> Any:
@@ -29,8 +37,13 @@ def make_client(cluster: LocalCluster, service: str = "web-hl", **kwargs: Any) -
     kwargs.setdefault("namespace", cluster.namespace)
     kwargs.setdefault("cluster_domain", cluster.domain)
     kwargs.setdefault("nameservers", [cluster.nameserver])
-    if FLAVOR["client"] == "sync":
+    flavor = FLAVOR["client"]
+    if flavor == "sync":
         return SyncAsAsync(headlesslb.sync.HeadlessClient(service, **kwargs))
+    if flavor == "httpx2":
+        return headlesslb.httpx2.HeadlessClient(service, **kwargs)
+    if flavor == "httpx2-sync":
+        return SyncAsAsync(headlesslb.httpx2.sync.HeadlessClient(service, **kwargs))
     return HeadlessClient(service, **kwargs)
 
 
@@ -51,7 +64,7 @@ class _OnPortal:
         if inspect.iscoroutinefunction(value):
 
             async def on_portal(*args: Any, **kwargs: Any) -> Any:
-                portal = self._transport._portal
+                portal = self._transport._host._portal
                 assert portal is not None, "the sync transport is not running"
                 return await _in_thread(portal.call, functools.partial(value, *args, **kwargs))
 

@@ -250,8 +250,8 @@ def test_sync_refused_wakeup_never_waits_on_the_discovery_thread(
     thread must not wait for it: waiting deadlocked request threads and discovery for ever."""
     with sync_client(Pods(), StaticDiscovery(PODS)) as c:
         transport = c.transport
-        assert transport._portal is not None
-        pool, portal = transport.pool, transport._portal
+        assert transport._host._portal is not None
+        pool, portal = transport.pool, transport._host._portal
         on_refused = pool.on_refused
         assert on_refused is not None
         returned = threading.Event()

@@ -20,6 +20,7 @@ import collections
 import anyio
 import httpx2
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from headlesslb import RetryPolicy
 from headlesslb.core.retry import IDEMPOTENT_METHODS
@@ -27,7 +28,7 @@ from headlesslb.httpx2 import HeadlessTransport
 from headlesslb.testing import LocalCluster
 
 SERVICE = "vllm-hl"
-PROMPT = [{"role": "user", "content": "Which Pod are you?"}]
+PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Which Pod are you?"}]
 
 
 async def main() -> None:

@@ -242,6 +242,7 @@ async def sdk_factory(
     yield make
     for sdk in made:
         await sdk.aclose()
+        assert not sdk.transport.running  # the SDK's close reached the transport
 
 
 pytestmark = pytest.mark.anyio
@@ -249,6 +250,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_requests_are_balanced_over_the_pods(sdk_factory: Callable[..., Sdk]) -> None:
     sdk = sdk_factory()
+    assert not sdk.transport.running  # an SDK never enters its client: the first request starts it
     served = collections.Counter()
     for _ in range(30):
         text = await sdk.ask(tokens=3)

@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import anyio
 
+from ..compose import Parts
 from ..core.call import HEDGE_DUE, Call, Router, Send, Settled
 from ..core.pool import Pool
 from ..errors import ClientClosed, NotStarted
@@ -40,19 +41,6 @@ class _Sender(Protocol):
     def reap_on(self, call_soon: Callable[[Callable[[], object]], object]) -> None: ...
 
 
-class _Parts(Protocol):
-    @property
-    def spec(self) -> Any: ...
-
-    @property
-    def events(self) -> Any: ...
-
-    @property
-    def fallback(self) -> Any: ...
-
-    def router(self, runtime: Runtime) -> Router: ...
-
-
 _RUNTIMES: Registry[tuple[object, object], _Running] = Registry()
 """The runtimes async transports share, by (event loop, :class:`~headlesslb.io.runtime.
 RuntimeSpec`)."""
@@ -68,7 +56,7 @@ class AsyncHost:
     pool_class: type[Pool] = Pool
     """The pool an async runtime uses: one event loop changes it, so no lock."""
 
-    def __init__(self, parts: _Parts, sender: _Sender) -> None:
+    def __init__(self, parts: Parts, sender: _Sender) -> None:
         self._parts = parts
         self._sender = sender
         self.state: Literal["new", "open", "closed"] = "new"

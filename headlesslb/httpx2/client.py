@@ -78,8 +78,8 @@ class HeadlessClient(ClientBase):
         self._state = "closed"
         await self.http.aclose()
 
-    # A timeout argument, as readiness probes (and redis-py's ping) take one: ASYNC109's
-    # cancel-scope advice would leave the caller no way to tell a timeout from a reason.
+    # A timeout argument, as readiness probes (and redis-py's ping) take one, rather than a
+    # time limit around the call: with one, the caller could not tell a timeout from a reason.
     async def wait_ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Return once some Pod may take requests, or raise why none may: a readiness probe
         (:meth:`HeadlessTransport.wait_ready`: NXDOMAIN, an empty answer, DNS unreachable, no

@@ -137,7 +137,7 @@ class Reaper:
     things, both safe there and neither blocking: it puts the body's record on a
     ``queue.SimpleQueue`` (reentrant by design, "appropriate for use in destructors such as
     ``__del__``") and calls :attr:`wake`, which schedules :meth:`reap` on the owner: asyncio's
-    ``call_soon_threadsafe`` or trio's ``run_sync_soon`` (:func:`~headlesslb.io.tasks.waker`),
+    ``call_soon_threadsafe`` or trio's ``run_sync_soon`` (:func:`~headlesslb.io.tasks.scheduler`),
     or the sync runtime thread's ``call_soon``. Everything else (reporting the attempt, the
     event, the counts, closing) happens there.
     """

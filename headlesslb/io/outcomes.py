@@ -8,7 +8,7 @@ another library of the same shape (httpx2 and httpcore2) is taught by :func:`reg
 
 from __future__ import annotations
 
-from types import ModuleType, TracebackType
+from types import ModuleType
 
 import httpcore
 import httpx
@@ -17,7 +17,7 @@ from ..core.pool import Outcome
 from ..core.retry import Failure, Verdict
 from ..errors import ClientClosed
 
-__all__ = ["classify", "httpx_error", "is_refused", "map_httpcore_errors", "register"]
+__all__ = ["classify", "httpx_error", "is_refused", "register"]
 
 _MAPPED = (
     "TimeoutException",
@@ -48,44 +48,16 @@ _CONNECT_ERRORS: set[type[BaseException]] = set()
 """The known ``ConnectError`` classes: a refusal among them says the Pod is gone."""
 
 
-class _MapErrors:
-    """``with map_httpcore_errors():`` — a stateless context manager, shared (no generator to
-    build per use: it wraps every send and every body read)."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        mapped = httpx_error(exc)
-        if mapped is not None:
-            raise mapped from exc
-
-
 def httpx_error(exc: BaseException | None) -> Exception | None:
-    """The httpx error to raise for httpcore's ``exc`` (the most specific one), or None when
-    ``exc`` is not httpcore's. For hot paths that map in an ``except`` clause, which costs
-    nothing until something is raised, rather than with ``map_httpcore_errors()``."""
+    """The httpx error to raise for httpcore's ``exc`` (the most specific one; httpx2's for
+    httpcore2's), or None when ``exc`` is neither library's. Senders map in an ``except``
+    clause, which costs nothing until something is raised."""
     if isinstance(exc, Exception):
         for kind in type(exc).__mro__:
             mapped = _ERRORS.get(kind)
             if mapped is not None:
                 return mapped(str(exc))
     return None
-
-
-_MAP_ERRORS = _MapErrors()
-
-
-def map_httpcore_errors() -> _MapErrors:
-    """Re-raise httpcore's errors as the matching httpx errors (the most specific one)."""
-    return _MAP_ERRORS
 
 
 # Verdicts are immutable: one of each, shared by every failure of its kind.

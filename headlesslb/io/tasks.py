@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-__all__ = ["Background", "scheduler", "spawn", "waker"]
+__all__ = ["Background", "scheduler", "spawn"]
 
 log = logging.getLogger("headlesslb.background")
 
@@ -74,12 +74,6 @@ def scheduler() -> Callable[[Callable[[], object]], object]:
 
         return trio.lowlevel.current_trio_token().run_sync_soon
     return asyncio.get_running_loop().call_soon_threadsafe
-
-
-def waker(callback: Callable[[], object]) -> Callable[[], object]:
-    """A function running ``callback`` soon on the running event loop (the caller's, now),
-    callable later from any thread (see :func:`scheduler`)."""
-    return functools.partial(scheduler(), callback)
 
 
 class Background:

@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import anyio.from_thread
 
+from ..compose import Parts
 from ..core import forksafe
 from ..core.call import Call, Router, Send
 from ..core.pool import Pool
@@ -53,19 +54,6 @@ class _Sender(Protocol):
     def reap_on(self, call_soon: Callable[[Callable[[], object]], object]) -> None: ...
 
 
-class _Parts(Protocol):
-    @property
-    def spec(self) -> Any: ...
-
-    @property
-    def events(self) -> Any: ...
-
-    @property
-    def fallback(self) -> Any: ...
-
-    def router(self, runtime: Runtime) -> Router: ...
-
-
 _RUNTIMES: Registry[object, _Shared] = Registry()
 """The runtimes sync transports share, by :class:`~headlesslb.io.runtime.RuntimeSpec`, each on
 its own thread."""
@@ -79,7 +67,7 @@ class SyncHost:
     """The pool a runtime of the blocking shell uses: request threads and the discovery thread
     change it, under one lock."""
 
-    def __init__(self, parts: _Parts, sender: _Sender) -> None:
+    def __init__(self, parts: Parts, sender: _Sender) -> None:
         self._parts = parts
         self._sender = sender
         self._lock = forksafe.lock(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from collections.abc import Iterator
 
@@ -26,6 +27,11 @@ the sync httpx clients.
 """
 
 
+HAS_HTTPX2 = importlib.util.find_spec("httpx2") is not None
+"""False only in the minimum-versions run's first step, which installs httpx's lowest versions
+alone (httpx2's need a newer anyio); its second step runs the httpx2 flavour's own tests."""
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests marked ``both_clients`` run on the async and on the sync client (the behaviour
     matrix), and in :data:`HTTPX2_MODULES` on the httpx2 ones too; ``async_only`` opts a test of
@@ -37,7 +43,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         and inspect.iscoroutinefunction(metafunc.function)
     ):
         flavors = ["async", "sync"]
-        if metafunc.module.__name__.rpartition(".")[2] in HTTPX2_MODULES:
+        if metafunc.module.__name__.rpartition(".")[2] in HTTPX2_MODULES and HAS_HTTPX2:
             flavors += ["httpx2", "httpx2-sync"]
         metafunc.fixturenames.append("client_flavor")
         metafunc.parametrize("client_flavor", flavors, indirect=True)

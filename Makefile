@@ -30,10 +30,14 @@ $(VENV)/.demo-installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[testing]'
 	touch $@
 
+# The package with its extras, and the development tools of the `test` dependency group (PEP 735;
+# `pip install --group` needs pip >= 25.1, hence the upgrade first).
+TEST_EXTRAS := testing,prometheus,opentelemetry,top,httpx2
+
 $(VENV)/.test-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --upgrade 'pip>=25.1'
+	$(PY) -m pip install --quiet -e '.[$(TEST_EXTRAS)]' --group test
 	touch $@ $(VENV)/.demo-installed
 
 $(MIN_VENV)/.installed: pyproject.toml tools/lower_bounds.py
@@ -61,12 +65,12 @@ test: $(VENV)/.test-installed lint typecheck kubeapi
 ## Also checks that the generated shells (sync, httpx2) match their source: a hand edit of one,
 ## or an edit of the source without `python tools/unasync.py`, fails here.
 lint: $(VENV)/.test-installed
-	$(PY) -m ruff check headlesslb tests benchmarks examples tools
-	$(PY) -m ruff format --check headlesslb tests benchmarks examples tools
+	$(PY) -m ruff check headlesslb headlesslb_pytest tests benchmarks examples tools
+	$(PY) -m ruff format --check headlesslb headlesslb_pytest tests benchmarks examples tools
 	$(PY) tools/unasync.py --check
 
 typecheck: $(VENV)/.test-installed
-	$(PY) -m mypy --strict headlesslb examples
+	$(PY) -m mypy --strict headlesslb headlesslb_pytest examples
 
 ## The kubeapi bed of tests/kubeapi (docs/testing-kubeapi.md): etcd and our server on Kubernetes'
 ## own API machinery, from Debian sid's packages pinned in tools/kubeapi/debs.lock, built into a

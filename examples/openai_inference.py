@@ -25,10 +25,37 @@ from openai.types.chat import ChatCompletionMessageParam
 from headlesslb import RetryPolicy
 from headlesslb.core.retry import IDEMPOTENT_METHODS
 from headlesslb.httpx2 import HeadlessTransport
-from headlesslb.testing import LocalCluster
+from headlesslb.testing import ClientKwargs, LocalCluster
 
-SERVICE = "vllm-hl"
 PROMPT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Which Pod are you?"}]
+
+# --8<-- [start:client]
+SERVICE = "vllm-hl"  # the headless Service in front of the inference Pods
+
+
+def inference_client(
+    discovery: ClientKwargs | None = None,
+) -> tuple[openai.AsyncOpenAI, HeadlessTransport]:
+    """The OpenAI SDK over headlesslb's httpx2 transport, balancing over ``vllm-hl``'s Pods.
+
+    ``discovery`` points it at a local cluster's DNS; in a Pod, leave it out."""
+    transport = HeadlessTransport(
+        SERVICE,
+        port="http",
+        picker="least_request",  # a long generation or stream keeps its Pod busy
+        # Generation has no side effect: a POST may be retried on another Pod, under one
+        # deadline for the whole call (until the answer's headers).
+        retry=RetryPolicy(deadline=60.0, idempotent_methods=IDEMPOTENT_METHODS | {"POST"}),
+        **(discovery or {}),
+    )
+    client = openai.AsyncOpenAI(
+        base_url=f"http://{SERVICE}/v1",  # the Service's name: its Pods answer
+        api_key="unused",
+        http_client=httpx2.AsyncClient(transport=transport),  # never entered: starts on use
+        max_retries=0,  # headlesslb retries, on another Pod (docs/sdks.md says why)
+    )
+    return client, transport
+    # --8<-- [end:client]
 
 
 async def main() -> None:
@@ -37,23 +64,7 @@ async def main() -> None:
         cluster.add_deployment(
             "vllm", replicas=3, app="headlesslb.testing:inference_app", factory=True
         )
-        # --8<-- [start:client]
-        transport = HeadlessTransport(
-            SERVICE,
-            port="http",
-            picker="least_request",  # a long generation or stream keeps its Pod busy
-            # Generation has no side effect: a POST may be retried on another Pod, under one
-            # deadline for the whole call (until the answer's headers).
-            retry=RetryPolicy(deadline=60.0, idempotent_methods=IDEMPOTENT_METHODS | {"POST"}),
-            **cluster.client_kwargs(),
-        )
-        client = openai.AsyncOpenAI(
-            base_url=f"http://{SERVICE}/v1",  # the Service's name: its Pods answer
-            api_key="unused",
-            http_client=httpx2.AsyncClient(transport=transport),
-            max_retries=0,
-        )
-        # --8<-- [end:client]
+        client, transport = inference_client(cluster.client_kwargs())
         try:
             served: collections.Counter[str] = collections.Counter()
 

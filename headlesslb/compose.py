@@ -30,7 +30,7 @@ from .core.environ import NAMESERVERS, EnvironSettings, from_environ
 from .core.events import EventHub, Observer
 from .core.health import HealthCheck
 from .core.hedge import HedgePolicy, Hedger
-from .core.limits import ConnectionLimits
+from .core.limits import DEFAULT_LIMITS, ConnectionLimits
 from .core.names import (
     ORDINAL_MAX,
     ServiceName,
@@ -263,6 +263,9 @@ def compose(service: str, options: Mapping[str, Any], *, pool_class: type[Pool] 
     rng = o.rng or random.Random()
     refresh = o.refresh or RefreshPolicy()
     retry = o.retry or RetryPolicy()
+    # Bounded unless the user says otherwise (DEFAULT_LIMITS says why); one value for the senders
+    # and the runtime's probes, so equal configurations still share a runtime.
+    limits = ConnectionLimits.of(o.limits) or DEFAULT_LIMITS
     spec = RuntimeSpec(
         service=name,
         scheme=o.scheme,
@@ -281,7 +284,7 @@ def compose(service: str, options: Mapping[str, Any], *, pool_class: type[Pool] 
         slow_start=o.slow_start,
         verify=o.verify,
         cert=_hashable(o.cert),
-        limits=ConnectionLimits.of(o.limits),
+        limits=limits,
         http2=o.http2,
         clock=o.clock,
         pool_class=pool_class,
@@ -322,7 +325,7 @@ def compose(service: str, options: Mapping[str, Any], *, pool_class: type[Pool] 
         clock=o.clock,
         verify=o.verify,
         cert=o.cert,
-        limits=ConnectionLimits.of(o.limits),
+        limits=limits,
         http2=o.http2,
         pod_transport=o.pod_transport,
     )

@@ -25,6 +25,7 @@ from headlesslb.core.clock import Clock
 from headlesslb.core.events import Observer
 from headlesslb.core.health import HealthCheck
 from headlesslb.core.hedge import HedgePolicy
+from headlesslb.core.limits import DEFAULT_LIMITS
 from headlesslb.core.pickers import PickerName, SlowStart
 from headlesslb.core.pickers.base import HashKey, PickerFactory
 from headlesslb.core.pool import OutlierPolicy
@@ -38,6 +39,7 @@ from headlesslb.io.refresher import Discovery
 
 __all__ = [
     "CLIENT_OPTION_NAMES",
+    "DEFAULT_LIMITS",
     "OPTION_NAMES",
     "BodyRequestArgs",
     "ClientOptions",
@@ -122,7 +124,7 @@ class TransportOptions(TypedDict, total=False):
     cert: Any
     """As httpx's ``cert`` [None]."""
     limits: httpx.Limits | None
-    """Connection limits per Pod [unlimited, keep-alive 4 s]."""
+    """Connection limits per Pod [``DEFAULT_LIMITS``: 100 connections, keep-alive 4 s]."""
     http2: bool
     """[False]"""
     clock: Clock

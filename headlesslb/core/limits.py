@@ -35,5 +35,20 @@ class ConnectionLimits:
             ) from None
 
 
-DEFAULT_LIMITS = ConnectionLimits(None, None, 4.0)
-"""A sender's limits when the client sets none: unlimited, idle connections kept 4 s."""
+DEFAULT_LIMITS = ConnectionLimits(
+    max_connections=100, max_keepalive_connections=100, keepalive_expiry=4.0
+)
+"""The connection limits of each Pod when ``limits=`` is not given (``headlesslb.options``
+re-exports it): at most 100 connections to one Pod, each kept alive for 4 s when idle.
+
+Limits apply per Pod (each has a pool of its own), so a client holds at most 100 × the Pods it
+sends to. 100 is httpx's own default for a whole client: a Pod gets no more connections from
+headlesslb than from a plain ``httpx.AsyncClient`` pointed at it. The bound exists for a Pod that
+stalls: without one, every request sent its way while it stalls opens one more connection (a
+file descriptor here, a slot in its accept queue there) until the client runs out. At the bound,
+a request waits for a connection up to the pool timeout (httpx's ``Timeout(pool=...)``, 5 s by
+default); then it fails as not connected, which is never sent, so it is retried on another Pod
+and counts against the stalled one in outlier detection. Raise it for many concurrent slow
+requests to few Pods: ``limits=httpx.Limits(max_connections=500)``; ``max_connections=None``
+removes the bound, as it was before this default.
+"""

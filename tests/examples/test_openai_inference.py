@@ -24,8 +24,9 @@ def test_openai_inference_script() -> None:
     prefix = "24 chat completions, by Pod: "
     assert spread.startswith(prefix)
     served = ast.literal_eval(spread.removeprefix(prefix))
-    # Every Pod took some (least-request under 24 concurrent calls), and none was lost.
-    assert len(served) == 3 and all(served.values()) and sum(served.values()) == 24
+    # Spread (least-request draws two Pods at random, so one may by chance take none: exact
+    # balance is tests/integration/test_sdks.py's, on round-robin), and none was lost.
+    assert 2 <= len(served) <= 3 and sum(served.values()) == 24
     assert streamed.startswith("streamed: ")
     pod, _, text = streamed.removeprefix("streamed: ").partition(": ")
     assert pod in served and text == "Which Pod are you? Which Pod are"  # 8 tokens, the Pod's first

@@ -301,11 +301,6 @@ async def test_a_deadline_is_the_sdk_s_timeout_error(sdk_factory: Callable[..., 
         await sdk.ask(tokens=20, token_delay=0.5)
     cause = caught.value.__cause__
     assert isinstance(cause, httpx2.TimeoutException)  # what the SDK maps
-    if sdk.row.sync and not isinstance(cause, DeadlineExceeded):
-        # The sync shell enforces a deadline by capping the socket timeouts; when the request
-        # may not be retried (a POST that was sent), the capped ReadTimeout escapes as it is
-        # (the async shell, and a GET on either, raise DeadlineExceeded). Reported on #21.
-        pytest.xfail(f"the sync shell's deadline on a POST raised {cause!r}")
     assert isinstance(cause, DeadlineExceeded) and isinstance(cause, HeadlessLBError)
     assert sdk.in_flight() == {pod: 0 for pod in PODS}
 

@@ -41,6 +41,7 @@ from .errors import (
     ServiceNotFound,
     Throttled,
 )
+from .io.kube import EndpointSlices, KubeAPIConfig
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,7 @@ __all__ = [
     "DnsUnreachable",
     "EmptyAnswer",
     "Endpoint",
+    "EndpointSlices",
     "EndpointStatus",
     "HeadlessClient",
     "HeadlessLBError",
@@ -67,6 +69,7 @@ __all__ = [
     "HedgePolicy",
     "InvalidRequest",
     "InvalidServiceName",
+    "KubeAPIConfig",
     "NoEndpointsAvailable",
     "NoHealthyPods",
     "NotReady",

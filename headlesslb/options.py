@@ -32,6 +32,7 @@ from .core.subset import Subset
 from .core.throttle import AdaptiveThrottle
 from .errors import ConfigurationError
 from .io.dns import IpFamily
+from .io.kube import EndpointSlices
 from .io.refresher import Discovery
 
 __all__ = [
@@ -103,8 +104,11 @@ class TransportOptions(TypedDict, total=False):
     discovery_timeout: float | None
     """Seconds one DNS round may take; given, resolv.conf's ``timeout:`` and ``attempts:`` are
     not used [3.0, or what they need: timeout × attempts × nameservers, plus a second]."""
-    discovery: Discovery | None
-    """Use this instead of DNS (tests, your own service registry) [DNS]."""
+    discovery: Discovery | EndpointSlices | Literal["dns", "endpointslices"] | None
+    """Where Pods come from: DNS (``"dns"`` or None); the Kubernetes API's EndpointSlices
+    (``"endpointslices"``: in-cluster, or ``EndpointSlices(...)``: push discovery with
+    ready/serving/terminating, docs/endpointslices.md); or a source of your own with an async
+    ``resolve()`` (tests, your own service registry) [DNS]."""
     share_discovery: bool
     """Share one runtime (refresh loop, pool, balancer, health checker) with the other clients
     of the same Service and configuration in this process (async: on the same event loop; sync:

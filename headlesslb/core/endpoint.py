@@ -17,6 +17,14 @@ class Endpoint:
     """The Pod's hostname (``web-3``) when a SRV target named it, else ``None``."""
     ordinal: int | None = None
     """The StatefulSet ordinal (``3`` for ``web-3``) when the hostname carries one."""
+    terminating: bool = False
+    """The Pod is shutting down but still serving (an EndpointSlice's ``serving`` and
+    ``terminating`` conditions): it drains, taking no new requests while in-flight ones finish.
+    DNS never says this (a terminating Pod just leaves DNS)."""
+    zone: str | None = None
+    """The Pod's zone (an EndpointSlice's ``zone``), else None (DNS never says it)."""
+    for_zones: tuple[str, ...] = ()
+    """Topology hints: the zones an EndpointSlice's ``hints.forZones`` say should use the Pod."""
     authority: str = field(init=False, repr=False, compare=False)
     """``ip:port`` as it goes in a URL (IPv6 in brackets). Made once: every request's report
     and attempt record name it."""
@@ -77,7 +85,8 @@ class EndpointStatus:
     healthy: bool
     """False while ejected by outlier detection or failing active health checks."""
     draining: bool
-    """True once DNS dropped the endpoint: no new requests, in-flight ones complete."""
+    """True once discovery dropped the endpoint, or while it is terminating: no new requests,
+    in-flight ones complete."""
     in_flight: int
     requests: int
     failures: int
@@ -88,3 +97,7 @@ class EndpointStatus:
     """Monotonic time the ejection ends, ``None`` if not ejected."""
     held_off_until: float | None = None
     """Monotonic time a hold-off after a rejection (429, 503 with Retry-After) ends."""
+    terminating: bool = False
+    """The EndpointSlice says the Pod is terminating (and still serving): it drains."""
+    zone: str | None = None
+    """The Pod's zone, from its EndpointSlice (None with DNS discovery)."""

@@ -246,7 +246,9 @@ class Pool:
                 if state.endpoint != ep:
                     membership_changed = True
                 state.endpoint = ep  # hostname/ordinal may have appeared (SRV answered later)
-            state.draining = False
+            # A terminating Pod (EndpointSlices) stays a member, so its in-flight requests
+            # finish and its ordinal stays known, but takes no new request.
+            state.draining = ep.terminating
             fresh[key] = state
         if len(fresh) != len(states):
             membership_changed = True  # every fresh key was an old one: some old ones left
@@ -439,10 +441,17 @@ class Pool:
                 and not s.draining
             ]
         )
-        panic = bool(members) and len(eligible) * 100 < len(members) * self.outlier.panic_threshold
+        # Terminating members are on their way out whatever their health: panic neither counts
+        # them nor sends them anything (a rolling update must not route to them as it ends).
+        live = (
+            members
+            if not any(s.draining for s in members)
+            else [s for s in members if not s.draining]
+        )
+        panic = bool(live) and len(eligible) * 100 < len(live) * self.outlier.panic_threshold
         by_ordinal = {s.endpoint.ordinal: s for s in members if s.endpoint.ordinal is not None}
         if panic:
-            eligible = tuple(s for s in members if s.admitted)
+            eligible = tuple(s for s in live if s.admitted)
         in_use = core = None
         if self.subset is not None:
             core = self.subset.core(members)

@@ -95,6 +95,8 @@ class EndpointState:
             ewma_latency=self.ewma,
             ejected_until=self.ejected_until,
             held_off_until=self.held_until,
+            terminating=ep.terminating,
+            zone=ep.zone,
         )
 
     def __repr__(self) -> str:

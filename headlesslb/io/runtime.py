@@ -58,7 +58,8 @@ from .cache import LookupCache
 from .dns import DnsDiscovery, IpFamily
 from .fallback import DEFAULT_PORTS, Fallback, authority
 from .health import HealthChecker, probe_once
-from .refresher import Discovery, Refresher
+from .kube import EndpointSliceDiscovery, EndpointSlices
+from .refresher import Discovery, PushDiscovery, Refresher
 from .sender import PodSender
 from .shared import ServiceKey, SharedDiscovery
 
@@ -156,6 +157,9 @@ class RuntimeSpec:
     see its own sequence)."""
     share: bool = True
     """``share_discovery``: share DNS answers (:mod:`.shared`) and, when shareable, the runtime."""
+    endpointslices: EndpointSlices | None = None
+    """``discovery=EndpointSlices(...)``, its API filled in: push discovery from the Kubernetes
+    API instead of DNS (clients with equal specs share one watch)."""
 
     @property
     def shareable(self) -> bool:
@@ -238,7 +242,9 @@ class Runtime:
             sharding=spec.sharding or ConsistentHash(),
             ordinal=Ordinal(),
         )
-        self.discovery = spec.discovery or _dns(spec)
+        self.discovery = spec.discovery or (
+            _dns(spec) if spec.endpointslices is None else _endpointslices(spec, rng)
+        )
         self.refresher = Refresher(
             self.discovery,
             self.pool,
@@ -308,6 +314,9 @@ class Runtime:
         """Discovery and (when configured) health checks, until cancelled."""
         try:
             async with anyio.create_task_group() as tg:
+                discovery = self.discovery
+                if isinstance(discovery, PushDiscovery):
+                    tg.start_soon(discovery.watch, self.refresher.notify)
                 tg.start_soon(self.refresher.run)
                 if self.health is not None:
                     tg.start_soon(self.health.run)
@@ -455,6 +464,20 @@ def _dns(spec: RuntimeSpec) -> Discovery:
         statefulset=spec.statefulset,
     )
     return SharedDiscovery(dns, spec.dns, spec.clock) if spec.share else dns
+
+
+def _endpointslices(spec: RuntimeSpec, rng: random.Random) -> EndpointSliceDiscovery:
+    """EndpointSlice discovery for ``spec`` (its settings' API already filled in)."""
+    assert spec.endpointslices is not None
+    return EndpointSliceDiscovery(
+        spec.service,
+        spec.endpointslices,
+        port=spec.port,
+        ip_family=spec.ip_family,
+        statefulset=spec.statefulset,
+        refresh=spec.refresh,
+        rng=rng,
+    )
 
 
 def _identity(observer: object) -> tuple[int, str]:

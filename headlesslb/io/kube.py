@@ -64,6 +64,8 @@ MAX_PAGE_BYTES = 32 * 1024 * 1024
 """The largest list page read (pages of :data:`PAGE_LIMIT` slices)."""
 PAGE_LIMIT = 100
 MAX_TOKEN_BYTES = 64 * 1024
+FLAP_WINDOW = 60.0
+"""Seconds after the API answers again during which the same failure is not logged again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +257,10 @@ class EndpointSliceDiscovery:
         self.events = 0
         """Watch events applied (bookmarks included)."""
         self._logged: dict[str, tuple[str, ...]] = {}
+        self._said: str | None = None  # the latest failure (logged or not)
+        self._failing = False  # whether it lasts (no success since)
+        self._warned = False  # whether a warning said it (then a recovery line follows)
+        self._quiet_until = -float("inf")
         self.page_limit = PAGE_LIMIT
         """Slices per list page (the API's ``limit``)."""
 
@@ -333,27 +339,39 @@ class EndpointSliceDiscovery:
         await anyio.sleep(self.refresh.error_delay(failures, self._rng))
 
     def _failed(self, why: str, failures: int, *, logged: bool = False) -> int:
-        """Note a failure: one log line when it is a new one (the same one again: debug)."""
-        if why != self.last_error and not logged:
+        """Note a failure: one log line when it is news. The same failure again while it lasts,
+        or within :data:`FLAP_WINDOW` of the API answering again (an API that fails, answers,
+        fails...), is news to nobody: debug."""
+        now = anyio.current_time()
+        repeated = why == self._said and (self._failing or now < self._quiet_until)
+        if logged or repeated:
+            log.debug("headlesslb: EndpointSlices of %s: %s", self.service.host, why)
+        else:
             log.warning(
                 "headlesslb: EndpointSlices of %s: %s; keeping %d known endpoints, retrying",
                 self.service.host,
                 why,
                 len(self._slices.endpoints()),
             )
-        elif not logged:
-            log.debug("headlesslb: EndpointSlices of %s: %s again", self.service.host, why)
+            self._warned = True
+        self._said = why
+        self._failing = True
         self.last_error = why
         return failures + 1
 
     def _succeeded(self) -> None:
-        if self.last_error is not None:
+        self.last_error = None
+        if not self._failing:
+            return
+        self._failing = False
+        if self._warned:
+            self._warned = False
+            self._quiet_until = anyio.current_time() + FLAP_WINDOW
             log.info(
                 "headlesslb: EndpointSlices of %s: the API answers again (after: %s)",
                 self.service.host,
-                self.last_error,
+                self._said,
             )
-            self.last_error = None
 
     def _headers(self) -> dict[str, str]:
         try:

@@ -9,7 +9,7 @@ import logging as _logging
 
 from .aio.client import HeadlessClient
 from .aio.transport import HeadlessTransport
-from .core.endpoint import Endpoint, EndpointStatus, Resolution
+from .core.endpoint import Endpoint, EndpointStatus, Resolution, zone_shares
 from .core.health import HealthCheck
 from .core.hedge import HedgePolicy
 from .core.names import ServiceName, expand_service_name
@@ -90,4 +90,5 @@ __all__ = [
     "Throttled",
     "__version__",
     "expand_service_name",
+    "zone_shares",
 ]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["Endpoint", "EndpointStatus", "Resolution"]
+__all__ = ["Endpoint", "EndpointStatus", "Resolution", "zone_shares"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,10 @@ class Resolution:
     """DNS said the name does not exist (NXDOMAIN), rather than giving an empty answer (the name
     exists, with no record of the type asked): ``endpoints`` is empty either way. Kubernetes DNS
     says NXDOMAIN of a missing Service and of a headless Service with no ready Pod alike."""
+    zone_sizes: tuple[tuple[str, int], ...] = ()
+    """Pods per zone that discovery lists, ready or not (terminating ones left out), sorted by
+    zone: what zone-aware picking weighs a zone's healthy Pods against (EndpointSlices only;
+    empty: the members' zones are used)."""
 
 
 NXDOMAIN_WORDS = "no such Service, or none of its Pods is ready (NXDOMAIN)"
@@ -101,3 +106,14 @@ class EndpointStatus:
     """The EndpointSlice says the Pod is terminating (and still serving): it drains."""
     zone: str | None = None
     """The Pod's zone, from its EndpointSlice (None with DNS discovery)."""
+
+
+def zone_shares(statuses: Iterable[EndpointStatus]) -> dict[str | None, float]:
+    """Each zone's share (0 to 1) of the requests the endpoints got, from ``client.endpoints()``
+    (None: Pods whose zone is not known, e.g. every Pod with DNS discovery); empty before any
+    request."""
+    counts: dict[str | None, int] = {}
+    for status in statuses:
+        counts[status.zone] = counts.get(status.zone, 0) + status.requests
+    total = sum(counts.values())
+    return {zone: n / total for zone, n in sorted(counts.items(), key=str)} if total else {}

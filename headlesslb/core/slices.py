@@ -65,6 +65,9 @@ class SliceEndpoints:
     endpoints: tuple[Endpoint, ...]
     skipped: tuple[str, ...] = ()
     """One phrase per endpoint (or port) left out, for one log line per slice change."""
+    zone_sizes: tuple[tuple[str, int], ...] = ()
+    """Endpoints per zone, ready or not, terminating ones left out (zone-aware picking's idea
+    of each zone's size: a Pod that turns not ready is capacity the zone lost)."""
 
 
 def unusable_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
@@ -116,11 +119,12 @@ def read_slice(
     if number is None:
         return SliceEndpoints(name, version, (), tuple(skipped))
     found = []
+    sizes: dict[str, int] = {}
     for index, item in enumerate(raw):
-        endpoint = _read_endpoint(item, number, include_not_ready, skipped, index)
+        endpoint = _read_endpoint(item, number, include_not_ready, skipped, index, sizes)
         if endpoint is not None:
             found.append(endpoint)
-    return SliceEndpoints(name, version, tuple(found), tuple(skipped))
+    return SliceEndpoints(name, version, tuple(found), tuple(skipped), tuple(sorted(sizes.items())))
 
 
 def _port_number(ports: object, port: int | str, skipped: list[str]) -> int | None:
@@ -150,7 +154,12 @@ def _condition(conditions: dict[str, Any], key: str, default: bool) -> bool:
 
 
 def _read_endpoint(
-    item: object, port: int, include_not_ready: bool, skipped: list[str], index: int
+    item: object,
+    port: int,
+    include_not_ready: bool,
+    skipped: list[str],
+    index: int,
+    sizes: dict[str, int],
 ) -> Endpoint | None:
     if not isinstance(item, dict):
         skipped.append(f"endpoints[{index}] is not an object")
@@ -175,14 +184,16 @@ def _read_endpoint(
     ready = _condition(conditions, "ready", True)
     serving = _condition(conditions, "serving", ready)
     terminating = _condition(conditions, "terminating", False)
+    zone = item.get("zone")
+    if not isinstance(zone, str) or not zone or len(zone) > MAX_ZONE_LENGTH:
+        zone = None
+    if zone is not None and not terminating:
+        sizes[zone] = sizes.get(zone, 0) + 1
     if terminating and not serving:
         return None
     if not terminating and not ready and not include_not_ready:
         return None
     hostname = _hostname(item)
-    zone = item.get("zone")
-    if not isinstance(zone, str) or not zone or len(zone) > MAX_ZONE_LENGTH:
-        zone = None
     return Endpoint(
         str(ip),
         port,
@@ -249,7 +260,7 @@ class SliceSet:
     def put(self, read: SliceEndpoints) -> bool:
         """A slice added or changed; returns whether the union may have changed."""
         old = self._slices.get(read.name)
-        if old is not None and old.endpoints == read.endpoints:
+        if old is not None and (old.endpoints, old.zone_sizes) == (read.endpoints, read.zone_sizes):
             self._slices[read.name] = read  # a new resourceVersion, the same endpoints
             return False
         if old is None and len(self._slices) >= MAX_SLICES:
@@ -264,6 +275,14 @@ class SliceSet:
             return False
         self._union = None
         return True
+
+    def zone_sizes(self) -> tuple[tuple[str, int], ...]:
+        """Every slice's endpoints per zone, ready or not, summed (sorted by zone)."""
+        sizes: dict[str, int] = {}
+        for read in self._slices.values():
+            for zone, count in read.zone_sizes:
+                sizes[zone] = sizes.get(zone, 0) + count
+        return tuple(sorted(sizes.items()))
 
     def endpoints(self) -> tuple[Endpoint, ...]:
         """The union of every slice's endpoints, sorted by (ip, port), with ordinals; the same

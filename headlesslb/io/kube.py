@@ -32,6 +32,7 @@ lets every byte be bounded (event and list sizes, read deadlines), which neither
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -45,9 +46,11 @@ import anyio
 import httpx
 
 from ..core.endpoint import Resolution
+from ..core.environ import from_environ
 from ..core.names import ServiceName
 from ..core.schedule import RefreshPolicy
 from ..core.slices import Family, SliceEndpoints, SliceSet, read_slice
+from ..core.zones import ZonePolicy
 from ..errors import ConfigurationError, DiscoveryError
 
 __all__ = ["EndpointSliceDiscovery", "EndpointSlices", "KubeAPIConfig"]
@@ -174,6 +177,12 @@ class EndpointSlices:
     grace: float = 30.0
     """Seconds past :attr:`watch_timeout` before a watch the server did not end is cut, and
     the longest silence a list or a watch's connection may keep."""
+    zone: str | None = None
+    """The client's zone, for zone-aware picking (None: ``HEADLESSLB_ZONE``, else off):
+    prefer Pods in this zone (or hinted for it), spill to the others when it lacks healthy
+    capacity (:class:`~headlesslb.core.zones.ZonePolicy`)."""
+    max_zone_overload: float = 1.5
+    """:attr:`ZonePolicy.max_overload <headlesslb.core.zones.ZonePolicy.max_overload>`."""
 
     def __post_init__(self) -> None:
         if self.api is not None and not isinstance(self.api, KubeAPIConfig):
@@ -182,6 +191,8 @@ class EndpointSlices:
             )
         if not isinstance(self.include_not_ready, bool):
             raise ConfigurationError("EndpointSlices.include_not_ready must be a bool")
+        if self.zone is not None:
+            ZonePolicy(self.zone, self.max_zone_overload)  # checks both
         for name in ("watch_timeout", "grace"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 1:
@@ -190,15 +201,15 @@ class EndpointSlices:
                 )
 
     def resolved(self, environ: Mapping[str, str]) -> EndpointSlices:
-        """These settings with :attr:`api` filled in (in-cluster when None)."""
-        if self.api is not None:
-            return self
-        return EndpointSlices(
-            KubeAPIConfig.in_cluster(environ),
-            self.include_not_ready,
-            self.watch_timeout,
-            self.grace,
-        )
+        """These settings with :attr:`api` filled in (in-cluster when None) and :attr:`zone`
+        (from ``HEADLESSLB_ZONE`` when None)."""
+        api = self.api if self.api is not None else KubeAPIConfig.in_cluster(environ)
+        zone = self.zone if self.zone is not None else from_environ(environ).zone
+        return dataclasses.replace(self, api=api, zone=zone)
+
+    def zone_policy(self) -> ZonePolicy | None:
+        """Zone-aware picking as the pool applies it (None: off)."""
+        return None if self.zone is None else ZonePolicy(self.zone, self.max_zone_overload)
 
 
 class _Failure(Exception):
@@ -277,7 +288,10 @@ class EndpointSliceDiscovery:
             raise DiscoveryError(
                 f"EndpointSlices of {self.service.host} could not be listed: {self.last_error}"
             )
-        return Resolution(self._slices.endpoints(), self.refresh.max_interval)
+        slices = self._slices
+        return Resolution(
+            slices.endpoints(), self.refresh.max_interval, zone_sizes=slices.zone_sizes()
+        )
 
     def __repr__(self) -> str:
         return f"EndpointSliceDiscovery({self.service.host}, {self.api.server})"

@@ -230,6 +230,7 @@ class Runtime:
             events=self.events,
             subset=None if spec.subset is None else Subsetter(spec.subset.size, spec.subset.place),
             on_refused=self.refused,
+            zone=None if spec.endpointslices is None else spec.endpointslices.zone_policy(),
         )
         self.balancer = Balancer(
             self.pool,

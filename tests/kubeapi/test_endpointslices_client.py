@@ -16,9 +16,15 @@ import anyio
 import pytest
 
 import headlesslb.sync
-from headlesslb import EndpointSlices, EndpointStatus, HeadlessClient, KubeAPIConfig
+from headlesslb import (
+    EndpointSlices,
+    EndpointStatus,
+    HeadlessClient,
+    KubeAPIConfig,
+    zone_shares,
+)
 from headlesslb.testing import LocalCluster, PodInfo
-from headlesslb.testing._kubeapi import Json, KubeAPI, endpoint, endpoint_port
+from headlesslb.testing._kubeapi import Json, KubeAPI, KubeAPIError, endpoint, endpoint_port
 
 pytestmark = pytest.mark.kubeapi
 SERVICE = "web"
@@ -167,3 +173,78 @@ def test_sync_client_follows_the_slices(
         assert cluster.requests_served(victim.name) == before
         assert cluster.requests_served(late.name) == 20
         assert cluster.requests_served(keeper.name) == 10 + 20
+
+
+@pytest.fixture
+def nine(cluster: LocalCluster) -> Iterator[list[PodInfo]]:
+    made = cluster.add_deployment("zoned", 9, headless=None, lb=None)
+    cluster.reset_stats()
+    yield made
+    cluster.delete_workload("zoned")
+
+
+def zoned(pods: Sequence[PodInfo], not_ready: Sequence[PodInfo] = ()) -> list[Json]:
+    return [
+        endpoint(p.ip, ready=p not in not_ready, zone="abc"[i // 3]) for i, p in enumerate(pods)
+    ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_zone_aware_stays_local_then_spills(
+    kubeapi: KubeAPI, namespace: str, cluster: LocalCluster, nine: list[PodInfo]
+) -> None:
+    port = nine[0].port
+
+    def slices(not_ready: Sequence[PodInfo] = ()) -> None:
+        body = zoned(nine, not_ready)
+        try:
+            kubeapi.set_endpoints(namespace, "zoned-a", body)
+        except KubeAPIError:
+            kubeapi.create_slice(
+                namespace,
+                "zoned-a",
+                service="zoned",
+                endpoints=body,
+                ports=[endpoint_port(port, name="http")],
+            )
+
+    await anyio.to_thread.run_sync(slices)
+    api = KubeAPIConfig(kubeapi.base_url, token=kubeapi.token, ca_file=str(kubeapi.ca_file))
+    local = nine[:3]
+
+    async def shares(count: int) -> dict[str | None, float]:
+        before = {p.name: cluster.requests_served(p.name) for p in nine}
+        for _ in range(count):
+            assert (await client.get("/")).status_code == 200
+        served = {p.name: cluster.requests_served(p.name) - before[p.name] for p in nine}
+        by_zone: dict[str | None, float] = {}
+        for i, p in enumerate(nine):
+            by_zone["abc"[i // 3]] = by_zone.get("abc"[i // 3], 0) + served[p.name] / count
+        return by_zone
+
+    async def until_members(count: int) -> None:
+        with anyio.fail_after(10):
+            while len(client.endpoints()) != count:
+                await anyio.sleep(0.01)
+
+    discovery = EndpointSlices(api=api, zone="a")
+    async with HeadlessClient(
+        "zoned", port="http", namespace=namespace, discovery=discovery
+    ) as client:
+        await until_members(9)
+        assert (await shares(90))["a"] == 1.0
+        assert zone_shares(client.endpoints())["a"] == 1.0
+        # One local Pod of three not ready: the two left carry the zone (overload 1.33).
+        await anyio.to_thread.run_sync(slices, local[:1])
+        await until_members(8)
+        assert (await shares(90))["a"] == 1.0
+        # Two of three: spill over every ready Pod, the local one keeping its 1/7.
+        await anyio.to_thread.run_sync(slices, local[:2])
+        await until_members(7)
+        spilled = await shares(140)
+        assert spilled == {"a": 20 / 140, "b": 60 / 140, "c": 60 / 140}
+        # Back: local again.
+        await anyio.to_thread.run_sync(slices)
+        await until_members(9)
+        assert (await shares(90))["a"] == 1.0

@@ -169,6 +169,7 @@ def test_public_names_are_pinned() -> None:
             "Throttled",
             "__version__",
             "expand_service_name",
+            "zone_shares",
         ]
     )
     assert sorted(headlesslb.sync.__all__) == ["HeadlessClient", "HeadlessTransport"]

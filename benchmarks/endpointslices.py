@@ -19,7 +19,14 @@ over the trials: listing plus the wait for the Pod's turn in round robin, about
 controller's own delay comes on top for both (CoreDNS reads the same slices), so the
 difference is what the client adds.
 
+Then (``--rolling``, on by default) a rolling update of another Deployment's ``--pods`` Pods
+under ``--roll-rate`` (200) requests per second through an EndpointSlices client: each old
+Pod is replaced by a new one listed ready, marked terminating (still serving) for ``--drain``
+seconds, then removed from the slice and stopped. Reported: failed requests, requests
+retried, and requests started after the client showed a Pod terminating that went to it.
+
     python benchmarks/endpointslices.py [--trials 20] [--rate 50] [--workers 5] [--ttl 5]
+        [--no-rolling] [--roll-rate 200] [--roll-workers 10] [--drain 1]
 """
 
 from __future__ import annotations
@@ -102,8 +109,106 @@ class Load:
             await anyio.sleep(max(0.0, next_at - time.monotonic()))
 
 
-def slice_entries(pods: list[PodInfo]) -> list[dict[str, Any]]:
-    return [endpoint(p.ip, target_ref={"kind": "Pod", "name": p.name}) for p in pods]
+def slice_entries(pods: list[PodInfo], terminating: PodInfo | None = None) -> list[dict[str, Any]]:
+    return [
+        endpoint(
+            p.ip,
+            ready=p != terminating,
+            serving=True,
+            terminating=p == terminating,
+            target_ref={"kind": "Pod", "name": p.name},
+        )
+        for p in pods
+    ]
+
+
+class Recorder:
+    """A steady load recording every request: when it started, where it went, how it ended."""
+
+    def __init__(self, client: HeadlessClient, rate: float, workers: int) -> None:
+        self.client = client
+        self.interval = workers / rate
+        self.workers = workers
+        self.records: list[tuple[float, str | None, bool, int]] = []
+        """(start, endpoint, ok, attempts) per request."""
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for index in range(self.workers):
+                tg.start_soon(self._worker, index)
+
+    async def _worker(self, index: int) -> None:
+        next_at = time.monotonic() + index * self.interval / self.workers
+        while True:
+            start = time.monotonic()
+            try:
+                response = await self.client.get("/")
+                report = response.extensions["headlesslb"]
+                ok = response.status_code == 200
+                self.records.append((start, report["endpoint"], ok, len(report["attempts"])))
+            except Exception:
+                self.records.append((start, None, False, 0))
+            next_at += self.interval
+            await anyio.sleep(max(0.0, next_at - time.monotonic()))
+
+
+async def rolling(args: argparse.Namespace, bed: KubeAPI, cluster: LocalCluster) -> dict[str, Any]:
+    """A rolling update of Deployment ``roll`` under ``--roll-rate`` req/s: for each old Pod, a
+    new one is started and listed ready, the old one marked terminating (still serving) and,
+    ``--drain`` seconds later, removed from the slice and stopped (as after a preStop sleep)."""
+    old = cluster.add_deployment("roll", args.pods, headless=None, lb=None)
+    port = old[0].port
+    listed = list(old)
+    bed.create_slice(
+        NAMESPACE,
+        "roll-1",
+        service="roll",
+        endpoints=slice_entries(listed),
+        ports=[endpoint_port(port, name="http")],
+    )
+    api = KubeAPIConfig(bed.base_url, token=bed.token, ca_file=str(bed.ca_file))
+    client = HeadlessClient(
+        "roll", port="http", namespace=NAMESPACE, discovery=EndpointSlices(api=api)
+    )
+    recorder = Recorder(client, args.roll_rate, args.roll_workers)
+    seen: dict[str, float] = {}
+    async with client, anyio.create_task_group() as tg:
+        tg.start_soon(recorder.run)
+        await anyio.sleep(args.warmup)
+        for count, victim in enumerate(old, start=1):
+            pods = await anyio.to_thread.run_sync(cluster.scale, "roll", args.pods + count)
+            new = pods[-1]
+            listed.append(new)
+            await anyio.to_thread.run_sync(
+                bed.set_endpoints, NAMESPACE, "roll-1", slice_entries(listed, victim)
+            )
+            with anyio.fail_after(10):
+                while not any(s.ip == victim.ip and s.terminating for s in client.endpoints()):
+                    await anyio.sleep(0.002)
+            seen[f"{victim.ip}:{victim.port}"] = time.monotonic()
+            await anyio.sleep(args.drain)
+            listed.remove(victim)
+            await anyio.to_thread.run_sync(
+                bed.set_endpoints, NAMESPACE, "roll-1", slice_entries(listed)
+            )
+            with anyio.fail_after(10):
+                while any(s.ip == victim.ip for s in client.endpoints()):
+                    await anyio.sleep(0.002)
+            await anyio.to_thread.run_sync(cluster.kill, victim.name)
+        await anyio.sleep(1.0)
+        tg.cancel_scope.cancel()
+    records = recorder.records
+    after_seen = sum(1 for start, where, _, _ in records if where in seen and start > seen[where])
+    span = records[-1][0] - records[0][0] if records else 0.0
+    return {
+        "discovery": "endpointslices",
+        "pods_replaced": len(old),
+        "requests": len(records),
+        "rate_req_s": len(records) / span if span else math.nan,
+        "failed": sum(1 for _, _, ok, _ in records if not ok),
+        "retried": sum(1 for *_, attempts in records if attempts > 1),
+        "to_terminating_after_seen": after_seen,
+    }
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -180,6 +285,8 @@ async def main(args: argparse.Namespace) -> None:
                 )
             tg.cancel_scope.cancel()
 
+        roll = await rolling(args, bed, cluster) if args.rolling else None
+
     rows = [
         {
             "discovery": name,
@@ -195,13 +302,16 @@ async def main(args: argparse.Namespace) -> None:
         for name in loads
     ]
     print_table(rows, title=f"New Pod to first response (s), DNS TTL {args.ttl} s")
+    if roll is not None:
+        print_table([roll], title="Rolling update, terminating Pods drained")
     write_results(
         "endpointslices",
         rows,
-        target={"endpointslices_p95_s": 1.0, "failed": 0},
+        target={"endpointslices_p95_s": 1.0, "failed": 0, "to_terminating_after_seen": 0},
         params=vars(args),
         delays=delays,
         listed=seen,
+        rolling=roll,
     )
 
 
@@ -215,4 +325,8 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=15.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rolling", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--roll-rate", type=float, default=200.0, help="requests/s")
+    parser.add_argument("--roll-workers", type=int, default=10)
+    parser.add_argument("--drain", type=float, default=1.0, help="seconds terminating")
     anyio.run(main, parser.parse_args())

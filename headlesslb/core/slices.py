@@ -250,6 +250,10 @@ class SliceSet:
         """The slices held."""
         return frozenset(self._slices)
 
+    def get(self, name: str) -> SliceEndpoints | None:
+        """The slice of that name, as last read; None if not held."""
+        return self._slices.get(name)
+
     def replace(self, slices: Iterable[SliceEndpoints]) -> None:
         """Hold exactly ``slices`` (a list, or a relist after 410)."""
         fresh = {s.name: s for s in slices}

@@ -371,6 +371,7 @@ class EndpointSliceDiscovery:
         self._said = why
         self._failing = True
         self.last_error = why
+        self._attempted.set()  # resolve() says why rather than wait for a list that failed
         return failures + 1
 
     def _succeeded(self) -> None:
@@ -421,6 +422,8 @@ class EndpointSliceDiscovery:
                 raise _Failure("the list is not an EndpointSliceList")
             for item in items:
                 read = self._read(item)
+                if read is None:
+                    read = self._slices.get(_name_of(item))  # keep its last good version
                 if read is not None:
                     reads[read.name] = read
                     if len(reads) > 1000:
@@ -542,6 +545,13 @@ class EndpointSliceDiscovery:
         self.resource_version = version
         if changed:
             self._notify()
+
+
+def _name_of(obj: object) -> str:
+    """An object's ``metadata.name``, or "" when it has none."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) else ""
 
 
 def _check(response: httpx.Response) -> None:

@@ -250,3 +250,40 @@ async def test_server_errors_on_the_watch_keep_the_state_and_back_off(
     assert await ips(discovery) == ["10.0.0.1"]
     said = [m for m in warnings(caplog) if "boom" in m]
     assert len(said) == 1
+
+
+async def test_a_relist_keeps_the_last_good_version_of_a_broken_slice(
+    serve: Callable[[Script, Script], Server],
+) -> None:
+    def lists(handler: Handler, params: dict[str, str]) -> None:
+        if handler.server.count("list") == 1:
+            good_list(handler, params)
+            return
+        broken = slice_json("a", ["10.0.0.9"], "8") | {"endpoints": "not a list"}
+        fresh = slice_json("b", ["10.0.0.2"], "8")
+        handler.reply(200, {"metadata": {"resourceVersion": "8"}, "items": [broken, fresh]})
+
+    def watch(handler: Handler, params: dict[str, str]) -> None:
+        handler.stream()
+        if params.get("resourceVersion") == "5":
+            gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
+            handler.send_line({"type": "ERROR", "object": gone})
+        else:
+            handler.hold(30)
+
+    server = serve(lists, watch)
+    discovery = source(server)
+    await run_until(discovery, lambda: discovery.lists >= 2)
+    assert discovery.relists_gone == 1
+    assert await ips(discovery) == ["10.0.0.1", "10.0.0.2"]  # a as it was, b new
+
+
+async def test_a_ca_file_that_cannot_be_read_is_an_error_not_a_hang(tmp_path: Any) -> None:
+    name = expand_service_name("web", namespace="ns", cluster_domain="cluster.local")
+    api = KubeAPIConfig("https://127.0.0.1:9", token="t", ca_file=str(tmp_path / "missing.crt"))
+    discovery = EndpointSliceDiscovery(name, EndpointSlices(api=api), port="http")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(discovery.watch, lambda: None)
+        with anyio.fail_after(5), pytest.raises(DiscoveryError, match="CA bundle"):
+            await discovery.resolve()
+        tg.cancel_scope.cancel()

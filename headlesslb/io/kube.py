@@ -501,17 +501,26 @@ class EndpointSliceDiscovery:
                     raise _Gone("the watch's resourceVersion is too old (HTTP 410)")
                 _check(response)
                 self._succeeded()
-                buffer = b""
+                # A line's pieces are kept apart until its end comes: joining each chunk to
+                # what came before would copy a long event once per chunk.
+                pending: list[bytes] = []
+                size = 0
                 async for chunk in response.aiter_bytes():
-                    buffer += chunk
-                    while (end := buffer.find(b"\n")) >= 0:
-                        line, buffer = buffer[:end], buffer[end + 1 :]
-                        if line.strip():
-                            self._event(_json(line, "a watch event"))
-                    if len(buffer) > MAX_EVENT_BYTES:
+                    lines = chunk.split(b"\n")
+                    if len(lines) > 1:
+                        self._line(b"".join([*pending, lines[0]]))
+                        for line in lines[1:-1]:
+                            self._line(line)
+                        pending, size = [], 0
+                    pending.append(lines[-1])
+                    size += len(lines[-1])
+                    if size > MAX_EVENT_BYTES:
                         raise _Failure(f"a watch event longer than {MAX_EVENT_BYTES} bytes")
-                if buffer.strip():
-                    self._event(_json(buffer, "a watch event"))
+                self._line(b"".join(pending))
+
+    def _line(self, line: bytes) -> None:
+        if line.strip():
+            self._event(_json(line, "a watch event"))
 
     def _event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")

@@ -287,3 +287,24 @@ async def test_a_ca_file_that_cannot_be_read_is_an_error_not_a_hang(tmp_path: An
         with anyio.fail_after(5), pytest.raises(DiscoveryError, match="CA bundle"):
             await discovery.resolve()
         tg.cancel_scope.cancel()
+
+
+async def test_an_event_split_across_chunks_is_read_whole(
+    serve: Callable[[Script, Script], Server],
+) -> None:
+    def watch(handler: Handler, params: dict[str, str]) -> None:
+        handler.stream()
+        first = json.dumps({"type": "ADDED", "object": slice_json("b", ["10.0.0.2"], "6")})
+        second = json.dumps({"type": "ADDED", "object": slice_json("c", ["10.0.0.3"], "7")})
+        data = f"{first}\n{second}\n".encode()
+        for piece in (data[:10], data[10 : len(first) + 5], data[len(first) + 5 :]):
+            handler.wfile.write(piece)
+            handler.wfile.flush()
+            handler.hold(0.05)
+        handler.hold(30)
+
+    server = serve(good_list, watch)
+    discovery = source(server)
+    await run_until(discovery, lambda: discovery.events >= 2)
+    assert await ips(discovery) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    assert discovery.resource_version == "7" and discovery.last_error is None

@@ -367,34 +367,43 @@ class Runtime:
         host = self.spec.service.host
         members = len(snapshot.members)
         refresher = self.refresher
+        slices = self.spec.endpointslices is not None
+        where = "in its EndpointSlices" if slices else "in DNS"
         if not refresher.ready:
             return NotReadyInTime(
-                f"{host} not ready within {waited:g} s: no DNS answer yet (a round may take"
+                f"{host} not ready within {waited:g} s: the EndpointSlices not listed yet"
+                if slices
+                else f"{host} not ready within {waited:g} s: no DNS answer yet (a round may take"
                 f" {self.spec.discovery_timeout:g} s)"
             )
         if not members:
             error = refresher.last_error
             if error is not None:
+                source = "the Kubernetes API" if slices else "DNS"
                 failure = DnsUnreachable(
-                    f"DNS could not be asked for {host}: {type(error).__name__}: {error}"
+                    f"{source} could not be asked for {host}: {type(error).__name__}: {error}"
                 )
                 failure.__cause__ = error
                 return failure
             if self.pool.nxdomain:
                 return ServiceNotFound(f"{host}: {NXDOMAIN_WORDS}")
+            if slices:
+                return EmptyAnswer(f"{host}: no ready Pod in the Service's EndpointSlices")
             return EmptyAnswer(f"{host}: {EMPTY_WORDS}")
         health = self.health
         if health is not None and health.check.start_unhealthy:
             if not health.probed.is_set():
                 return NotReadyInTime(
-                    f"{host} not ready within {waited:g} s: {members} in DNS, none health"
+                    f"{host} not ready within {waited:g} s: {members} {where}, none health"
                     " checked yet"
                 )
             if not any(m.admitted for m in snapshot.members):
                 return NoHealthyPods(
-                    f"{host}: {members} in DNS, none passed its health check ({health.check.path})"
+                    f"{host}: {members} {where}, none passed its health check ({health.check.path})"
                 )
-        return NoHealthyPods(f"{host}: {members} in DNS, every one unhealthy or ejected")
+        if all(m.draining for m in snapshot.members):
+            return NoHealthyPods(f"{host}: {members} {where}, every one terminating")
+        return NoHealthyPods(f"{host}: {members} {where}, every one unhealthy or ejected")
 
     async def lookup_pod(self, step: LookupPod) -> Endpoint | None:
         """A StatefulSet Pod by its own DNS name, through the capped, shared cache."""

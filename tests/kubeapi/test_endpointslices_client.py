@@ -17,10 +17,13 @@ import pytest
 
 import headlesslb.sync
 from headlesslb import (
+    DnsUnreachable,
+    EmptyAnswer,
     EndpointSlices,
     EndpointStatus,
     HeadlessClient,
     KubeAPIConfig,
+    NoHealthyPods,
     zone_shares,
 )
 from headlesslb.testing import LocalCluster, PodInfo
@@ -248,3 +251,32 @@ async def test_zone_aware_stays_local_then_spills(
         await anyio.to_thread.run_sync(slices)
         await until_members(9)
         assert (await shares(90))["a"] == 1.0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_wait_ready_says_why_in_endpointslice_words(kubeapi: KubeAPI, namespace: str) -> None:
+    opts = options(kubeapi, namespace)
+    async with HeadlessClient("nothing", **opts) as client:
+        with pytest.raises(EmptyAnswer, match="no ready Pod in the Service's EndpointSlices"):
+            await client.wait_ready(timeout=5)
+    await anyio.to_thread.run_sync(
+        lambda: kubeapi.create_slice(
+            namespace,
+            "leaving-a",
+            service="leaving",
+            endpoints=[endpoint("10.20.0.1", ready=False, serving=True, terminating=True)],
+            ports=[endpoint_port(8080, name="http")],
+        )
+    )
+    async with HeadlessClient("leaving", **opts) as client:
+        with pytest.raises(NoHealthyPods, match="1 in its EndpointSlices, every one terminating"):
+            await client.wait_ready(timeout=5)
+    user = f"nobody-{namespace}"
+    token = await anyio.to_thread.run_sync(kubeapi.add_user, user, "get")
+    await anyio.to_thread.run_sync(kubeapi.deny, user)
+    api = KubeAPIConfig(kubeapi.base_url, token=token, ca_file=str(kubeapi.ca_file))
+    denied = {**opts, "discovery": EndpointSlices(api=api)}
+    async with HeadlessClient("leaving", **denied) as client:
+        with pytest.raises(DnsUnreachable, match=r"the Kubernetes API could not be asked.*403"):
+            await client.wait_ready(timeout=5)

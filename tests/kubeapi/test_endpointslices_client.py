@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
+from prometheus_client import CollectorRegistry
 
 import headlesslb.sync
 from headlesslb import (
@@ -26,6 +27,7 @@ from headlesslb import (
     NoHealthyPods,
     zone_shares,
 )
+from headlesslb.telemetry.prometheus import PrometheusMetrics
 from headlesslb.testing import LocalCluster, PodInfo
 from headlesslb.testing._kubeapi import Json, KubeAPI, KubeAPIError, endpoint, endpoint_port
 
@@ -232,8 +234,10 @@ async def test_zone_aware_stays_local_then_spills(
                 await anyio.sleep(0.01)
 
     discovery = EndpointSlices(api=api, zone="a")
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
     async with HeadlessClient(
-        "zoned", port="http", namespace=namespace, discovery=discovery
+        "zoned", port="http", namespace=namespace, discovery=discovery, observers=[metrics]
     ) as client:
         await until_members(9)
         assert (await shares(90))["a"] == 1.0
@@ -247,6 +251,15 @@ async def test_zone_aware_stays_local_then_spills(
         await until_members(7)
         spilled = await shares(140)
         assert spilled == {"a": 20 / 140, "b": 60 / 140, "c": 60 / 140}
+        # The metrics count the same attempts per zone.
+        service = f"zoned.{namespace}.svc.cluster.local"
+        zone_attempts = {
+            zone: registry.get_sample_value(
+                "headlesslb_zone_attempts_total", {"service": service, "zone": zone}
+            )
+            for zone in "abc"
+        }
+        assert zone_attempts == {"a": 90 + 90 + 20, "b": 60, "c": 60}
         # Back: local again.
         await anyio.to_thread.run_sync(slices)
         await until_members(9)

@@ -343,7 +343,8 @@ class EndpointSliceDiscovery:
                 log.exception("headlesslb: EndpointSlice watch of %s failed", self.service.host)
                 failures = self._failed(f"{type(exc).__name__}: {exc}", failures, logged=True)
             finally:
-                self._attempted.set()
+                # (resolve()'s first wait ends in _list or _failed: not on a 410, which lists
+                # again at once.)
                 with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
                     await client.aclose()
             if failures:

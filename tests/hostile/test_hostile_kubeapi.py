@@ -21,11 +21,25 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import pytest
 
-from headlesslb import DiscoveryError, EndpointSlices, KubeAPIConfig, RefreshPolicy
+import headlesslb.sync
+from headlesslb import (
+    DiscoveryError,
+    EndpointSlices,
+    HeadlessClient,
+    KubeAPIConfig,
+    RefreshPolicy,
+)
 from headlesslb.core.names import expand_service_name
 from headlesslb.io.kube import MAX_EVENT_BYTES, EndpointSliceDiscovery
 
-pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """asyncio only: what these tests exercise is the client's reading, not the loop."""
+    return "asyncio"
+
 
 Script = Callable[["Handler", dict[str, str]], None]
 
@@ -308,3 +322,51 @@ async def test_an_event_split_across_chunks_is_read_whole(
     await run_until(discovery, lambda: discovery.events >= 2)
     assert await ips(discovery) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
     assert discovery.resource_version == "7" and discovery.last_error is None
+
+
+def bookmarks_until_closed(closed: threading.Event) -> Script:
+    """A watch that sends a bookmark every 50 ms until its connection is closed (then sets
+    ``closed``): the client's side going away is seen within one write."""
+
+    def watch(handler: Handler, params: dict[str, str]) -> None:
+        handler.stream()
+        try:
+            while not handler.server.stopping.is_set():
+                handler.send_line(
+                    {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "5"}}}
+                )
+                handler.hold(0.05)
+        except OSError:
+            closed.set()
+            raise
+
+    return watch
+
+
+async def test_the_watch_ends_with_the_async_client(
+    serve: Callable[[Script, Script], Server],
+) -> None:
+    closed = threading.Event()
+    server = serve(good_list, bookmarks_until_closed(closed))
+    slices = EndpointSlices(api=KubeAPIConfig(server.url, token="t"))
+    async with HeadlessClient("web", namespace="ns", port=8080, discovery=slices) as client:
+        with anyio.fail_after(5):
+            while [e.ip for e in client.endpoints()] != ["10.0.0.1"]:
+                await anyio.sleep(0.01)
+        assert server.count("watch") == 1 and not closed.is_set()
+    with anyio.fail_after(5):
+        while not closed.is_set():
+            await anyio.sleep(0.01)
+
+
+def test_the_watch_ends_with_the_sync_client(
+    serve: Callable[[Script, Script], Server],
+) -> None:
+    closed = threading.Event()
+    server = serve(good_list, bookmarks_until_closed(closed))
+    slices = EndpointSlices(api=KubeAPIConfig(server.url, token="t"))
+    client = headlesslb.sync.HeadlessClient("web", namespace="ns", port=8080, discovery=slices)
+    with client:
+        client.wait_ready(timeout=5)
+        assert [e.ip for e in client.endpoints()] == ["10.0.0.1"]
+    assert closed.wait(5)

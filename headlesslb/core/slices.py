@@ -6,15 +6,18 @@ as DNS answers are. :func:`read_slice` turns one ``discovery.k8s.io/v1`` Endpoin
 :class:`SliceSet` keeps every slice of one Service, as list and watch events change them, and
 gives their union as the pool's endpoints.
 
-Which endpoints get requests (the conditions, as kube-proxy reads them):
+Which endpoints get requests. A Pod is *ready* when its ``serving`` condition says so, else
+(no ``serving``) its ``ready`` condition, nil meaning ready: ``serving`` is the Pod's own
+readiness, while ``ready`` is true of every Pod of a Service with ``publishNotReadyAddresses``
+(the API's documentation of ``ready`` says that flag overrides it).
 
-- ``ready`` (nil means ready): new requests.
+- ready and not ``terminating``: new requests.
 - ``serving`` and ``terminating``: a member that drains (:attr:`Endpoint.terminating`): no new
   request, in-flight ones finish.
 - not ``serving`` and ``terminating``: left out (the Pod stops serving; the pool drains what it
   had in flight, as for a Pod that left).
-- not ready and not terminating: left out, unless ``include_not_ready`` (a Service with
-  ``publishNotReadyAddresses``, whose peers must reach Pods before they are ready).
+- not ready and not terminating: left out, unless ``include_not_ready`` (peers of a
+  ``publishNotReadyAddresses`` Service that must reach Pods before they are ready).
 """
 
 from __future__ import annotations
@@ -181,8 +184,8 @@ def _read_endpoint(
     raw_conditions = item.get("conditions")
     conditions = raw_conditions if isinstance(raw_conditions, dict) else {}
     # nil conditions: ready and serving are "unknown, read as ready", terminating as false.
-    ready = _condition(conditions, "ready", True)
-    serving = _condition(conditions, "serving", ready)
+    # serving is the Pod's readiness; ready may be forced true (publishNotReadyAddresses).
+    serving = _condition(conditions, "serving", _condition(conditions, "ready", True))
     terminating = _condition(conditions, "terminating", False)
     zone = item.get("zone")
     if not isinstance(zone, str) or not zone or len(zone) > MAX_ZONE_LENGTH:
@@ -191,7 +194,7 @@ def _read_endpoint(
         sizes[zone] = sizes.get(zone, 0) + 1
     if terminating and not serving:
         return None
-    if not terminating and not ready and not include_not_ready:
+    if not terminating and not serving and not include_not_ready:
         return None
     hostname = _hostname(item)
     return Endpoint(

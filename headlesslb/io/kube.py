@@ -168,9 +168,9 @@ class EndpointSlices:
     api: KubeAPIConfig | None = None
     """Where the API is (None: in-cluster, from the Pod's environment and service account)."""
     include_not_ready: bool = False
-    """Send requests to endpoints whose ``ready`` condition is false too (a Service with
-    ``publishNotReadyAddresses``, whose peers talk before they are ready). Terminating
-    endpoints drain either way."""
+    """Send requests to Pods that are not ready too (``serving`` false, or ``ready`` false
+    without ``serving``): peers of a ``publishNotReadyAddresses`` Service that talk before they
+    are ready. Terminating endpoints drain either way."""
     watch_timeout: float = 290.0
     """Seconds a watch asks the server to last (``timeoutSeconds``) before it is renewed from
     the last resourceVersion; a watch that outlasts it by :attr:`grace` is cut."""

@@ -40,6 +40,9 @@ def read(obj: Any, **kw: Any) -> SliceEndpoints:
         ({"ready": False, "serving": False, "terminating": True}, False, False),
         ({"ready": False, "terminating": True}, False, False),  # serving nil: as ready
         ({"ready": "yes"}, True, False),  # not a bool: unknown, read as ready
+        # publishNotReadyAddresses: ready forced true, serving is the Pod's own readiness.
+        ({"ready": True, "serving": False}, False, False),
+        ({"ready": True, "serving": True}, True, False),
     ],
 )
 def test_conditions(conditions: dict[str, Any], included: bool, terminating: bool) -> None:
@@ -55,10 +58,11 @@ def test_include_not_ready_includes_not_ready_but_not_stopped() -> None:
         [
             ep("10.0.0.1", ready=False),
             ep("10.0.0.2", ready=False, serving=False, terminating=True),
+            ep("10.0.0.3", ready=True, serving=False),  # publishNotReadyAddresses
         ],
     )
     got = read(obj, include_not_ready=True).endpoints
-    assert [e.ip for e in got] == ["10.0.0.1"]
+    assert [e.ip for e in got] == ["10.0.0.1", "10.0.0.3"]
 
 
 def test_ports_numbered_and_named() -> None:

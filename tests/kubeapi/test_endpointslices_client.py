@@ -293,3 +293,25 @@ async def test_wait_ready_says_why_in_endpointslice_words(kubeapi: KubeAPI, name
     async with HeadlessClient("leaving", **denied) as client:
         with pytest.raises(DnsUnreachable, match=r"the Kubernetes API could not be asked.*403"):
             await client.wait_ready(timeout=5)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_httpx2_client_on_endpointslices(
+    kubeapi: KubeAPI, namespace: str, cluster: LocalCluster, pods: list[PodInfo]
+) -> None:
+    httpx2_client = pytest.importorskip("headlesslb.httpx2").HeadlessClient
+    await anyio.to_thread.run_sync(
+        lambda: kubeapi.create_slice(
+            namespace,
+            "web-a",
+            service=SERVICE,
+            endpoints=entries(pods, terminating=[pods[0].name]),
+            ports=[endpoint_port(pods[0].port, name="http")],
+        )
+    )
+    async with httpx2_client(SERVICE, **options(kubeapi, namespace)) as client:
+        for _ in range(20):
+            assert (await client.get("/")).status_code == 200
+    assert cluster.requests_served(pods[0].name) == 0
+    assert [cluster.requests_served(p.name) for p in pods[1:]] == [10, 10]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
 
@@ -50,7 +51,7 @@ def test_removed_endpoint_drains_and_in_flight_completes() -> None:
     attempt = pool.begin(leaving)
     pool.update(Resolution(eps(2), ttl=5))
     assert leaving not in pool.snapshot.members
-    assert leaving.draining and leaving.status().draining
+    assert leaving.draining and leaving.status(0.0).draining
     attempt.done(Outcome.SUCCESS)
     assert leaving.in_flight == 0
 
@@ -208,7 +209,8 @@ def test_terminating_member_drains_in_place() -> None:
     snap = pool.snapshot
     assert victim in snap.members and victim not in snap.eligible  # a member, no new requests
     assert snap.by_ordinal[1] is victim  # pinned requests still find their Pod
-    assert victim.draining and victim.status().terminating and victim.status().draining
+    status = victim.status(clock())
+    assert victim.draining and status.terminating and status.draining
     clock.advance(0.5)
     attempt.done(Outcome.SUCCESS)  # the in-flight request finishes and counts
     assert victim.in_flight == 0 and victim.requests == 1
@@ -229,3 +231,17 @@ def test_panic_never_routes_to_terminating_members() -> None:
     assert snap.panic and [s.endpoint.ip for s in snap.eligible] == ["10.0.0.4"]
     pool.update(Resolution(terminating(eps(4), 0, 1, 2, 3), ttl=5))
     assert pool.snapshot.eligible == () and not pool.snapshot.panic
+
+
+def test_endpoints_report_remaining_seconds_not_clock_times() -> None:
+    pool, clock = make_pool(2, consecutive_failures=1, base_ejection=10.0)
+    clock.advance(1000.0)  # a monotonic clock's times are far from 0, and mean nothing elsewhere
+    fail(pool, 0)
+    clock.advance(4.0)
+    ejected, other = pool.statuses()
+    assert ejected.ejection_remaining == pytest.approx(6.0) and not ejected.healthy
+    assert other.ejection_remaining is None and other.hold_off_remaining is None
+    # It reads the same once written out: seconds, from the moment endpoints() was called.
+    assert json.loads(json.dumps(dataclasses.asdict(ejected)))["ejection_remaining"] == 6.0
+    clock.advance(6.0)
+    assert pool.statuses()[0].ejection_remaining is None

@@ -657,9 +657,9 @@ class Call:
             # The last attempt ran to the end of the deadline (its timeouts capped at what was
             # left): what ran out is the deadline, whether or not the request may be retried,
             # as an async shell's scope over the whole call says too.
-            failure = self._deadline_exceeded()
-            failure.__cause__ = error
-            return Fail(failure)
+            ran_out = self._deadline_exceeded()
+            ran_out.__cause__ = error
+            return Fail(ran_out)
         error.add_note(f"headlesslb: {self.summary()}")
         return Fail(error)
 

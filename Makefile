@@ -18,6 +18,8 @@ MIN_TESTS := tests/unit/test_call.py tests/unit/test_dns_answers.py \
 	tests/unit/test_health_checker.py tests/unit/test_mock_transport.py \
 	tests/unit/test_refresher.py tests/integration/test_tls.py tests/integration/test_cli.py \
 	tests/testing/test_user_apps.py -k "not demo_runs_to_completion"
+# The httpx2 flavour at its lowest version (httpx2 2.12 needs anyio >= 4.10: a second step).
+MIN_HTTPX2_TESTS := tests/integration/test_httpx2.py
 export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: demo test lint typecheck unit docs test-min bench clean kubeapi
@@ -28,10 +30,14 @@ $(VENV)/.demo-installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[testing]'
 	touch $@
 
+# The package with its extras, and the development tools of the `test` dependency group (PEP 735;
+# `pip install --group` needs pip >= 25.1, hence the upgrade first).
+TEST_EXTRAS := testing,prometheus,opentelemetry,top,httpx2
+
 $(VENV)/.test-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --upgrade 'pip>=25.1'
+	$(PY) -m pip install --quiet -e '.[$(TEST_EXTRAS)]' --group test
 	touch $@ $(VENV)/.demo-installed
 
 $(MIN_VENV)/.installed: pyproject.toml tools/lower_bounds.py
@@ -56,12 +62,15 @@ test: $(VENV)/.test-installed lint typecheck kubeapi
 	$(PY) -m pytest -n 4
 	$(MAKE) docs test-min
 
+## Also checks that the generated shells (sync, httpx2) match their source: a hand edit of one,
+## or an edit of the source without `python tools/unasync.py`, fails here.
 lint: $(VENV)/.test-installed
-	$(PY) -m ruff check headlesslb tests benchmarks examples tools
-	$(PY) -m ruff format --check headlesslb tests benchmarks examples tools
+	$(PY) -m ruff check headlesslb headlesslb_pytest tests benchmarks examples tools
+	$(PY) -m ruff format --check headlesslb headlesslb_pytest tests benchmarks examples tools
+	$(PY) tools/unasync.py --check
 
 typecheck: $(VENV)/.test-installed
-	$(PY) -m mypy --strict headlesslb examples
+	$(PY) -m mypy --strict headlesslb headlesslb_pytest examples
 
 ## The kubeapi bed of tests/kubeapi (docs/testing-kubeapi.md): etcd and our server on Kubernetes'
 ## own API machinery, from Debian sid's packages pinned in tools/kubeapi/debs.lock, built into a
@@ -84,6 +93,9 @@ docs: $(VENV)/.test-installed
 ## The suite's MIN_TESTS subset on the minimum versions of every dependency (see MIN_TESTS).
 test-min: $(MIN_VENV)/.installed
 	$(MIN_PY) -m pytest -n 2 -p no:cacheprovider $(MIN_TESTS)
+	$(PYTHON) tools/lower_bounds.py --extra httpx2 > $(MIN_VENV)/httpx2.txt
+	$(MIN_PY) -m pip install --quiet -r $(MIN_VENV)/httpx2.txt
+	$(MIN_PY) -m pytest -n 2 -p no:cacheprovider $(MIN_HTTPX2_TESTS)
 
 ## Benchmarks print a table and write JSON under benchmarks/results/.
 ## overhead.py's fast Pods are nginx: Debian's nginx-light is installed first if missing (as root).

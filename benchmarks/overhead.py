@@ -78,6 +78,7 @@ from _common import print_table, write_results
 import headlesslb
 import headlesslb.sync
 from headlesslb import HeadlessClient
+from headlesslb.core.limits import DEFAULT_LIMITS
 from headlesslb.core.options import EXTENSION
 from headlesslb.testing import LocalCluster
 
@@ -373,6 +374,15 @@ def _flavours(names: str | None) -> tuple[list[Flavour], dict[str, str]]:
 Send = Callable[[], Awaitable[httpx.Response]]
 
 
+def _as_headlesslb() -> httpx.Limits:
+    """The plain clients' limits: those of each of headlesslb's per-Pod pools."""
+    return httpx.Limits(
+        max_connections=DEFAULT_LIMITS.max_connections,
+        max_keepalive_connections=DEFAULT_LIMITS.max_keepalive_connections,
+        keepalive_expiry=DEFAULT_LIMITS.keepalive_expiry,
+    )
+
+
 async def _rate(send: Send, requests: int, concurrency: int) -> float:
     """Requests per second for ``requests`` sends split over ``concurrency`` workers."""
     per_worker = requests // concurrency
@@ -393,9 +403,7 @@ async def _compare(
     cluster: LocalCluster, rounds: int, requests: int, concurrency: int
 ) -> dict[str, float]:
     one_pod = cluster.url(cluster.pods("web")[0].name)
-    limits = httpx.Limits(
-        max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
-    )
+    limits = _as_headlesslb()
     async with (
         httpx.AsyncClient(base_url=one_pod, limits=limits) as plain,
         HeadlessClient(
@@ -460,9 +468,7 @@ def _compare_sync(
     first = cluster.pods("web")[0]
     assert first.name.endswith("-0")  # the Pod that ordinal=0 pins to
     one_pod = cluster.url(first.name)
-    limits = httpx.Limits(
-        max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
-    )
+    limits = _as_headlesslb()
     where = {"nameservers": [cluster.nameserver], "namespace": cluster.namespace}
     every_pod = [
         httpx.Client(base_url=cluster.url(pod.name), limits=limits) for pod in cluster.pods("web")

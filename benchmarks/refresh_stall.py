@@ -350,7 +350,7 @@ def _started_sync(
 ) -> Iterator[tuple[headlesslb.sync.HeadlessTransport, anyio.from_thread.BlockingPortal]]:
     """A sync transport with its first round in, and its discovery thread's portal."""
     with headlesslb.sync.HeadlessTransport(service, **_options(cluster, port)) as transport:
-        portal = transport._portal  # the discovery thread's loop (benchmark only)
+        portal = transport._host._portal  # the discovery thread's loop (benchmark only)
         assert portal is not None
         portal.call(transport.refresher.wait_ready)
         yield transport, portal

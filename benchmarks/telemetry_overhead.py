@@ -66,7 +66,7 @@ import headlesslb.sync
 from headlesslb import HeadlessClient
 from headlesslb.core.endpoint import Endpoint
 from headlesslb.core.events import AttemptFinished, AttemptStarted, EventHub
-from headlesslb.io.sender import with_headers
+from headlesslb.io.bodies import with_headers
 from headlesslb.telemetry.logs import LogObserver
 from headlesslb.telemetry.otel import DURATION_BUCKETS, OpenTelemetryObserver
 from headlesslb.testing import LocalCluster

@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from .core import validate
 from .core.balancer import Balancer
 from .core.endpoint import EndpointStatus
@@ -63,8 +61,9 @@ def service_hosts(service: ServiceName, own_namespace: str | None) -> frozenset[
     return frozenset(name.encode("ascii") for name in names)
 
 
-def check_url(urls: ServiceURLs, request: httpx.Request) -> None:
-    """Refuse a URL that names the Service with another scheme or port than the client's."""
+def check_url(urls: ServiceURLs, request: Any) -> None:
+    """Refuse a URL that names the Service with another scheme or port than the client's
+    (``request``: an httpx or httpx2 request)."""
     url = request.url
     if url.scheme != urls.scheme:
         raise InvalidRequest(
@@ -90,9 +89,10 @@ class ClientBase:
     """What both clients share: building requests that carry routing options, the endpoints."""
 
     http: Any
-    """The httpx client (``httpx.Client`` or ``httpx.AsyncClient``) that sends through us."""
+    """The httpx client (``httpx.Client`` or ``httpx.AsyncClient``, or httpx2's) that sends
+    through us."""
     transport: Any
-    base_url: httpx.URL
+    base_url: Any
     parts_base: str
     """``scheme://host[:port]`` of the Service, no trailing slash (the base URL's text)."""
 
@@ -116,15 +116,16 @@ class ClientBase:
     def build_request(
         self,
         method: str,
-        url: httpx.URL | str,
+        url: Any,
         *,
         key: HashKey | None = None,
         ordinal: int | None = None,
         idempotent: bool | None = None,
         read_body: bool = False,
         **kwargs: Any,
-    ) -> httpx.Request:
-        """An ``httpx.Request`` carrying the routing options (see ``RequestOptions``).
+    ) -> Any:
+        """A request of the client's library carrying the routing options (see
+        ``RequestOptions``).
 
         Options may also come in ``extensions={"headlesslb": {...}}``; keyword arguments win.
         """
@@ -141,25 +142,24 @@ class ClientBase:
         if isinstance(url, str) and url[:1] == "/" and url[1:2] != "/":
             # The Service's base URL has no path: joining the text here parses the URL once,
             # where httpx's own merge onto base_url parses it twice (about 30 µs a request).
-            url = httpx.URL(self.parts_base + url)
-        request: httpx.Request = self.http.build_request(method, url, **kwargs)
-        return request
+            url = type(self.base_url)(self.parts_base + url)  # the library's own URL class
+        return self.http.build_request(method, url, **kwargs)
 
 
 class TransportBase:
-    """What both transports share: the runtime they lease when they start (their own, or one
-    they share), and what it shows."""
+    """What every transport shares: the runtime it leases when it starts (its own, or one it
+    shares), and what it shows."""
 
-    _runtime: Runtime | None = None
-    _state: str
+    _host: Any
+    """The transport's lifecycle (:class:`~headlesslb.aio.host.AsyncHost` or its twin)."""
     parts: Any
     """The client's own parts (:class:`headlesslb.compose.Parts`)."""
 
     def __repr__(self) -> str:
-        runtime = self._runtime
+        runtime = self._host.runtime
         pods = "" if runtime is None else f", {len(runtime.pool.snapshot.members)} Pods"
         name = f"{type(self).__module__}.{type(self).__name__}"
-        return f"<{name} {self.parts.urls.base} {self._state}{pods}>"
+        return f"<{name} {self.parts.urls.base} {self._host.state}{pods}>"
 
     def _ready_timeout(self, timeout: float | None) -> float:
         """``wait_ready``'s ``timeout``, checked (None: ``first_resolution_timeout``)."""
@@ -170,9 +170,10 @@ class TransportBase:
     @property
     def runtime(self) -> Runtime:
         """The runtime this transport leased when it started (kept after close)."""
-        if self._runtime is None:
+        runtime: Runtime | None = self._host.runtime
+        if runtime is None:
             raise NotStarted("the transport leases its runtime when it starts")
-        return self._runtime
+        return runtime
 
     @property
     def pool(self) -> Pool:
@@ -196,5 +197,5 @@ class TransportBase:
 
     def endpoints(self) -> list[EndpointStatus]:
         """The Pods discovered now, with health and load (none before the transport starts)."""
-        runtime = self._runtime
+        runtime: Runtime | None = self._host.runtime
         return [] if runtime is None else runtime.pool.statuses()

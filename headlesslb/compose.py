@@ -22,8 +22,6 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-import httpx
-
 from .clientbase import ServiceURLs, service_hosts
 from .core import validate
 from .core.call import Router
@@ -32,6 +30,7 @@ from .core.environ import NAMESERVERS, EnvironSettings, from_environ
 from .core.events import EventHub, Observer
 from .core.health import HealthCheck
 from .core.hedge import HedgePolicy, Hedger
+from .core.limits import DEFAULT_LIMITS, ConnectionLimits
 from .core.names import (
     ORDINAL_MAX,
     ServiceName,
@@ -55,8 +54,8 @@ from .errors import ConfigurationError
 from .io.dns import IpFamily, unusable_nameserver
 from .io.fallback import DEFAULT_PORTS, Fallback
 from .io.refresher import Discovery
-from .io.runtime import ConnectionLimits, Runtime, RuntimeSpec, SubsetPlace
-from .options import TransportOptions, check_option_names
+from .io.runtime import Runtime, RuntimeSpec, SubsetPlace
+from .options import check_option_names
 from .telemetry.logs import LogObserver
 
 __all__ = ["Parts", "Settings", "compose"]
@@ -95,7 +94,7 @@ class Settings:
     pod_transport: Any = None
     verify: ssl.SSLContext | str | bool = True
     cert: Any = None
-    limits: httpx.Limits | None = None
+    limits: Any = None
     http2: bool = False
     clock: Clock = monotonic
     rng: random.Random | None = None
@@ -122,7 +121,6 @@ class Settings:
             ("throttle", self.throttle, AdaptiveThrottle),
             ("hedge", self.hedge, HedgePolicy),
             ("slow_start", self.slow_start, SlowStart),
-            ("limits", self.limits, httpx.Limits),
             ("rng", self.rng, random.Random),
         ):
             validate.instance(name, value, kind, allow_none=True)
@@ -151,6 +149,7 @@ class Settings:
             raise ConfigurationError(
                 f"verify must be an ssl.SSLContext, a CA bundle path or a bool, not {self.verify!r}"
             )
+        ConnectionLimits.of(self.limits)  # an httpx.Limits or httpx2.Limits, or a typed error
         validate.flag("http2", self.http2)
         if self.http2 and importlib.util.find_spec("h2") is None:
             # httpx refuses this at construction; so do we, rather than at the first request.
@@ -202,7 +201,7 @@ class Parts:
     clock: Clock
     verify: ssl.SSLContext | str | bool
     cert: Any
-    limits: httpx.Limits | None
+    limits: ConnectionLimits | None
     http2: bool
     pod_transport: Any
 
@@ -232,14 +231,15 @@ class Parts:
         """``pod_transport`` if it is a ``kind`` (the shell's httpx transport base) or None."""
         transport = self.pod_transport
         if transport is not None and not isinstance(transport, kind):
+            library = kind.__module__.partition(".")[0]
             raise ConfigurationError(
-                f"pod_transport must be an httpx.{kind.__name__} (httpx.MockTransport works),"
-                f" not {type(transport).__name__}"
+                f"pod_transport must be an {library}.{kind.__name__}"
+                f" ({library}.MockTransport works), not {type(transport).__name__}"
             )
         return transport
 
 
-def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] = Pool) -> Parts:
+def compose(service: str, options: Mapping[str, Any], *, pool_class: type[Pool] = Pool) -> Parts:
     """Check every option (a typed error naming it) and build the client's parts; ``pool_class``
     lets the sync shell's runtimes use its thread-safe pool."""
     check_option_names(options)
@@ -263,6 +263,9 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
     rng = o.rng or random.Random()
     refresh = o.refresh or RefreshPolicy()
     retry = o.retry or RetryPolicy()
+    # Bounded unless the user says otherwise (DEFAULT_LIMITS says why); one value for the senders
+    # and the runtime's probes, so equal configurations still share a runtime.
+    limits = ConnectionLimits.of(o.limits) or DEFAULT_LIMITS
     spec = RuntimeSpec(
         service=name,
         scheme=o.scheme,
@@ -281,7 +284,7 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
         slow_start=o.slow_start,
         verify=o.verify,
         cert=_hashable(o.cert),
-        limits=ConnectionLimits.of(o.limits),
+        limits=limits,
         http2=o.http2,
         clock=o.clock,
         pool_class=pool_class,
@@ -322,7 +325,7 @@ def compose(service: str, options: TransportOptions, *, pool_class: type[Pool] =
         clock=o.clock,
         verify=o.verify,
         cert=o.cert,
-        limits=o.limits,
+        limits=limits,
         http2=o.http2,
         pod_transport=o.pod_transport,
     )

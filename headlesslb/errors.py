@@ -7,7 +7,7 @@ catches ``httpx.TransportError`` / ``httpx.HTTPError`` keeps working when it ado
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -68,7 +68,7 @@ class InvalidRequest(ConfigurationError, httpx.TransportError):
     Pod's absolute redirect). Raised on the request path, so it is an ``httpx.TransportError``.
     """
 
-    def __init__(self, message: str, *, request: httpx.Request | None = None) -> None:
+    def __init__(self, message: str, *, request: Any = None) -> None:
         httpx.TransportError.__init__(self, message, request=request)
 
 
@@ -96,14 +96,14 @@ class ClientClosed(NotStarted, httpx.TransportError):
     """The client or transport was closed while this request was in flight: it is not retried,
     and no connection is opened after close."""
 
-    def __init__(self, message: str, *, request: httpx.Request | None = None) -> None:
+    def __init__(self, message: str, *, request: Any = None) -> None:
         httpx.TransportError.__init__(self, message, request=request)
 
 
 class DeadlineExceeded(HeadlessLBError, httpx.TimeoutException):
     """The request's overall deadline (``RetryPolicy(deadline=...)``) ran out across attempts."""
 
-    def __init__(self, message: str, *, request: httpx.Request | None = None) -> None:
+    def __init__(self, message: str, *, request: Any = None) -> None:
         httpx.TimeoutException.__init__(self, message, request=request)
 
 

@@ -7,6 +7,8 @@ they use. Typed, so a misspelt keyword is a type error; :func:`check_option_name
 run time too. What each option does to a client is decided in :mod:`headlesslb.compose`.
 """
 
+# Written once: tools/unasync.py generates the other flavours from this file.
+
 from __future__ import annotations
 
 import difflib
@@ -18,24 +20,26 @@ from typing import IO, Any, Literal, TypedDict
 
 import httpx
 
-from .core import validate
-from .core.clock import Clock
-from .core.events import Observer
-from .core.health import HealthCheck
-from .core.hedge import HedgePolicy
-from .core.pickers import PickerName, SlowStart
-from .core.pickers.base import HashKey, PickerFactory
-from .core.pool import OutlierPolicy
-from .core.retry import RetryPolicy
-from .core.schedule import RefreshPolicy
-from .core.subset import Subset
-from .core.throttle import AdaptiveThrottle
-from .errors import ConfigurationError
-from .io.dns import IpFamily
-from .io.refresher import Discovery
+from headlesslb.core import validate
+from headlesslb.core.clock import Clock
+from headlesslb.core.events import Observer
+from headlesslb.core.health import HealthCheck
+from headlesslb.core.hedge import HedgePolicy
+from headlesslb.core.limits import DEFAULT_LIMITS
+from headlesslb.core.pickers import PickerName, SlowStart
+from headlesslb.core.pickers.base import HashKey, PickerFactory
+from headlesslb.core.pool import OutlierPolicy
+from headlesslb.core.retry import RetryPolicy
+from headlesslb.core.schedule import RefreshPolicy
+from headlesslb.core.subset import Subset
+from headlesslb.core.throttle import AdaptiveThrottle
+from headlesslb.errors import ConfigurationError
+from headlesslb.io.dns import IpFamily
+from headlesslb.io.refresher import Discovery
 
 __all__ = [
     "CLIENT_OPTION_NAMES",
+    "DEFAULT_LIMITS",
     "OPTION_NAMES",
     "BodyRequestArgs",
     "ClientOptions",
@@ -120,7 +124,7 @@ class TransportOptions(TypedDict, total=False):
     cert: Any
     """As httpx's ``cert`` [None]."""
     limits: httpx.Limits | None
-    """Connection limits per Pod [unlimited, keep-alive 4 s]."""
+    """Connection limits per Pod [``DEFAULT_LIMITS``: 100 connections, keep-alive 4 s]."""
     http2: bool
     """[False]"""
     clock: Clock
@@ -146,7 +150,7 @@ class ClientOptions(TransportOptions, total=False):
     """[False]; a redirect to the Service goes through the balancer, elsewhere straight."""
 
 
-# -- request arguments, typed as httpx types its own (httpx keeps these aliases private) ----------
+# -- request arguments, typed as httpx types its own (httpx keeps these aliases private) --------
 PrimitiveData = str | int | float | bool | None
 QueryParamTypes = (
     httpx.QueryParams

@@ -126,9 +126,9 @@ class Watcher:
         )
 
 
-def _state(status: EndpointStatus, now: float) -> str:
-    if status.ejected_until is not None:
-        return f"ejected ({max(0.0, status.ejected_until - now):.1f} s)"
+def _state(status: EndpointStatus) -> str:
+    if status.ejection_remaining is not None:
+        return f"ejected ({status.ejection_remaining:.1f} s)"
     if status.draining:
         return "draining"
     return "healthy" if status.healthy else "unhealthy"
@@ -156,7 +156,6 @@ def render(
     from rich.table import Table
     from rich.text import Text
 
-    now = time.monotonic()
     table = Table(title=f"headlesslb top {service}", title_justify="left")
     columns = ["POD", "ADDRESS", "STATE"]
     if probes is not None:
@@ -166,7 +165,7 @@ def render(
     for status in statuses:
         host = f"[{status.ip}]" if ":" in status.ip else status.ip
         address = f"{host}:{status.port}"
-        state = _state(status, now)
+        state = _state(status)
         style = "green" if state == "healthy" else "red"
         row: list[Any] = [status.hostname or "-", address, Text(state, style=style)]
         if probes is not None:

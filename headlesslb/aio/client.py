@@ -1,5 +1,7 @@
 """``HeadlessClient``: an ``httpx.AsyncClient`` balanced over a headless Service, in one object."""
 
+# Written once: tools/unasync.py generates the other flavours from this file.
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -10,10 +12,10 @@ from typing import Literal
 import httpx
 from typing_extensions import Unpack
 
-from ..clientbase import ClientBase
-from ..errors import NotStarted
-from ..options import BodyRequestArgs, ClientOptions, RequestArgs, client_settings
-from .transport import HeadlessTransport
+from headlesslb.aio.transport import HeadlessTransport
+from headlesslb.clientbase import ClientBase
+from headlesslb.errors import NotStarted
+from headlesslb.options import BodyRequestArgs, ClientOptions, RequestArgs, client_settings
 
 __all__ = ["HeadlessClient"]
 
@@ -26,8 +28,9 @@ class HeadlessClient(ClientBase):
             r = await client.get("/items/42", key="user-42")   # same key, same Pod
             r = await client.post("/write", json=doc, ordinal=0)  # pinned to web-0
 
-    Entering starts discovery (the first request waits for the first DNS answer); leaving stops
-    it and closes every connection; it can be closed from any task. The keyword arguments are
+    Discovery starts on entering, on :meth:`open`, or on the first request (which waits for the
+    first DNS answer), and runs until the client is closed, from anywhere: leaving the block,
+    or :meth:`aclose`. Nothing outlives it. The keyword arguments are
     :class:`~headlesslb.options.ClientOptions`: those of :class:`HeadlessTransport`, plus
     ``timeout``, ``headers`` and ``follow_redirects`` for the underlying ``httpx.AsyncClient``.
     """
@@ -41,23 +44,15 @@ class HeadlessClient(ClientBase):
         self.http: httpx.AsyncClient = httpx.AsyncClient(
             transport=self.transport, base_url=self.base_url, **settings
         )
-        self._state: Literal["new", "open", "closed"] = "new"
+        self._state: Literal["open", "closed"] = "open"
 
     async def __aenter__(self) -> HeadlessClient:
-        if self._state != "new":
-            raise NotStarted("a HeadlessClient can be entered once; make a new one")
-        self._state = "open"  # before awaiting: a second task entering meanwhile is refused
-        try:
-            await self.http.__aenter__()
-        except BaseException:
-            self._state = "new"
-            raise
-        return self
+        return await self.open()
 
     async def open(self) -> HeadlessClient:
-        """Start discovery now, for a client that lives beyond one ``async with`` (a module-level
-        client, an app's lifespan); close it with :meth:`aclose`. Once open, calling it again
-        (from any task) does nothing::
+        """Start discovery now rather than on the first request, for a client that lives beyond
+        one block (a module-level client, an app's lifespan); close it with :meth:`aclose`.
+        Calling it again, from anywhere, does nothing::
 
             client = HeadlessClient("web-hl", port="http")
 
@@ -65,11 +60,9 @@ class HeadlessClient(ClientBase):
                 await client.open()
                 r = await client.get("/items/42")
         """
-        if self._state == "open":
-            return self
-        if self._state == "closed":
-            raise NotStarted("this HeadlessClient was closed: make a new one")
-        return await self.__aenter__()
+        self._check_open()
+        self.transport.start()
+        return self
 
     async def __aexit__(
         self,
@@ -80,37 +73,30 @@ class HeadlessClient(ClientBase):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop discovery and close all connections (what leaving ``async with`` does)."""
-        if self._state == "open":
-            self._state = "closed"
-            await self.http.aclose()
+        """Stop discovery and close all connections (what leaving the block does); safe from
+        anywhere, and twice."""
         self._state = "closed"
+        await self.http.aclose()
 
-    # A timeout argument, as readiness probes (and redis-py's ping) take one: ASYNC109's
-    # cancel-scope advice would leave the caller no way to tell a timeout from a reason.
+    # A timeout argument, as readiness probes (and redis-py's ping) take one, rather than a
+    # time limit around the call: with one, the caller could not tell a timeout from a reason.
     async def wait_ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Return once some Pod may take requests, or raise why none may: a readiness probe
         (:meth:`HeadlessTransport.wait_ready`: NXDOMAIN, an empty answer, DNS unreachable, no
         Pod passed its health check, or ``timeout`` passed, each a
-        :class:`~headlesslb.errors.NotReady`). Opens a client not opened yet::
+        :class:`~headlesslb.errors.NotReady`). Starts discovery if it was not started yet::
 
             try:
                 await client.wait_ready(timeout=2)
             except headlesslb.NotReady as exc:
                 return Response(str(exc), status_code=503)
         """
-        if self._state == "new":
-            await self.open()
         self._check_open()
         await self.transport.wait_ready(timeout)
 
     def _check_open(self) -> None:
         if self._state != "open":
-            what = "was closed" if self._state == "closed" else "was not opened"
-            raise NotStarted(
-                f"this HeadlessClient {what}: use 'async with HeadlessClient(...) as client:'"
-                " or 'await client.open()'"
-            )
+            raise NotStarted("this HeadlessClient was closed: make a new one")
 
     async def request(
         self, method: str, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
@@ -134,7 +120,7 @@ class HeadlessClient(ClientBase):
     async def stream(
         self, method: str, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
     ) -> AsyncIterator[httpx.Response]:
-        """Like :meth:`request`, with the body read as you iterate it (``async with``)."""
+        """Like :meth:`request`, with the body read as you iterate it, inside the block."""
         self._check_open()
         follow = kwargs.pop("follow_redirects", httpx.USE_CLIENT_DEFAULT)
         auth = kwargs.pop("auth", httpx.USE_CLIENT_DEFAULT)

@@ -84,7 +84,10 @@ class EndpointStatus:
     ewma_latency: float | None
     """Peak-sensitive moving average of latency (to response headers) in seconds, ``None``
     before the first response."""
-    ejected_until: float | None
-    """Monotonic time the ejection ends, ``None`` if not ejected."""
-    held_off_until: float | None = None
-    """Monotonic time a hold-off after a rejection (429, 503 with Retry-After) ends."""
+    ejection_remaining: float | None
+    """Seconds until the ejection by outlier detection ends, counted from the ``endpoints()``
+    call; ``None`` if not ejected. Seconds, not a time: it reads the same in a log or JSON as
+    in the process (the pool runs on the monotonic clock, whose times mean nothing elsewhere)."""
+    hold_off_remaining: float | None = None
+    """Seconds until a hold-off after a rejection (429, 503 with Retry-After) ends, counted
+    from the ``endpoints()`` call; ``None`` if not held off."""

@@ -214,7 +214,9 @@ class Pool:
 
     def statuses(self) -> list[EndpointStatus]:
         """Status of every member, sorted by (ip, port)."""
-        return [s.status() for s in self.snapshot.members]
+        members = self.snapshot.members
+        now = self._clock()
+        return [s.status(now) for s in members]
 
     # -- discovery ---------------------------------------------------------------------------
     def update(self, resolution: Resolution) -> Snapshot:

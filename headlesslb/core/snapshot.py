@@ -79,8 +79,8 @@ class EndpointState:
             and not self.draining
         )
 
-    def status(self) -> EndpointStatus:
-        """A frozen view for users."""
+    def status(self, now: float) -> EndpointStatus:
+        """A frozen view for users, its times counted from ``now`` (the pool's clock)."""
         ep = self.endpoint
         return EndpointStatus(
             ip=ep.ip,
@@ -93,12 +93,16 @@ class EndpointState:
             requests=self.requests,
             failures=self.failures,
             ewma_latency=self.ewma,
-            ejected_until=self.ejected_until,
-            held_off_until=self.held_until,
+            ejection_remaining=_remaining(self.ejected_until, now),
+            hold_off_remaining=_remaining(self.held_until, now),
         )
 
     def __repr__(self) -> str:
         return f"EndpointState({self.endpoint}, in_flight={self.in_flight})"
+
+
+def _remaining(until: float | None, now: float) -> float | None:
+    return None if until is None else max(0.0, until - now)
 
 
 _EMPTY: Mapping[int, EndpointState] = MappingProxyType({})

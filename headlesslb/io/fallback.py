@@ -82,13 +82,10 @@ class Fallback:
             "ascii"
         )
 
-    def headers_for(self, request: httpx.Request) -> list[tuple[bytes, bytes]]:
-        """The request's headers with the Host header naming the fallback Service."""
+    def headers_for(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """A request's raw ``headers`` with the Host header naming the fallback Service."""
         host = self.host_header
-        return [
-            (name, host if name.lower() == b"host" else value)
-            for name, value in request.headers.raw
-        ]
+        return [(name, host if name.lower() == b"host" else value) for name, value in headers]
 
     @property
     def cached(self) -> tuple[str, int] | None:
@@ -96,7 +93,7 @@ class Fallback:
         endpoint = self._cache.peek(None)
         return None if endpoint is None else endpoint.key
 
-    def failed(self, error: httpx.TransportError) -> None:
+    def failed(self, error: Exception) -> None:
         """Sending to the fallback failed: a refused connection means the address it had
         resolved is gone, so the next request looks it up again."""
         if classify(error).outcome is Outcome.REFUSED:

@@ -1,13 +1,14 @@
 """What an httpx or httpcore error means: for retries (:class:`~headlesslb.core.retry.Failure`)
 and for balancing (:class:`~headlesslb.core.pool.Outcome`), as one
-:class:`~headlesslb.core.retry.Verdict`. Both shells translate their errors into the call core's
+:class:`~headlesslb.core.retry.Verdict`. Every shell translates its errors into the call core's
 terms here, and only here; a response's verdict is
-:meth:`~headlesslb.core.retry.RetryPolicy.judge`'s.
+:meth:`~headlesslb.core.retry.RetryPolicy.judge`'s. httpx and httpcore are known from the start;
+another library of the same shape (httpx2 and httpcore2) is taught by :func:`register`.
 """
 
 from __future__ import annotations
 
-from types import TracebackType
+from types import ModuleType
 
 import httpcore
 import httpx
@@ -16,66 +17,47 @@ from ..core.pool import Outcome
 from ..core.retry import Failure, Verdict
 from ..errors import ClientClosed
 
-__all__ = ["classify", "httpx_error", "is_refused", "map_httpcore_errors"]
+__all__ = ["classify", "httpx_error", "is_refused", "register"]
 
-# httpcore's errors and the httpx errors users catch, as httpx's own transport maps them (kept
-# here because that mapping is private to httpx).
-_ERRORS: dict[type[Exception], type[httpx.TransportError]] = {
-    httpcore.TimeoutException: httpx.TimeoutException,
-    httpcore.ConnectTimeout: httpx.ConnectTimeout,
-    httpcore.ReadTimeout: httpx.ReadTimeout,
-    httpcore.WriteTimeout: httpx.WriteTimeout,
-    httpcore.PoolTimeout: httpx.PoolTimeout,
-    httpcore.NetworkError: httpx.NetworkError,
-    httpcore.ConnectError: httpx.ConnectError,
-    httpcore.ReadError: httpx.ReadError,
-    httpcore.WriteError: httpx.WriteError,
-    httpcore.ProxyError: httpx.ProxyError,
-    httpcore.UnsupportedProtocol: httpx.UnsupportedProtocol,
-    httpcore.ProtocolError: httpx.ProtocolError,
-    httpcore.LocalProtocolError: httpx.LocalProtocolError,
-    httpcore.RemoteProtocolError: httpx.RemoteProtocolError,
-}
+_MAPPED = (
+    "TimeoutException",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "WriteTimeout",
+    "PoolTimeout",
+    "NetworkError",
+    "ConnectError",
+    "ReadError",
+    "WriteError",
+    "ProxyError",
+    "UnsupportedProtocol",
+    "ProtocolError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+)
+"""httpcore's errors, each mapped to httpx's of the same name, as httpx's own transport maps
+them (kept here because that mapping is private to httpx)."""
 
+_ERRORS: dict[type[BaseException], type[Exception]] = {}
+"""Each known httpcore-like error and the httpx-like error users catch for it."""
 
-class _MapErrors:
-    """``with map_httpcore_errors():`` — a stateless context manager, shared (no generator to
-    build per use: it wraps every send and every body read)."""
+_VERDICTS: dict[type[BaseException], Verdict] = {}
+"""What each known httpx-like transport error means (the most specific class wins)."""
 
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        mapped = httpx_error(exc)
-        if mapped is not None:
-            raise mapped from exc
+_CONNECT_ERRORS: set[type[BaseException]] = set()
+"""The known ``ConnectError`` classes: a refusal among them says the Pod is gone."""
 
 
-def httpx_error(exc: BaseException | None) -> httpx.TransportError | None:
-    """The httpx error to raise for httpcore's ``exc`` (the most specific one), or None when
-    ``exc`` is not httpcore's. For hot paths that map in an ``except`` clause, which costs
-    nothing until something is raised, rather than with ``map_httpcore_errors()``."""
+def httpx_error(exc: BaseException | None) -> Exception | None:
+    """The httpx error to raise for httpcore's ``exc`` (the most specific one; httpx2's for
+    httpcore2's), or None when ``exc`` is neither library's. Senders map in an ``except``
+    clause, which costs nothing until something is raised."""
     if isinstance(exc, Exception):
         for kind in type(exc).__mro__:
             mapped = _ERRORS.get(kind)
             if mapped is not None:
                 return mapped(str(exc))
     return None
-
-
-_MAP_ERRORS = _MapErrors()
-
-
-def map_httpcore_errors() -> _MapErrors:
-    """Re-raise httpcore's errors as the matching httpx errors (the most specific one)."""
-    return _MAP_ERRORS
 
 
 # Verdicts are immutable: one of each, shared by every failure of its kind.
@@ -87,7 +69,7 @@ _BROKEN = Verdict(Outcome.RESET, Failure.MAYBE_PROCESSED)
 _UNRETRYABLE = Verdict(Outcome.RESET)
 
 
-def classify(exc: httpx.TransportError) -> Verdict:
+def classify(exc: BaseException) -> Verdict:
     """What an attempt that failed with ``exc`` means: its ``failure`` (retry phase; None: not
     retryable) and ``outcome`` (for balancing).
 
@@ -96,15 +78,29 @@ def classify(exc: httpx.TransportError) -> Verdict:
     """
     if isinstance(exc, ClientClosed):
         return _CLOSED
-    if isinstance(exc, httpx.ConnectError):
-        return _REFUSED if is_refused(exc) else _NOT_CONNECTED
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-        return _NOT_CONNECTED
-    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
-        return _TIMED_OUT
-    if isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError):
-        return _BROKEN
+    for kind in type(exc).__mro__:
+        verdict = _VERDICTS.get(kind)
+        if verdict is not None:
+            if kind in _CONNECT_ERRORS and is_refused(exc):
+                return _REFUSED
+            return verdict
     return _UNRETRYABLE
+
+
+def register(library: ModuleType, core: ModuleType) -> None:
+    """Know the errors of an httpx-like ``library`` and its httpcore-like ``core`` (httpx2 and
+    httpcore2): their names and hierarchy are httpx's and httpcore's."""
+    for name in _MAPPED:
+        _ERRORS[getattr(core, name)] = getattr(library, name)
+    meanings = (
+        (("ConnectError", "ConnectTimeout", "PoolTimeout"), _NOT_CONNECTED),
+        (("ReadTimeout", "WriteTimeout"), _TIMED_OUT),
+        (("ReadError", "WriteError", "RemoteProtocolError"), _BROKEN),
+    )
+    for names, verdict in meanings:
+        for name in names:
+            _VERDICTS[getattr(library, name)] = verdict
+    _CONNECT_ERRORS.add(library.ConnectError)
 
 
 def is_refused(exc: BaseException) -> bool:
@@ -126,3 +122,6 @@ def is_refused(exc: BaseException) -> bool:
         if isinstance(seen, BaseExceptionGroup):
             pending += seen.exceptions
     return False
+
+
+register(httpx, httpcore)

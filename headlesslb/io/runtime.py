@@ -36,6 +36,7 @@ from ..core.clock import Clock
 from ..core.endpoint import EMPTY_WORDS, NXDOMAIN_WORDS, Endpoint
 from ..core.events import EndpointsChanged, Event, EventHub
 from ..core.health import HealthCheck
+from ..core.limits import ConnectionLimits
 from ..core.names import ServiceName
 from ..core.pickers import ConsistentHash, Ordinal, PickerName, SlowStart, make_picker
 from ..core.pickers.base import PickerFactory
@@ -61,6 +62,7 @@ from .health import HealthChecker, probe_once
 from .refresher import Discovery, Refresher
 from .sender import PodSender
 from .shared import ServiceKey, SharedDiscovery
+from .tasks import scheduler
 
 __all__ = ["ConnectionLimits", "Runtime", "RuntimeSpec", "SubsetPlace"]
 
@@ -72,32 +74,6 @@ events_log = logging.getLogger("headlesslb.events")
 
 PINNED_CACHE_SIZE = 1024
 """Pods looked up by their own name kept at once."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionLimits:
-    """``httpx.Limits`` as a hashable value (httpx's compares its numbers but cannot be hashed)."""
-
-    max_connections: int | None
-    max_keepalive_connections: int | None
-    keepalive_expiry: float | None
-
-    @classmethod
-    def of(cls, limits: httpx.Limits | None) -> ConnectionLimits | None:
-        """The numbers of ``limits`` (None stays None: the sender's defaults)."""
-        if limits is None:
-            return None
-        return cls(
-            limits.max_connections, limits.max_keepalive_connections, limits.keepalive_expiry
-        )
-
-    def to_httpx(self) -> httpx.Limits:
-        """The same limits as httpx takes them."""
-        return httpx.Limits(
-            max_connections=self.max_connections,
-            max_keepalive_connections=self.max_keepalive_connections,
-            keepalive_expiry=self.keepalive_expiry,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +233,7 @@ class Runtime:
             verify=spec.verify,
             cert=spec.cert,
             http2=spec.http2,
-            limits=None if spec.limits is None else spec.limits.to_httpx(),
+            limits=spec.limits,
         )
         self.pinned: LookupCache[int, Endpoint] = LookupCache(
             spec.refresh, spec.clock, max_entries=PINNED_CACHE_SIZE
@@ -306,6 +282,7 @@ class Runtime:
     # -- running ---------------------------------------------------------------------------------
     async def run(self) -> None:
         """Discovery and (when configured) health checks, until cancelled."""
+        self._probes.reap_on(scheduler())  # probe bodies dropped unclosed: released here
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.refresher.run)

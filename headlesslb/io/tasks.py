@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-__all__ = ["Background", "spawn", "waker"]
+__all__ = ["Background", "scheduler", "spawn"]
 
 log = logging.getLogger("headlesslb.background")
 
@@ -62,18 +62,18 @@ def spawn(name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         task.add_done_callback(_TASKS.discard)
 
 
-def waker(callback: Callable[[], object]) -> Callable[[], object]:
-    """A function running ``callback`` soon on the running event loop (the caller's, now),
-    callable later from any thread, and from a garbage-collector callback: asyncio's
-    ``call_soon_threadsafe`` (asyncio's own finalizer hook for async generators calls it from
-    the garbage collector) or trio's ``TrioToken.run_sync_soon`` (documented safe even from
-    signal handlers). It raises ``RuntimeError`` once the loop is closed or trio's run is
-    over. ``callback`` runs on the loop but in no task: it must not raise."""
+def scheduler() -> Callable[[Callable[[], object]], object]:
+    """The running event loop's way to run a callback on it soon, callable later from any
+    thread, and from a garbage-collector callback: asyncio's ``call_soon_threadsafe`` (asyncio's
+    own finalizer hook for async generators calls it from the garbage collector) or trio's
+    ``TrioToken.run_sync_soon`` (documented safe even from signal handlers). It raises
+    ``RuntimeError`` once the loop is closed or trio's run is over. A callback runs on the loop
+    but in no task: it must not raise."""
     if _on_trio():
         import trio
 
-        return functools.partial(trio.lowlevel.current_trio_token().run_sync_soon, callback)
-    return functools.partial(asyncio.get_running_loop().call_soon_threadsafe, callback)
+        return trio.lowlevel.current_trio_token().run_sync_soon
+    return asyncio.get_running_loop().call_soon_threadsafe
 
 
 class Background:

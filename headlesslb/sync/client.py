@@ -1,9 +1,6 @@
-"""``headlesslb.sync.HeadlessClient``: an ``httpx.Client`` balanced over a headless Service.
+"""``HeadlessClient``: an ``httpx.Client`` balanced over a headless Service, in one object."""
 
-The blocking twin of :class:`headlesslb.HeadlessClient`, for Flask, Django, Celery and scripts:
-same arguments, routing, failure handling, health checks, fallback, report and ``endpoints()``.
-One client is shared safely by every thread of a process and survives ``fork()``.
-"""
+# Generated from headlesslb/aio/client.py by tools/unasync.py: edit that file, not this one.
 
 from __future__ import annotations
 
@@ -15,28 +12,27 @@ from typing import Literal
 import httpx
 from typing_extensions import Unpack
 
-from ..clientbase import ClientBase
-from ..errors import NotStarted
-from ..options import BodyRequestArgs, ClientOptions, RequestArgs, client_settings
-from .transport import HeadlessTransport
+from headlesslb.clientbase import ClientBase
+from headlesslb.errors import NotStarted
+from headlesslb.options import BodyRequestArgs, ClientOptions, RequestArgs, client_settings
+from headlesslb.sync.transport import HeadlessTransport
 
 __all__ = ["HeadlessClient"]
 
 
 class HeadlessClient(ClientBase):
-    """Balanced, blocking HTTP over the Pods of a headless Service::
+    """Balanced HTTP over the Pods of a headless Service::
 
-        from headlesslb.sync import HeadlessClient
+        with HeadlessClient("web-hl", port="http", fallback="web-lb") as client:
+            r = client.get("/items/42")                  # balanced over Pods
+            r = client.get("/items/42", key="user-42")   # same key, same Pod
+            r = client.post("/write", json=doc, ordinal=0)  # pinned to web-0
 
-        client = HeadlessClient("web-hl", port="http", fallback="web-lb")  # module level is fine
-        r = client.get("/items/42")                    # balanced over Pods
-        r = client.get("/items/42", key="user-42")     # same key, same Pod
-        r = client.post("/write", json=doc, ordinal=0) # pinned to web-0
-        client.close()                                 # from any thread
-
-    Discovery starts on ``with`` or on the first request (which waits for the first DNS answer)
-    and runs in one background thread until :meth:`close`. The keyword arguments are
-    :class:`~headlesslb.options.ClientOptions`, as for the async client.
+    Discovery starts on entering, on :meth:`open`, or on the first request (which waits for the
+    first DNS answer), and runs until the client is closed, from anywhere: leaving the block,
+    or :meth:`close`. Nothing outlives it. The keyword arguments are
+    :class:`~headlesslb.options.ClientOptions`: those of :class:`HeadlessTransport`, plus
+    ``timeout``, ``headers`` and ``follow_redirects`` for the underlying ``httpx.Client``.
     """
 
     def __init__(self, service: str, **options: Unpack[ClientOptions]) -> None:
@@ -51,8 +47,21 @@ class HeadlessClient(ClientBase):
         self._state: Literal["open", "closed"] = "open"
 
     def __enter__(self) -> HeadlessClient:
+        return self.open()
+
+    def open(self) -> HeadlessClient:
+        """Start discovery now rather than on the first request, for a client that lives beyond
+        one block (a module-level client, an app's lifespan); close it with :meth:`close`.
+        Calling it again, from anywhere, does nothing::
+
+            client = HeadlessClient("web-hl", port="http")
+
+            def handler() -> None:
+                client.open()
+                r = client.get("/items/42")
+        """
         self._check_open()
-        self.transport.__enter__()  # start discovery now rather than on the first request
+        self.transport.start()
         return self
 
     def __exit__(
@@ -64,15 +73,24 @@ class HeadlessClient(ClientBase):
         self.close()
 
     def close(self) -> None:
-        """Stop discovery and close all connections; safe from any thread, and twice."""
-        if self._state == "open":
-            self._state = "closed"
-            self.http.close()
+        """Stop discovery and close all connections (what leaving the block does); safe from
+        anywhere, and twice."""
+        self._state = "closed"
+        self.http.close()
 
+    # A timeout argument, as readiness probes (and redis-py's ping) take one, rather than a
+    # time limit around the call: with one, the caller could not tell a timeout from a reason.
     def wait_ready(self, timeout: float | None = None) -> None:
         """Return once some Pod may take requests, or raise why none may: a readiness probe
-        (:meth:`HeadlessTransport.wait_ready`, each reason a
-        :class:`~headlesslb.errors.NotReady`). Starts discovery if it was not started yet."""
+        (:meth:`HeadlessTransport.wait_ready`: NXDOMAIN, an empty answer, DNS unreachable, no
+        Pod passed its health check, or ``timeout`` passed, each a
+        :class:`~headlesslb.errors.NotReady`). Starts discovery if it was not started yet::
+
+            try:
+                client.wait_ready(timeout=2)
+            except headlesslb.NotReady as exc:
+                return Response(str(exc), status_code=503)
+        """
         self._check_open()
         self.transport.wait_ready(timeout)
 
@@ -89,6 +107,8 @@ class HeadlessClient(ClientBase):
         self._check_open()
         follow = kwargs.pop("follow_redirects", httpx.USE_CLIENT_DEFAULT)
         auth = kwargs.pop("auth", httpx.USE_CLIENT_DEFAULT)
+        # The whole body is read anyway: reading it inside the transport lets a connection lost
+        # mid-body be retried on another Pod like any other failure.
         request = self.build_request(method, url, read_body=True, **kwargs)
         try:
             return self.http.send(request, auth=auth, follow_redirects=follow)
@@ -100,7 +120,7 @@ class HeadlessClient(ClientBase):
     def stream(
         self, method: str, url: httpx.URL | str, **kwargs: Unpack[BodyRequestArgs]
     ) -> Iterator[httpx.Response]:
-        """Like :meth:`request`, with the body read as you iterate it (``with``)."""
+        """Like :meth:`request`, with the body read as you iterate it, inside the block."""
         self._check_open()
         follow = kwargs.pop("follow_redirects", httpx.USE_CLIENT_DEFAULT)
         auth = kwargs.pop("auth", httpx.USE_CLIENT_DEFAULT)

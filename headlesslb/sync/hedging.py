@@ -20,11 +20,11 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from ..core import forksafe
 from ..core.call import HEDGE_DUE, Call, Send, Settled
 from ..errors import ClientClosed
-from ..io.sender import Answer
 from .network import CancelToken, cancellable
 
 __all__ = ["HedgeRunner"]
@@ -32,7 +32,8 @@ __all__ = ["HedgeRunner"]
 _WORKERS = 32
 """Attempts racing at once across the client; more wait for a worker."""
 
-Result = Answer | BaseException
+A = TypeVar("A", bound=tuple[Any, Any])
+"""An attempt's answer: a response (closed unread when it loses) and its verdict."""
 
 
 class HedgeRunner:
@@ -52,13 +53,13 @@ class HedgeRunner:
                 self._executor = ThreadPoolExecutor(_WORKERS, "headlesslb-hedge")
             return self._executor
 
-    def race(self, call: Call, step: Send, send: Callable[[Send], Answer]) -> Answer:
+    def race(self, call: Call, step: Send, send: Callable[[Send], A]) -> A:
         """``step``, and a hedge if the core sends one when ``step.hedge_after`` passes
         (``HEDGE_DUE``); the first to finish wins (its response and verdict, or its transport
         error raised), and the core, told which (``Settled``), records the other."""
         assert step.hedge_after is not None
         executor = self._pool()
-        results: queue.SimpleQueue[tuple[Send, Result]] = queue.SimpleQueue()
+        results: queue.SimpleQueue[tuple[Send, A | BaseException]] = queue.SimpleQueue()
         lock = threading.Lock()
         settled = False
         tokens: list[tuple[Send, CancelToken]] = []
@@ -66,7 +67,7 @@ class HedgeRunner:
         def run(attempt: Send, token: CancelToken) -> None:
             try:
                 with cancellable(token):
-                    result: Result = send(attempt)
+                    result: A | BaseException = send(attempt)
             except BaseException as exc:  # handed to the waiting thread, never lost
                 result = exc
             with lock:
@@ -120,7 +121,7 @@ class HedgeRunner:
         self._executor = None
 
 
-def _drop(result: Result) -> None:
+def _drop(result: tuple[Any, Any] | BaseException) -> None:
     if not isinstance(result, BaseException):
         response, _ = result
         response.close()  # unread: its connection is closed, not reused half-read

@@ -11,6 +11,10 @@ is httpcore's blocking backend remembering the streams it opens, so that:
 
 An HTTP/2 connection is shared by requests of other threads, so its socket is never shut for one
 of them (that attempt runs on to its answer or its timeout).
+
+One class serves httpcore and httpcore2 alike: :class:`Network` is made for the module it
+wraps (``Network(httpcore)``), whose blocking backend it uses and whose errors it raises, and
+the pools take it as duck-typed backends (they only call its methods).
 """
 
 from __future__ import annotations
@@ -22,9 +26,8 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
-
-import httpcore
+from types import ModuleType
+from typing import Any, Protocol
 
 from ..core import forksafe
 
@@ -56,7 +59,7 @@ class CancelToken:
         if sock is not None:
             _shut(sock)
 
-    def _enter(self, sock: socket.socket | None, error: type[httpcore.NetworkError]) -> None:
+    def _enter(self, sock: socket.socket | None, error: type[Exception]) -> None:
         with self._lock:
             if self._cancelled:
                 raise error("the attempt was cancelled (a hedge won)")
@@ -65,6 +68,25 @@ class CancelToken:
     def _leave(self) -> None:
         with self._lock:
             self._sock = None
+
+
+class _Inner(Protocol):
+    """The library's own blocking stream (httpcore's or httpcore2's), as wrapped here."""
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes: ...
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> Any: ...
+
+    def get_extra_info(self, info: str) -> Any: ...
 
 
 _local = threading.local()
@@ -105,20 +127,19 @@ def _shut(sock: socket.socket) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-class _Stream(httpcore.NetworkStream):
+class _Stream:
     """httpcore's stream, with reads and writes stoppable by the calling thread's
     :class:`CancelToken`. While no thread of the process is inside :func:`cancellable` (no
     hedge in flight) the cost is one list read per call, else one thread-local lookup. An
     HTTP/2 connection is shared by requests of other threads, so its socket is never shut for
     one of them (its attempt runs on, as before)."""
 
-    __slots__ = ("_inner", "_network", "_shared", "_sock", "close", "get_extra_info")
+    __slots__ = ("__weakref__", "_inner", "_network", "_shared", "_sock", "close", "get_extra_info")
 
-    # Instance attributes where httpcore's base class has methods (mypy sees an override).
     close: Callable[[], None]
-    get_extra_info: Callable[[str], Any]  # type: ignore[assignment]
+    get_extra_info: Callable[[str], Any]
 
-    def __init__(self, network: Network, inner: httpcore.NetworkStream) -> None:
+    def __init__(self, network: Network, inner: _Inner) -> None:
         self._network = network
         self._inner = inner
         # The inner stream's own methods, not wrappers: httpcore asks every pooled connection
@@ -134,7 +155,7 @@ class _Stream(httpcore.NetworkStream):
         token: CancelToken | None = getattr(_local, "token", None) if _armed[0] else None
         if token is None or self._shared:
             return self._inner.read(max_bytes, timeout)
-        token._enter(self._sock, httpcore.ReadError)
+        token._enter(self._sock, self._network.errors.ReadError)
         try:
             return self._inner.read(max_bytes, timeout)
         finally:
@@ -146,7 +167,7 @@ class _Stream(httpcore.NetworkStream):
         token: CancelToken | None = getattr(_local, "token", None) if _armed[0] else None
         if token is None or self._shared:
             return self._inner.write(buffer, timeout)
-        token._enter(self._sock, httpcore.WriteError)
+        token._enter(self._sock, self._network.errors.WriteError)
         try:
             return self._inner.write(buffer, timeout)
         finally:
@@ -157,12 +178,12 @@ class _Stream(httpcore.NetworkStream):
         ssl_context: ssl.SSLContext,
         server_hostname: str | None = None,
         timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
+    ) -> _Stream:
         # TLS replaces the socket object: note the new stream too.
         return self._network._note(self._inner.start_tls(ssl_context, server_hostname, timeout))
 
 
-class Network(httpcore.NetworkBackend):
+class Network:
     """httpcore's blocking backend, remembering the streams it opens so that :meth:`shutdown`
     can wake the threads blocked on them. Closing a socket does not wake a thread blocked
     reading it (Linux): a request in flight when the client was closed waited for the Pod's
@@ -173,8 +194,10 @@ class Network(httpcore.NetworkBackend):
     thread it was set in: the loser of a hedged race.
     """
 
-    def __init__(self) -> None:
-        self._backend = httpcore.SyncBackend()
+    def __init__(self, core: ModuleType) -> None:
+        self.errors = core
+        """The wrapped library (httpcore or httpcore2), whose errors a cancelled attempt raises."""
+        self._backend = core.SyncBackend()
         self._lock = threading.Lock()
         self._streams: weakref.WeakSet[_Stream] = weakref.WeakSet()
         self._shut = False
@@ -186,26 +209,26 @@ class Network(httpcore.NetworkBackend):
         timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
+    ) -> _Stream:
         token: CancelToken | None = getattr(_local, "token", None) if _armed[0] else None
         if self._shut or (token is not None and token.cancelled):
-            raise httpcore.ConnectError("the client was closed or the attempt cancelled")
+            raise self.errors.ConnectError("the client was closed or the attempt cancelled")
         stream = self._note(
             self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
         )
         if token is not None and token.cancelled:  # cancelled while connecting
             stream.close()
-            raise httpcore.ConnectError("the attempt was cancelled (a hedge won)")
+            raise self.errors.ConnectError("the attempt was cancelled (a hedge won)")
         return stream
 
-    def _note(self, inner: httpcore.NetworkStream) -> _Stream:
+    def _note(self, inner: Any) -> _Stream:
         stream = _Stream(self, inner)
         with self._lock:
             if not self._shut:
                 self._streams.add(stream)
                 return stream
         inner.close()
-        raise httpcore.ConnectError("the client was closed: no new connection is opened")
+        raise self.errors.ConnectError("the client was closed: no new connection is opened")
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)

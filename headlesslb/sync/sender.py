@@ -1,52 +1,61 @@
-"""Sending one attempt to one address, blocking: the sync twin of :mod:`headlesslb.io.sender`.
+"""Sending one attempt to one address, for the shell of this module's flavour (its mode's own
+primitives come from :mod:`headlesslb.sync.concurrency`).
 
-One httpcore ``ConnectionPool`` per Pod address, shared by every thread of the process; requests
-in flight are counted per address (under a lock), so the connections of a Pod that left DNS close
-as soon as its last request ends. A body dropped unclosed is released by the runtime's thread
-once the garbage collector finds it (:class:`~headlesslb.io.sender.Reaper`). After ``fork()``
-the child forgets the parent's pools and bodies without touching their sockets (closing them
-would shut the parent's connections down, TLS included).
+:class:`PodSender` sends straight to an ``ip:port`` while the request keeps its Host header, with
+one httpcore connection pool per address; it counts the requests in flight per address, so the
+connections of a Pod that left DNS close as soon as its last request ends, however long that took.
+An attempt's response is judged once, at header time (:func:`~headlesslb.io.bodies.answered`):
+the sender hands the verdict to the shell, for the call core, and its body reports the
+verdict's outcome to the pool exactly once, when it ends (:mod:`headlesslb.io.bodies`).
+:class:`TransportSender` sends through a user's httpx transport instead (``pod_transport=``:
+``httpx.MockTransport``, respx), for tests with no sockets behind the balancer.
 """
+
+# Generated from headlesslb/io/sender.py by tools/unasync.py: edit that file, not this one.
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import ssl
-from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeAlias
 
 import httpcore
 import httpx
 
-from ..core import forksafe
-from ..core.call import Send
-from ..core.events import EventHub
-from ..core.pool import Attempt, Outcome
-from ..core.retry import ANSWERED, RetryPolicy
-from ..errors import ClientClosed
-from ..io.outcomes import classify, httpx_error
-from ..io.sender import (
+from headlesslb.core.call import Send
+from headlesslb.core.events import EventHub
+from headlesslb.core.limits import DEFAULT_LIMITS, ConnectionLimits
+from headlesslb.core.pool import Attempt, Outcome
+from headlesslb.core.retry import ANSWERED, RetryPolicy, Verdict
+from headlesslb.errors import ClientClosed
+from headlesslb.io.bodies import (
     Abandoned,
-    Answer,
+    Address,
     Reaper,
-    ReportingBody,
     answered,
-    pod_request,
+    attempt_extensions,
     report_attempt,
-    transport_answer,
-    transport_request,
 )
-from ..io.tls import tls_context
-from .network import Network
+from headlesslb.io.outcomes import classify, httpx_error
+from headlesslb.io.tls import tls_context
+from headlesslb.sync.concurrency import (
+    forget,
+    new_lock,
+    new_network,
+    release_later,
+    shut_network,
+)
 
-__all__ = ["SyncPodSender", "SyncSender", "SyncTransportSender"]
+__all__ = ["Answer", "PodSender", "SyncSender", "TransportSender"]
 
-Address = tuple[str, int]
+Answer: TypeAlias = tuple[httpx.Response, Verdict]
+"""An attempt's response and its verdict, made by the sender at header time."""
 
 
 class SyncSender(Protocol):
-    """What the sync shell sends attempts with."""
+    """What the shell sends attempts with."""
 
     def send_attempt(
         self,
@@ -81,9 +90,10 @@ class SyncSender(Protocol):
         """Close connections to addresses not in ``keep`` once they are idle."""
         ...
 
-    def reap_on(self, call_soon: Callable[[Callable[[], object]], None]) -> None:
-        """Release bodies dropped unclosed on the thread ``call_soon`` hands callbacks to (the
-        runtime's: ``call_soon`` must be safe from any thread and from the garbage collector)."""
+    def reap_on(self, call_soon: Callable[[Callable[[], object]], object]) -> None:
+        """Release bodies dropped unclosed where ``call_soon`` runs callbacks (the shell's
+        loop, or its runtime's thread): ``call_soon`` must be safe from any thread and from the
+        garbage collector."""
         ...
 
     def close(self) -> None:
@@ -91,8 +101,62 @@ class SyncSender(Protocol):
         ...
 
 
-class SyncPodSender:
-    """Blocking sends straight to ``ip:port`` addresses, one connection pool per address."""
+def pod_request(
+    request: httpx.Request,
+    host: str,
+    port: int,
+    scheme: bytes,
+    sni: str | None,
+    headers: list[tuple[bytes, bytes]] | None,
+    timeout: float | None,
+) -> httpcore.Request:
+    """The httpcore request for one attempt: aimed at ``host:port`` over ``scheme`` (the
+    client's configuration, never the URL's), Host header and path kept. Building it directly
+    skips httpx's URL rebuild, most of a naive rewriting transport's overhead."""
+    return httpcore.Request(
+        method=request.method,
+        url=httpcore.URL(scheme=scheme, host=host, port=port, target=request.url.raw_path),
+        headers=headers if headers is not None else request.headers.raw,
+        content=request.stream,
+        extensions=(
+            request.extensions  # the usual case (plain http, no per-try timeout): no call
+            if sni is None and timeout is None
+            else attempt_extensions(request.extensions, sni, timeout)
+        ),
+    )
+
+
+def transport_request(
+    request: httpx.Request,
+    host: str,
+    port: int,
+    scheme: bytes,
+    sni: str | None,
+    headers: list[tuple[bytes, bytes]] | None,
+    timeout: float | None,
+) -> httpx.Request:
+    """The httpx request a ``pod_transport`` gets for one attempt: ``scheme://host:port`` with
+    the request's path, its Host header naming the Service."""
+    return httpx.Request(
+        request.method,
+        httpx.URL(scheme=scheme.decode(), host=host, port=port, path="/").copy_with(
+            raw_path=request.url.raw_path
+        ),
+        headers=headers if headers is not None else request.headers.raw,
+        stream=request.stream,
+        extensions=attempt_extensions(request.extensions, sni, timeout),
+    )
+
+
+class PodSender:
+    """Sends requests straight to ``ip:port`` addresses, one httpcore connection pool per address.
+
+    A pool per Pod, rather than one shared pool, keeps httpcore's per-request pool bookkeeping
+    proportional to one Pod's connections instead of all of them (it walks every connection,
+    twice per request). After ``fork()`` a child forgets the parent's pools and bodies without
+    touching their sockets (closing them would shut the parent's connections down, TLS
+    included).
+    """
 
     def __init__(
         self,
@@ -100,23 +164,23 @@ class SyncPodSender:
         verify: ssl.SSLContext | str | bool = True,
         cert: Any = None,
         http2: bool = False,
-        limits: httpx.Limits | None = None,
+        limits: ConnectionLimits | None = None,
         events: EventHub | None = None,
     ) -> None:
-        self._ssl_context = tls_context(verify, cert)
+        self._ssl_context = tls_context(verify, cert, httpx.create_ssl_context)
         self._http2 = http2
-        self._limits = limits or httpx.Limits(
-            max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
-        )
+        self._limits = limits or DEFAULT_LIMITS
         self._reaper = Reaper(events)
-        """Bodies dropped unclosed, released on the runtime's thread (:meth:`reap_on`)."""
-        self._lock = forksafe.lock(self)
-        self._network = Network()
+        """Bodies dropped unclosed, released by the shell's owner (:meth:`reap_on`)."""
+        self._lock = new_lock(self)
+        self._network = new_network(httpcore)
         self._pools: dict[Address, httpcore.ConnectionPool] = {}
         self._active: dict[Address, int] = {}
+        """Requests in flight per address, from the send until the response is closed."""
         self._departed: set[Address] = set()
+        """Addresses whose pool closes as soon as nothing is in flight there."""
         self._closed = False
-        forksafe.forget(self, SyncPodSender._forget)
+        forget(self, PodSender._forget)
 
     def _new_pool(self, address: Address) -> httpcore.ConnectionPool:
         """The first request to ``address``: its connection pool (under the lock)."""
@@ -165,9 +229,9 @@ class SyncPodSender:
         headers: list[tuple[bytes, bytes]] | None = None,
         connect_timeout: float | None = None,
     ) -> httpx.Response:
-        """Send ``request`` to ``host:port`` with no attempt to report (the fallback; see
-        :meth:`headlesslb.io.sender.PodSender.send_to`); ``connect_timeout`` caps every timeout
-        of the attempt (a blocking send cannot be cancelled from outside)."""
+        """Send ``request`` to ``host:port`` with no attempt to report (health probes, the
+        fallback); ``sni`` is the name TLS verifies (https only); ``connect_timeout`` caps every
+        timeout of the request."""
         response, _ = self._send(request, host, port, scheme, sni, headers, connect_timeout, None)
         return response
 
@@ -179,20 +243,10 @@ class SyncPodSender:
         scheme: bytes,
         sni: str | None,
         headers: list[tuple[bytes, bytes]] | None,
-        connect_timeout: float | None,
+        limit: float | None,
         attempt: Attempt | None,
     ) -> tuple[httpx.Response, _PodStream]:
-        core_request = pod_request(
-            request,
-            host,
-            port,
-            scheme=scheme,
-            sni=sni,
-            headers=headers,
-            connect_timeout=None,
-        )
-        if connect_timeout is not None:
-            core_request.extensions = _capped(core_request.extensions, connect_timeout)
+        core_request = pod_request(request, host, port, scheme, sni, headers, limit)
         address = (host, port)
         with self._lock:  # counted in until the body closes (_release)
             pool = self._pools.get(address)
@@ -200,6 +254,8 @@ class SyncPodSender:
                 pool = self._new_pool(address)
             active = self._active
             active[address] = active.get(address, 0) + 1
+        # Errors are mapped in except clauses, free until one is raised: a with block would
+        # cost two calls per use, and every request sends once and reads and closes one body.
         try:
             core_response = pool.handle_request(core_request)
         except BaseException as exc:
@@ -218,45 +274,51 @@ class SyncPodSender:
         return response, body
 
     def _release(self, address: Address) -> None:
+        pool = self._leave(address)
+        if pool is not None:
+            _close(pool)
+
+    def _leave(self, address: Address) -> httpcore.ConnectionPool | None:
+        """Count a request out of ``address``: the pool to close now, when it was the last one
+        there and the address has departed (taken out at once: nothing new goes to it)."""
         with self._lock:
             left = self._active.get(address, 1) - 1
             if left > 0:
                 self._active[address] = left
-                return
+                return None
             self._active.pop(address, None)
-            pool = self._pools.pop(address, None) if address in self._departed else None
+            if address not in self._departed:
+                return None
             self._departed.discard(address)
-        if pool is not None:
-            with contextlib.suppress(Exception):
-                pool.close()
+            return self._pools.pop(address, None)
 
-    def reap_on(self, call_soon: Callable[[Callable[[], object]], None]) -> None:
-        """Release bodies dropped unclosed on the thread ``call_soon`` hands callbacks to (the
-        transport's runtime thread, set when the transport starts)."""
+    def reap_on(self, call_soon: Callable[[Callable[[], object]], object]) -> None:
+        """Release bodies dropped unclosed where ``call_soon`` runs callbacks (the shell's
+        loop, or its runtime's thread)."""
         self._reaper.wake = functools.partial(call_soon, self._reap)
 
     def _reap(self) -> None:
         self._reaper.reap(self._release_abandoned)
 
     def _release_abandoned(self, record: Abandoned) -> None:
-        # Here, on the runtime's thread, not in the garbage collector's context: closing takes
-        # httpcore's pool lock (not reentrant) and the count ours. httpcore closes a connection
-        # whose response was not read to the end: it never goes back to the pool half-read.
-        with contextlib.suppress(Exception):  # a socket that fails to close is closed anyway
-            record.inner.close()
+        # Here, where the owner runs callbacks, not in the garbage collector's context: closing
+        # takes httpcore's pool lock (not reentrant) and the count ours. The count drops now
+        # (least-request sees it at once, and a departed pool is taken out of use now); the
+        # closing follows (on a loop, a task: it awaits). httpcore closes a connection whose
+        # response was not read to the end: it never goes back to the pool half-read.
         assert record.address is not None
-        self._release(record.address)
+        pool = self._leave(record.address)
+        release_later(functools.partial(_discard, record.inner, pool))
 
     def retire(self, keep: set[Address]) -> None:
         """Close the connections of every address not in ``keep``: now if nothing is in flight
-        there, else as soon as its last response is closed."""
+        there, else as soon as its last response is closed. Addresses in ``keep`` stay."""
         with self._lock:
-            self._departed = {a for a in self._pools if a not in keep}
-            idle = [self._pools.pop(a) for a in list(self._departed) if a not in self._active]
-            self._departed = {a for a in self._departed if a in self._pools}
+            departed = {a for a in self._pools if a not in keep}
+            idle = [self._pools.pop(a) for a in departed if a not in self._active]
+            self._departed = {a for a in departed if a in self._pools}
         for pool in idle:
-            with contextlib.suppress(Exception):
-                pool.close()
+            _close(pool)
 
     @property
     def addresses(self) -> set[Address]:
@@ -267,7 +329,7 @@ class SyncPodSender:
     def _forget(self) -> None:
         """In a forked child: drop the parent's pools unclosed (closing would shut the parent's
         connections down, TLS included), start afresh."""
-        self._network = Network()  # the parent's streams are never shut down from here
+        self._network = new_network(httpcore)  # the parent's streams are never shut from here
         self._pools = {}
         self._active = {}
         self._departed = set()
@@ -283,24 +345,30 @@ class SyncPodSender:
             self._closed = True
             pools, self._pools = list(self._pools.values()), {}
             self._departed.clear()
-        self._network.shutdown()
+        shut_network(self._network)
         for pool in pools:
-            with contextlib.suppress(Exception):
-                pool.close()
+            _close(pool)
 
 
-def _capped(extensions: MutableMapping[str, Any], seconds: float) -> dict[str, Any]:
-    timeouts = dict(extensions.get("timeout") or {})
-    for phase in ("connect", "read", "write", "pool"):
-        current = timeouts.get(phase)
-        timeouts[phase] = seconds if current is None else min(current, seconds)
-    return {**extensions, "timeout": timeouts}
+def _close(closable: Any) -> None:
+    with contextlib.suppress(Exception):  # a socket that fails to close is closed anyway
+        closable.close()
+
+
+def _discard(inner: Any, pool: httpcore.ConnectionPool | None) -> None:
+    """Close an abandoned body's stream (httpcore closes a connection whose response was not
+    read to the end: it is never reused) and, when that was its departed Pod's last request,
+    the Pod's pool."""
+    _close(inner)
+    if pool is not None:
+        _close(pool)
 
 
 class _PodStream(httpx.SyncByteStream):
-    """A blocking response body: errors mapped, the request counted until close, the attempt's
-    outcome (its verdict's) reported exactly once when the body ends (or, dropped unclosed, as
-    cancelled once the garbage collector finds it: :class:`~headlesslb.io.sender.Reaper`)."""
+    """A response body from httpcore: errors mapped to httpx's, the request counted until close,
+    and the attempt's outcome (its verdict's) reported exactly once, when the body ends (or,
+    dropped unclosed, as cancelled once the garbage collector finds it:
+    :class:`~headlesslb.io.bodies.Reaper`)."""
 
     __slots__ = (
         "_address",
@@ -315,14 +383,14 @@ class _PodStream(httpx.SyncByteStream):
 
     def __init__(
         self,
-        sender: SyncPodSender,
+        sender: PodSender,
         address: Address,
         inner: Any,
         attempt: Attempt | None,
         request: httpx.Request,
     ) -> None:
         self._sender = sender
-        self._reaper = sender._reaper  # its own, not a forked child's (SyncPodSender._forget)
+        self._reaper = sender._reaper  # its own, not a forked child's (PodSender._forget)
         self._address = address
         self._inner = inner
         self._attempt = attempt
@@ -331,14 +399,13 @@ class _PodStream(httpx.SyncByteStream):
         self.verdict = ANSWERED
         """What the response means, set by the sender once judged (with no attempt, unused)."""
 
-    # As the async body's: only Reaper.abandoned runs here; the runtime thread releases it.
+    # __del__, not weakref.finalize: nothing to make or detach per response, one flag read when
+    # a closed body goes. Only Reaper.abandoned runs here (see Reaper for why).
     def __del__(self) -> None:
         if self._open:
             self._open = False
             self._reaper.abandoned(self._inner, self._attempt, self._request, self._address)
 
-    # Errors are mapped in except clauses, free until one is raised: a with block would cost
-    # two calls per use, and every request reads and closes one body.
     def __iter__(self) -> Iterator[bytes]:
         try:
             yield from self._inner
@@ -369,9 +436,10 @@ class _PodStream(httpx.SyncByteStream):
             self._sender._release(self._address)
 
 
-class SyncTransportSender:
-    """Sends each attempt through a blocking httpx transport (``pod_transport=``), as a request
-    for ``http(s)://<ip>:<port>/<path>`` carrying the Service's Host header."""
+class TransportSender:
+    """Sends each attempt through an httpx transport (``pod_transport=``), as a request for
+    ``http(s)://<ip>:<port>/<path>`` carrying the Service's Host header: mock the Pods behind the
+    balancer with ``httpx.MockTransport`` or respx, no sockets involved."""
 
     def __init__(self, transport: httpx.BaseTransport, events: EventHub | None = None) -> None:
         self._transport = transport
@@ -389,7 +457,8 @@ class SyncTransportSender:
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> Answer:
         """Send the attempt ``step`` through the transport: the response and its verdict by
-        ``policy``, whose outcome the body reports to the pool attempt when it ends."""
+        ``policy``, whose outcome the body reports to the pool attempt when it ends (a body
+        read already, built with ``content=``/``json=``, reports it now)."""
         endpoint = step.state.endpoint
         response = self.send_to(
             request,
@@ -400,12 +469,15 @@ class SyncTransportSender:
             headers=headers,
             connect_timeout=step.timeout,
         )
-        return transport_answer(
-            response,
-            step.attempt,
-            policy,
-            functools.partial(_ReportingStream, reaper=self._reaper, request=request),
-        )
+        attempt = step.attempt
+        verdict = answered(response, attempt, policy)
+        if response.is_closed:
+            report_attempt(attempt, verdict.outcome)
+        else:
+            response.stream = _ReportingStream(
+                response.stream, attempt, verdict, reaper=self._reaper, request=request
+            )
+        return response, verdict
 
     def send_to(
         self,
@@ -427,12 +499,12 @@ class SyncTransportSender:
     def retire(self, keep: set[Address]) -> None:
         """Nothing to close: the transport owns its connections."""
 
-    def reap_on(self, call_soon: Callable[[Callable[[], object]], None]) -> None:
-        """Release bodies dropped unclosed on the thread ``call_soon`` hands callbacks to."""
+    def reap_on(self, call_soon: Callable[[Callable[[], object]], object]) -> None:
+        """Release bodies dropped unclosed where ``call_soon`` runs callbacks."""
         self._reaper.wake = functools.partial(call_soon, self._reap)
 
     def _reap(self) -> None:
-        self._reaper.reap(_close_inner)
+        self._reaper.reap(_discard_later)
 
     def close(self) -> None:
         """Close the transport; nothing is sent afterwards."""
@@ -440,12 +512,35 @@ class SyncTransportSender:
         self._transport.close()
 
 
-def _close_inner(record: Abandoned) -> None:
-    record.inner.close()
+def _discard_later(record: Abandoned) -> None:
+    release_later(functools.partial(_discard, record.inner, None))
 
 
-class _ReportingStream(ReportingBody, httpx.SyncByteStream):
-    """A blocking ``pod_transport`` body (see :class:`~headlesslb.io.sender.ReportingBody`)."""
+class _ReportingStream(httpx.SyncByteStream):
+    """A body from a user's transport (``pod_transport=``) that reports its attempt's verdict
+    when it ends, or, dropped unclosed, is handed to ``reaper`` when the garbage collector finds
+    it (reported as cancelled, closed by the sender's owner)."""
+
+    def __init__(
+        self,
+        inner: Any,
+        attempt: Attempt,
+        verdict: Verdict,
+        *,
+        reaper: Reaper,
+        request: httpx.Request,
+    ) -> None:
+        self._inner = inner
+        self._attempt = attempt
+        self._verdict = verdict
+        self._reaper = reaper
+        self._request = request
+        self._open = True
+
+    def __del__(self) -> None:
+        if self._open:
+            self._open = False
+            self._reaper.abandoned(self._inner, self._attempt, self._request, None)
 
     def __iter__(self) -> Iterator[bytes]:
         try:

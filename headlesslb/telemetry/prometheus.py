@@ -7,10 +7,12 @@ pass, and an observer you give to one or more clients::
     client = HeadlessClient("web-hl", observers=[metrics])
 
 It exposes the OpenTelemetry metrics under Prometheus' conventional names (``_seconds``,
-``_total``), each with a ``service`` label:
+``_total``), each prefixed ``headlesslb_`` so that none can clash with an application's own
+(an app's HTTP server or another client library may well export
+``http_client_request_duration_seconds``), each with a ``service`` label:
 
-- ``http_client_request_duration_seconds`` (histogram, the semantic-convention buckets; labels
-  ``method``, ``status_code``, ``error_type``), one observation per attempt;
+- ``headlesslb_http_client_request_duration_seconds`` (histogram, the semantic-convention
+  buckets; labels ``method``, ``status_code``, ``error_type``), one observation per attempt;
 - ``headlesslb_endpoints`` (gauge, label ``state``: healthy, ejected, unhealthy);
 - ``headlesslb_endpoint_attempts_total`` (labels ``endpoint``, ``result``) and
   ``headlesslb_ejections_total`` (label ``endpoint``);
@@ -189,7 +191,7 @@ class PrometheusMetrics(Collector):
 
     def _families(self, *, empty: bool) -> Iterator[Any]:
         duration = HistogramMetricFamily(
-            "http_client_request_duration_seconds",
+            "headlesslb_http_client_request_duration_seconds",
             "Duration of HTTP client requests, one per attempt.",
             labels=("service", "method", "status_code", "error_type"),
         )

@@ -43,6 +43,10 @@ class ClusterError(RuntimeError):
     """An error raised by the local cluster (bad argument, unknown name, child failure)."""
 
 
+# A traceback names the class where it is imported from, not this private module.
+ClusterError.__module__ = "headlesslb.testing"
+
+
 @dataclass(frozen=True)
 class PodInfo:
     """A snapshot of one Pod as the cluster sees it."""

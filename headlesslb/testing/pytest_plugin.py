@@ -1,74 +1,39 @@
-"""pytest fixtures for a LocalCluster (registered through the ``pytest11`` entry point).
+"""pytest fixtures for a LocalCluster, registered in every pytest run by the ``pytest11`` entry
+point (as the module ``headlesslb_pytest``, which imports no headlesslb module until a test
+requests one of these fixtures, so pytest runs that use none pay nothing).
 
 Every name starts with ``headlesslb_`` so it cannot collide with a project's own ``cluster``
 fixtures:
 
 - ``headlesslb_cluster``: a fresh, empty cluster for one test. Configure it with the marker of
   the same name: ``@pytest.mark.headlesslb_cluster(ttl=1, namespace="shop")`` (LocalCluster's
-  arguments; on a test, a class or a module's ``pytestmark``).
+  arguments; on a test, a class or a module's ``pytestmark``). A misspelt argument or marker
+  name is a usage error when the tests are collected.
 - ``headlesslb_cluster_module``: one cluster for a module's tests (the module's marker applies).
 - ``headlesslb_cluster_session``: one cluster for the whole session (per pytest-xdist worker),
   default settings. Tests share it: give workloads names of their own and do not assume it is
   empty.
+
+A project that turns entry-point plugins off (``-p no:headlesslb``,
+``PYTEST_DISABLE_PLUGIN_AUTOLOAD``) lists this module in ``pytest_plugins``.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterator
-from typing import Any
+from headlesslb_pytest import (
+    MARKER,
+    headlesslb_cluster,
+    headlesslb_cluster_module,
+    headlesslb_cluster_session,
+)
 
-import pytest
+# The hooks, for pytest when this module is listed in pytest_plugins (not API).
+from headlesslb_pytest import pytest_collection_modifyitems as pytest_collection_modifyitems
+from headlesslb_pytest import pytest_configure as pytest_configure
 
-from ._cluster import LocalCluster
-
-MARKER = "headlesslb_cluster"
-_ARGUMENTS = frozenset(inspect.signature(LocalCluster).parameters)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Register the marker (``--strict-markers`` projects need it declared)."""
-    config.addinivalue_line(
-        "markers",
-        f"{MARKER}(**kwargs): LocalCluster arguments (ttl, namespace, domain, startup_timeout)"
-        " for the headlesslb_cluster and headlesslb_cluster_module fixtures",
-    )
-
-
-def _cluster_arguments(node: pytest.Item | pytest.Collector) -> dict[str, Any]:
-    marker = node.get_closest_marker(MARKER)
-    if marker is None:
-        return {}
-    if marker.args:
-        raise pytest.UsageError(
-            f"@pytest.mark.{MARKER} takes keyword arguments only ({', '.join(sorted(_ARGUMENTS))})"
-        )
-    unknown = sorted(set(marker.kwargs) - _ARGUMENTS)
-    if unknown:
-        raise pytest.UsageError(
-            f"@pytest.mark.{MARKER}: unknown argument(s) {', '.join(unknown)};"
-            f" LocalCluster takes {', '.join(sorted(_ARGUMENTS))}"
-        )
-    return dict(marker.kwargs)
-
-
-@pytest.fixture
-def headlesslb_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    """A fresh, empty LocalCluster for one test (``@pytest.mark.headlesslb_cluster(...)``
-    configures it), closed afterwards."""
-    with LocalCluster(**_cluster_arguments(request.node)) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def headlesslb_cluster_module(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    """One LocalCluster shared by the tests of a module (tests must not assume it is empty)."""
-    with LocalCluster(**_cluster_arguments(request.node)) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="session")
-def headlesslb_cluster_session() -> Iterator[LocalCluster]:
-    """One LocalCluster for the whole session (per xdist worker), with default settings."""
-    with LocalCluster() as cluster:
-        yield cluster
+__all__ = [
+    "MARKER",
+    "headlesslb_cluster",
+    "headlesslb_cluster_module",
+    "headlesslb_cluster_session",
+]

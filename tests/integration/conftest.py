@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from collections.abc import Iterator
 
@@ -11,27 +12,52 @@ from headlesslb.testing import LocalCluster
 
 from . import helpers
 
+HTTPX2_MODULES = frozenset(
+    {"test_client", "test_close", "test_resilience", "test_routing", "test_tls"}
+)
+"""The modules of the behaviour matrix that also run on the httpx2 clients, async and sync.
+
+Every flavour's shell is generated from the same source by renaming (``tools/unasync.py``), so
+what the httpx2 rows can catch is what differs between the libraries themselves: their
+clients' handling of a transport (entering, closing, streams), their responses and errors
+(failures, retries and fallback: resilience), redirects and URLs (routing) and their TLS
+defaults (tls). The modules left out (overload, observability, hostile DNS, readiness) drive
+the call core, the runtime and discovery, which no flavour changes; they run on the async and
+the sync httpx clients.
+"""
+
+
+HAS_HTTPX2 = importlib.util.find_spec("httpx2") is not None
+"""False only in the minimum-versions run's first step, which installs httpx's lowest versions
+alone (httpx2's need a newer anyio); its second step runs the httpx2 flavour's own tests."""
+
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests marked ``both_clients`` run on the async and on the sync client (the behaviour
-    matrix); ``async_only`` opts a test of such a module out (it tests the async API itself)."""
+    matrix), and in :data:`HTTPX2_MODULES` on the httpx2 ones too; ``async_only`` opts a test of
+    such a module out (it tests the async API itself)."""
     node = metafunc.definition
     if (
         node.get_closest_marker("both_clients")
         and not node.get_closest_marker("async_only")
         and inspect.iscoroutinefunction(metafunc.function)
     ):
+        flavors = ["async", "sync"]
+        if metafunc.module.__name__.rpartition(".")[2] in HTTPX2_MODULES and HAS_HTTPX2:
+            flavors += ["httpx2", "httpx2-sync"]
         metafunc.fixturenames.append("client_flavor")
-        metafunc.parametrize("client_flavor", ["async", "sync"], indirect=True)
+        metafunc.parametrize("client_flavor", flavors, indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The sync client does not care which event loop the test runs: its rows run once."""
+    """Only the async httpx client runs on both event loops: the sync clients do not care
+    which loop the test runs, and the httpx2 client's shell is the httpx one's, renamed."""
     keep, drop = [], []
     for item in items:
         params = getattr(item, "callspec", None)
         values = params.params if params is not None else {}
-        if values.get("client_flavor") == "sync" and values.get("anyio_backend") == "trio":
+        flavor = values.get("client_flavor")
+        if flavor not in (None, "async") and values.get("anyio_backend") == "trio":
             drop.append(item)
         else:
             keep.append(item)

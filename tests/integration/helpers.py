@@ -22,6 +22,16 @@ FLAVOR = {"client": "async"}
 """Which client ``make_client`` builds: set per test by the ``client_flavor`` fixture."""
 
 
+def library() -> Any:
+    """The HTTP library of this row's client (``httpx`` or ``httpx2``): what its own errors are.
+    (httpx2 is imported only by its rows: the minimum-versions run has no httpx2 at first.)"""
+    if FLAVOR["client"].startswith("httpx2"):
+        import httpx2
+
+        return httpx2
+    return httpx
+
+
 def make_client(cluster: LocalCluster, service: str = "web-hl", **kwargs: Any) -> Any:
     """A client aimed at the cluster's DNS, named port ``http``: the async ``HeadlessClient``,
     or, for the sync rows of the behaviour matrix, the sync one behind :class:`SyncAsAsync`."""
@@ -29,8 +39,17 @@ def make_client(cluster: LocalCluster, service: str = "web-hl", **kwargs: Any) -
     kwargs.setdefault("namespace", cluster.namespace)
     kwargs.setdefault("cluster_domain", cluster.domain)
     kwargs.setdefault("nameservers", [cluster.nameserver])
-    if FLAVOR["client"] == "sync":
+    flavor = FLAVOR["client"]
+    if flavor == "sync":
         return SyncAsAsync(headlesslb.sync.HeadlessClient(service, **kwargs))
+    if flavor == "httpx2":
+        from headlesslb.httpx2 import HeadlessClient as Httpx2Client
+
+        return Httpx2Client(service, **kwargs)
+    if flavor == "httpx2-sync":
+        from headlesslb.httpx2.sync import HeadlessClient as Httpx2SyncClient
+
+        return SyncAsAsync(Httpx2SyncClient(service, **kwargs))
     return HeadlessClient(service, **kwargs)
 
 
@@ -51,7 +70,7 @@ class _OnPortal:
         if inspect.iscoroutinefunction(value):
 
             async def on_portal(*args: Any, **kwargs: Any) -> Any:
-                portal = self._transport._portal
+                portal = self._transport._host._portal
                 assert portal is not None, "the sync transport is not running"
                 return await _in_thread(portal.call, functools.partial(value, *args, **kwargs))
 

@@ -62,7 +62,7 @@ async def test_srv_too_big_falls_back_to_a_records_and_says_so_once(
 def test_the_sync_client_discovers_a_big_service_too(big: LocalCluster) -> None:
     transport = headlesslb.sync.HeadlessTransport("big-hl", port="http", **options(big))  # type: ignore[arg-type]
     with transport:
-        portal = transport._portal
+        portal = transport._host._portal
         assert portal is not None
         portal.call(transport.refresher.wait_ready)
         assert len(transport.pool.snapshot.members) == 1200

@@ -208,6 +208,7 @@ async def test_no_nameserver_at_start(cluster: LocalCluster, with_fallback: bool
                     await client.get("/")
 
 
+@pytest.mark.async_only  # the async httpx transport in a plain httpx.AsyncClient
 async def test_plain_httpx_client_with_the_transport(cluster: LocalCluster) -> None:
     transport = HeadlessTransport(
         "web-hl", port="http", nameservers=[cluster.nameserver], namespace="default"
@@ -235,10 +236,16 @@ async def test_leaving_the_context_leaves_no_task_or_socket(cluster: LocalCluste
         await client.get("/")
 
 
-@pytest.mark.async_only  # NotStarted outside `async with`: the async API itself
+@pytest.mark.async_only  # a client never entered: the async API itself
 async def test_client_used_outside_async_with(cluster: LocalCluster) -> None:
+    # As the sync client, and as an SDK's httpx client: the first request starts discovery.
     client = make_client(cluster)
-    with pytest.raises(NotStarted, match="not opened"):
+    assert not client.transport.running
+    assert (await client.get("/")).status_code == 200
+    assert client.transport.running
+    await client.aclose()
+    assert not client.transport.running
+    with pytest.raises(NotStarted, match="closed"):
         await client.get("/")
     transport = HeadlessTransport("web-hl", nameservers=[cluster.nameserver], namespace="default")
     async with httpx.AsyncClient(transport=transport) as plain:
@@ -378,9 +385,9 @@ async def test_clients_of_one_service_share_one_runtime(
     (async: on the loop; sync: on one thread), DNS and probes as for one client; the first to
     close leaves the others working, the last stops it. A fifth, configured otherwise, runs its
     own."""
-    from headlesslb.aio.transport import _RUNTIMES as async_runtimes
+    from headlesslb.aio.host import _RUNTIMES as async_runtimes
     from headlesslb.io.shared import answers
-    from headlesslb.sync.transport import _RUNTIMES as sync_runtimes
+    from headlesslb.sync.host import _RUNTIMES as sync_runtimes
 
     def discovery_threads() -> int:
         return sum(t.name == "headlesslb discovery" for t in threading.enumerate())

@@ -126,7 +126,7 @@ async def test_nothing_reaches_the_fallback_after_close(cluster: LocalCluster) -
 
     async def address_after_close() -> tuple[str, int]:
         waiting.set()
-        while transport._state != "closed":
+        while transport._host.state != "closed":
             await anyio.sleep(0.001)
         return address
 

@@ -53,12 +53,13 @@ async def test_a_pod_kill_counts_one_ejection_and_one_retry(cluster: LocalCluste
     assert refused == 1
     assert value(after, "headlesslb_endpoint_changes_total", change="joined") == 3
     # One observation per attempt: 36 requests, one of them sent twice.
-    assert value(after, "http_client_request_duration_seconds_count", service=service) == 37
-    ok = value(after, "http_client_request_duration_seconds_count", status_code="200")
+    attempts = "headlesslb_http_client_request_duration_seconds_count"
+    assert value(after, attempts, service=service) == 37
+    ok = value(after, attempts, status_code="200")
     assert ok == 36
     bounds = sorted(
         float(labels["le"])
-        for labels, _ in after["http_client_request_duration_seconds_bucket"]
+        for labels, _ in after["headlesslb_http_client_request_duration_seconds_bucket"]
         if labels["status_code"] == "200"
     )
     assert tuple(bounds[:-1]) == DURATION_BUCKETS and bounds[-1] == float("inf")
@@ -77,6 +78,14 @@ def test_per_endpoint_series_are_capped() -> None:
     assert len(endpoints) == 11 and OTHER in endpoints and "10.1.0.1:8080" in endpoints
     assert value(found, "headlesslb_ejections_total", endpoint=OTHER) == 90
     assert value(found, "headlesslb_ejections_total") == 100
+
+
+def test_every_name_is_prefixed() -> None:
+    registry = CollectorRegistry()
+    PrometheusMetrics(registry)
+    names = [family.name for family in registry.collect()]
+    assert "headlesslb_http_client_request_duration_seconds" in names
+    assert [n for n in names if not n.startswith("headlesslb_")] == []
 
 
 def test_bad_arguments_are_named() -> None:

@@ -42,7 +42,7 @@ async def test_a_rate_limited_pod_is_held_off_and_its_429s_retried_elsewhere(
                 assert attempts[0]["hostname"] == "web-1" and len(attempts) == 2
         assert retried == 1  # one 429, then web-1 is held off for its Retry-After
         web1 = next(s for s in client.endpoints() if s.hostname == "web-1")
-        assert web1.held_off_until is not None and web1.healthy
+        assert web1.hold_off_remaining is not None and web1.healthy
     assert cluster.stats()["rejected"]["web-1"] == 1
     assert cluster.requests_served("web-1") == 2
 
@@ -172,5 +172,5 @@ async def test_a_pod_that_never_answers_is_ejected_though_it_only_ever_loses_rac
                     break
             status = mute()
             assert status is not None and not status.healthy, f"not ejected after {lost} lost races"
-            assert status.ejected_until is not None and status.in_flight == 0
+            assert status.ejection_remaining is not None and status.in_flight == 0
             assert lost == OutlierPolicy().consecutive_failures

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
 from headlesslb import (
@@ -22,7 +21,7 @@ from headlesslb import (
 )
 from headlesslb.testing import LocalCluster
 
-from .helpers import eventually, make_client, served_by
+from .helpers import eventually, library, make_client, served_by
 
 pytestmark = [pytest.mark.anyio, pytest.mark.both_clients]
 
@@ -39,7 +38,7 @@ async def _load(
         for _ in remaining:
             try:
                 response = await client.request(method, "/load", **kwargs)
-            except httpx.HTTPError as exc:
+            except library().HTTPError as exc:
                 errors.append(exc)
                 continue
             if response.status_code != 200:
@@ -90,7 +89,7 @@ async def test_posts_fail_only_if_they_may_have_reached_the_dead_pod(
     assert errors, "POSTs in flight on the killed Pod must fail: they may have been processed"
     for error in errors:
         # The transport's own error, and only for requests that had reached web-1.
-        assert isinstance(error, httpx.ReadError | httpx.RemoteProtocolError), repr(error)
+        assert isinstance(error, library().ReadError | library().RemoteProtocolError), repr(error)
         assert web1.ip in " ".join(getattr(error, "__notes__", [])), error
     assert sum(served.values()) + len(errors) == 60
 
@@ -120,7 +119,7 @@ async def test_deadline_bounds_the_whole_request(cluster: LocalCluster) -> None:
         cluster.slow(pod, 5.0)
     retry = RetryPolicy(per_try_timeout=0.3, deadline=0.5)
     async with make_client(cluster, retry=retry) as client:
-        with anyio.fail_after(3), pytest.raises(httpx.TimeoutException):
+        with anyio.fail_after(3), pytest.raises(library().TimeoutException):
             await client.get("/")
 
 
@@ -208,7 +207,7 @@ async def test_reset_mid_response(cluster: LocalCluster, client_flavor: str) -> 
 
         async def attempts_of_failed_post(**kwargs: Any) -> str:
             # Pinned to web-1 so every attempt meets the reset; the notes count the attempts.
-            with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)) as caught:
+            with pytest.raises((library().RemoteProtocolError, library().ReadError)) as caught:
                 await client.post("/", ordinal=1, **kwargs)
             return " ".join(caught.value.__notes__)
 
@@ -222,7 +221,7 @@ async def test_reset_mid_response(cluster: LocalCluster, client_flavor: str) -> 
             yield b"streamed"
 
         # A streamed body cannot be replayed once sent, idempotent or not.
-        streamed = sync_body() if client_flavor == "sync" else body()
+        streamed = sync_body() if client_flavor in ("sync", "httpx2-sync") else body()
         assert "1 attempt(s)" in await attempts_of_failed_post(content=streamed, idempotent=True)
 
 

@@ -7,13 +7,12 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import trustme
 
 from headlesslb.testing import LocalCluster
 
-from .helpers import make_client
+from .helpers import library, make_client
 
 pytestmark = [pytest.mark.anyio, pytest.mark.both_clients]
 
@@ -83,7 +82,7 @@ async def test_certificate_for_another_name_is_rejected(
 ) -> None:
     with _tls_cluster(ca, tmp_path, "other.default.svc.cluster.local") as cluster:
         async with make_client(cluster, scheme="https", verify=client_context) as client:
-            with pytest.raises(httpx.ConnectError) as caught:
+            with pytest.raises(library().ConnectError) as caught:
                 await client.get("/secure")
     cause: BaseException | None = caught.value
     while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.parser
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -81,6 +82,25 @@ def test_the_wheel_alone_in_a_fresh_venv(wheel: Path, tmp_path: Path) -> None:
     # Without the [testing] extra, the demo says what to install.
     demo = _run(bin_dir / "headlesslb", "demo", "--fast", cwd=tmp_path)
     assert demo.returncode == 2 and "pip install 'headlesslb[testing]'" in demo.stderr
+    # A project that depends on headlesslb and uses none of its fixtures: its pytest runs load
+    # the plugin (the entry point) and import no headlesslb module.
+    installed = _run(python, "-m", "pip", "install", "--quiet", "pytest>=8", cwd=tmp_path)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "test_app.py").write_text("def test_app():\n    pass\n")
+    collected = _run(python, "-X", "importtime", "-m", "pytest", "--co", "-q", cwd=project)
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    imported = re.findall(r"^import time:[^|]+\|[^|]+\|\s*(\S+)$", collected.stderr, re.M)
+    assert "pytest" in imported
+    assert [m for m in imported if m == "headlesslb" or m.startswith("headlesslb.")] == []
+    plugins = _run(python, "-m", "pytest", "--co", "-q", "--trace-config", cwd=project)
+    assert "headlesslb_pytest" in plugins.stdout, plugins.stdout  # it was loaded, and cheap
+
+
+def archive_text(wheel: Path, name: str) -> str:
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.read(name).decode()
 
 
 def test_the_wheel_metadata(wheel: Path) -> None:
@@ -97,6 +117,10 @@ def test_the_wheel_metadata(wheel: Path) -> None:
     assert "Typing :: Typed" in classifiers
     assert "Programming Language :: Python :: 3.11" in classifiers
     assert not any(c.startswith("License ::") for c in classifiers)  # PEP 639: the expression
+    # Extras are what users install; the development tools are dependency groups, unpublished.
+    extras = set(metadata.get_all("Provides-Extra") or [])
+    assert {"testing", "prometheus", "opentelemetry", "top"} <= extras
+    assert not {"test", "docs"} & extras, extras
     urls = dict(u.split(", ", 1) for u in metadata.get_all("Project-URL") or [])
     assert {"Homepage", "Documentation", "Source", "Issues"} <= set(urls)
     # The library reads DNS with its own reader: dnspython is only the local cluster's.
@@ -105,6 +129,10 @@ def test_the_wheel_metadata(wheel: Path) -> None:
         'dnspython>=2.6; extra == "testing"'
     ], requires
     assert "headlesslb/py.typed" in names
+    # The pytest plugin is a module of its own, outside the package it would otherwise import.
+    assert "headlesslb_pytest/__init__.py" in names
+    entry_points = archive_text(wheel, f"{dist_info}/entry_points.txt")
+    assert "[pytest11]\nheadlesslb = headlesslb_pytest\n" in entry_points, entry_points
     assert "headlesslb/__main__.py" in names
     assert not any(n.startswith(("tests/", "examples/", "benchmarks/")) for n in names)
     # The README that PyPI shows starts with the install command.

@@ -13,8 +13,6 @@ import user_apps
 from headlesslb.sync import HeadlessClient
 from headlesslb.testing import ClusterError, LocalCluster
 
-pytest_plugins = ["pytester"]
-
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
@@ -136,18 +134,3 @@ def test_client_kwargs_reach_the_cluster(headlesslb_cluster_session: LocalCluste
 @pytest.mark.headlesslb_cluster(ttl=1, namespace="shop")
 def test_the_marker_configures_the_cluster(headlesslb_cluster: LocalCluster) -> None:
     assert (headlesslb_cluster.ttl, headlesslb_cluster.namespace) == (1, "shop")
-
-
-def test_a_wrong_marker_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        """
-        import pytest
-
-        @pytest.mark.headlesslb_cluster(tll=1)
-        def test_x(headlesslb_cluster):
-            pass
-        """
-    )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
-    result.stdout.fnmatch_lines(["*unknown argument(s) tll; LocalCluster takes*"])
-    assert result.ret != 0

@@ -12,12 +12,16 @@ import ast
 from pathlib import Path
 
 import headlesslb
+import headlesslb.httpx2
+import headlesslb.httpx2.sync
 import headlesslb.sync
 
 PACKAGE = Path(headlesslb.__file__).parent
 IO_LIBRARIES = {
     "httpx",
     "httpcore",
+    "httpx2",
+    "httpcore2",
     "dns",
     "anyio",
     "tenacity",
@@ -43,10 +47,12 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"options", "clientbase"}),
     frozenset({"compose"}),
     frozenset({"aio", "sync"}),
+    frozenset({"httpx2"}),
 )
 """The layers, bottom first. A module may import its own layer and the layers below it: never one
 above (``io`` never imports ``compose``: a runtime is built from a spec, not from a client's
-parts), and never a sibling on its own row (the two shells never import each other)."""
+parts), and never a sibling on its own row (the two shells never import each other). The httpx2
+flavour sits on top: its shells use the async and the blocking shell's hand-written parts."""
 UNLAYERED = {"root", "__main__", "assembly", "cli", "demo", "errors", "events", "testing", "top"}
 """The public API, the commands, the demo and the testing kit: they may use anything."""
 
@@ -169,8 +175,9 @@ def test_public_names_are_pinned() -> None:
             "expand_service_name",
         ]
     )
-    assert sorted(headlesslb.sync.__all__) == ["HeadlessClient", "HeadlessTransport"]
-    for module in (headlesslb, headlesslb.sync):
+    for flavour in (headlesslb.sync, headlesslb.httpx2, headlesslb.httpx2.sync):
+        assert sorted(flavour.__all__) == ["HeadlessClient", "HeadlessTransport"]
+    for module in (headlesslb, headlesslb.sync, headlesslb.httpx2, headlesslb.httpx2.sync):
         for name in module.__all__:
             assert getattr(module, name) is not None
             if name[0].isupper():

@@ -31,7 +31,7 @@ from headlesslb.core.pool import Pool
 from headlesslb.io.shared import Registry
 from headlesslb.sync.hedging import HedgeRunner
 from headlesslb.sync.pool import LockedPool
-from headlesslb.sync.sender import SyncPodSender
+from headlesslb.sync.sender import PodSender
 from headlesslb.telemetry.otel import OpenTelemetryObserver
 from headlesslb.telemetry.prometheus import PrometheusMetrics
 
@@ -116,7 +116,7 @@ def test_the_library_locks_request_threads_hold_are_new_in_a_forked_child() -> N
         (OpenTelemetryObserver(), "_lock"),
         (sys.modules[otel.__name__], "_default_lock"),
         (sys.modules[sync_network.__name__], "_armed_lock"),
-        (SyncPodSender(), "_lock"),
+        (PodSender(), "_lock"),
         (HedgeRunner(), "_lock"),
         (LockedPool(), "_lock"),
         (Registry(), "_lock"),

@@ -250,8 +250,8 @@ def test_sync_refused_wakeup_never_waits_on_the_discovery_thread(
     thread must not wait for it: waiting deadlocked request threads and discovery for ever."""
     with sync_client(Pods(), StaticDiscovery(PODS)) as c:
         transport = c.transport
-        assert transport._portal is not None
-        pool, portal = transport.pool, transport._portal
+        assert transport._host._portal is not None
+        pool, portal = transport.pool, transport._host._portal
         on_refused = pool.on_refused
         assert on_refused is not None
         returned = threading.Event()
@@ -455,7 +455,7 @@ def judged(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return seen
 
 
-def _agreed(pods: list[EndpointStatus], judged: list[int], sent: float, answered: float) -> None:
+def _agreed(pods: list[EndpointStatus], judged: list[int], sent: float, asked: float) -> None:
     """Each response was judged once, and its one verdict went both ways: the rejection counts
     for neither failure nor latency in the pool and holds its Pod off (capped) in the core; the
     plain 503 is a failure and holds nothing off."""
@@ -463,10 +463,11 @@ def _agreed(pods: list[EndpointStatus], judged: list[int], sent: float, answered
     rejecter, unwell, well = sorted(pods, key=lambda e: e.ip)
     assert all(e.in_flight == 0 and e.requests == 1 for e in pods)
     assert rejecter.failures == 0 and rejecter.ewma_latency is None
-    assert rejecter.held_off_until is not None
-    assert sent + 5.0 <= rejecter.held_off_until <= answered + 5.0
-    assert unwell.failures == 1 and unwell.held_off_until is None
-    assert well.failures == 0 and well.held_off_until is None
+    # Held off for 5 s from its answer (between sent and asked), counted from endpoints().
+    assert rejecter.hold_off_remaining is not None
+    assert sent + 5.0 - asked <= rejecter.hold_off_remaining <= 5.0
+    assert unwell.failures == 1 and unwell.hold_off_remaining is None
+    assert well.failures == 0 and well.hold_off_remaining is None
 
 
 @pytest.mark.anyio
@@ -480,10 +481,10 @@ async def test_one_verdict_per_response_counts_in_the_pool_and_holds_off_in_the_
     ) as c:
         sent = time.monotonic()
         statuses = [(await c.get("/", ordinal=n)).status_code for n in range(3)]
-        answered = time.monotonic()
         assert statuses == [503, 503, 200]
         pods = c.endpoints()
-    _agreed(pods, judged, sent, answered)
+        asked = time.monotonic()
+    _agreed(pods, judged, sent, asked)
 
 
 @pytest.mark.parametrize("streamed", [True, False], ids=["streamed-body", "content-body"])
@@ -496,10 +497,10 @@ def test_sync_one_verdict_per_response_counts_in_the_pool_and_holds_off_in_the_c
     ) as c:
         sent = time.monotonic()
         statuses = [c.get("/", ordinal=n).status_code for n in range(3)]
-        answered = time.monotonic()
         assert statuses == [503, 503, 200]
         pods = c.endpoints()
-    _agreed(pods, judged, sent, answered)
+        asked = time.monotonic()
+    _agreed(pods, judged, sent, asked)
 
 
 # -- StaticDiscovery itself ----------------------------------------------------------------------

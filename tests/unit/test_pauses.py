@@ -94,7 +94,7 @@ def test_the_sync_clients_discovery_thread_hands_the_gil_to_request_threads() ->
         pod_transport=httpx.MockTransport(lambda request: httpx.Response(200)),
     )
     with transport:
-        portal = transport._portal
+        portal = transport._host._portal
         assert portal is not None
 
         async def marked() -> bool:

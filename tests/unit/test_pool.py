@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import random
 
@@ -49,7 +51,7 @@ def test_removed_endpoint_drains_and_in_flight_completes() -> None:
     attempt = pool.begin(leaving)
     pool.update(Resolution(eps(2), ttl=5))
     assert leaving not in pool.snapshot.members
-    assert leaving.draining and leaving.status().draining
+    assert leaving.draining and leaving.status(0.0).draining
     attempt.done(Outcome.SUCCESS)
     assert leaving.in_flight == 0
 
@@ -190,3 +192,17 @@ def test_end_ejection_returns_a_member_early() -> None:
     assert pool.end_ejection(key)
     assert pool.snapshot.members[0] in pool.snapshot.eligible
     assert not pool.end_ejection(key)  # nothing to end
+
+
+def test_endpoints_report_remaining_seconds_not_clock_times() -> None:
+    pool, clock = make_pool(2, consecutive_failures=1, base_ejection=10.0)
+    clock.advance(1000.0)  # a monotonic clock's times are far from 0, and mean nothing elsewhere
+    fail(pool, 0)
+    clock.advance(4.0)
+    ejected, other = pool.statuses()
+    assert ejected.ejection_remaining == pytest.approx(6.0) and not ejected.healthy
+    assert other.ejection_remaining is None and other.hold_off_remaining is None
+    # It reads the same once written out: seconds, from the moment endpoints() was called.
+    assert json.loads(json.dumps(dataclasses.asdict(ejected)))["ejection_remaining"] == 6.0
+    clock.advance(6.0)
+    assert pool.statuses()[0].ejection_remaining is None

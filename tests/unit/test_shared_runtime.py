@@ -25,6 +25,7 @@ from headlesslb.core.subset import Subset
 from headlesslb.io.fallback import Fallback
 from headlesslb.io.runtime import Runtime, RuntimeSpec
 from headlesslb.io.shared import Lease, Registry
+from headlesslb.options import DEFAULT_LIMITS
 from headlesslb.sync.pool import LockedPool
 from headlesslb.testing import StaticDiscovery
 
@@ -38,6 +39,14 @@ def key(pool_class: type[Pool] = Pool, **options: Any) -> RuntimeSpec | None:
     spec = compose("web-hl", {**WHERE, **options}, pool_class=pool_class).spec
     assert hash(spec) == hash(spec)
     return spec if spec.shareable else None
+
+
+def test_connections_per_pod_are_bounded_by_default() -> None:
+    parts = compose("web-hl", WHERE)
+    assert parts.limits is DEFAULT_LIMITS and DEFAULT_LIMITS.max_connections == 100
+    assert parts.spec.limits is DEFAULT_LIMITS  # the runtime's probes too
+    unbounded = compose("web-hl", {**WHERE, "limits": httpx.Limits(max_connections=None)})
+    assert unbounded.limits is not None and unbounded.limits.max_connections is None
 
 
 class OwnPicker:
@@ -60,6 +69,7 @@ def test_equal_configurations_share_and_per_client_settings_do_not_matter() -> N
         "limits": httpx.Limits(max_connections=5),  # equal values, distinct objects
     }
     assert key(**per_client) == key(limits=httpx.Limits(max_connections=5))
+    assert key() == key(limits=DEFAULT_LIMITS)  # the default is a value like any other
     assert key(health=HealthCheck(interval=1.0)) == key(health=HealthCheck(interval=1.0))
     assert key(sharding=ConsistentHash(balance_factor=1.5)) == key(
         sharding=ConsistentHash(balance_factor=1.5)

@@ -22,7 +22,7 @@ def listener() -> Iterator[socket.socket]:
 
 
 def test_cancel_wakes_the_thread_blocked_reading_and_only_it(listener: socket.socket) -> None:
-    network = Network()
+    network = Network(httpcore)
     port = listener.getsockname()[1]
     loser = network.connect_tcp("127.0.0.1", port)
     loser_peer, _ = listener.accept()

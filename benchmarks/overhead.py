@@ -11,8 +11,10 @@ later; the cluster's async rows run plain, then headlesslb); the ratio of median
 addresses of DNS-only LocalCluster Pods (``serve=False``), with its own config in a temporary
 directory. A Python Pod's latency would hide the client's own cost; nginx's static answer costs
 its server next to nothing, so these rows show the client's. For every entry of ``FLAVOURS``
-(httpx, and httpx2 once ``headlesslb.httpx2`` exists: a flavour that does not import is skipped,
-saying why), each headlesslb shell against the plain client of the same library:
+(httpx: ``headlesslb``, ``headlesslb.sync``; httpx2: ``headlesslb.httpx2``,
+``headlesslb.httpx2.sync``), each headlesslb shell against the plain client of the same library
+(a flavour that does not import, httpx2 not installed or an older headlesslb under compare.py,
+is skipped, saying why):
 
 - async on asyncio: ``HeadlessClient`` and ``AsyncClient(transport=HeadlessTransport(...))``
   against a plain ``AsyncClient``, sequentially and with 16 in flight;
@@ -78,7 +80,6 @@ from _common import print_table, write_results
 import headlesslb
 import headlesslb.sync
 from headlesslb import HeadlessClient
-from headlesslb.core.limits import DEFAULT_LIMITS
 from headlesslb.core.options import EXTENSION
 from headlesslb.testing import LocalCluster
 
@@ -290,8 +291,18 @@ def _nginx_rows(
 
 
 def _limits(lib: ModuleType) -> Any:
-    # headlesslb's own default pool for each Pod: the baseline pools the same way.
-    return lib.Limits(max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0)
+    """The plain clients' limits: those of each of headlesslb's per-Pod pools."""
+    try:
+        from headlesslb.core.limits import DEFAULT_LIMITS
+    except ImportError:  # an older headlesslb (compare.py --same-script): its unbounded default
+        return lib.Limits(
+            max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
+        )
+    return lib.Limits(
+        max_connections=DEFAULT_LIMITS.max_connections,
+        max_keepalive_connections=DEFAULT_LIMITS.max_keepalive_connections,
+        keepalive_expiry=DEFAULT_LIMITS.keepalive_expiry,
+    )
 
 
 async def _nginx_async(
@@ -374,15 +385,6 @@ def _flavours(names: str | None) -> tuple[list[Flavour], dict[str, str]]:
 Send = Callable[[], Awaitable[httpx.Response]]
 
 
-def _as_headlesslb() -> httpx.Limits:
-    """The plain clients' limits: those of each of headlesslb's per-Pod pools."""
-    return httpx.Limits(
-        max_connections=DEFAULT_LIMITS.max_connections,
-        max_keepalive_connections=DEFAULT_LIMITS.max_keepalive_connections,
-        keepalive_expiry=DEFAULT_LIMITS.keepalive_expiry,
-    )
-
-
 async def _rate(send: Send, requests: int, concurrency: int) -> float:
     """Requests per second for ``requests`` sends split over ``concurrency`` workers."""
     per_worker = requests // concurrency
@@ -403,7 +405,7 @@ async def _compare(
     cluster: LocalCluster, rounds: int, requests: int, concurrency: int
 ) -> dict[str, float]:
     one_pod = cluster.url(cluster.pods("web")[0].name)
-    limits = _as_headlesslb()
+    limits = _limits(httpx)
     async with (
         httpx.AsyncClient(base_url=one_pod, limits=limits) as plain,
         HeadlessClient(
@@ -468,7 +470,7 @@ def _compare_sync(
     first = cluster.pods("web")[0]
     assert first.name.endswith("-0")  # the Pod that ordinal=0 pins to
     one_pod = cluster.url(first.name)
-    limits = _as_headlesslb()
+    limits = _limits(httpx)
     where = {"nameservers": [cluster.nameserver], "namespace": cluster.namespace}
     every_pod = [
         httpx.Client(base_url=cluster.url(pod.name), limits=limits) for pod in cluster.pods("web")

@@ -152,6 +152,11 @@ def _nginx_binary() -> str:
     return found
 
 
+def _tail(log: Path) -> str:
+    """What nginx logged (it may have died before opening its log)."""
+    return log.read_text()[-2000:] if log.exists() else "(no error log)"
+
+
 @contextlib.contextmanager
 def _nginx(addresses: list[tuple[str, int]]) -> Iterator[None]:
     """One nginx process (one worker: the client is what is measured, and it needs the other
@@ -163,17 +168,21 @@ def _nginx(addresses: list[tuple[str, int]]) -> Iterator[None]:
         conf.write_text(_NGINX_CONF.format(dir=tmp, listen=listen))
         log = Path(tmp) / "error.log"
         command = [binary, "-p", tmp, "-c", str(conf), "-e", str(log)]
-        proc = subprocess.Popen([*command, "-g", f"daemon off; pid {tmp}/nginx.pid;"])
+        pid = Path(tmp) / "nginx.pid"
+        proc = subprocess.Popen([*command, "-g", f"daemon off; pid {pid};"])
         try:
             deadline = time.monotonic() + 10.0
+            # The pid file is written once every address is bound; a connection then proves
+            # each one serves (and not some other listener on it).
             for address in addresses:
                 while True:
                     if proc.poll() is not None:
-                        raise SystemExit(f"nginx exited ({proc.returncode}): {log.read_text()}")
-                    with contextlib.suppress(OSError), socket.create_connection(address, 0.5):
-                        break
+                        raise SystemExit(f"nginx exited ({proc.returncode}): {_tail(log)}")
+                    if pid.exists():
+                        with contextlib.suppress(OSError), socket.create_connection(address, 0.5):
+                            break
                     if time.monotonic() > deadline:
-                        raise SystemExit(f"nginx not listening on {address}: {log.read_text()}")
+                        raise SystemExit(f"nginx not listening on {address}: {_tail(log)}")
                     time.sleep(0.05)
             yield
         finally:

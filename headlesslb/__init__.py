@@ -9,7 +9,7 @@ import logging as _logging
 
 from .aio.client import HeadlessClient
 from .aio.transport import HeadlessTransport
-from .core.endpoint import Endpoint, EndpointStatus, Resolution
+from .core.endpoint import Endpoint, EndpointStatus, Resolution, zone_shares
 from .core.health import HealthCheck
 from .core.hedge import HedgePolicy
 from .core.names import ServiceName, expand_service_name
@@ -41,6 +41,7 @@ from .errors import (
     ServiceNotFound,
     Throttled,
 )
+from .io.kube import EndpointSlices, KubeAPIConfig
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,7 @@ __all__ = [
     "DnsUnreachable",
     "EmptyAnswer",
     "Endpoint",
+    "EndpointSlices",
     "EndpointStatus",
     "HeadlessClient",
     "HeadlessLBError",
@@ -67,6 +69,7 @@ __all__ = [
     "HedgePolicy",
     "InvalidRequest",
     "InvalidServiceName",
+    "KubeAPIConfig",
     "NoEndpointsAvailable",
     "NoHealthyPods",
     "NotReady",
@@ -87,4 +90,5 @@ __all__ = [
     "Throttled",
     "__version__",
     "expand_service_name",
+    "zone_shares",
 ]

@@ -145,6 +145,7 @@ def test_public_names_are_pinned() -> None:
             "DnsUnreachable",
             "EmptyAnswer",
             "Endpoint",
+            "EndpointSlices",
             "EndpointStatus",
             "HeadlessClient",
             "HeadlessLBError",
@@ -152,6 +153,7 @@ def test_public_names_are_pinned() -> None:
             "HealthCheck",
             "HedgePolicy",
             "InvalidRequest",
+            "KubeAPIConfig",
             "InvalidServiceName",
             "NoEndpointsAvailable",
             "NoHealthyPods",
@@ -173,6 +175,7 @@ def test_public_names_are_pinned() -> None:
             "Throttled",
             "__version__",
             "expand_service_name",
+            "zone_shares",
         ]
     )
     for flavour in (headlesslb.sync, headlesslb.httpx2, headlesslb.httpx2.sync):

@@ -98,7 +98,9 @@ test-min: $(MIN_VENV)/.installed
 	$(MIN_PY) -m pytest -n 2 -p no:cacheprovider $(MIN_HTTPX2_TESTS)
 
 ## Benchmarks print a table and write JSON under benchmarks/results/.
+## overhead.py's fast Pods are nginx: Debian's nginx-light is installed first if missing (as root).
 bench: $(VENV)/.test-installed
+	command -v nginx >/dev/null || apt-get install -y nginx-light
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/pickers.py
 	$(PY) benchmarks/sharding.py

@@ -17,8 +17,11 @@ from typing import Any
 
 __all__ = ["RESULTS", "machine_info", "print_table", "write_results"]
 
-RESULTS = Path(__file__).resolve().parent / "results"
-"""Where result files go."""
+RESULTS = Path(
+    os.environ.get("HEADLESSLB_BENCH_RESULTS") or Path(__file__).resolve().parent / "results"
+)
+"""Where result files go: ``benchmarks/results``, unless ``HEADLESSLB_BENCH_RESULTS`` names
+another directory (compare.py's runs write there, not over the checked-in results)."""
 
 
 def machine_info() -> dict[str, Any]:
@@ -79,5 +82,6 @@ def write_results(
         **extra,
     }
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    print(f"\nwrote {path.relative_to(RESULTS.parent.parent)}")
+    root = Path(__file__).resolve().parent.parent
+    print(f"\nwrote {path.relative_to(root) if path.is_relative_to(root) else path}")
     return path

@@ -9,7 +9,19 @@ drift; the figure per row is the median over runs of each, and their ratio.
 Rows are matched by ``--keys`` (the columns that name a row) and compared on ``--metrics``.
 
     python benchmarks/compare.py --old 2cd61b7 --keys backend,client,concurrency \\
-        --metrics ratio overhead.py -- --rounds 5 --requests 1500
+        --metrics ratio overhead.py -- --pods cluster --rounds 5 --requests 1500
+
+With ``--same-script`` both commits run this tree's copy of the script (and of ``_common.py``),
+each with its own ``headlesslb``: rows that an older commit's script lacks, such as overhead.py's
+nginx rows, measured on its library:
+
+    python benchmarks/compare.py --old 66fff73 --same-script \\
+        --keys pods,library,backend,client,concurrency --metrics ratio,cpu_us,extra_cpu_us \\
+        overhead.py -- --nginx-rounds 5
+
+Each run writes its results into a temporary directory (``HEADLESSLB_BENCH_RESULTS``, for
+scripts whose ``_common.py`` reads it; an older one writes into its own tree), never over this
+tree's ``benchmarks/results``; the comparison itself goes there, as ``compare_<script>.json``.
 """
 
 from __future__ import annotations
@@ -40,17 +52,27 @@ def _worktree(rev: str, into: Path) -> Path:
     return into
 
 
-def _run(tree: Path, script: str, args: list[str]) -> list[dict[str, Any]]:
-    """Run ``script`` from ``tree`` with ``tree`` first on the path; the rows it wrote."""
-    results = tree / "benchmarks" / "results"
+def _run(
+    tree: Path, script_tree: Path, script: str, args: list[str], out: Path
+) -> list[dict[str, Any]]:
+    """Run ``script`` from ``script_tree`` with ``tree`` first on the path; the rows it wrote
+    (into ``out``, or for an older ``_common.py``, into ``script_tree``'s results)."""
     started = time.time()
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out.mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": str(tree), "HEADLESSLB_BENCH_RESULTS": str(out)}
     subprocess.run(
-        [sys.executable, str(tree / "benchmarks" / script), *args], cwd=tree, env=env, check=True
+        [sys.executable, str(script_tree / "benchmarks" / script), *args],
+        cwd=tree,
+        env=env,
+        check=True,
     )
-    written = [p for p in results.glob("*.json") if p.stat().st_mtime >= started]
+    written = list(out.glob("*.json")) or [
+        p
+        for p in (script_tree / "benchmarks" / "results").glob("*.json")
+        if p.stat().st_mtime >= started
+    ]
     if len(written) != 1:
-        raise SystemExit(f"{script} in {tree} wrote {len(written)} result files, not one")
+        raise SystemExit(f"{script} in {script_tree} wrote {len(written)} result files, not one")
     rows: list[dict[str, Any]] = json.loads(written[0].read_text())["rows"]
     return rows
 
@@ -60,6 +82,11 @@ def main() -> None:
     parser.add_argument("--old", required=True, help="the commit to compare against")
     parser.add_argument("--new", default=None, help="a commit (default: this working tree)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--same-script",
+        action="store_true",
+        help="run this tree's script for both commits (each with its own headlesslb)",
+    )
     parser.add_argument("--keys", required=True, help="comma-separated columns naming a row")
     parser.add_argument("--metrics", required=True, help="comma-separated columns to compare")
     parser.add_argument("script", help="a script in benchmarks/, e.g. overhead.py")
@@ -75,7 +102,9 @@ def main() -> None:
             for run in range(options.runs):
                 for label in ("old", "new") if run % 2 == 0 else ("new", "old"):
                     print(f"\n== run {run + 1}/{options.runs}: {label}", flush=True)
-                    for row in _run(trees[label], options.script, args):
+                    script_tree = ROOT if options.same_script else trees[label]
+                    out = Path(tmp) / "results" / f"{run + 1}-{label}"
+                    for row in _run(trees[label], script_tree, options.script, args, out):
                         ident = tuple(row.get(k) for k in keys)
                         for metric in metrics:
                             if isinstance(row.get(metric), int | float):
@@ -112,6 +141,7 @@ def main() -> None:
             "old": options.old,
             "new": options.new or "working tree",
             "runs": options.runs,
+            "same_script": options.same_script,
             "args": args,
         },
     )

@@ -9,7 +9,7 @@ import logging as _logging
 
 from .aio.client import HeadlessClient
 from .aio.transport import HeadlessTransport
-from .core.endpoint import Endpoint, EndpointStatus, Resolution
+from .core.endpoint import Endpoint, EndpointStatus, Resolution, zone_shares
 from .core.health import HealthCheck
 from .core.hedge import HedgePolicy
 from .core.keys import KeyFrom
@@ -43,6 +43,7 @@ from .errors import (
     ServiceNotFound,
     Throttled,
 )
+from .io.kube import EndpointSlices, KubeAPIConfig
 
 __version__ = "0.1.0"
 
@@ -61,6 +62,7 @@ __all__ = [
     "DnsUnreachable",
     "EmptyAnswer",
     "Endpoint",
+    "EndpointSlices",
     "EndpointStatus",
     "HeadlessClient",
     "HeadlessLBError",
@@ -70,6 +72,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidServiceName",
     "KeyFrom",
+    "KubeAPIConfig",
     "LeastLoaded",
     "LoadReport",
     "NoEndpointsAvailable",
@@ -93,4 +96,5 @@ __all__ = [
     "WeightedRoundRobin",
     "__version__",
     "expand_service_name",
+    "zone_shares",
 ]

@@ -54,6 +54,7 @@ from .core.throttle import AdaptiveThrottle, Throttle
 from .errors import ConfigurationError
 from .io.dns import IpFamily, unusable_nameserver
 from .io.fallback import DEFAULT_PORTS, Fallback
+from .io.kube import EndpointSlices
 from .io.refresher import Discovery
 from .io.runtime import Runtime, RuntimeSpec, SubsetPlace
 from .options import check_option_names
@@ -91,7 +92,7 @@ class Settings:
     throttle: AdaptiveThrottle | None = None
     hedge: HedgePolicy | None = None
     discovery_timeout: float | None = None
-    discovery: Discovery | None = None
+    discovery: Discovery | EndpointSlices | Literal["dns", "endpointslices"] | None = None
     share_discovery: bool = True
     pod_transport: Any = None
     verify: ssl.SSLContext | str | bool = True
@@ -135,7 +136,17 @@ class Settings:
         make_picker(self.picker, rng=random.Random(0), slow_start=self.slow_start)
         as_subset(self.subset)
         discovery = self.discovery
-        if discovery is not None and not callable(getattr(discovery, "resolve", None)):
+        if isinstance(discovery, str):
+            if discovery not in ("dns", "endpointslices"):
+                raise ConfigurationError(
+                    "discovery must be 'dns', 'endpointslices', an EndpointSlices(...) or a"
+                    f" source with an async resolve() -> Resolution, not {discovery!r}"
+                )
+        elif (
+            discovery is not None
+            and not isinstance(discovery, EndpointSlices)
+            and not callable(getattr(discovery, "resolve", None))
+        ):
             raise ConfigurationError(
                 f"discovery must have an async resolve() -> Resolution, not {discovery!r}"
             )
@@ -259,8 +270,11 @@ def compose(service: str, options: Mapping[str, Any], *, pool_class: type[Pool] 
     parsed_port = parse_port(o.port)
     port: int | str = DEFAULT_PORTS[o.scheme] if parsed_port is None else parsed_port
     fallback = o.fallback
+    discovery, slices = _discovery(o.discovery, environ)
     # DNS is needed unless discovery is given and the fallback (if any) is a URL.
-    needs_dns = o.discovery is None or (fallback is not None and "://" not in fallback)
+    needs_dns = (discovery is None and slices is None) or (
+        fallback is not None and "://" not in fallback
+    )
     servers = _nameservers(o, env, resolv, needs_dns)
     discovery_timeout, dns_tries = dns_timing(
         resolv, discovery_timeout=o.discovery_timeout, servers=len(servers)
@@ -293,9 +307,10 @@ def compose(service: str, options: Mapping[str, Any], *, pool_class: type[Pool] 
         http2=o.http2,
         clock=o.clock,
         pool_class=pool_class,
-        discovery=o.discovery,
+        discovery=discovery,
         rng=o.rng,
         share=o.share_discovery,
+        endpointslices=slices,
     )
     budget = retry.budget(o.clock)
     return Parts(
@@ -373,6 +388,22 @@ def _nameservers(
             argument="nameservers",
         )
     return tuple(usable)
+
+
+def _discovery(
+    given: Discovery | EndpointSlices | str | None, environ: Mapping[str, str]
+) -> tuple[Discovery | None, EndpointSlices | None]:
+    """``discovery=`` as the runtime spec holds it: a source of the user's own, or the
+    EndpointSlice settings with their API filled in (in-cluster: read here, once), or neither
+    (DNS)."""
+    if given is None or given == "dns":
+        return None, None
+    if given == "endpointslices":
+        return None, EndpointSlices().resolved(environ)
+    if isinstance(given, EndpointSlices):
+        return None, given.resolved(environ)
+    assert not isinstance(given, str)
+    return given, None
 
 
 def _placed(

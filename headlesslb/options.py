@@ -35,6 +35,7 @@ from headlesslb.core.subset import Subset
 from headlesslb.core.throttle import AdaptiveThrottle
 from headlesslb.errors import ConfigurationError
 from headlesslb.io.dns import IpFamily
+from headlesslb.io.kube import EndpointSlices
 from headlesslb.io.refresher import Discovery
 
 __all__ = [
@@ -114,8 +115,11 @@ class TransportOptions(TypedDict, total=False):
     discovery_timeout: float | None
     """Seconds one DNS round may take; given, resolv.conf's ``timeout:`` and ``attempts:`` are
     not used [3.0, or what they need: timeout × attempts × nameservers, plus a second]."""
-    discovery: Discovery | None
-    """Use this instead of DNS (tests, your own service registry) [DNS]."""
+    discovery: Discovery | EndpointSlices | Literal["dns", "endpointslices"] | None
+    """Where Pods come from: DNS (``"dns"`` or None); the Kubernetes API's EndpointSlices
+    (``"endpointslices"``: in-cluster, or ``EndpointSlices(...)``: push discovery with
+    ready/serving/terminating, docs/endpointslices.md); or a source of your own with an async
+    ``resolve()`` (tests, your own service registry) [DNS]."""
     share_discovery: bool
     """Share one runtime (refresh loop, pool, balancer, health checker) with the other clients
     of the same Service and configuration in this process (async: on the same event loop; sync:

@@ -35,7 +35,9 @@ from typing import Any
 import griffe
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-ROLE = re.compile(r":(mod|class|meth|func|attr|data|exc|obj):`(~?)([\w.]+)`")
+ROLE = re.compile(r":(mod|class|meth|func|attr|data|exc|obj):`(~?)(?:([^`<]+?) <)?([\w.]+)>?`")
+"""A Sphinx role: ``:class:`x.Y```, ``:class:`~x.Y``` (shown as ``Y``) or
+``:class:`title <x.Y>```."""
 DIRECTIVE = re.compile(r"^:::\s+(\S+)", re.MULTILINE)
 PACKAGE = "headlesslb"
 
@@ -171,10 +173,13 @@ def _resolve(target: str, obj: griffe.Object) -> str:
 
 
 def _reference(match: re.Match[str], obj: griffe.Object, rendered: set[str]) -> str:
-    role, short, target = match.groups()
-    title = target.rsplit(".", 1)[-1] if short else target.lstrip(".")
-    if role in ("meth", "func"):
-        title += "()"
+    role, short, given, target = match.groups()
+    if given is not None:
+        title = given
+    else:
+        title = target.rsplit(".", 1)[-1] if short else target.lstrip(".")
+        if role in ("meth", "func"):
+            title += "()"
     path = _resolve(target, obj)
     found = _lookup(obj.package, path)
     if found is None and path.startswith(PACKAGE + "."):

@@ -479,11 +479,12 @@ class Call:
             )
         left = self.time_left()
         if left is not None and left <= 0:
-            deadline = router.retry.deadline
-            return Fail(
-                DeadlineExceeded(f"request deadline of {deadline:g} s exceeded ({self.summary()})")
-            )
+            return Fail(self._deadline_exceeded())
         return self.begin(state, endpoint, left, first)
+
+    def _deadline_exceeded(self) -> DeadlineExceeded:
+        deadline = self.router.retry.deadline
+        return DeadlineExceeded(f"request deadline of {deadline:g} s exceeded ({self.summary()})")
 
     def time_left(self) -> float | None:
         """Seconds left before the call's deadline (None: it has none)."""
@@ -656,6 +657,14 @@ class Call:
                 )
                 failure.__cause__ = error
                 return Fail(failure)
+        left = self.time_left()
+        if left is not None and left <= 0:
+            # The last attempt ran to the end of the deadline (its timeouts capped at what was
+            # left): what ran out is the deadline, whether or not the request may be retried,
+            # as an async shell's scope over the whole call says too.
+            ran_out = self._deadline_exceeded()
+            ran_out.__cause__ = error
+            return Fail(ran_out)
         error.add_note(f"headlesslb: {self.summary()}")
         return Fail(error)
 

@@ -23,6 +23,7 @@ __all__ = [
     "CLUSTER_DOMAIN",
     "NAMESERVERS",
     "NAMESPACE",
+    "ZONE",
     "EnvironSettings",
     "from_environ",
 ]
@@ -33,6 +34,8 @@ NAMESPACE = "HEADLESSLB_NAMESPACE"
 """A namespace (a DNS-1123 label): ``namespace=``."""
 CLUSTER_DOMAIN = "HEADLESSLB_CLUSTER_DOMAIN"
 """A cluster domain such as ``cluster.local``: ``cluster_domain=``."""
+ZONE = "HEADLESSLB_ZONE"
+"""The client's zone (its node's ``topology.kubernetes.io/zone``): ``EndpointSlices(zone=)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ class EnvironSettings:
     nameservers: tuple[tuple[str, int], ...] | None = None
     namespace: str | None = None
     cluster_domain: str | None = None
+    zone: str | None = None
 
 
 def from_environ(env: Mapping[str, str]) -> EnvironSettings:
@@ -58,7 +62,10 @@ def from_environ(env: Mapping[str, str]) -> EnvironSettings:
             ) from None
     namespace = _checked(env, NAMESPACE, validate_label)
     domain = _checked(env, CLUSTER_DOMAIN, validate_domain)
-    return EnvironSettings(nameservers, namespace, domain)
+    zone = _value(env, ZONE)
+    if zone is not None and len(zone) > 253:
+        raise ConfigurationError(f"{ZONE} is longer than 253 characters")
+    return EnvironSettings(nameservers, namespace, domain, zone)
 
 
 def _value(env: Mapping[str, str], variable: str) -> str | None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import ConfigurationError, InvalidServiceName
+from .endpoint import Endpoint
 from .resolv import ResolvConf, load_resolv_conf, nameservers_from, parse_nameserver
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "STATEFULSET_NAME_MAX",
     "ResolvConf",
     "ServiceName",
+    "assign_ordinals",
     "detect_namespace",
     "expand_service_name",
     "is_dns_label",
@@ -262,3 +264,23 @@ def validate_domain(name: str, value: object) -> str:
                 " a-z, 0-9 and '-', starting and ending with a letter or digit"
             )
     return domain
+
+
+def assign_ordinals(endpoints: Iterable[Endpoint], statefulset: str | None) -> list[Endpoint]:
+    """``endpoints`` with the StatefulSet ordinal their hostnames carry: those of
+    ``statefulset``'s Pods, or (None) of the one StatefulSet every named Pod belongs to."""
+    eps = list(endpoints)
+    parsed = {e.key: split_ordinal(e.hostname) for e in eps if e.hostname}
+    sets = {p[0] for p in parsed.values() if p is not None}
+    if statefulset is None:
+        # Only when every named Pod is "<one prefix>-<n>" is it safe to read n as an ordinal.
+        if len(sets) != 1 or any(p is None for p in parsed.values()):
+            return eps
+        statefulset = next(iter(sets))
+    out = []
+    for e in eps:
+        p = parsed.get(e.key)
+        if p is not None and p[0] == statefulset:
+            e = replace(e, ordinal=p[1])
+        out.append(e)
+    return out

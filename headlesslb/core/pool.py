@@ -33,6 +33,7 @@ from .ewma import PeakEwmaEstimator
 from .orca import LoadReports
 from .snapshot import EndpointState, Snapshot
 from .subset import Subsetter
+from .zones import ZonePolicy, local_choice
 
 __all__ = [
     "Attempt",
@@ -173,8 +174,11 @@ class Pool:
         new_endpoints_healthy: bool = True,
         events: EventHub | None = None,
         subset: Subsetter | None = None,
+        zone: ZonePolicy | None = None,
     ) -> None:
         self.subset = subset
+        self.zone = zone
+        """Zone-aware picking: prefer the client's zone, spill past its overload (None: off)."""
         """Deterministic subsetting: which members this client uses (None: all)."""
         self.outlier = outlier or OutlierPolicy()
         self.events = events
@@ -193,6 +197,9 @@ class Pool:
         self._next_deadline = math.inf
         self._applied: tuple[Endpoint, ...] | None = None
         """The endpoints tuple of the last update, to recognise the same one at once."""
+        self._zone_sizes: tuple[tuple[str, int], ...] = ()
+        """Pods per zone, ready or not, as the latest answer said
+        (:attr:`Resolution.zone_sizes`)."""
         self.load_reports: LoadReports | None = None
         """Where responses' load reports go (ORCA), set only while a picker reads them: the
         sender hands each response's headers to it (None: not read at all)."""
@@ -232,7 +239,9 @@ class Pool:
         """
         endpoints = resolution.endpoints
         self.nxdomain = resolution.nxdomain
-        if endpoints is self._applied and self._snapshot.version:
+        sizes_changed = resolution.zone_sizes != self._zone_sizes
+        self._zone_sizes = resolution.zone_sizes
+        if endpoints is self._applied and self._snapshot.version and not sizes_changed:
             return self._snapshot
         states = self._states
         fresh: dict[tuple[str, int], EndpointState] = {}
@@ -253,7 +262,9 @@ class Pool:
                 if state.endpoint != ep:
                     membership_changed = True
                 state.endpoint = ep  # hostname/ordinal may have appeared (SRV answered later)
-            state.draining = False
+            # A terminating Pod (EndpointSlices) stays a member, so its in-flight requests
+            # finish and its ordinal stays known, but takes no new request.
+            state.draining = ep.terminating
             fresh[key] = state
         if len(fresh) != len(states):
             membership_changed = True  # every fresh key was an old one: some old ones left
@@ -263,6 +274,8 @@ class Pool:
         self._states = fresh
         self._applied = endpoints
         if not membership_changed and self._snapshot.version:
+            if sizes_changed and self.zone is not None:
+                return self._rebuild(membership_changed=False)  # a local Pod turned not ready
             return self._snapshot  # the usual refresh: same Pods, nothing to rebuild
         snapshot = self._rebuild(membership_changed=membership_changed)
         events = self.events
@@ -446,16 +459,28 @@ class Pool:
                 and not s.draining
             ]
         )
-        panic = bool(members) and len(eligible) * 100 < len(members) * self.outlier.panic_threshold
+        # Terminating members are on their way out whatever their health: panic neither counts
+        # them nor sends them anything (a rolling update must not route to them as it ends).
+        live = (
+            members
+            if not any(s.draining for s in members)
+            else [s for s in members if not s.draining]
+        )
+        panic = bool(live) and len(eligible) * 100 < len(live) * self.outlier.panic_threshold
         by_ordinal = {s.endpoint.ordinal: s for s in members if s.endpoint.ordinal is not None}
         if panic:
-            eligible = tuple(s for s in members if s.admitted)
+            eligible = tuple(s for s in live if s.admitted)
         in_use = core = None
         if self.subset is not None:
             core = self.subset.core(members)
             # Panic is judged over the whole Service; the subset then picks among what is
             # usable, so an ejected member is replaced from the ring before anything else.
             eligible, in_use = self.subset.choose(members, frozenset(eligible))
+        in_zone = False
+        if self.zone is not None and not panic:
+            eligible, in_zone = local_choice(
+                self.zone, core or members, eligible, dict(self._zone_sizes)
+            )
         self._snapshot = Snapshot(
             version=old.version + 1,
             membership_version=old.membership_version + (1 if membership_changed else 0),
@@ -465,6 +490,7 @@ class Pool:
             by_ordinal=by_ordinal,
             in_use=in_use,
             subset=core,
+            in_zone=in_zone,
             latency=self.latency,
         )
         self._next_deadline = self._earliest_deadline()

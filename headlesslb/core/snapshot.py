@@ -100,6 +100,8 @@ class EndpointState:
             ewma_latency=self.ewma,
             ejection_remaining=_remaining(self.ejected_until, now),
             hold_off_remaining=_remaining(self.held_until, now),
+            terminating=ep.terminating,
+            zone=ep.zone,
             load=self.load,
             load_age=None if self.load is None else now - self.load.received,
         )
@@ -139,6 +141,9 @@ class Snapshot:
     subset: tuple[EndpointState, ...] | None = None
     """With subsetting, the client's N members along the ring whatever their health, sorted by
     (ip, port), one tuple per membership; None without subsetting."""
+    in_zone: bool = False
+    """With zone-aware picking, whether new requests stay in the client's zone (False: they
+    spill to every zone, or zone-aware picking is off)."""
     latency: PeakEwmaEstimator = field(kw_only=True)
     """The pool's latency estimator: how the members' latency averages are read at pick time
     (peak-EWMA), with the decay the pool updates them with."""

@@ -45,7 +45,14 @@ from typing import Literal
 import anyio
 
 from ..core.endpoint import Endpoint, Resolution
-from ..core.names import ORDINAL_MAX, ServiceName, is_dns_label, split_ordinal, split_ordinal_text
+from ..core.names import (
+    ORDINAL_MAX,
+    ServiceName,
+    assign_ordinals,
+    is_dns_label,
+    split_ordinal,
+    split_ordinal_text,
+)
 from ..core.resolv import DnsTries
 from ..errors import AnswerTooLarge, ConfigurationError, DiscoveryError
 from .dnswire import (
@@ -344,7 +351,7 @@ class DnsDiscovery:
                 continue
             for ip in ips:
                 endpoints.setdefault((ip, port), Endpoint(ip, port, hostname))
-        with_ordinals = _assign_ordinals(endpoints.values(), self.statefulset)
+        with_ordinals = assign_ordinals(endpoints.values(), self.statefulset)
         built = self._remember(fingerprint, sorted(with_ordinals, key=_endpoint_key))
         return Resolution(built, _min_ttl(answers))
 
@@ -382,7 +389,7 @@ class DnsDiscovery:
                 for ip in ips:
                     named[ip] = hostname
             ips = sorted({ip for a in a_answers for ip in _addresses(a, rnd)})
-            built = _assign_ordinals(
+            built = assign_ordinals(
                 (Endpoint(ip, port, named.get(ip)) for ip in ips), self.statefulset
             )
             endpoints = self._remember(fingerprint, sorted(built, key=_endpoint_key))
@@ -860,21 +867,3 @@ def _impossible_pod(hostname: str, target: str, rnd: _Round) -> bool:
         return False
     rnd.skipped.append(f"SRV target {target}: ordinal beyond {ORDINAL_MAX}, not a StatefulSet Pod")
     return True
-
-
-def _assign_ordinals(endpoints: Iterable[Endpoint], statefulset: str | None) -> list[Endpoint]:
-    eps = list(endpoints)
-    parsed = {e.key: split_ordinal(e.hostname) for e in eps if e.hostname}
-    sets = {p[0] for p in parsed.values() if p is not None}
-    if statefulset is None:
-        # Only when every named Pod is "<one prefix>-<n>" is it safe to read n as an ordinal.
-        if len(sets) != 1 or any(p is None for p in parsed.values()):
-            return eps
-        statefulset = next(iter(sets))
-    out = []
-    for e in eps:
-        p = parsed.get(e.key)
-        if p is not None and p[0] == statefulset:
-            e = Endpoint(e.ip, e.port, e.hostname, p[1])
-        out.append(e)
-    return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import anyio
 import anyio.abc
@@ -27,7 +27,7 @@ from ..core.schedule import RefreshPolicy
 from ..core.snapshot import Snapshot
 from ..errors import DiscoveryError
 
-__all__ = ["Discovery", "Refresher"]
+__all__ = ["Discovery", "PushDiscovery", "Refresher"]
 
 log = logging.getLogger("headlesslb.refresher")
 
@@ -41,6 +41,18 @@ class Discovery(Protocol):
 
     async def resolve(self) -> Resolution:
         """One discovery round: the Service's endpoints and their TTL."""
+        ...
+
+
+@runtime_checkable
+class PushDiscovery(Discovery, Protocol):
+    """A discovery source that is told of changes
+    (:class:`headlesslb.io.kube.EndpointSliceDiscovery`): the runtime runs its ``watch`` as a
+    background task beside the refresher, which it wakes."""
+
+    async def watch(self, changed: Callable[[], None]) -> None:
+        """Follow the source until cancelled, calling ``changed()`` when the endpoints may have
+        changed; never returns or raises otherwise (failures are logged and retried)."""
         ...
 
 
@@ -140,6 +152,11 @@ class Refresher:
             with anyio.move_on_after(delay):
                 await self._wake.wait()
             self._wake = anyio.Event()
+
+    def notify(self) -> None:
+        """Push discovery says the endpoints changed: a round now (or right after the one in
+        flight), not rate-limited (a push source coalesces its own changes)."""
+        self._wake.set()
 
     def request_refresh(self) -> bool:
         """Ask for an early round (a Pod refused a connection); rate-limited, never blocks.

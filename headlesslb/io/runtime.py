@@ -60,7 +60,8 @@ from .cache import LookupCache
 from .dns import DnsDiscovery, IpFamily
 from .fallback import DEFAULT_PORTS, Fallback, authority
 from .health import HealthChecker, probe_once
-from .refresher import Discovery, Refresher
+from .kube import EndpointSliceDiscovery, EndpointSlices
+from .refresher import Discovery, PushDiscovery, Refresher
 from .sender import PodSender
 from .shared import ServiceKey, SharedDiscovery
 from .tasks import scheduler
@@ -133,6 +134,9 @@ class RuntimeSpec:
     see its own sequence)."""
     share: bool = True
     """``share_discovery``: share DNS answers (:mod:`.shared`) and, when shareable, the runtime."""
+    endpointslices: EndpointSlices | None = None
+    """``discovery=EndpointSlices(...)``, its API filled in: push discovery from the Kubernetes
+    API instead of DNS (clients with equal specs share one watch)."""
 
     @property
     def shareable(self) -> bool:
@@ -203,6 +207,7 @@ class Runtime:
             events=self.events,
             subset=None if spec.subset is None else Subsetter(spec.subset.size, spec.subset.place),
             on_refused=self.refused,
+            zone=None if spec.endpointslices is None else spec.endpointslices.zone_policy(),
         )
         picker = make_picker(spec.picker, rng=rng, clock=spec.clock, slow_start=spec.slow_start)
         sharding = spec.sharding or ConsistentHash()
@@ -215,7 +220,9 @@ class Runtime:
                 max_age=max(f.report_max_age for f in readers),
                 rejected=self._report_rejected,
             )
-        self.discovery = spec.discovery or _dns(spec)
+        self.discovery = spec.discovery or (
+            _dns(spec) if spec.endpointslices is None else _endpointslices(spec, rng)
+        )
         self.refresher = Refresher(
             self.discovery,
             self.pool,
@@ -289,6 +296,9 @@ class Runtime:
         self._probes.reap_on(scheduler())  # probe bodies dropped unclosed: released here
         try:
             async with anyio.create_task_group() as tg:
+                discovery = self.discovery
+                if isinstance(discovery, PushDiscovery):
+                    tg.start_soon(discovery.watch, self.refresher.notify)
                 tg.start_soon(self.refresher.run)
                 if self.health is not None:
                     tg.start_soon(self.health.run)
@@ -338,34 +348,43 @@ class Runtime:
         host = self.spec.service.host
         members = len(snapshot.members)
         refresher = self.refresher
+        slices = self.spec.endpointslices is not None
+        where = "in its EndpointSlices" if slices else "in DNS"
         if not refresher.ready:
             return NotReadyInTime(
-                f"{host} not ready within {waited:g} s: no DNS answer yet (a round may take"
+                f"{host} not ready within {waited:g} s: the EndpointSlices not listed yet"
+                if slices
+                else f"{host} not ready within {waited:g} s: no DNS answer yet (a round may take"
                 f" {self.spec.discovery_timeout:g} s)"
             )
         if not members:
             error = refresher.last_error
             if error is not None:
+                source = "the Kubernetes API" if slices else "DNS"
                 failure = DnsUnreachable(
-                    f"DNS could not be asked for {host}: {type(error).__name__}: {error}"
+                    f"{source} could not be asked for {host}: {type(error).__name__}: {error}"
                 )
                 failure.__cause__ = error
                 return failure
             if self.pool.nxdomain:
                 return ServiceNotFound(f"{host}: {NXDOMAIN_WORDS}")
+            if slices:
+                return EmptyAnswer(f"{host}: no ready Pod in the Service's EndpointSlices")
             return EmptyAnswer(f"{host}: {EMPTY_WORDS}")
         health = self.health
         if health is not None and health.check.start_unhealthy:
             if not health.probed.is_set():
                 return NotReadyInTime(
-                    f"{host} not ready within {waited:g} s: {members} in DNS, none health"
+                    f"{host} not ready within {waited:g} s: {members} {where}, none health"
                     " checked yet"
                 )
             if not any(m.admitted for m in snapshot.members):
                 return NoHealthyPods(
-                    f"{host}: {members} in DNS, none passed its health check ({health.check.path})"
+                    f"{host}: {members} {where}, none passed its health check ({health.check.path})"
                 )
-        return NoHealthyPods(f"{host}: {members} in DNS, every one unhealthy or ejected")
+        if all(m.draining for m in snapshot.members):
+            return NoHealthyPods(f"{host}: {members} {where}, every one terminating")
+        return NoHealthyPods(f"{host}: {members} {where}, every one unhealthy or ejected")
 
     async def lookup_pod(self, step: LookupPod) -> Endpoint | None:
         """A StatefulSet Pod by its own DNS name, through the capped, shared cache."""
@@ -436,6 +455,20 @@ def _dns(spec: RuntimeSpec) -> Discovery:
         statefulset=spec.statefulset,
     )
     return SharedDiscovery(dns, spec.dns, spec.clock) if spec.share else dns
+
+
+def _endpointslices(spec: RuntimeSpec, rng: random.Random) -> EndpointSliceDiscovery:
+    """EndpointSlice discovery for ``spec`` (its settings' API already filled in)."""
+    assert spec.endpointslices is not None
+    return EndpointSliceDiscovery(
+        spec.service,
+        spec.endpointslices,
+        port=spec.port,
+        ip_family=spec.ip_family,
+        statefulset=spec.statefulset,
+        refresh=spec.refresh,
+        rng=rng,
+    )
 
 
 def _identity(observer: object) -> tuple[int, str]:

@@ -16,6 +16,8 @@ It exposes the OpenTelemetry metrics under Prometheus' conventional names (``_se
 - ``headlesslb_endpoints`` (gauge, label ``state``: healthy, ejected, unhealthy);
 - ``headlesslb_endpoint_attempts_total`` (labels ``endpoint``, ``result``) and
   ``headlesslb_ejections_total`` (label ``endpoint``);
+- ``headlesslb_zone_attempts_total`` (label ``zone``): attempts to the Pods of each zone, when
+  discovery knows zones (EndpointSlices): each zone's share is its rate over their sum;
 - ``headlesslb_retries_total``, ``headlesslb_retry_budget_exhausted_total``,
   ``headlesslb_fallback_requests_total``, ``headlesslb_endpoint_changes_total`` (label
   ``change``: joined, left), ``headlesslb_dns_round_duration_seconds`` (histogram),
@@ -69,7 +71,10 @@ else:
 __all__ = ["OTHER", "PrometheusMetrics"]
 
 OTHER = "other"
-"""The ``endpoint`` label of Pods beyond ``max_endpoints``."""
+"""The ``endpoint`` label of Pods beyond ``max_endpoints`` (and the ``zone`` label of zones
+beyond :data:`MAX_ZONES`)."""
+MAX_ZONES = 16
+"""Distinct ``zone`` labels per Service: a region has a handful of zones."""
 
 Labels = tuple[str, ...]
 
@@ -121,6 +126,7 @@ class PrometheusMetrics(Collector):
         self._counters: dict[str, dict[Labels, float]] = {name: {} for name in _COUNTERS}
         self._endpoints: dict[str, EndpointCounts] = {}
         self._labels: dict[str, dict[tuple[str, int], str]] = {}
+        self._zones: dict[str, set[str]] = {}
         """Per Service, the ``endpoint`` label each Pod got (bounded by ``max_endpoints``)."""
         registry.register(self)
 
@@ -172,6 +178,9 @@ class PrometheusMetrics(Collector):
             result = event.outcome or ("success" if event.error is None else event.error)
             pod = self._endpoint(service, start.endpoint)
             self._add("endpoint_attempts", (service, pod, result))
+            zone = start.endpoint.zone
+            if zone is not None:
+                self._add("zone_attempts", (service, self._zone(service, zone)))
 
     def _add(self, counter: str, labels: Labels, amount: float = 1) -> None:
         values = self._counters[counter]
@@ -185,6 +194,15 @@ class PrometheusMetrics(Collector):
                 return OTHER
             label = labels[endpoint.key] = endpoint.hostname or endpoint.authority
         return label
+
+    def _zone(self, service: str, zone: str) -> str:
+        """The zone's label: zones come from the API, untrusted, so their number is capped."""
+        zones = self._zones.setdefault(service, set())
+        if zone not in zones:
+            if len(zones) >= MAX_ZONES:
+                return OTHER
+            zones.add(zone)
+        return zone
 
     # -- the collector ---------------------------------------------------------------------------
     def describe(self) -> Iterable[Any]:
@@ -245,6 +263,10 @@ _COUNTERS: dict[str, tuple[str, Labels]] = {
     ),
     "fallback_requests": ("Attempts sent to the fallback Service.", ("service",)),
     "endpoint_changes": ("Pods joining or leaving DNS.", ("service", "change")),
+    "zone_attempts": (
+        "Attempts sent to the Pods of each zone (EndpointSlice discovery).",
+        ("service", "zone"),
+    ),
     "dns_errors": ("DNS rounds that failed.", ("service",)),
     "load_reports_rejected": (
         "Pods' load reports dropped as unusable, once per run of bad reports.",

@@ -13,6 +13,7 @@ import importlib.util
 import multiprocessing
 import multiprocessing.context
 import os
+import sys
 import threading
 import time
 import weakref
@@ -96,19 +97,44 @@ def child_main(conn: Connection, options: Options, environ: dict[str, str]) -> N
     run(conn, options)
 
 
+_ALIASED_PRELOAD = ("httpx2", "httpcore2", "uvicorn", "dns.message", "dns.rrset")
+"""The forkserver's preload in a process that aliased httpx: the cluster's third-party modules,
+none of which imports httpx (``tests/testing/test_aliased.py`` would fail if one did)."""
+
+
+def _httpx_aliased() -> bool:
+    """Whether this process called ``httpx2.alias_httpx()``: ``import httpx`` gives httpx2.
+
+    Reliable by the time a cluster starts: headlesslb imported httpx, so ``sys.modules`` has it
+    under whichever module the process chose (alias_httpx must come before any such import)."""
+    module = sys.modules.get("httpx")
+    return module is not None and module.__name__ != "httpx"
+
+
 def _process_context() -> (
     multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext
 ):
     """Where cluster processes come from: a forkserver that has imported the cluster's code
     once, so each cluster starts in milliseconds instead of paying about 0.5 s of imports (a
     suite starting hundreds of clusters felt it); "spawn" where there is no forkserver. Both
-    start from a fresh interpreter, never from a fork of the caller and its threads."""
+    start from a fresh interpreter, never from a fork of the caller and its threads.
+
+    In a process that aliased httpx the forkserver must not import headlesslb: that imports
+    the real httpx (the forkserver is a fresh interpreter, never aliased), and each cluster
+    process, forked from it, then re-runs the caller's main module as multiprocessing does,
+    whose ``httpx2.alias_httpx()`` raises "httpx was already imported" and kills it during
+    start-up. There the forkserver preloads only third-party modules, and each cluster process
+    imports headlesslb itself, after the main module aliased httpx again.
+    """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    # Taken into account only when the forkserver starts; an import error here is the forkserver's
-    # to ignore, and child_main reports it.
-    ctx.set_forkserver_preload([f"{__package__}._child"])
+    # Taken into account only when the forkserver starts (the aliasing is decided before, once
+    # per process); an import error here is the forkserver's to ignore, and child_main reports it.
+    if _httpx_aliased():
+        ctx.set_forkserver_preload(list(_ALIASED_PRELOAD))
+    else:
+        ctx.set_forkserver_preload([f"{__package__}._child"])
     return ctx
 
 

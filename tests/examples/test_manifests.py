@@ -46,7 +46,37 @@ def _containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_there_are_the_manifests_the_readme_names() -> None:
-    assert [m.name for m in MANIFESTS] == ["client.yaml", "stateful.yaml", "stateless.yaml"]
+    assert [m.name for m in MANIFESTS] == [
+        "client.yaml",
+        "rbac.yaml",
+        "stateful.yaml",
+        "stateless.yaml",
+    ]
+    for manifest in MANIFESTS:
+        assert f"`{manifest.name}`" in README
+
+
+def test_rbac_grants_endpointslice_discovery_and_nothing_else() -> None:
+    """What EndpointSlice discovery asks of the API (headlesslb/io/kube.py: a list, then a
+    watch, of discovery.k8s.io/v1 endpointslices), granted to the account that binds it."""
+    objects = _by_kind(EXAMPLES / "k8s" / "rbac.yaml")
+    account = objects[("ServiceAccount", "frontend")]
+    role = objects[("Role", "endpointslice-reader")]
+    binding = objects[("RoleBinding", "frontend-endpointslice-reader")]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"]}]
+    assert account.get("automountServiceAccountToken", True)
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)

@@ -145,6 +145,7 @@ def test_public_names_are_pinned() -> None:
             "DnsUnreachable",
             "EmptyAnswer",
             "Endpoint",
+            "EndpointSlices",
             "EndpointStatus",
             "HeadlessClient",
             "HeadlessLBError",
@@ -152,6 +153,7 @@ def test_public_names_are_pinned() -> None:
             "HealthCheck",
             "HedgePolicy",
             "InvalidRequest",
+            "KubeAPIConfig",
             "InvalidServiceName",
             "KeyFrom",
             "LeastLoaded",
@@ -177,6 +179,7 @@ def test_public_names_are_pinned() -> None:
             "WeightedRoundRobin",
             "__version__",
             "expand_service_name",
+            "zone_shares",
         ]
     )
     for flavour in (headlesslb.sync, headlesslb.httpx2, headlesslb.httpx2.sync):

@@ -578,6 +578,20 @@ def test_deadline_clamps_each_try_then_fails() -> None:
     assert "deadline of 1 s exceeded (2 attempt(s):" in str(error)
 
 
+def test_a_post_cut_by_the_deadline_fails_with_the_deadline() -> None:
+    # A blocking shell caps the attempt's timeouts at what is left: the read timeout it gets
+    # is the deadline running out, for a POST (not retried) as for a GET.
+    env = make(3, retry=RetryPolicy(deadline=0.5, backoff_base=0.0, backoff_max=0.0))
+    trace = env.run("POST", [Slow(0.5, READ_TIMEOUT)])
+    error = trace.error
+    assert isinstance(error, DeadlineExceeded)
+    assert isinstance(error.__cause__, httpx.ReadTimeout)
+    assert "deadline of 0.5 s exceeded (1 attempt(s):" in str(error)
+    # With time left, the same failure is the POST's own (it may have been processed).
+    env = make(3, retry=RetryPolicy(deadline=5.0, per_try_timeout=0.5))
+    assert isinstance(env.run("POST", [Slow(0.5, READ_TIMEOUT)]).error, httpx.ReadTimeout)
+
+
 def test_deadline_alone_is_the_per_try_timeout() -> None:
     env = make(3, retry=RetryPolicy(deadline=2.0, backoff_base=0.0, backoff_max=0.0))
     trace = env.run("GET", [Slow(0.5, RESET), 200])
@@ -1084,7 +1098,8 @@ def test_no_hedge_once_the_deadline_has_passed_and_nothing_is_counted() -> None:
     assert clock_budget.try_withdraw()  # the token is still there (taken now: no retry)
     timeout = httpx.ReadTimeout("per-try timeout")
     step = call.feed(Failed(timeout, Verdict(Outcome.TIMEOUT, Failure.MAYBE_PROCESSED)))
-    assert isinstance(step, Fail) and step.error is timeout
+    assert isinstance(step, Fail) and isinstance(step.error, DeadlineExceeded)
+    assert step.error.__cause__ is timeout  # the deadline ran out with the attempt
 
 
 def test_a_keyed_hedge_goes_to_the_keys_next_owner_as_a_retry_does() -> None:

@@ -194,6 +194,45 @@ def test_end_ejection_returns_a_member_early() -> None:
     assert not pool.end_ejection(key)  # nothing to end
 
 
+def terminating(endpoints: tuple[Endpoint, ...], *indices: int) -> tuple[Endpoint, ...]:
+    return tuple(
+        dataclasses.replace(e, terminating=True) if i in indices else e
+        for i, e in enumerate(endpoints)
+    )
+
+
+def test_terminating_member_drains_in_place() -> None:
+    pool, clock = make_pool(3)
+    victim = pool.snapshot.members[1]
+    attempt = pool.begin(victim)
+    pool.update(Resolution(terminating(eps(3), 1), ttl=5))
+    snap = pool.snapshot
+    assert victim in snap.members and victim not in snap.eligible  # a member, no new requests
+    assert snap.by_ordinal[1] is victim  # pinned requests still find their Pod
+    status = victim.status(clock())
+    assert victim.draining and status.terminating and status.draining
+    clock.advance(0.5)
+    attempt.done(Outcome.SUCCESS)  # the in-flight request finishes and counts
+    assert victim.in_flight == 0 and victim.requests == 1
+    # Ready again (a terminating flag cleared): new requests again.
+    pool.update(Resolution(eps(3), ttl=5))
+    assert victim in pool.snapshot.eligible and not victim.draining
+
+
+def test_panic_never_routes_to_terminating_members() -> None:
+    # A rolling update's end: 3 of 4 Pods terminating, the new one ejected. Panic balances over
+    # the admitted live members only, never the terminating ones.
+    pool, _ = make_pool(4, max_ejection_percent=100)
+    pool.update(Resolution(terminating(eps(4), 0, 1, 2), ttl=5))
+    assert [s.endpoint.ip for s in pool.snapshot.eligible] == ["10.0.0.4"]
+    assert not pool.snapshot.panic  # 1 of 1 live member is eligible
+    fail(pool, 3, Outcome.REFUSED)
+    snap = pool.snapshot
+    assert snap.panic and [s.endpoint.ip for s in snap.eligible] == ["10.0.0.4"]
+    pool.update(Resolution(terminating(eps(4), 0, 1, 2, 3), ttl=5))
+    assert pool.snapshot.eligible == () and not pool.snapshot.panic
+
+
 def test_endpoints_report_remaining_seconds_not_clock_times() -> None:
     pool, clock = make_pool(2, consecutive_failures=1, base_ejection=10.0)
     clock.advance(1000.0)  # a monotonic clock's times are far from 0, and mean nothing elsewhere

@@ -19,7 +19,7 @@ import headlesslb
 
 PACKAGE = Path(headlesslb.__file__).parent
 ROOT = PACKAGE.parent
-ROLE = re.compile(r":(?:mod|class|meth|func|attr|data|exc|obj):`~?([\w.]+)`")
+ROLE = re.compile(r":(?:mod|class|meth|func|attr|data|exc|obj):`(?:[^`<]+ <)?~?([\w.]+)>?`")
 DOC_PATH = re.compile(r"`((?:headlesslb/)?(?:core|io|aio|sync|telemetry|testing)/[\w/]+\.py)`")
 
 

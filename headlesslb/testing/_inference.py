@@ -12,6 +12,12 @@ Anthropic's too. This app speaks both, in their wire format, so that the real ``
   ``message_stop``);
 - ``GET /healthz``: ``ok``.
 
+A generation's answer carries an ORCA load report when its request asks for one
+(``endpoint-load-metrics-format: TEXT`` or ``JSON``), in vLLM's named-metric style:
+``num_requests_running`` (generations in progress, this one included) and
+``num_requests_waiting`` (0: this app queues nothing). ``headlesslb.testing._inference_model``
+models an engine's queue, prefix cache and timing for benchmarks.
+
 The "model" is deterministic: a completion of ``n`` tokens is the Pod's name (``"llm-0:"``)
 then the prompt's words in turn, one a token (``" say" " hello" " say" …``). So every answer
 names the Pod that served it, in its text and in the ``x-pod`` header. ``n`` is the request's
@@ -107,6 +113,8 @@ class InferenceApp:
         )
         self.models = list(models)
         self._ids = itertools.count(1)
+        self._running = 0
+        """Generations in progress: what a load report says (``num_requests_running``)."""
 
     # -- ASGI ------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,7 +138,8 @@ class InferenceApp:
             elif path in ("/v1/chat/completions", "/v1/completions", "/v1/messages"):
                 if method != "POST":
                     raise _BadRequest(f"{method} {path}: use POST", 405)
-                await self._generate(path, _json_body(body), receive, send)
+                asked = dict(scope.get("headers", ())).get(b"endpoint-load-metrics-format")
+                await self._generate(path, _json_body(body), receive, send, asked)
             else:
                 raise _BadRequest(f"no route {method} {path}", 404, "not_found_error")
         except _BadRequest as exc:
@@ -151,7 +160,12 @@ class InferenceApp:
         raise _BadRequest(f"the model {model!r} does not exist", 404, "not_found_error")
 
     async def _generate(
-        self, path: str, body: dict[str, Any], receive: Receive, send: Send
+        self,
+        path: str,
+        body: dict[str, Any],
+        receive: Receive,
+        send: Send,
+        asked: bytes | None = None,
     ) -> None:
         generation = self._generation(path, body)
         number = next(self._ids)
@@ -159,7 +173,9 @@ class InferenceApp:
         # stops there instead of sleeping through tokens nobody reads.
         gone = asyncio.Event()
         watcher = asyncio.get_running_loop().create_task(_watch(receive, gone))
+        self._running += 1
         try:
+            report = self._report(asked)  # counts this generation, as vLLM's report does
             if path == "/v1/chat/completions":
                 render: _Renderer = _Chat(self.pod, f"chatcmpl-{self.pod}-{number}", generation)
             elif path == "/v1/completions":
@@ -167,25 +183,31 @@ class InferenceApp:
             else:
                 render = _Messages(self.pod, f"msg_{self.pod}-{number}", generation)
             if generation.stream:
-                await self._stream(send, render, generation, gone)
+                await self._stream(send, render, generation, gone, report)
             else:
                 if await _pause(gone, generation.delay * len(generation.tokens)):
                     return
-                await self._json(send, 200, render.whole(), request_id=render.id)
+                await self._json(send, 200, render.whole(), request_id=render.id, report=report)
         finally:
+            self._running -= 1
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
     async def _stream(
-        self, send: Send, render: _Renderer, generation: _Generation, gone: asyncio.Event
+        self,
+        send: Send,
+        render: _Renderer,
+        generation: _Generation,
+        gone: asyncio.Event,
+        report: bytes | None = None,
     ) -> None:
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
                 "headers": [
-                    *self._headers(b"text/event-stream", request_id=render.id),
+                    *self._headers(b"text/event-stream", request_id=render.id, report=report),
                     (b"cache-control", b"no-cache"),
                 ],
             }
@@ -196,8 +218,23 @@ class InferenceApp:
             await send({"type": "http.response.body", "body": b""})
 
     # -- answers ---------------------------------------------------------------------------------
-    def _headers(self, content_type: bytes, *, request_id: str = "") -> list[tuple[bytes, bytes]]:
+    def _report(self, asked: bytes | None) -> bytes | None:
+        """The ORCA load report a generation's answer carries when its request asked for one
+        (``endpoint-load-metrics-format``), in vLLM's named-metric style: this app has no
+        queue (``num_requests_waiting`` is 0) and says how many generations run."""
+        if asked is None or asked.upper() not in (b"TEXT", b"JSON"):
+            return None
+        named = {"num_requests_waiting": 0.0, "num_requests_running": float(self._running)}
+        if asked.upper() == b"JSON":
+            return b"JSON " + json.dumps({"named_metrics": named}).encode()
+        return b"TEXT " + ", ".join(f"named_metrics.{k}={v}" for k, v in named.items()).encode()
+
+    def _headers(
+        self, content_type: bytes, *, request_id: str = "", report: bytes | None = None
+    ) -> list[tuple[bytes, bytes]]:
         headers = [(b"content-type", content_type), (b"x-pod", self.pod.encode())]
+        if report is not None:
+            headers.append((b"endpoint-load-metrics", report))
         if request_id:
             # Both SDKs expose it on responses and errors (OpenAI's and Anthropic's names).
             headers += [
@@ -207,16 +244,33 @@ class InferenceApp:
         return headers
 
     async def _send(
-        self, send: Send, status: int, body: bytes, content_type: bytes, *, request_id: str = ""
+        self,
+        send: Send,
+        status: int,
+        body: bytes,
+        content_type: bytes,
+        *,
+        request_id: str = "",
+        report: bytes | None = None,
     ) -> None:
-        headers = self._headers(content_type, request_id=request_id)
+        headers = self._headers(content_type, request_id=request_id, report=report)
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _json(self, send: Send, status: int, data: Any, *, request_id: str = "") -> None:
+    async def _json(
+        self,
+        send: Send,
+        status: int,
+        data: Any,
+        *,
+        request_id: str = "",
+        report: bytes | None = None,
+    ) -> None:
         body = json.dumps(data, separators=(",", ":")).encode()
-        await self._send(send, status, body, b"application/json", request_id=request_id)
+        await self._send(
+            send, status, body, b"application/json", request_id=request_id, report=report
+        )
 
     async def _error(self, send: Send, exc: _BadRequest, anthropic: bool) -> None:
         message = f"{exc} (pod {self.pod})"

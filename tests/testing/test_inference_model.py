@@ -84,3 +84,34 @@ def test_the_model_is_the_cited_figures() -> None:
     assert 8 / model.step(8, 0) == pytest.approx(6.6 * 75)  # 6.6x that at the knee, 8
     assert model.step(0, 10_000) == pytest.approx(1.0)
     assert EngineModel(speed=0.5).step(1, 0) == pytest.approx(2 / 75)
+
+
+def test_the_sdk_inference_app_reports_its_running_generations_when_asked() -> None:
+    with LocalCluster() as cluster:
+        cluster.add_deployment(
+            "vllm", replicas=2, app="headlesslb.testing:inference_app", factory=True
+        )
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        with HeadlessClient(
+            "vllm-hl",
+            port="http",
+            picker=LeastLoaded(metric="num_requests_running"),
+            **cluster.client_kwargs(),
+        ) as client:
+            for _ in range(6):
+                assert client.post("/v1/chat/completions", json=body).status_code == 200
+            reports = [s.load for s in client.endpoints()]
+            assert all(r is not None for r in reports)
+            # Each answer counted its own generation, and nothing queued.
+            assert {r.metric("num_requests_running") for r in reports if r} == {1.0}
+            assert {r.metric("num_requests_waiting") for r in reports if r} == {0.0}
+        pod = cluster.pods("vllm")[0].name
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            plain = http.post(cluster.url(pod, "/v1/chat/completions"), json=body)
+            assert HEADER not in plain.headers  # only when asked
+            streamed = {**body, "stream": True}
+            asked = {"endpoint-load-metrics-format": "JSON"}
+            with http.stream(
+                "POST", cluster.url(pod, "/v1/chat/completions"), json=streamed, headers=asked
+            ) as response:
+                assert response.headers[HEADER].startswith("JSON {")

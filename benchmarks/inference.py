@@ -1,12 +1,12 @@
 """An inference fleet: time to first token by balancing policy, on the same Pods in one run.
 
-Four Pods (a StatefulSet, ``llm-0`` … ``llm-3``) serve the timing model of
-``headlesslb/testing/_inference_model.py`` (a continuous-batching engine of 8 sequences, a waiting
-queue, chunked prefill of what its LRU prefix cache lacks, 32-token answers streamed as SSE,
-ORCA reports in vLLM's style; constants from a public vLLM benchmark of Llama-3.1-8B on one
-A100, cited there). ``llm-3`` runs at half speed. Time is scaled uniformly (``--time-scale``,
-0.25: four times faster than the modelled GPU); every time below is in model seconds (wall ÷
-scale).
+Four Pods (a StatefulSet, ``llm-0`` … ``llm-3``) serve the SDKs' OpenAI-compatible inference
+app paced by the timing model of ``headlesslb/testing/_inference_model.py`` (a
+continuous-batching engine of 8 sequences, a waiting queue, chunked prefill of what its LRU
+prefix cache lacks, 32-token answers streamed as SSE, ORCA reports in vLLM's style; constants
+from a public vLLM benchmark of Llama-3.1-8B on one A100, cited there). ``llm-3`` runs at half
+speed. Time is scaled uniformly (``--time-scale``, 0.25: four times faster than the modelled
+GPU); every time below is in model seconds (wall ÷ scale).
 
 The workload, one seeded sequence replayed for every policy: multi-turn chat, 120
 conversations whose popularity is Zipf (s = 1.1); each request is the next turn of one (a
@@ -177,8 +177,9 @@ async def _read(response: httpx.Response, started: float, turn: Turn) -> Result:
         if not line.startswith("data: ") or line == "data: [DONE]":
             continue
         document = json.loads(line[6:])
-        if document.get("choices") and first is None:
-            first = time.perf_counter()
+        choices = document.get("choices")
+        if first is None and choices and choices[0]["delta"].get("content"):
+            first = time.perf_counter()  # the first token (not the opening, role-only chunk)
         if document.get("usage"):
             usage = document["usage"]
     end = time.perf_counter()
@@ -194,6 +195,7 @@ def _body(turn: Turn) -> dict[str, Any]:
         "prompt_tokens": turn.prompt,
         "max_tokens": OUTPUT_TOKENS,
         "stream": True,
+        "stream_options": {"include_usage": True},
     }
 
 

@@ -38,16 +38,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.validate import count, number
 from ._apps import PodContext
+
+if TYPE_CHECKING:  # it imports this module for its app factory
+    from ._inference_model import Engine, EngineSequence
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -87,6 +91,9 @@ class _Generation:
     delay: float
     stream: bool
     include_usage: bool
+    session: str = ""
+    """The conversation (``x-session-id`` header, else the body's ``user``): what an engine's
+    prefix cache is keyed by."""
 
 
 class InferenceApp:
@@ -94,7 +101,11 @@ class InferenceApp:
 
     ``pod`` names the Pod in every answer; ``tokens`` is a completion's length when the request
     does not say (``tokens`` in its body), ``token_delay`` the seconds each token takes when it
-    does not say either; ``models`` are what ``GET /v1/models`` lists.
+    does not say either; ``models`` are what ``GET /v1/models`` lists. With an ``engine``
+    (:class:`~headlesslb.testing._inference_model.Engine`, the timing model of an inference
+    engine) the engine paces the tokens instead, its prefix cache's hits are in the usage
+    (``prompt_tokens_details.cached_tokens``), its load is what the reports say, and
+    ``GET /stats``, ``POST /reset`` and ``POST /reset-stats`` read and clear its counters.
     """
 
     def __init__(
@@ -104,6 +115,7 @@ class InferenceApp:
         tokens: int = 16,
         token_delay: float = 0.0,
         models: Sequence[str] = (DEFAULT_MODEL,),
+        engine: Engine | None = None,
     ) -> None:
         # ConfigurationError (a ValueError) for a bad default; a bad request field gets a 400.
         self.pod = pod
@@ -115,6 +127,7 @@ class InferenceApp:
         self._ids = itertools.count(1)
         self._running = 0
         """Generations in progress: what a load report says (``num_requests_running``)."""
+        self.engine = engine
 
     # -- ASGI ------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -131,6 +144,8 @@ class InferenceApp:
             body = await _read_body(receive)
             if path == "/healthz":
                 await self._send(send, 200, b"ok", b"text/plain")
+            elif self.engine is not None and path in ("/stats", "/reset", "/reset-stats"):
+                await self._engine_route(send, method, path, self.engine)
             elif path == "/v1/models" and method == "GET":
                 await self._json(send, 200, {"object": "list", "data": self._model_list()})
             elif path.startswith("/v1/models/") and method == "GET":
@@ -138,8 +153,8 @@ class InferenceApp:
             elif path in ("/v1/chat/completions", "/v1/completions", "/v1/messages"):
                 if method != "POST":
                     raise _BadRequest(f"{method} {path}: use POST", 405)
-                asked = dict(scope.get("headers", ())).get(b"endpoint-load-metrics-format")
-                await self._generate(path, _json_body(body), receive, send, asked)
+                headers = dict(scope.get("headers", ()))
+                await self._generate(path, _json_body(body), receive, send, headers)
             else:
                 raise _BadRequest(f"no route {method} {path}", 404, "not_found_error")
         except _BadRequest as exc:
@@ -165,9 +180,10 @@ class InferenceApp:
         body: dict[str, Any],
         receive: Receive,
         send: Send,
-        asked: bytes | None = None,
+        headers: dict[bytes, bytes] | None = None,
     ) -> None:
-        generation = self._generation(path, body)
+        headers = headers or {}
+        generation = self._generation(path, body, headers)
         number = next(self._ids)
         # The client leaving (or the Pod being killed) ends uvicorn's receive(): generation
         # stops there instead of sleeping through tokens nobody reads.
@@ -175,18 +191,28 @@ class InferenceApp:
         watcher = asyncio.get_running_loop().create_task(_watch(receive, gone))
         self._running += 1
         try:
-            report = self._report(asked)  # counts this generation, as vLLM's report does
             if path == "/v1/chat/completions":
                 render: _Renderer = _Chat(self.pod, f"chatcmpl-{self.pod}-{number}", generation)
             elif path == "/v1/completions":
                 render = _Completion(self.pod, f"cmpl-{self.pod}-{number}", generation)
             else:
                 render = _Messages(self.pod, f"msg_{self.pod}-{number}", generation)
-            if generation.stream:
-                await self._stream(send, render, generation, gone, report)
+            engine = self.engine
+            asked = headers.get(b"endpoint-load-metrics-format")
+            if engine is None:
+                pace = functools.partial(_pause, gone, generation.delay)
+                report = self._report(asked)  # counts this generation, as vLLM's report does
             else:
-                if await _pause(gone, generation.delay * len(generation.tokens)):
-                    return
+                seq = engine.submit(generation.session, generation.prompt_tokens, len(render))
+                render.cached = seq.cached
+                pace = functools.partial(_engine_token, seq, gone)
+                report = _engine_report(engine, asked)
+            if generation.stream:
+                await self._stream(send, render, generation, gone, report, pace)
+            else:
+                for _ in range(len(render)):
+                    if await pace():
+                        return
                 await self._json(send, 200, render.whole(), request_id=render.id, report=report)
         finally:
             self._running -= 1
@@ -201,6 +227,7 @@ class InferenceApp:
         generation: _Generation,
         gone: asyncio.Event,
         report: bytes | None = None,
+        pace: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         await send(
             {
@@ -212,12 +239,21 @@ class InferenceApp:
                 ],
             }
         )
-        async for event in render.events(gone):
+        async for event in render.events(gone, pace):
             await send({"type": "http.response.body", "body": event, "more_body": True})
         if not gone.is_set():
             await send({"type": "http.response.body", "body": b""})
 
     # -- answers ---------------------------------------------------------------------------------
+    async def _engine_route(self, send: Send, method: str, path: str, engine: Engine) -> None:
+        if path == "/stats":
+            await self._json(send, 200, {"pod": self.pod, **engine.counters()})
+        elif method != "POST":
+            raise _BadRequest(f"{method} {path}: use POST", 405)
+        else:
+            engine.reset(cache=path == "/reset")
+            await self._json(send, 200, {"reset": self.pod})
+
     def _report(self, asked: bytes | None) -> bytes | None:
         """The ORCA load report a generation's answer carries when its request asked for one
         (``endpoint-load-metrics-format``), in vLLM's named-metric style: this app has no
@@ -284,7 +320,9 @@ class InferenceApp:
         await self._json(send, exc.status, data)
 
     # -- the "model" -----------------------------------------------------------------------------
-    def _generation(self, path: str, body: dict[str, Any]) -> _Generation:
+    def _generation(
+        self, path: str, body: dict[str, Any], headers: dict[bytes, bytes] | None = None
+    ) -> _Generation:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise _BadRequest("'model' must be a non-empty string")
@@ -321,11 +359,16 @@ class InferenceApp:
         options = body.get("stream_options") or {}
         if not isinstance(options, dict):
             raise _BadRequest("'stream_options' must be an object")
+        prompt_tokens = len(words)
+        if body.get("prompt_tokens") is not None:  # this app's own field, as "tokens" is
+            prompt_tokens = _tokens("prompt_tokens", body["prompt_tokens"])
+        session = (headers or {}).get(b"x-session-id", b"").decode("latin-1")
         return _Generation(
             model=model,
             tokens=tokens,
             finish="length" if count < wanted else "stop",
-            prompt_tokens=len(words),
+            prompt_tokens=prompt_tokens,
+            session=session or str(body.get("user") or ""),
             delay=delay,
             stream=stream,
             include_usage=bool(options.get("include_usage", False)),
@@ -347,17 +390,30 @@ class _Renderer:
         self.id = id
         self.g = generation
         self.created = int(time.time())
+        self.cached: int | None = None
+        """Prompt tokens its engine found in the prefix cache (None: no engine)."""
+
+    def __len__(self) -> int:
+        """How many tokens it has."""
+        return len(self.g.tokens)
 
     @property
     def text(self) -> str:
         """The whole completion."""
         return "".join(self.g.tokens)
 
-    def usage(self) -> dict[str, int]:
-        """OpenAI's usage object."""
+    def usage(self) -> dict[str, Any]:
+        """OpenAI's usage object (with the cached prompt tokens, when an engine paced it)."""
         done = len(self.g.tokens)
         prompt = self.g.prompt_tokens
-        return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": done,
+            "total_tokens": prompt + done,
+        }
+        if self.cached is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached}
+        return usage
 
     def whole(self) -> dict[str, Any]:
         """The non-streamed answer."""
@@ -383,13 +439,17 @@ class _Renderer:
         """The stream's last raw events."""
         return [b"data: [DONE]\n\n"]
 
-    async def events(self, gone: asyncio.Event) -> AsyncIterator[bytes]:
-        """The stream: opening events, one event a token (each after ``delay``), closing ones.
-        It ends early when the client goes away."""
+    async def events(
+        self, gone: asyncio.Event, pace: Callable[[], Awaitable[bool]] | None = None
+    ) -> AsyncIterator[bytes]:
+        """The stream: opening events, one event a token (each after ``delay``, or when
+        ``pace`` returns), closing ones. It ends early when the client goes away."""
+        if pace is None:
+            pace = functools.partial(_pause, gone, self.g.delay)
         for data in self.chunks():
             yield self.frame(data)
         for token in self.g.tokens:
-            if await _pause(gone, self.g.delay):
+            if await pace():
                 return
             yield self.frame(self.token(token))
         for data in self.closing():
@@ -648,3 +708,18 @@ def _delay(name: str, value: Any) -> float:
     ):
         raise _BadRequest(f"{name!r} must be seconds from 0 to {_MAX_DELAY:g}, not {value!r}")
     return float(value)
+
+
+async def _engine_token(seq: EngineSequence, gone: asyncio.Event) -> bool:
+    """Wait for the engine's next token of ``seq``; True when the client went away (the engine
+    still finishes the sequence, as a real one would until it noticed)."""
+    if gone.is_set():
+        return True
+    await seq.tokens.get()
+    return gone.is_set()
+
+
+def _engine_report(engine: Engine, asked: bytes | None) -> bytes | None:
+    if asked is None or asked.upper() not in (b"TEXT", b"JSON"):
+        return None
+    return engine.report(asked.decode("latin-1")).encode()

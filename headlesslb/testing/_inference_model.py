@@ -3,7 +3,8 @@ number of running sequences and a waiting queue, chunked prefill of the prompt t
 prefix cache, an LRU prefix cache per Pod keyed by conversation, per-token decode streamed as
 server-sent events, and ORCA load reports in vLLM's named-metric style.
 
-It is a *timing model*, not a model: the tokens are placeholders. Serve it on a workload's Pods::
+It is a *timing model*, not a model: the tokens are the SDKs' inference app's placeholders
+(:class:`~headlesslb.testing.InferenceApp`, which it paces). Serve it on a workload's Pods::
 
     cluster.add_deployment("llm", 3, app="headlesslb.testing._inference_model:app", factory=True)
 
@@ -54,12 +55,13 @@ second of model time, averaged over a second) and ``application_utilization`` ((
 waiting) / MAX_SEQS, averaged likewise) are what a gRPC/Envoy ORCA backend sends for weighted
 round robin, which vLLM does not.
 
-Routes: ``POST /v1/chat/completions`` (OpenAI's; ``"stream": true`` sends ``data:`` chunks, a
-usage chunk with ``prompt_tokens_details.cached_tokens`` and ``data: [DONE]``; the conversation
-is the ``x-session-id`` header, else the body's ``user``; the prompt's size is the body's
-``prompt_tokens``, else its messages' words; the answer's, ``max_tokens``, default 32),
-``GET /stats`` (the engine's counters, JSON), ``POST /reset`` (empty cache and counters),
-``POST /reset-stats`` (the counters only: the end of a warm-up), ``GET /healthz``.
+The app is the SDKs' inference app (OpenAI's and Anthropic's routes and wire formats, SSE when
+``"stream": true``) with the engine pacing its tokens: the conversation is the ``x-session-id``
+header, else the body's ``user``; the prompt's size is the body's ``prompt_tokens`` (this app's
+own field), else its messages' words; the answer's, ``max_tokens``, else 32. The usage carries
+``prompt_tokens_details.cached_tokens``; ``GET /stats`` reads the engine's counters,
+``POST /reset`` empties its cache and counters, ``POST /reset-stats`` the counters only (the
+end of a warm-up).
 
 The app factory reads ``HEADLESSLB_INFERENCE_MODEL`` (JSON: ``{"time_scale": 0.2,
 "speeds": {"llm-2": 0.5}}``) from the cluster process's environment.
@@ -72,23 +74,16 @@ import collections
 import json
 import math
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from ._apps import PodContext
+from ._inference import InferenceApp
 
-__all__ = ["ENVIRONMENT", "Engine", "EngineModel", "InferenceModelApp", "app"]
+__all__ = ["ENVIRONMENT", "Engine", "EngineModel", "EngineSequence", "app"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 ENVIRONMENT = "HEADLESSLB_INFERENCE_MODEL"
 """The variable the app factory reads its time scale and per-Pod speeds from (JSON)."""
-_MAX_BODY = 1 << 20
-_MAX_TOKENS = 4096
 _AVERAGING = 1.0
 """Seconds of model time the reported rates and utilization are averaged over."""
 
@@ -118,7 +113,9 @@ class EngineModel:
 
 
 @dataclass(eq=False)
-class _Sequence:
+class EngineSequence:
+    """One request in the engine: its tokens come out of :attr:`tokens` (None ends them)."""
+
     session: str
     prompt: int
     cached: int
@@ -143,8 +140,8 @@ class Engine:
 
     def __init__(self, model: EngineModel) -> None:
         self.model = model
-        self.waiting: collections.deque[_Sequence] = collections.deque()
-        self.running: list[_Sequence] = []
+        self.waiting: collections.deque[EngineSequence] = collections.deque()
+        self.running: list[EngineSequence] = []
         self.cache: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.cached_total = 0
         self.stats = _Stats()
@@ -162,13 +159,26 @@ class Engine:
             self.cached_total = 0
             self._rps = self._utilization = 0.0
 
-    def submit(self, session: str, prompt: int, output: int) -> _Sequence:
+    def counters(self) -> dict[str, float]:
+        """The counters since the last reset, and the engine's size and speed (``GET /stats``)."""
+        stats = self.stats
+        return {
+            "served": stats.served,
+            "prompt_tokens": stats.prompt_tokens,
+            "cached_tokens": stats.cached_tokens,
+            "sequence_seconds": stats.sequence_seconds,
+            "busy_seconds": stats.busy_seconds,
+            "max_seqs": self.model.max_seqs,
+            "speed": self.model.speed,
+        }
+
+    def submit(self, session: str, prompt: int, output: int) -> EngineSequence:
         """Queue a request; its tokens come out of the returned sequence's queue."""
         cached = min(self.cache.get(session, 0), prompt)
         if cached:
             self.cache.move_to_end(session)
         # vLLM computes at least one token of a prompt, even one wholly cached.
-        seq = _Sequence(session, prompt, cached, output, max(1, prompt - cached))
+        seq = EngineSequence(session, prompt, cached, output, max(1, prompt - cached))
         self.waiting.append(seq)
         if self._task is None:
             self._wake = asyncio.Event()
@@ -248,7 +258,7 @@ class Engine:
             load = (len(self.running) + len(self.waiting)) / model.max_seqs
             self._utilization = self._average(self._utilization, load, seconds)
 
-    def _finish(self, seq: _Sequence) -> None:
+    def _finish(self, seq: EngineSequence) -> None:
         self.running.remove(seq)
         seq.tokens.put_nowait(None)
         stats = self.stats
@@ -263,129 +273,13 @@ class Engine:
             self.cached_total -= tokens
 
 
-def _chunk(pod: str, token: int) -> bytes:
-    document = {
-        "object": "chat.completion.chunk",
-        "model": "headlesslb-timing-model",
-        "choices": [{"index": 0, "delta": {"content": f" t{token}"}, "finish_reason": None}],
-    }
-    return b"data: " + json.dumps(document).encode() + b"\n\n"
-
-
-class InferenceModelApp:
-    """One Pod's ASGI app around its :class:`Engine` (routes in the module docstring)."""
-
-    def __init__(self, pod: str, model: EngineModel) -> None:
-        self.pod = pod
-        self.engine = Engine(model)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one ASGI scope."""
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if len(body) > _MAX_BODY:
-                await self._plain(send, 413, {"error": "body too large"})
-                return
-            if not message.get("more_body"):
-                break
-        path, method = scope["path"], scope["method"]
-        if path == "/v1/chat/completions" and method == "POST":
-            await self._complete(scope, body, send)
-        elif path == "/stats":
-            stats = self.engine.stats
-            document = {
-                "pod": self.pod,
-                "served": stats.served,
-                "prompt_tokens": stats.prompt_tokens,
-                "cached_tokens": stats.cached_tokens,
-                "sequence_seconds": stats.sequence_seconds,
-                "busy_seconds": stats.busy_seconds,
-                "max_seqs": self.engine.model.max_seqs,
-                "speed": self.engine.model.speed,
-            }
-            await self._plain(send, 200, document)
-        elif path in ("/reset", "/reset-stats") and method == "POST":
-            self.engine.reset(cache=path == "/reset")
-            await self._plain(send, 200, {"reset": self.pod})
-        elif path == "/healthz":
-            await self._plain(send, 200, {"ok": True})
-        else:
-            await self._plain(send, 404, {"error": f"no route {method} {path}"})
-
-    async def _plain(self, send: Send, status: int, document: object) -> None:
-        headers = [(b"content-type", b"application/json"), (b"x-pod", self.pod.encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": json.dumps(document).encode()})
-
-    async def _complete(self, scope: Scope, body: bytes, send: Send) -> None:
-        try:
-            request = json.loads(body or b"{}")
-            headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
-            session = headers.get("x-session-id", b"").decode("latin-1") or str(
-                request.get("user") or ""
-            )
-            prompt = request.get("prompt_tokens")
-            if prompt is None:
-                prompt = sum(len(str(m.get("content", "")).split()) for m in request["messages"])
-            prompt = int(prompt)
-            output = int(request.get("max_tokens") or 32)
-            if not (0 < prompt <= 1_000_000 and 0 < output <= _MAX_TOKENS):
-                raise ValueError("prompt_tokens or max_tokens out of range")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            await self._plain(send, 400, {"error": {"message": str(exc)}})
-            return
-        seq = self.engine.submit(session, prompt, output)
-        stream = bool(request.get("stream"))
-        response = [
-            (b"content-type", b"text/event-stream" if stream else b"application/json"),
-            (b"x-pod", self.pod.encode()),
-        ]
-        asked = headers.get("endpoint-load-metrics-format")
-        if asked is not None and asked.decode("latin-1").upper() in ("TEXT", "JSON"):
-            report = self.engine.report(asked.decode("latin-1"))
-            response.append((b"endpoint-load-metrics", report.encode()))
-        await send({"type": "http.response.start", "status": 200, "headers": response})
-        while (token := await seq.tokens.get()) is not None:
-            if stream:
-                chunk = _chunk(self.pod, token)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        usage = {
-            "prompt_tokens": seq.prompt,
-            "completion_tokens": seq.output,
-            "total_tokens": seq.prompt + seq.output,
-            "prompt_tokens_details": {"cached_tokens": seq.cached},
-        }
-        if stream:
-            last = {"object": "chat.completion.chunk", "choices": [], "usage": usage}
-            tail = b"data: " + json.dumps(last).encode() + b"\n\ndata: [DONE]\n\n"
-        else:
-            text = "".join(f" t{i}" for i in range(1, seq.output + 1))
-            message = {"role": "assistant", "content": text}
-            document = {
-                "object": "chat.completion",
-                "choices": [{"index": 0, "message": message, "finish_reason": "length"}],
-                "usage": usage,
-            }
-            tail = json.dumps(document).encode()
-        await send({"type": "http.response.body", "body": tail})
-
-
-def app(context: PodContext) -> InferenceModelApp:
-    """The app factory: one engine per Pod, its speed and the time scale from
+def app(context: PodContext) -> InferenceApp:
+    """The app factory: the SDKs' inference app (:class:`~headlesslb.testing.InferenceApp`:
+    OpenAI's and Anthropic's wire formats) with one engine per Pod pacing its tokens, answers
+    of 32 tokens unless a request says, and the Pod's speed and the time scale from
     ``HEADLESSLB_INFERENCE_MODEL`` (JSON) in the cluster process's environment."""
     settings = json.loads(os.environ.get(ENVIRONMENT) or "{}")
     speed = float(settings.get("speeds", {}).get(context.name, 1.0))
     scale = float(settings.get("time_scale", 1.0))
-    return InferenceModelApp(context.name, EngineModel(speed=speed, time_scale=scale))
+    engine = Engine(EngineModel(speed=speed, time_scale=scale))
+    return InferenceApp(context.name, tokens=32, engine=engine)

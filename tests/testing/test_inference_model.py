@@ -1,6 +1,6 @@
-"""The inference timing model's Pods (headlesslb/testing/_inference_model.py) over real HTTP:
-SSE tokens, the prefix cache per conversation, vLLM-style load reports when asked, and a
-headlesslb client reading them."""
+"""The inference timing model's Pods (headlesslb/testing/_inference_model.py: the SDKs'
+inference app paced by an engine) over real HTTP: SSE tokens, the prefix cache per
+conversation, vLLM-style load reports when asked, and a headlesslb client reading them."""
 
 from __future__ import annotations
 
@@ -29,7 +29,14 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
 
 
 def _stream(http: httpx.Client, url: str, session: str, prompt: int) -> tuple[int, dict, str]:
-    body = {"messages": [], "prompt_tokens": prompt, "max_tokens": 5, "stream": True}
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hello"}],
+        "prompt_tokens": prompt,
+        "max_tokens": 5,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     headers = {"x-session-id": session, "endpoint-load-metrics-format": "TEXT"}
     tokens = 0
     usage: dict = {}
@@ -39,7 +46,8 @@ def _stream(http: httpx.Client, url: str, session: str, prompt: int) -> tuple[in
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 chunk = json.loads(line[6:])
-                tokens += bool(chunk["choices"])
+                choices = chunk["choices"]
+                tokens += bool(choices and choices[0]["delta"].get("content"))
                 usage = chunk.get("usage") or usage
     return tokens, usage, report
 
@@ -70,7 +78,7 @@ def test_a_client_reading_reports_sees_them(cluster: LocalCluster) -> None:
     with HeadlessClient(
         "llm-hl", port="http", picker=LeastLoaded(), **cluster.client_kwargs()
     ) as client:
-        body = {"messages": [{"role": "user", "content": "a b c"}], "max_tokens": 2}
+        body = {"model": "m", "messages": [{"role": "user", "content": "a b c"}], "max_tokens": 2}
         answer = client.post("/v1/chat/completions", json=body)
         assert answer.json()["usage"]["prompt_tokens"] == 3
         (status,) = client.endpoints()

@@ -54,6 +54,7 @@ from ..core.names import (
     split_ordinal_text,
 )
 from ..core.resolv import DnsTries
+from ..core.slices import unusable_address
 from ..errors import AnswerTooLarge, ConfigurationError, DiscoveryError
 from .dnswire import (
     AAAA,
@@ -83,7 +84,6 @@ _MAX_NOTED = 256
 _MAX_REMEMBERED_REPLIES = 8
 """Replies kept per DnsDiscovery to recognise an unchanged one by its bytes (the Service's A,
 AAAA and SRV answers; a Pod looked up by name now and then comes and goes)."""
-_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _MAX_TARGET_LOOKUPS = 16
 """SRV targets we resolve one by one when the additional section lacks them; beyond, one A query."""
 _RDTYPES: dict[str, tuple[int, ...]] = {
@@ -775,27 +775,12 @@ def _usable_addresses(owner: str, raw: Iterable[bytes], rnd: _Round) -> list[str
                 found.append(address_text(packed))
                 continue
         ip = ipaddress.ip_address(packed)
-        why = _unusable(ip)
+        why = unusable_address(ip)
         if why is None:
             found.append(str(ip))
         else:
             rnd.skipped.append(f"{ip} ({owner}): {why}, no Pod has such an address")
     return found
-
-
-def _unusable(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    """Why no Pod can have this address, or None. Loopback is fine (the local cluster uses it)."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return "IPv4-mapped IPv6"
-    if ip.is_unspecified or ip in _THIS_NETWORK:
-        return "unspecified (0.0.0.0/8, ::)"
-    if ip.is_multicast:
-        return "multicast"
-    if isinstance(ip, ipaddress.IPv4Address) and ip.is_reserved:
-        return "reserved (240.0.0.0/4, incl. broadcast)"
-    if ip.is_link_local:
-        return "link-local"
-    return None
 
 
 def _srv_targets(srv_name: str, records: Iterable[tuple[str, int]], rnd: _Round) -> dict[str, int]:

@@ -30,6 +30,7 @@ from typing import Protocol, runtime_checkable
 from ..errors import ConfigurationError
 from . import forksafe
 from .endpoint import Endpoint
+from .orca import LoadReport
 
 __all__ = [
     "AttemptFinished",
@@ -45,6 +46,7 @@ __all__ = [
     "FallbackLeft",
     "HealthChanged",
     "LoadReportRejected",
+    "LoadReported",
     "Observer",
     "ReadmitReason",
     "RetryBudgetExhausted",
@@ -267,6 +269,17 @@ class LoadReportRejected(Event):
     endpoint: Endpoint
     reason: str
     """What was wrong with it (too long, malformed, a value that is not a finite number >= 0)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReported(Event):
+    """A Pod's latest usable load report (ORCA ``endpoint-load-metrics``), sent at most once per
+    :data:`~headlesslb.core.orca.REPORT_EVENT_INTERVAL` per Pod however many responses carry
+    one: what a metrics observer exports (``endpoints()`` has every report as it comes)."""
+
+    service: str
+    endpoint: Endpoint
+    report: LoadReport
 
 
 # -- discovery -----------------------------------------------------------------------------------

@@ -257,6 +257,13 @@ def parse_load_report(value: str, received: float, since: float | None = None) -
 Rejected = Callable[["Endpoint", str], None]
 """Told once per Pod that its report was dropped, and why (until it sends a good one)."""
 
+Reported = Callable[["Endpoint", "LoadReport"], None]
+"""Told a Pod's latest usable report, at most once per :data:`REPORT_EVENT_INTERVAL`."""
+
+REPORT_EVENT_INTERVAL = 1.0
+"""Seconds between two tellings of one Pod's report: metrics are scraped every few seconds,
+while a busy Pod reports with every response (hundreds a second)."""
+
 
 class LoadReports:
     """Where responses' load reports go: each parsed at header time and kept on its Pod's
@@ -269,7 +276,7 @@ class LoadReports:
     sent a good one.
     """
 
-    __slots__ = ("_clock", "_warned", "max_age", "rejected", "request_headers")
+    __slots__ = ("_clock", "_told", "_warned", "max_age", "rejected", "reported", "request_headers")
 
     def __init__(
         self,
@@ -278,6 +285,7 @@ class LoadReports:
         max_age: float,
         ask: Literal["TEXT", "JSON"] | None = "TEXT",
         rejected: Rejected | None = None,
+        reported: Reported | None = None,
     ) -> None:
         self._clock = clock
         self.max_age = max_age
@@ -287,7 +295,10 @@ class LoadReports:
         )
         """What every attempt sends to ask for a report (vLLM reports only when asked)."""
         self.rejected = rejected
+        self.reported = reported
         self._warned: set[tuple[str, int]] = set()
+        self._told: dict[tuple[str, int], float] = {}
+        """When each Pod's report was last told to ``reported``."""
 
     def offer(self, state: EndpointState, headers: Mapping[str, str]) -> None:
         """Read the report in a response's ``headers`` from ``state``'s Pod, if it has one.
@@ -312,3 +323,9 @@ class LoadReports:
         state.load = report
         if self._warned:
             self._warned.discard(state.key)
+        reported = self.reported
+        if reported is not None:
+            key = state.key
+            if now - self._told.get(key, -math.inf) >= REPORT_EVENT_INTERVAL:
+                self._told[key] = now
+                reported(state.endpoint, report)

@@ -34,11 +34,11 @@ from ..core.balancer import Balancer
 from ..core.call import LookupPod
 from ..core.clock import Clock
 from ..core.endpoint import EMPTY_WORDS, NXDOMAIN_WORDS, Endpoint
-from ..core.events import EndpointsChanged, Event, EventHub, LoadReportRejected
+from ..core.events import EndpointsChanged, Event, EventHub, LoadReported, LoadReportRejected
 from ..core.health import HealthCheck
 from ..core.limits import ConnectionLimits
 from ..core.names import ServiceName
-from ..core.orca import LoadReports
+from ..core.orca import LoadReport, LoadReports
 from ..core.pickers import ConsistentHash, Ordinal, PickerName, SlowStart, make_picker
 from ..core.pickers.base import PickerFactory, ReadsLoad
 from ..core.pool import OutlierPolicy, Pool
@@ -219,6 +219,7 @@ class Runtime:
                 spec.clock,
                 max_age=max(f.report_max_age for f in readers),
                 rejected=self._report_rejected,
+                reported=self._report_taken,
             )
         self.discovery = spec.discovery or (
             _dns(spec) if spec.endpointslices is None else _endpointslices(spec, rng)
@@ -250,6 +251,9 @@ class Runtime:
 
     def _report_rejected(self, endpoint: Endpoint, reason: str) -> None:
         self.events.emit(LoadReportRejected(self.events.service, endpoint, reason))
+
+    def _report_taken(self, endpoint: Endpoint, report: LoadReport) -> None:
+        self.events.emit(LoadReported(self.events.service, endpoint, report))
 
     # -- clients ---------------------------------------------------------------------------------
     @property

@@ -23,7 +23,14 @@ It exposes the OpenTelemetry metrics under Prometheus' conventional names (``_se
   ``change``: joined, left), ``headlesslb_dns_round_duration_seconds`` (histogram),
   ``headlesslb_dns_errors_total``;
 - ``headlesslb_load_reports_rejected_total`` (label ``endpoint``): a Pod's ORCA load report was
-  dropped as unusable, counted once per run of bad reports (:class:`LoadReportRejected`).
+  dropped as unusable, counted once per run of bad reports (:class:`LoadReportRejected`);
+- with a picker that reads load reports (``WeightedRoundRobin``, ``LeastLoaded``), each Pod's
+  latest report (:class:`LoadReported`, at most once a second per Pod), label ``endpoint``:
+  ``headlesslb_endpoint_load_utilization`` (what weighted round robin divides by:
+  ``application_utilization``, else ``cpu_utilization``), ``headlesslb_endpoint_load_qps``
+  (``rps_fractional``) and ``headlesslb_endpoint_load_metric`` (label ``metric``: its
+  ``named_metrics``, such as vLLM's ``num_requests_waiting``; at most ``MAX_LOAD_METRICS``
+  names per Service, since Pods name them). A Pod's gauges go when it leaves DNS.
 
 Per-endpoint series have bounded cardinality: ``endpoint`` is the Pod's hostname (``web-3``: a
 StatefulSet's names are stable) or, without one, its ``ip:port``; after ``max_endpoints``
@@ -48,10 +55,12 @@ from ..core.events import (
     EndpointsChanged,
     Event,
     HealthChanged,
+    LoadReported,
     LoadReportRejected,
     RetryBudgetExhausted,
     RetryScheduled,
 )
+from ..core.orca import LoadReport
 from ..errors import ConfigurationError
 from .otel import DURATION_BUCKETS
 
@@ -75,6 +84,11 @@ OTHER = "other"
 beyond :data:`MAX_ZONES`)."""
 MAX_ZONES = 16
 """Distinct ``zone`` labels per Service: a region has a handful of zones."""
+
+MAX_LOAD_METRICS = 16
+"""Distinct ``metric`` label values per Service: named metrics come from the Pods, untrusted,
+so a Pod inventing a name per report cannot grow the series without bound (past it, new names
+are not exported)."""
 
 Labels = tuple[str, ...]
 
@@ -127,6 +141,10 @@ class PrometheusMetrics(Collector):
         self._endpoints: dict[str, EndpointCounts] = {}
         self._labels: dict[str, dict[tuple[str, int], str]] = {}
         self._zones: dict[str, set[str]] = {}
+        self._loads: dict[str, dict[str, LoadReport]] = {}
+        """Per Service, each Pod's latest load report, by its ``endpoint`` label."""
+        self._load_metrics: dict[str, set[str]] = {}
+        """Per Service, the named metrics exported (bounded by :data:`MAX_LOAD_METRICS`)."""
         """Per Service, the ``endpoint`` label each Pod got (bounded by ``max_endpoints``)."""
         registry.register(self)
 
@@ -148,6 +166,11 @@ class PrometheusMetrics(Collector):
                 self._add("endpoint_changes", (service, "joined"), len(event.added))
                 self._add("endpoint_changes", (service, "left"), len(event.removed))
                 self._endpoints[service] = event.counts
+                loads = self._loads.get(service)
+                if loads:
+                    labels = self._labels.get(service, {})
+                    for gone in event.removed:
+                        loads.pop(labels.get(gone.key, OTHER), None)
             elif kind is EndpointReadmitted or kind is HealthChanged:
                 assert isinstance(event, EndpointReadmitted | HealthChanged)
                 self._endpoints[service] = event.counts
@@ -164,6 +187,11 @@ class PrometheusMetrics(Collector):
                 assert isinstance(event, LoadReportRejected)
                 pod = self._endpoint(service, event.endpoint)
                 self._add("load_reports_rejected", (service, pod))
+            elif kind is LoadReported:
+                assert isinstance(event, LoadReported)
+                pod = self._endpoint(service, event.endpoint)
+                if pod != OTHER:  # a gauge of Pods lumped together would mean nothing
+                    self._loads.setdefault(service, {})[pod] = event.report
 
     def _attempt(self, event: AttemptFinished) -> None:
         service = event.service
@@ -228,6 +256,21 @@ class PrometheusMetrics(Collector):
         endpoints = GaugeMetricFamily(
             "headlesslb_endpoints", "Pods in DNS, by state.", labels=("service", "state")
         )
+        utilization = GaugeMetricFamily(
+            "headlesslb_endpoint_load_utilization",
+            "Each Pod's reported utilization (application, else CPU), from its latest report.",
+            labels=("service", "endpoint"),
+        )
+        qps = GaugeMetricFamily(
+            "headlesslb_endpoint_load_qps",
+            "Each Pod's reported queries per second, from every client.",
+            labels=("service", "endpoint"),
+        )
+        named = GaugeMetricFamily(
+            "headlesslb_endpoint_load_metric",
+            "Each Pod's reported named metrics.",
+            labels=("service", "endpoint", "metric"),
+        )
         counters = {
             name: CounterMetricFamily(f"headlesslb_{name}", doc, labels=labels)
             for name, (doc, labels) in _COUNTERS.items()
@@ -244,9 +287,23 @@ class PrometheusMetrics(Collector):
             for name, values in self._counters.items():
                 for key, value in values.items():
                     counters[name].add_metric(key, value)
+            for service, loads in self._loads.items():
+                exported = self._load_metrics.setdefault(service, set())
+                for pod, report in loads.items():
+                    utilization.add_metric((service, pod), report.busy)
+                    qps.add_metric((service, pod), report.rps_fractional)
+                    for metric, value in report.named_metrics.items():
+                        if metric not in exported:
+                            if len(exported) >= MAX_LOAD_METRICS:
+                                continue
+                            exported.add(metric)
+                        named.add_metric((service, pod, metric), value)
         yield duration
         yield dns
         yield endpoints
+        yield utilization
+        yield qps
+        yield named
         yield from counters.values()
 
 

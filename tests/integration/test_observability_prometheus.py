@@ -7,10 +7,17 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from headlesslb.core.endpoint import Endpoint
-from headlesslb.core.events import EndpointCounts, EndpointEjected, LoadReportRejected
+from headlesslb.core.events import (
+    EndpointCounts,
+    EndpointEjected,
+    EndpointsChanged,
+    LoadReported,
+    LoadReportRejected,
+)
+from headlesslb.core.orca import parse_load_report
 from headlesslb.errors import ConfigurationError
 from headlesslb.telemetry.otel import DURATION_BUCKETS
-from headlesslb.telemetry.prometheus import OTHER, PrometheusMetrics
+from headlesslb.telemetry.prometheus import MAX_LOAD_METRICS, OTHER, PrometheusMetrics
 from headlesslb.testing import LocalCluster
 
 from .helpers import make_client, served_by
@@ -90,6 +97,44 @@ def test_rejected_load_reports_are_counted_per_pod() -> None:
     found = samples(registry)
     assert value(found, "headlesslb_load_reports_rejected_total", endpoint="llm-0") == 2
     assert value(found, "headlesslb_load_reports_rejected_total") == 3
+
+
+def test_each_pods_latest_load_report_is_a_gauge_until_it_leaves() -> None:
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    service = "llm-hl.default.svc.cluster.local"
+    llm0, llm1 = Endpoint("10.0.0.1", 80, "llm-0", 0), Endpoint("10.0.0.2", 80, "llm-1", 1)
+    vllm = "TEXT application_utilization=0.4, rps_fractional=12, named_metrics.{}={}"
+    metrics(LoadReported(service, llm0, parse_load_report(vllm.format("waiting", 3), 0, 0)))
+    metrics(LoadReported(service, llm0, parse_load_report(vllm.format("waiting", 5), 1, 0)))
+    metrics(LoadReported(service, llm1, parse_load_report("TEXT cpu_utilization=0.9", 1, 1)))
+    found = samples(registry)
+    assert value(found, "headlesslb_endpoint_load_utilization", endpoint="llm-0") == 0.4
+    assert value(found, "headlesslb_endpoint_load_utilization", endpoint="llm-1") == 0.9
+    assert value(found, "headlesslb_endpoint_load_qps", endpoint="llm-0") == 12
+    # The latest report, not a sum of them.
+    assert value(found, "headlesslb_endpoint_load_metric", endpoint="llm-0", metric="waiting") == 5
+    counts = EndpointCounts(1, 0, 0, False)
+    metrics(EndpointsChanged(service, (), (llm0,), counts))
+    found = samples(registry)
+    assert [s["endpoint"] for s, _ in found["headlesslb_endpoint_load_utilization"]] == ["llm-1"]
+    assert "headlesslb_endpoint_load_metric" not in found
+
+
+def test_named_load_metrics_are_capped_per_service() -> None:
+    # Pods name their metrics: one inventing a name per report cannot grow the series.
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    service = "llm-hl.default.svc.cluster.local"
+    pod = Endpoint("10.0.0.1", 80, "llm-0", 0)
+    for n in range(MAX_LOAD_METRICS + 5):
+        metrics(LoadReported(service, pod, parse_load_report(f"TEXT named_metrics.m{n}=1", n, 0)))
+        samples(registry)  # each scrape sees that report's name
+    names = {s["metric"] for s, _ in samples(registry).get("headlesslb_endpoint_load_metric", [])}
+    assert names == set()  # the last report's name came after the cap
+    metrics(LoadReported(service, pod, parse_load_report("TEXT named_metrics.m0=2", 99, 0)))
+    found = samples(registry)
+    assert value(found, "headlesslb_endpoint_load_metric", metric="m0") == 2
 
 
 def test_every_name_is_prefixed() -> None:

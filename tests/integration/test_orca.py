@@ -5,13 +5,16 @@ leaves the client working; the liar is still ejected."""
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from headlesslb import LeastLoaded, WeightedRoundRobin
-from headlesslb.core.events import EndpointEjected, Event, LoadReportRejected
+from headlesslb.core.events import EndpointEjected, Event, LoadReported, LoadReportRejected
 from headlesslb.core.pickers.base import PickerFactory
 from headlesslb.testing import LocalCluster
 from tests.integration.apps import orca_app
@@ -44,6 +47,7 @@ async def test_hostile_reports_leave_the_client_working_and_the_liar_is_ejected(
 ) -> None:
     seen: list[Event] = []
     caplog.set_level(logging.WARNING, logger="headlesslb.pool")
+    started = time.monotonic()
     async with make_client(
         reporting, "lb-hl", picker=PICKERS[picker], observers=[seen.append]
     ) as client:
@@ -72,6 +76,12 @@ async def test_hostile_reports_leave_the_client_working_and_the_liar_is_ejected(
     assert len(lines) == len(BAD)
     reasons = {e.endpoint.ordinal: e.reason for e in rejected}
     assert "longer than" in reasons[1] and "finite" in reasons[3] and "plain name" in reasons[4]
+    # What metrics export: usable reports only, each Pod's at most once a second (not one
+    # per response).
+    reported = [e for e in seen if isinstance(e, LoadReported)]
+    by_pod = collections.Counter(e.endpoint.ordinal for e in reported)
+    assert orca_app.HONEST in by_pod and not set(by_pod) & set(BAD)
+    assert max(by_pod.values()) <= math.ceil(time.monotonic() - started) + 1
 
 
 async def test_without_a_picker_that_reads_them_nothing_is_asked(reporting: LocalCluster) -> None:

@@ -153,6 +153,26 @@ def test_a_bad_report_is_dropped_and_said_once_per_pod_until_a_good_one() -> Non
     assert [ip for ip, _ in said] == ["10.0.0.1", "10.0.0.2", "10.0.0.1"]
 
 
+def test_a_pods_report_is_told_at_most_once_a_second() -> None:
+    # Metrics need a Pod's latest report, not one event per response of a busy Pod.
+    clock = ManualClock()
+    pool = _pool(clock)
+    told: list[tuple[str, float]] = []
+    sink = LoadReports(
+        clock, max_age=5.0, reported=lambda e, r: told.append((e.ip, r.cpu_utilization))
+    )
+    a, b = pool.snapshot.members
+    for n in range(5):
+        sink.offer(a, {HEADER: f"TEXT cpu_utilization=0.{n + 1}"})
+        clock.advance(0.1)
+    sink.offer(b, {HEADER: "TEXT cpu_utilization=0.9"})  # another Pod: its own second
+    sink.offer(a, {HEADER: "TEXT cpu_utilization=nan"})  # dropped: never told
+    assert told == [("10.0.0.1", 0.1), ("10.0.0.2", 0.9)]
+    clock.advance(0.5)  # a second since a's last telling
+    sink.offer(a, {HEADER: "TEXT cpu_utilization=0.7"})
+    assert told[-1] == ("10.0.0.1", 0.7) and a.load is not None and a.load.cpu_utilization == 0.7
+
+
 class _Response:
     def __init__(self, status: int, headers: dict[str, str]) -> None:
         self.status_code = status

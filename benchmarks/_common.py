@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -85,3 +86,20 @@ def write_results(
     root = Path(__file__).resolve().parent.parent
     print(f"\nwrote {path.relative_to(root) if path.is_relative_to(root) else path}")
     return path
+
+
+def kubeapi_binaries(benchmark: str) -> dict[str, str]:
+    """The kubeapi bed's server and etcd (``make kubeapi`` builds them), or exit non-zero saying
+    that ``benchmark`` needs them and why there are none."""
+    build = Path(__file__).resolve().parent.parent / "tools" / "kubeapi" / "build.py"
+    result = subprocess.run(
+        [sys.executable, str(build), "--offline", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        why = result.stderr.strip() or f"build.py exited {result.returncode}"
+        sys.exit(f"{benchmark} needs the kubeapi bed, which is not built (make kubeapi): {why}")
+    manifest = json.loads(result.stdout)
+    return {"server": manifest["server"], "etcd": manifest["etcd"]}

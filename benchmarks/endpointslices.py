@@ -32,11 +32,8 @@ retried, and requests started after the client showed a Pod terminating that wen
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import random
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,7 +41,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from _common import print_table, write_results
+from _common import kubeapi_binaries, print_table, write_results
 
 from headlesslb import EndpointSlices, HeadlessClient, KubeAPIConfig
 from headlesslb.testing import LocalCluster, PodInfo
@@ -60,19 +57,6 @@ def percentile(values: list[float], q: float) -> float:
         return math.nan
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
-def binaries() -> dict[str, str]:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "kubeapi" / "build.py"), "--offline", "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        sys.exit(f"the kubeapi bed is not built (make kubeapi): {result.stderr.strip()}")
-    manifest = json.loads(result.stdout)
-    return {"server": manifest["server"], "etcd": manifest["etcd"]}
 
 
 class Load:
@@ -212,7 +196,7 @@ async def rolling(args: argparse.Namespace, bed: KubeAPI, cluster: LocalCluster)
 
 
 async def main(args: argparse.Namespace) -> None:
-    paths = binaries()
+    paths = kubeapi_binaries("endpointslices.py")
     with (
         tempfile.TemporaryDirectory() as workdir,
         KubeAPI(paths["server"], paths["etcd"], workdir=Path(workdir)) as bed,

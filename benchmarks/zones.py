@@ -43,10 +43,8 @@ every client lists the new Pods, then measures ``--seconds``. Columns, ``_<fleet
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,7 +54,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from _common import print_table, write_results
+from _common import kubeapi_binaries, print_table, write_results
 
 from headlesslb import EndpointSlices, HeadlessClient, KubeAPIConfig
 from headlesslb.testing import LocalCluster, PodInfo
@@ -69,21 +67,6 @@ MAX_OVERLOAD = 1.5
 NEVER = 1000.0
 MODES = {"zone": MAX_OVERLOAD, "flat": None, "stay": NEVER}
 """Each fleet's ``max_zone_overload``; None: no zone."""
-
-
-def binaries() -> dict[str, str]:
-    """The bed's binaries, or exit non-zero saying why there are none."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "kubeapi" / "build.py"), "--offline", "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        why = result.stderr.strip() or f"build.py exited {result.returncode}"
-        sys.exit(f"zones.py needs the kubeapi bed, which is not built (make kubeapi): {why}")
-    manifest = json.loads(result.stdout)
-    return {"server": manifest["server"], "etcd": manifest["etcd"]}
 
 
 @dataclass
@@ -353,7 +336,7 @@ async def _serve(client: HeadlessClient, *, task_status: Any = anyio.TASK_STATUS
 async def main(args: argparse.Namespace) -> None:
     os.environ.pop("HEADLESSLB_ZONE", None)  # the zone-unaware fleet must not pick one up
     layouts = [Layout.parse(text) for text in args.layouts.split(",")]
-    paths = binaries()
+    paths = kubeapi_binaries("zones.py")
     began = time.monotonic()
     with tempfile.TemporaryDirectory() as workdir:
         try:

@@ -36,6 +36,7 @@ or build your own factory around :class:`InferenceApp` for other defaults.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import functools
@@ -382,8 +383,9 @@ def inference_app(context: PodContext) -> InferenceApp:
 
 
 # -- renderers: one generation in each API's format ---------------------------------------------
-class _Renderer:
-    """One generation in one API's wire format: the whole answer, or its stream's events."""
+class _Renderer(abc.ABC):
+    """One generation in one API's wire format: the whole answer, or its stream's events (each
+    API's subclass says how)."""
 
     def __init__(self, pod: str, id: str, generation: _Generation) -> None:
         self.pod = pod
@@ -415,21 +417,21 @@ class _Renderer:
             usage["prompt_tokens_details"] = {"cached_tokens": self.cached}
         return usage
 
+    @abc.abstractmethod
     def whole(self) -> dict[str, Any]:
         """The non-streamed answer."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def chunks(self) -> list[dict[str, Any]]:
         """The streamed answer's data, before the tokens (sent at once)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def token(self, token: str) -> dict[str, Any]:
         """The event carrying one token."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def closing(self) -> list[dict[str, Any]]:
         """The streamed answer's data after the tokens (the finish reason, the usage)."""
-        raise NotImplementedError
 
     def frame(self, data: dict[str, Any]) -> bytes:
         """One server-sent event."""

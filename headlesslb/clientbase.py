@@ -9,7 +9,7 @@ port than the client's (:class:`ServiceURLs` holds what it checks against), befo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .core import validate
@@ -39,11 +39,12 @@ class ServiceURLs:
     """The client's port: a number, or a named port SRV gives per Pod."""
     base: str
     """``scheme://host[:port]`` naming the Service: the client's base URL (no trailing slash)."""
+    url_port: int | None = field(init=False)
+    """The only explicit port a URL naming the Service may give (None: none). Made once: every
+    request giving a port is checked against it."""
 
-    @property
-    def url_port(self) -> int | None:
-        """The only explicit port a URL naming the Service may give (None: none)."""
-        return self.port if isinstance(self.port, int) else None
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "url_port", self.port if isinstance(self.port, int) else None)
 
 
 def service_hosts(service: ServiceName, own_namespace: str | None) -> frozenset[bytes]:
@@ -72,14 +73,15 @@ def check_url(urls: ServiceURLs, request: Any) -> None:
             " never the URL; nothing was sent",
             request=request,
         )
-    if url.port is not None and url.port != urls.url_port:
+    port = url.port
+    if port is not None and port != urls.url_port:
         expected = (
             f"its port {urls.url_port}"
             if urls.url_port is not None
             else f"no port (the named port {urls.port!r} comes from SRV per Pod)"
         )
         raise InvalidRequest(
-            f"{url.host}:{url.port} names the Service with another port: give {expected};"
+            f"{url.host}:{port} names the Service with another port: give {expected};"
             " nothing was sent",
             request=request,
         )

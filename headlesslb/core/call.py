@@ -443,11 +443,17 @@ class Call:
         """What ``response.extensions["headlesslb"]`` holds."""
         fallback = self.fallback_address
         endpoint = None if fallback else self.endpoint
+        records = self.log.records
+        attempts = (
+            [records[0].as_dict()]  # most calls: one attempt, no map for it
+            if len(records) == 1
+            else list(map(AttemptRecord.as_dict, records))  # no listcomp frame
+        )
         report: Report = {
             "endpoint": endpoint.authority if endpoint else fallback,
             "hostname": endpoint.hostname if endpoint else None,
             "ordinal": endpoint.ordinal if endpoint else None,
-            "attempts": list(map(AttemptRecord.as_dict, self.log.records)),  # no listcomp frame
+            "attempts": attempts,
             "fallback": fallback is not None,
             "retry_budget_exhausted": self.budget_exhausted,
         }

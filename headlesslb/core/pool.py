@@ -305,7 +305,9 @@ class Pool:
             self.latency.restamp(state, now)
             return
         self.latency.observe(state, attempt.latency(now), now)
-        if outcome in _FAILURES:
+        if outcome is Outcome.SUCCESS:  # the usual answer, told without hashing an enum
+            state.consecutive_failures = 0
+        elif outcome in _FAILURES:
             state.failures += 1
             state.consecutive_failures += 1
             if outcome is Outcome.REFUSED:

@@ -33,7 +33,7 @@ class Step:
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Send(Step):
     """Send the request to ``state``'s Pod. ``attempt`` is already counted in the pool: the shell
     hands it to the response body, which reports the outcome when it ends."""
@@ -42,11 +42,26 @@ class Send(Step):
     attempt: Attempt
     timeout: float | None
     """The per-try timeout, seconds (``None``: only the request's own timeouts)."""
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...]
     """Headers an observer asked to send with this attempt (tracing's ``traceparent``)."""
-    hedge_after: float | None = None
+    hedge_after: float | None
     """Seconds after which, with no answer yet, the shell feeds the call ``HEDGE_DUE``, which
     answers with a second attempt or None (``None`` here: this attempt is not hedged)."""
+
+    def __init__(
+        self,
+        state: EndpointState,
+        attempt: Attempt,
+        timeout: float | None,
+        headers: tuple[tuple[str, str], ...] = (),
+        hedge_after: float | None = None,
+    ) -> None:
+        # One made per attempt: the slots' own setters, as for the results (:mod:`.results`).
+        _set_state(self, state)
+        _set_attempt(self, attempt)
+        _set_timeout(self, timeout)
+        _set_headers(self, headers)
+        _set_hedge_after(self, hedge_after)
 
     @property
     def endpoint(self) -> Endpoint:
@@ -98,3 +113,9 @@ class Fail(Step):
 
 DELIVER = Deliver()
 TO_FALLBACK = SendToFallback()
+
+_set_state = Send.__dict__["state"].__set__
+_set_attempt = Send.__dict__["attempt"].__set__
+_set_timeout = Send.__dict__["timeout"].__set__
+_set_headers = Send.__dict__["headers"].__set__
+_set_hedge_after = Send.__dict__["hedge_after"].__set__

@@ -191,6 +191,8 @@ class Runtime:
 
     def __init__(self, spec: RuntimeSpec) -> None:
         self.spec = spec
+        self._ready = False
+        """Whether :attr:`ready` was seen true (it never turns false again)."""
         rng = spec.rng or random.Random()
         self._clients: tuple[Attached, ...] = ()
         self._clients_lock = threading.Lock()
@@ -317,10 +319,15 @@ class Runtime:
     def ready(self) -> bool:
         """Whether the first requests may go: the first DNS round is done and, when Pods start
         unhealthy, the first probes of them too."""
+        if self._ready:
+            return True
         health = self.health
         if health is not None and health.check.start_unhealthy and not health.probed.is_set():
             return False
-        return self.refresher.ready
+        # Asked by every request: once true it stays so (both events are set once, never
+        # cleared), and later requests read one flag instead of the events.
+        self._ready = ready = self.refresher.ready
+        return ready
 
     async def wait_ready(self) -> None:
         """Wait until :attr:`ready`, at most ``RefreshPolicy.first_resolution_timeout``."""

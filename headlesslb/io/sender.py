@@ -24,7 +24,6 @@ from typing import Any, Protocol, TypeAlias
 import httpcore
 import httpx
 
-from headlesslb.core.call import Send
 from headlesslb.core.events import EventHub
 from headlesslb.core.limits import DEFAULT_LIMITS, ConnectionLimits
 from headlesslb.core.pool import Attempt, Outcome
@@ -57,19 +56,26 @@ Answer: TypeAlias = tuple[httpx.Response, Verdict]
 class AsyncSender(Protocol):
     """What the shell sends attempts with."""
 
-    async def send_attempt(
+    async def send(
         self,
         request: httpx.Request,
-        step: Send,
-        policy: RetryPolicy,
-        *,
+        host: str,
+        port: int,
         scheme: bytes,
         sni: str | None,
-        headers: list[tuple[bytes, bytes]] | None = None,
+        headers: list[tuple[bytes, bytes]] | None,
+        limit: float | None,
+        attempt: Attempt | None,
+        policy: RetryPolicy | None,
     ) -> Answer:
-        """Send the attempt ``step`` (its Pod, pool attempt and per-try timeout): the response
-        and its verdict by ``policy``, whose outcome the body reports to the pool attempt when
-        it ends (a failed send is the caller's to report)."""
+        """Send ``request`` to ``host:port`` over ``scheme`` (``sni``: the name TLS verifies),
+        with ``headers`` instead of its own when given, each timeout capped at ``limit``.
+
+        With a pool ``attempt`` (an attempt's :class:`~headlesslb.core.call.Send`), the
+        response is judged by ``policy`` at header time, and its body reports the verdict's
+        outcome to the attempt when it ends (a failed send is the caller's to report). Without
+        one (health probes, the fallback) the verdict is ``ANSWERED`` and nothing is reported.
+        Positional: the shell calls it once per attempt."""
         ...
 
     async def send_to(
@@ -83,7 +89,8 @@ class AsyncSender(Protocol):
         headers: list[tuple[bytes, bytes]] | None = None,
         connect_timeout: float | None = None,
     ) -> httpx.Response:
-        """Send ``request`` to ``host:port`` with no attempt to report (the fallback)."""
+        """Send ``request`` to ``host:port`` with no attempt to report (health probes, the
+        fallback); ``connect_timeout`` caps every timeout of the request."""
         ...
 
     async def retire(self, keep: set[Address]) -> None:
@@ -99,31 +106,6 @@ class AsyncSender(Protocol):
     async def aclose(self) -> None:
         """Close everything; nothing is sent afterwards."""
         ...
-
-
-def pod_request(
-    request: httpx.Request,
-    host: str,
-    port: int,
-    scheme: bytes,
-    sni: str | None,
-    headers: list[tuple[bytes, bytes]] | None,
-    timeout: float | None,
-) -> httpcore.Request:
-    """The httpcore request for one attempt: aimed at ``host:port`` over ``scheme`` (the
-    client's configuration, never the URL's), Host header and path kept. Building it directly
-    skips httpx's URL rebuild, most of a naive rewriting transport's overhead."""
-    return httpcore.Request(
-        method=request.method,
-        url=httpcore.URL(scheme=scheme, host=host, port=port, target=request.url.raw_path),
-        headers=headers if headers is not None else request.headers.raw,
-        content=request.stream,
-        extensions=(
-            request.extensions  # the usual case (plain http, no per-try timeout): no call
-            if sni is None and timeout is None
-            else attempt_extensions(request.extensions, sni, timeout)
-        ),
-    )
 
 
 def transport_request(
@@ -197,27 +179,6 @@ class PodSender:
         )
         return pool
 
-    async def send_attempt(
-        self,
-        request: httpx.Request,
-        step: Send,
-        policy: RetryPolicy,
-        *,
-        scheme: bytes,
-        sni: str | None,
-        headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> Answer:
-        """Send the attempt ``step`` (its Pod, pool attempt and per-try timeout; see
-        :meth:`send_to`): the response and its verdict by ``policy``, whose outcome the body
-        reports to the pool attempt when it ends (a failed send is the caller's to report)."""
-        endpoint = step.state.endpoint
-        attempt = step.attempt
-        response, body = await self._send(
-            request, endpoint.ip, endpoint.port, scheme, sni, headers, step.timeout, attempt
-        )
-        body.verdict = verdict = answered(response, attempt, policy)
-        return response, verdict
-
     async def send_to(
         self,
         request: httpx.Request,
@@ -232,12 +193,12 @@ class PodSender:
         """Send ``request`` to ``host:port`` with no attempt to report (health probes, the
         fallback); ``sni`` is the name TLS verifies (https only); ``connect_timeout`` caps every
         timeout of the request."""
-        response, _ = await self._send(
-            request, host, port, scheme, sni, headers, connect_timeout, None
+        response, _ = await self.send(
+            request, host, port, scheme, sni, headers, connect_timeout, None, None
         )
         return response
 
-    async def _send(
+    async def send(
         self,
         request: httpx.Request,
         host: str,
@@ -247,10 +208,26 @@ class PodSender:
         headers: list[tuple[bytes, bytes]] | None,
         limit: float | None,
         attempt: Attempt | None,
-    ) -> tuple[httpx.Response, _PodStream]:
-        core_request = pod_request(request, host, port, scheme, sni, headers, limit)
+        policy: RetryPolicy | None,
+    ) -> Answer:
+        """Send ``request`` to ``host:port``, one httpcore pool per address (see
+        :meth:`AsyncSender.send`)."""
+        # The httpcore request, aimed at host:port over the client's scheme (never the URL's),
+        # Host header and path kept: built directly, it skips httpx's URL rebuild, most of a
+        # naive rewriting transport's overhead.
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(scheme=scheme, host=host, port=port, target=request.url.raw_path),
+            headers=headers if headers is not None else request.headers.raw,
+            content=request.stream,
+            extensions=(
+                request.extensions  # the usual case (plain http, no time limit): no call
+                if sni is None and limit is None
+                else attempt_extensions(request.extensions, sni, limit)
+            ),
+        )
         address = (host, port)
-        with self._lock:  # counted in until the body closes (_release)
+        with self._lock:  # counted in until the body closes (_leave)
             pool = self._pools.get(address)
             if pool is None:
                 pool = self._new_pool(address)
@@ -273,7 +250,10 @@ class PodSender:
             stream=body,
             extensions=core_response.extensions,
         )
-        return response, body
+        if attempt is None or policy is None:
+            return response, ANSWERED
+        body.verdict = verdict = answered(response, attempt, policy)
+        return response, verdict
 
     async def _release(self, address: Address) -> None:
         pool = self._leave(address)
@@ -435,8 +415,12 @@ class _PodStream(httpx.AsyncByteStream):
                 raise
             raise mapped from exc
         finally:
-            report_attempt(self._attempt, self.verdict.outcome)
-            await self._sender._release(self._address)
+            attempt = self._attempt
+            if attempt is not None and not attempt.finished:  # report_attempt, a call saved
+                attempt.done(self.verdict.outcome)
+            pool = self._sender._leave(self._address)
+            if pool is not None:  # its departed Pod's last request: the pool goes too
+                await _aclose(pool)
 
 
 class TransportSender:
@@ -448,39 +432,6 @@ class TransportSender:
         self._transport = transport
         self._closed = False
         self._reaper = Reaper(events)
-
-    async def send_attempt(
-        self,
-        request: httpx.Request,
-        step: Send,
-        policy: RetryPolicy,
-        *,
-        scheme: bytes,
-        sni: str | None,
-        headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> Answer:
-        """Send the attempt ``step`` through the transport: the response and its verdict by
-        ``policy``, whose outcome the body reports to the pool attempt when it ends (a body
-        read already, built with ``content=``/``json=``, reports it now)."""
-        endpoint = step.state.endpoint
-        response = await self.send_to(
-            request,
-            endpoint.ip,
-            endpoint.port,
-            scheme=scheme,
-            sni=sni,
-            headers=headers,
-            connect_timeout=step.timeout,
-        )
-        attempt = step.attempt
-        verdict = answered(response, attempt, policy)
-        if response.is_closed:
-            report_attempt(attempt, verdict.outcome)
-        else:
-            response.stream = _ReportingStream(
-                response.stream, attempt, verdict, reaper=self._reaper, request=request
-            )
-        return response, verdict
 
     async def send_to(
         self,
@@ -494,10 +445,39 @@ class TransportSender:
         connect_timeout: float | None = None,
     ) -> httpx.Response:
         """Send through the transport, with no attempt to report (the fallback)."""
+        response, _ = await self.send(
+            request, host, port, scheme, sni, headers, connect_timeout, None, None
+        )
+        return response
+
+    async def send(
+        self,
+        request: httpx.Request,
+        host: str,
+        port: int,
+        scheme: bytes,
+        sni: str | None,
+        headers: list[tuple[bytes, bytes]] | None,
+        limit: float | None,
+        attempt: Attempt | None,
+        policy: RetryPolicy | None,
+    ) -> Answer:
+        """Send through the transport (see :meth:`AsyncSender.send`); a body read already,
+        built with ``content=``/``json=``, reports its attempt's outcome now."""
         if self._closed:
             raise ClientClosed("the client was closed: nothing more is sent")
-        outgoing = transport_request(request, host, port, scheme, sni, headers, connect_timeout)
-        return await self._transport.handle_async_request(outgoing)
+        outgoing = transport_request(request, host, port, scheme, sni, headers, limit)
+        response = await self._transport.handle_async_request(outgoing)
+        if attempt is None or policy is None:
+            return response, ANSWERED
+        verdict = answered(response, attempt, policy)
+        if response.is_closed:
+            report_attempt(attempt, verdict.outcome)
+        else:
+            response.stream = _ReportingStream(
+                response.stream, attempt, verdict, reaper=self._reaper, request=request
+            )
+        return response, verdict
 
     async def retire(self, keep: set[Address]) -> None:
         """Nothing to close: the transport owns its connections."""

@@ -91,6 +91,7 @@ class HeadlessTransport(TransportBase, httpx.BaseTransport):
         """The event stream: ``events.subscribe(observer)`` (see :mod:`headlesslb.events`)."""
         self._raw_scheme = parts.spec.raw_scheme  # read by every attempt: made once
         self._sni = parts.spec.sni
+        self._retry = parts.retry
         pod_transport = parts.checked_pod_transport(httpx.BaseTransport)
         self._sender: SyncSender = (
             TransportSender(pod_transport, parts.events)
@@ -279,13 +280,11 @@ class HeadlessTransport(TransportBase, httpx.BaseTransport):
 
     def _attempt(self, request: httpx.Request, step: Send, read_body: bool) -> Answer:
         timeout = step.timeout
-        send = self._sender.send_attempt
-        headers = with_headers(request.headers.raw, step.headers) if step.headers else None
-        policy = self.parts.retry
         if timeout is None:
-            response, verdict = send(
-                request, step, policy, scheme=self._raw_scheme, sni=self._sni, headers=headers
-            )
+            answer = self._send(request, step)
+            if not read_body:
+                return answer  # the usual case, as the sender made it
+            response, verdict = answer
         else:
             try:
                 # The sender caps httpcore's own timeouts at the per-try timeout, and they fire
@@ -293,14 +292,7 @@ class HeadlessTransport(TransportBase, httpx.BaseTransport):
                 # retryable for any method), not a read timeout. This bounds the whole attempt,
                 # which per-phase timeouts do not (a body trickling in).
                 with time_limit(timeout * 1.05):
-                    response, verdict = send(
-                        request,
-                        step,
-                        policy,
-                        scheme=self._raw_scheme,
-                        sni=self._sni,
-                        headers=headers,
-                    )
+                    response, verdict = self._send(request, step)
             except TimeoutError:
                 raise httpx.ReadTimeout(
                     f"{step.endpoint} gave no response within the per-try timeout of {timeout:g} s",
@@ -314,6 +306,22 @@ class HeadlessTransport(TransportBase, httpx.BaseTransport):
                     response.close()  # httpx never gets this response: close it here
                 raise
         return response, verdict
+
+    def _send(self, request: httpx.Request, step: Send) -> Answer:
+        """Send the attempt ``step``: to its Pod, over the client's scheme, with the headers it
+        adds, within its per-try timeout; judged by the retry policy at header time."""
+        endpoint = step.state.endpoint
+        return self._sender.send(
+            request,
+            endpoint.ip,
+            endpoint.port,
+            self._raw_scheme,
+            self._sni,
+            with_headers(request.headers.raw, step.headers) if step.headers else None,
+            step.timeout,
+            step.attempt,
+            self._retry,
+        )
 
     def _to_fallback(
         self, request: httpx.Request, step: SendToFallback

@@ -23,8 +23,9 @@ Records carry structured fields in ``extra``: ``service``, and where they apply 
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..core.endpoint import NXDOMAIN_WORDS, Endpoint
@@ -75,10 +76,11 @@ class LogObserver:
     def __init__(self) -> None:
         self._nxdomain = False
         """Whether NXDOMAIN was logged, and the Service has not resolved since."""
-
-    def wants_attempts(self) -> bool:
-        """Attempt events only while ``headlesslb.attempts`` logs DEBUG."""
-        return attempt_log.isEnabledFor(logging.DEBUG)
+        self.wants_attempts: Callable[[], bool] = functools.partial(
+            attempt_log.isEnabledFor, logging.DEBUG
+        )
+        """Attempt events only while ``headlesslb.attempts`` logs DEBUG (asked once per
+        request: the logger's own method, with no frame of ours around it)."""
 
     def __call__(self, event: Event) -> None:
         """Log ``event`` if it is one a log line is kept for."""

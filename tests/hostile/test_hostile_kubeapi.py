@@ -351,7 +351,8 @@ async def test_the_watch_ends_with_the_async_client(
     slices = EndpointSlices(api=KubeAPIConfig(server.url, token="t"))
     async with HeadlessClient("web", namespace="ns", port=8080, discovery=slices) as client:
         with anyio.fail_after(5):
-            while [e.ip for e in client.endpoints()] != ["10.0.0.1"]:
+            # The list's Pods come first; the watch is asked for once they are in.
+            while [e.ip for e in client.endpoints()] != ["10.0.0.1"] or not server.count("watch"):
                 await anyio.sleep(0.01)
         assert server.count("watch") == 1 and not closed.is_set()
     with anyio.fail_after(5):

@@ -124,9 +124,11 @@ def main() -> None:
             continue
         row: dict[str, object] = dict(zip(keys, ident, strict=True))
         row["metric"] = metric
-        row["old_median"] = statistics.median(old)
-        row["new_median"] = statistics.median(new)
-        row["new_over_old"] = statistics.median(new) / statistics.median(old)
+        old_median, new_median = statistics.median(old), statistics.median(new)
+        row["old_median"] = old_median
+        row["new_median"] = new_median
+        # A metric that is 0 in the old runs (a baseline's own "extra") has no ratio.
+        row["new_over_old"] = new_median / old_median if old_median else None
         row["old_runs"] = " ".join(f"{v:.3f}" for v in old)
         row["new_runs"] = " ".join(f"{v:.3f}" for v in new)
         rows.append(row)

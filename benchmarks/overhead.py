@@ -299,18 +299,26 @@ def _nginx_rows(
     return rows
 
 
+KEEPALIVE = 600.0
+"""Seconds every client keeps an idle connection: the whole run. With the default 4 s, the
+connections idle out between rounds, and httpcore's sync pool can close an expired idle
+connection it has just handed to another thread's request (encode/httpcore#1110): seen here
+once as ``ReadError: [Errno 9] Bad file descriptor`` in plain httpx with 8 threads."""
+
+
 def _limits(lib: ModuleType) -> Any:
-    """The plain clients' limits: those of each of headlesslb's per-Pod pools."""
+    """Every client's limits, plain and headlesslb (per Pod) alike: headlesslb's default
+    connection counts, with idle connections kept for the run (:data:`KEEPALIVE`)."""
     try:
         from headlesslb.core.limits import DEFAULT_LIMITS
     except ImportError:  # an older headlesslb (compare.py --same-script): its unbounded default
         return lib.Limits(
-            max_connections=None, max_keepalive_connections=None, keepalive_expiry=4.0
+            max_connections=None, max_keepalive_connections=None, keepalive_expiry=KEEPALIVE
         )
     return lib.Limits(
         max_connections=DEFAULT_LIMITS.max_connections,
         max_keepalive_connections=DEFAULT_LIMITS.max_keepalive_connections,
-        keepalive_expiry=DEFAULT_LIMITS.keepalive_expiry,
+        keepalive_expiry=KEEPALIVE,
     )
 
 
@@ -318,11 +326,12 @@ async def _nginx_async(
     flavour: Flavour, pods: Pods, rounds: int, requests: int, concurrency: int
 ) -> list[dict[str, object]]:
     lib, aio, _ = flavour.modules()
+    limits = _limits(lib)
     async with (
-        lib.AsyncClient(base_url=pods.one, limits=_limits(lib)) as plain,
-        aio.HeadlessClient(pods.service, port="http", **pods.where) as client,
+        lib.AsyncClient(base_url=pods.one, limits=limits) as plain,
+        aio.HeadlessClient(pods.service, port="http", limits=limits, **pods.where) as client,
         lib.AsyncClient(
-            transport=aio.HeadlessTransport(pods.service, port="http", **pods.where),
+            transport=aio.HeadlessTransport(pods.service, port="http", limits=limits, **pods.where),
             base_url=f"http://{pods.service}",
         ) as via_transport,
     ):
@@ -344,11 +353,14 @@ def _nginx_sync(
     flavour: Flavour, pods: Pods, rounds: int, requests: int, threads: int
 ) -> list[dict[str, object]]:
     lib, _, sync = flavour.modules()
+    limits = _limits(lib)
     with (
-        lib.Client(base_url=pods.one, limits=_limits(lib)) as plain,
-        sync.HeadlessClient(pods.service, port="http", **pods.where) as client,
+        lib.Client(base_url=pods.one, limits=limits) as plain,
+        sync.HeadlessClient(pods.service, port="http", limits=limits, **pods.where) as client,
         lib.Client(
-            transport=sync.HeadlessTransport(pods.service, port="http", **pods.where),
+            transport=sync.HeadlessTransport(
+                pods.service, port="http", limits=limits, **pods.where
+            ),
             base_url=f"http://{pods.service}",
         ) as via_transport,
     ):

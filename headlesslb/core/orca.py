@@ -276,7 +276,7 @@ class LoadReports:
     sent a good one.
     """
 
-    __slots__ = ("_clock", "_told", "_warned", "max_age", "rejected", "reported", "request_headers")
+    __slots__ = ("_clock", "_warned", "max_age", "rejected", "reported", "request_headers")
 
     def __init__(
         self,
@@ -297,8 +297,6 @@ class LoadReports:
         self.rejected = rejected
         self.reported = reported
         self._warned: set[tuple[str, int]] = set()
-        self._told: dict[tuple[str, int], float] = {}
-        """When each Pod's report was last told to ``reported``."""
 
     def offer(self, state: EndpointState, headers: Mapping[str, str]) -> None:
         """Read the report in a response's ``headers`` from ``state``'s Pod, if it has one.
@@ -324,8 +322,6 @@ class LoadReports:
         if self._warned:
             self._warned.discard(state.key)
         reported = self.reported
-        if reported is not None:
-            key = state.key
-            if now - self._told.get(key, -math.inf) >= REPORT_EVENT_INTERVAL:
-                self._told[key] = now
-                reported(state.endpoint, report)
+        if reported is not None and now - state.load_told >= REPORT_EVENT_INTERVAL:
+            state.load_told = now
+            reported(state.endpoint, report)

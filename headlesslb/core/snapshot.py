@@ -9,6 +9,7 @@ read through the pool's estimator, :attr:`Snapshot.latency`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -38,6 +39,7 @@ class EndpointState:
         "key",
         "last_ejected_at",
         "load",
+        "load_told",
         "requests",
         "since",
         "times_ejected",
@@ -72,6 +74,9 @@ class EndpointState:
         self.load: LoadReport | None = None
         """The latest load report the Pod sent (ORCA ``endpoint-load-metrics``), however old:
         pickers judge its age. Kept only while a picker reads reports (:mod:`.orca`)."""
+        self.load_told = -math.inf
+        """When a report of this Pod was last told to observers (:mod:`.orca` tells one at most
+        once per ``REPORT_EVENT_INTERVAL``); kept here, it goes when the Pod does."""
 
     @property
     def available(self) -> bool:

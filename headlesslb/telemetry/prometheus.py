@@ -140,12 +140,13 @@ class PrometheusMetrics(Collector):
         self._counters: dict[str, dict[Labels, float]] = {name: {} for name in _COUNTERS}
         self._endpoints: dict[str, EndpointCounts] = {}
         self._labels: dict[str, dict[tuple[str, int], str]] = {}
+        """Per Service, the ``endpoint`` label each Pod got (bounded by ``max_endpoints``)."""
         self._zones: dict[str, set[str]] = {}
+        """Per Service, the ``zone`` labels given so far (bounded by :data:`MAX_ZONES`)."""
         self._loads: dict[str, dict[str, LoadReport]] = {}
         """Per Service, each Pod's latest load report, by its ``endpoint`` label."""
         self._load_metrics: dict[str, set[str]] = {}
         """Per Service, the named metrics exported (bounded by :data:`MAX_LOAD_METRICS`)."""
-        """Per Service, the ``endpoint`` label each Pod got (bounded by ``max_endpoints``)."""
         registry.register(self)
 
     # -- the observer ----------------------------------------------------------------------------

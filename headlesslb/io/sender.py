@@ -54,7 +54,8 @@ Answer: TypeAlias = tuple[httpx.Response, Verdict]
 
 
 class AsyncSender(Protocol):
-    """What the shell sends attempts with."""
+    """What the shell sends attempts with (both senders derive from it: :meth:`send_to` is
+    written here once, over their :meth:`send`)."""
 
     async def send(
         self,
@@ -90,8 +91,12 @@ class AsyncSender(Protocol):
         connect_timeout: float | None = None,
     ) -> httpx.Response:
         """Send ``request`` to ``host:port`` with no attempt to report (health probes, the
-        fallback); ``connect_timeout`` caps every timeout of the request."""
-        ...
+        fallback); ``sni`` is the name TLS verifies (https only); ``connect_timeout`` caps every
+        timeout of the request."""
+        response, _ = await self.send(
+            request, host, port, scheme, sni, headers, connect_timeout, None, None
+        )
+        return response
 
     async def retire(self, keep: set[Address]) -> None:
         """Close connections to addresses not in ``keep`` once they are idle."""
@@ -130,7 +135,7 @@ def transport_request(
     )
 
 
-class PodSender:
+class PodSender(AsyncSender):
     """Sends requests straight to ``ip:port`` addresses, one httpcore connection pool per address.
 
     A pool per Pod, rather than one shared pool, keeps httpcore's per-request pool bookkeeping
@@ -179,25 +184,6 @@ class PodSender:
         )
         return pool
 
-    async def send_to(
-        self,
-        request: httpx.Request,
-        host: str,
-        port: int,
-        *,
-        scheme: bytes,
-        sni: str | None,
-        headers: list[tuple[bytes, bytes]] | None = None,
-        connect_timeout: float | None = None,
-    ) -> httpx.Response:
-        """Send ``request`` to ``host:port`` with no attempt to report (health probes, the
-        fallback); ``sni`` is the name TLS verifies (https only); ``connect_timeout`` caps every
-        timeout of the request."""
-        response, _ = await self.send(
-            request, host, port, scheme, sni, headers, connect_timeout, None, None
-        )
-        return response
-
     async def send(
         self,
         request: httpx.Request,
@@ -227,7 +213,7 @@ class PodSender:
             ),
         )
         address = (host, port)
-        with self._lock:  # counted in until the body closes (_leave)
+        with self._lock:  # counted in until the body closes (_release)
             pool = self._pools.get(address)
             if pool is None:
                 pool = self._new_pool(address)
@@ -415,15 +401,11 @@ class _PodStream(httpx.AsyncByteStream):
                 raise
             raise mapped from exc
         finally:
-            attempt = self._attempt
-            if attempt is not None and not attempt.finished:  # report_attempt, a call saved
-                attempt.done(self.verdict.outcome)
-            pool = self._sender._leave(self._address)
-            if pool is not None:  # its departed Pod's last request: the pool goes too
-                await _aclose(pool)
+            report_attempt(self._attempt, self.verdict.outcome)
+            await self._sender._release(self._address)
 
 
-class TransportSender:
+class TransportSender(AsyncSender):
     """Sends each attempt through an httpx transport (``pod_transport=``), as a request for
     ``http(s)://<ip>:<port>/<path>`` carrying the Service's Host header: mock the Pods behind the
     balancer with ``httpx.MockTransport`` or respx, no sockets involved."""
@@ -432,23 +414,6 @@ class TransportSender:
         self._transport = transport
         self._closed = False
         self._reaper = Reaper(events)
-
-    async def send_to(
-        self,
-        request: httpx.Request,
-        host: str,
-        port: int,
-        *,
-        scheme: bytes,
-        sni: str | None,
-        headers: list[tuple[bytes, bytes]] | None = None,
-        connect_timeout: float | None = None,
-    ) -> httpx.Response:
-        """Send through the transport, with no attempt to report (the fallback)."""
-        response, _ = await self.send(
-            request, host, port, scheme, sni, headers, connect_timeout, None, None
-        )
-        return response
 
     async def send(
         self,
